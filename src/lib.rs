@@ -1,0 +1,15 @@
+//! MobileNetV3 Studio's engine: the network, its weight files, preprocessing and classification.
+//! The binary (`src/main.rs`) is a thin command line over this library.
+
+pub mod arch;
+pub mod fsutil;
+pub mod labels;
+pub mod layers;
+pub mod model;
+pub mod ops;
+pub mod params;
+pub mod weights;
+
+pub use arch::{ArchSpec, ModelConfig, Variant};
+pub use layers::Mode;
+pub use model::MobileNetV3;

@@ -1,0 +1,105 @@
+//! MobileNetV3 as a candle module, built from an [`ArchSpec`] over the tensors of a [`ParamStore`].
+
+use crate::arch::{Activation, ArchSpec, ModelConfig};
+use crate::layers::{Bottleneck, ConvBn, Mode};
+use crate::ops;
+use crate::params::ParamStore;
+use candle_core::{Device, Result, Tensor, D};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub struct MobileNetV3 {
+    config: ModelConfig,
+    spec: ArchSpec,
+    params: ParamStore,
+    stem: ConvBn,
+    blocks: Vec<Bottleneck>,
+    last: ConvBn,
+    hidden_w: Tensor,
+    hidden_b: Tensor,
+    classifier_w: Tensor,
+    classifier_b: Tensor,
+}
+
+impl MobileNetV3 {
+    /// A freshly initialised network.
+    pub fn new(config: &ModelConfig, device: &Device, seed: u64) -> Result<Self> {
+        let spec = config.spec();
+        let params = ParamStore::init(&spec, device, seed)?;
+        Ok(Self::from_params(config, params))
+    }
+
+    /// Builds the network over existing parameters (from a weight file).
+    pub fn from_params(config: &ModelConfig, params: ParamStore) -> Self {
+        let spec = config.spec();
+        let stem = ConvBn::new(&params, "conv_0", spec.initial_stride, 1, Some(Activation::HardSwish));
+        let blocks = spec
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Bottleneck::new(&params, &format!("bottlenecks_1.{i}"), b))
+            .collect();
+        let last = ConvBn::new(&params, "conv_2", 1, 1, Some(Activation::HardSwish));
+        MobileNetV3 {
+            config: config.clone(),
+            hidden_w: params.tensor("conv_3.1.weight"),
+            hidden_b: params.tensor("conv_3.1.bias"),
+            classifier_w: params.tensor("conv_4.weight"),
+            classifier_b: params.tensor("conv_4.bias"),
+            spec,
+            params,
+            stem,
+            blocks,
+            last,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn spec(&self) -> &ArchSpec {
+        &self.spec
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    pub fn device(&self) -> &Device {
+        self.params.device()
+    }
+
+    /// Logits (n, classes) for normalised images (n, 3, h, w).
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let mut x = self.stem.forward(x, mode)?;
+        for b in &self.blocks {
+            x = b.forward(&x, mode)?;
+        }
+        let x = self.last.forward(&x, mode)?;
+        let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?;
+        let mut h = ops::hard_swish(&ops::linear(&pooled, &self.hidden_w, &self.hidden_b)?)?;
+        if let Mode::Train { seed } = mode {
+            h = dropout(&h, self.config.dropout, seed)?;
+        }
+        ops::linear(&h, &self.classifier_w, &self.classifier_b)
+    }
+}
+
+/// Inverted dropout with a mask drawn from `seed`, so that a training run is reproducible.
+fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
+}
+
+impl MobileNetV3 {
+    /// Changes the dropout probability used in training mode (0 turns it off).
+    pub fn set_dropout(&mut self, p: f32) {
+        self.config.dropout = p;
+    }
+}

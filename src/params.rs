@@ -1,0 +1,110 @@
+//! The model's state: every tensor of the PyTorch state_dict, held as candle [`Var`]s under its PyTorch name.
+//!
+//! Layers keep clones of these `Var`s (they share storage), so an optimizer step or a weight load through the
+//! store is seen by the model at once.
+
+use crate::arch::{ArchSpec, TensorRole, TensorSpec};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+
+pub struct ParamStore {
+    specs: Vec<TensorSpec>,
+    vars: BTreeMap<String, Var>,
+    device: Device,
+}
+
+impl ParamStore {
+    /// Fresh weights, seeded: convolutions Kaiming-normal (fan-out, as torchvision's MobileNetV3), biases zero,
+    /// BatchNorm weight 1 / bias 0 / mean 0 / var 1.
+    pub fn init(spec: &ArchSpec, device: &Device, seed: u64) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut tensors = HashMap::new();
+        for t in spec.tensors() {
+            let n = t.numel();
+            let tensor = match t.role {
+                TensorRole::ConvWeight { fan_out } => {
+                    let std = (2.0 / fan_out as f64).sqrt();
+                    let data: Vec<f32> = (0..n).map(|_| (normal(&mut rng) * std) as f32).collect();
+                    Tensor::from_vec(data, t.shape.as_slice(), device)?
+                }
+                TensorRole::ConvBias { .. } | TensorRole::BnBias | TensorRole::BnRunningMean => {
+                    Tensor::zeros(t.shape.as_slice(), DType::F32, device)?
+                }
+                TensorRole::BnWeight | TensorRole::BnRunningVar => Tensor::ones(t.shape.as_slice(), DType::F32, device)?,
+                TensorRole::BnBatchCount => Tensor::zeros((), DType::I64, device)?,
+            };
+            tensors.insert(t.name.clone(), tensor);
+        }
+        Self::from_tensors(spec, tensors, device)
+    }
+
+    /// Wraps tensors that [`crate::weights::check_tensors`] accepted for this spec.
+    pub fn from_tensors(spec: &ArchSpec, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        let specs = spec.tensors();
+        let mut vars = BTreeMap::new();
+        for t in &specs {
+            let Some(src) = tensors.remove(&t.name) else {
+                candle_core::bail!("missing tensor {}", t.name)
+            };
+            let dtype = if t.role == TensorRole::BnBatchCount { DType::I64 } else { DType::F32 };
+            let src = src.to_device(device)?.to_dtype(dtype)?.reshape(t.shape.as_slice())?;
+            // A fresh contiguous copy: the Var must own its storage to be updated in place.
+            vars.insert(t.name.clone(), Var::from_tensor(&src.copy()?)?);
+        }
+        Ok(ParamStore { specs, vars, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn specs(&self) -> &[TensorSpec] {
+        &self.specs
+    }
+
+    /// The variable named as in the PyTorch state_dict. Panics on a name the architecture does not have: names
+    /// come from [`ArchSpec::tensors`], never from user input.
+    pub fn var(&self, name: &str) -> &Var {
+        self.vars.get(name).unwrap_or_else(|| panic!("no parameter named {name}"))
+    }
+
+    pub fn tensor(&self, name: &str) -> Tensor {
+        self.var(name).as_tensor().clone()
+    }
+
+    /// The parameters that training updates: trainable and used by the forward pass, in state_dict order.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        self.specs
+            .iter()
+            .filter(|t| t.used && t.role.trainable())
+            .map(|t| (t.name.clone(), self.vars[&t.name].clone()))
+            .collect()
+    }
+
+    /// A snapshot of every tensor, in state_dict order (what a weight file holds).
+    pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
+        self.specs
+            .iter()
+            .map(|t| Ok((t.name.clone(), self.vars[&t.name].as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// Overwrites every tensor from `other` (same architecture): used to restore a checkpoint in place.
+    pub fn copy_from(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        for t in &self.specs {
+            let Some(src) = tensors.get(&t.name) else { candle_core::bail!("missing tensor {}", t.name) };
+            let var = &self.vars[&t.name];
+            var.set(&src.to_device(&self.device)?.to_dtype(var.dtype())?.reshape(t.shape.as_slice())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A standard normal sample (Box-Muller); keeps initialisation reproducible for a seed on every device.
+pub(crate) fn normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
