@@ -337,7 +337,7 @@ impl ArchSpec {
         let mut rows = Vec::new();
         let mut s = size;
         let s0 = conv_out(s, 3, self.initial_stride);
-        rows.push(LayerRow::new("conv_0", "conv3x3 + BN + hswish", (3, s), (self.stem_out, s0), 27 * self.stem_out, s0 * s0 * self.stem_out * 27));
+        rows.push(LayerRow::new("conv_0", "conv3x3 + BN + hswish", (3, s), (self.stem_out, s0), 29 * self.stem_out, s0 * s0 * self.stem_out * 27));
         s = s0;
         for (i, b) in self.blocks.iter().enumerate() {
             let so = conv_out(s, b.kernel, b.stride);
@@ -451,7 +451,7 @@ mod tests {
         assert_eq!(paper.blocks[1].stride, 2);
         assert_eq!(cifar.blocks[6].stride, 2);
         assert_eq!(cifar.layers(32).last().unwrap().input.1, 1);
-        assert_eq!(cifar.layers(32)[16].output.1, 4);
+        assert_eq!(cifar.layers(32)[16].output.1, 8);
         assert_eq!(paper.layers(224)[16].output.1, 7);
     }
 
