@@ -17,7 +17,9 @@ pub const BN_MOMENTUM: f64 = 0.1;
 pub enum Mode {
     Eval,
     /// Batch statistics, running-statistics updates, and dropout with masks drawn from `seed`.
-    Train { seed: u64 },
+    Train {
+        seed: u64,
+    },
 }
 
 impl Mode {
@@ -56,29 +58,51 @@ impl BatchNorm {
         let c = self.weight.dim(0)?;
         if !mode.is_train() {
             let (scale, shift) = self.eval_affine()?;
-            return x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?);
+            return x
+                .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&shift.reshape((1, c, 1, 1))?);
         }
         let (n, _, h, w) = x.dims4()?;
         let count = (n * h * w) as f64;
-        let mean = x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?.mean_keepdim(0)?;
+        let mean = x
+            .mean_keepdim(D::Minus1)?
+            .mean_keepdim(D::Minus2)?
+            .mean_keepdim(0)?;
         let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?.mean_keepdim(0)?;
+        let var = centered
+            .sqr()?
+            .mean_keepdim(D::Minus1)?
+            .mean_keepdim(D::Minus2)?
+            .mean_keepdim(0)?;
         let inv_std = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
         let y = centered
-            .broadcast_mul(&(inv_std.broadcast_mul(&self.weight.as_tensor().reshape((1, c, 1, 1))?))?)?
+            .broadcast_mul(
+                &(inv_std.broadcast_mul(&self.weight.as_tensor().reshape((1, c, 1, 1))?))?,
+            )?
             .broadcast_add(&self.bias.as_tensor().reshape((1, c, 1, 1))?)?;
-        self.update_running(&mean.detach().flatten_all()?, &var.detach().flatten_all()?, count)?;
+        self.update_running(
+            &mean.detach().flatten_all()?,
+            &var.detach().flatten_all()?,
+            count,
+        )?;
         Ok(y)
     }
 
     /// running = (1 - m) running + m batch, with the unbiased batch variance (as PyTorch).
     pub fn update_running(&self, mean: &Tensor, biased_var: &Tensor, count: f64) -> Result<()> {
         let m = BN_MOMENTUM;
-        let unbiased = if count > 1.0 { (biased_var * (count / (count - 1.0)))? } else { biased_var.clone() };
-        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        let unbiased = if count > 1.0 {
+            (biased_var * (count / (count - 1.0)))?
+        } else {
+            biased_var.clone()
+        };
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
         let one = Tensor::ones((), DType::I64, self.batches_tracked.device())?;
-        self.batches_tracked.set(&(self.batches_tracked.as_tensor() + one)?)?;
+        self.batches_tracked
+            .set(&(self.batches_tracked.as_tensor() + one)?)?;
         Ok(())
     }
 }
@@ -102,10 +126,23 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub fn new(p: &ParamStore, prefix: &str, stride: usize, groups: usize, act: Option<Activation>) -> Self {
+    pub fn new(
+        p: &ParamStore,
+        prefix: &str,
+        stride: usize,
+        groups: usize,
+        act: Option<Activation>,
+    ) -> Self {
         let weight = p.var(&format!("{prefix}.0.weight")).clone();
         let k = weight.dims()[2];
-        ConvBn { weight, bn: BatchNorm::new(p, &format!("{prefix}.1")), stride, padding: (k - 1) / 2, groups, act }
+        ConvBn {
+            weight,
+            bn: BatchNorm::new(p, &format!("{prefix}.1")),
+            stride,
+            padding: (k - 1) / 2,
+            groups,
+            act,
+        }
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -166,14 +203,24 @@ impl Bottleneck {
         Bottleneck {
             spec: spec.clone(),
             expand: ConvBn::new(p, &format!("{prefix}.pointwise_0"), 1, 1, Some(spec.act)),
-            depthwise: ConvBn::new(p, &format!("{prefix}.depthwise_1"), spec.stride, spec.expanded, Some(spec.act)),
-            se: spec.squeeze_excite.then(|| SqueezeExcite::new(p, &format!("{prefix}.se_block"))),
+            depthwise: ConvBn::new(
+                p,
+                &format!("{prefix}.depthwise_1"),
+                spec.stride,
+                spec.expanded,
+                Some(spec.act),
+            ),
+            se: spec
+                .squeeze_excite
+                .then(|| SqueezeExcite::new(p, &format!("{prefix}.se_block"))),
             project: ConvBn::new(p, &format!("{prefix}.pointwise_2"), 1, 1, None),
         }
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut y = self.depthwise.forward(&self.expand.forward(x, mode)?, mode)?;
+        let mut y = self
+            .depthwise
+            .forward(&self.expand.forward(x, mode)?, mode)?;
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }

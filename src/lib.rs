@@ -2,12 +2,14 @@
 //! The binary (`src/main.rs`) is a thin command line over this library.
 
 pub mod arch;
+pub mod classify;
 pub mod fsutil;
 pub mod labels;
 pub mod layers;
 pub mod model;
 pub mod ops;
 pub mod params;
+pub mod preprocess;
 pub mod weights;
 
 pub use arch::{ArchSpec, ModelConfig, Variant};

@@ -23,12 +23,19 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let o = weight.dim(0)?;
-    let y = weight.reshape((1, o, c))?.broadcast_matmul(&x.reshape((n, c, h * w))?)?;
+    let y = weight
+        .reshape((1, o, c))?
+        .broadcast_matmul(&x.reshape((n, c, h * w))?)?;
     y.reshape((n, o, h, w))
 }
 
 /// A depthwise kxk convolution (one filter per channel), no bias.
-pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+pub fn depthwise_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     let c = x.dim(1)?;
     x.conv2d(weight, padding, stride, 1, c)
 }

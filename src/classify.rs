@@ -1,0 +1,136 @@
+//! Classifying image files with a model: the engine behind `mobilenetv3 classify` and the Classify tab.
+
+use crate::arch::INPUT_SIZE;
+use crate::layers::Mode;
+use crate::preprocess;
+use crate::weights::LoadedModel;
+use candle_core::D;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Prediction {
+    pub index: usize,
+    pub label: String,
+    pub prob: f32,
+}
+
+/// The outcome for one file: its top-k predictions or why it could not be classified.
+#[derive(Clone, Debug)]
+pub struct FileResult {
+    pub path: PathBuf,
+    pub outcome: Result<Vec<Prediction>, String>,
+}
+
+/// Expands folders into the image files they hold (sorted, not recursive into hidden entries). Files named
+/// directly are kept whatever their extension, so that a broken file gets its own error.
+pub fn collect_images(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            found.sort();
+            for f in found {
+                let hidden = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().starts_with('.'))
+                    .unwrap_or(true);
+                if f.is_dir() && !hidden {
+                    out.extend(collect_images(&[f]));
+                } else if f.is_file() && !hidden && preprocess::has_image_extension(&f) {
+                    out.push(f);
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// Model files in a folder (`*.safetensors`, `*.pth`, `*.pt`), sorted by name.
+pub fn list_models(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        let hidden = p
+            .file_name()
+            .map(|n| n.to_string_lossy().starts_with('.'))
+            .unwrap_or(true);
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        !hidden && p.is_file() && matches!(ext, "safetensors" | "pth" | "pt")
+    });
+    v.sort();
+    v
+}
+
+/// Softmax probabilities for prepared inputs, one row per image.
+pub fn probabilities(
+    model: &LoadedModel,
+    inputs: &[Vec<f32>],
+) -> candle_core::Result<Vec<Vec<f32>>> {
+    let mut rows = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(64) {
+        let x = preprocess::batch(chunk, INPUT_SIZE, model.model.device())?;
+        let logits = model.model.forward(&x, Mode::Eval)?;
+        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        rows.extend(probs.to_vec2::<f32>()?);
+    }
+    Ok(rows)
+}
+
+/// The k most likely classes of one probability row.
+pub fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction> {
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    idx.into_iter()
+        .take(k)
+        .map(|i| Prediction {
+            index: i,
+            label: class_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class_{i}")),
+            prob: probs[i],
+        })
+        .collect()
+}
+
+/// Prepares one file for the model.
+pub fn prepare(model: &LoadedModel, path: &Path) -> Result<Vec<f32>, String> {
+    let img = preprocess::decode(path)?;
+    let rgb = preprocess::resize_rgb(&img, INPUT_SIZE as u32);
+    Ok(preprocess::normalise(&rgb, model.meta.mean, model.meta.std))
+}
+
+/// Classifies files; a file that cannot be read gets an error result and the others still run.
+pub fn classify_files(
+    model: &LoadedModel,
+    files: &[PathBuf],
+    k: usize,
+) -> candle_core::Result<Vec<FileResult>> {
+    let prepared: Vec<Result<Vec<f32>, String>> = files.iter().map(|p| prepare(model, p)).collect();
+    let ok: Vec<Vec<f32>> = prepared
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut probs = probabilities(model, &ok)?.into_iter();
+    Ok(files
+        .iter()
+        .zip(prepared)
+        .map(|(path, r)| FileResult {
+            path: path.clone(),
+            outcome: match r {
+                Ok(_) => Ok(top_k(
+                    &probs.next().unwrap_or_default(),
+                    &model.meta.class_names,
+                    k,
+                )),
+                Err(e) => Err(e),
+            },
+        })
+        .collect())
+}

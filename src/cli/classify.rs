@@ -1,0 +1,147 @@
+use anyhow::{bail, Result};
+use clap::Args;
+use mobilenetv3::classify::{self, FileResult};
+use mobilenetv3::weights::{self, LoadOptions};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ClassifyArgs {
+    /// Model file (.safetensors or .pth); default: every model in trained_models/.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// How many labels to report per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Initial stride for .pth files, which do not record it.
+    #[arg(long, default_value_t = 1)]
+    si: usize,
+    /// Images or folders of images; default: test_images/.
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
+    let root = super::project_dir();
+    let models = match &a.model {
+        Some(m) => vec![m.clone()],
+        None => {
+            let dir = root.join("trained_models");
+            let found = classify::list_models(&dir);
+            if found.is_empty() {
+                bail!(
+                    "no model files in {}; pass --model FILE or train one with `mobilenetv3 train`",
+                    dir.display()
+                );
+            }
+            found
+        }
+    };
+    let paths = if a.paths.is_empty() {
+        vec![root.join("test_images")]
+    } else {
+        a.paths.clone()
+    };
+    let files = classify::collect_images(&paths);
+    if files.is_empty() {
+        bail!(
+            "no images found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let k = a.top.max(1);
+    let opts = LoadOptions {
+        initial_stride: Some(a.si),
+        ..Default::default()
+    };
+    let mut failed = false;
+    let mut json_rows = Vec::new();
+    for (mi, model_path) in models.iter().enumerate() {
+        let loaded = match weights::load_model(model_path, &candle_core::Device::Cpu, &opts) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let results = classify::classify_files(&loaded, &files, k)?;
+        if a.json {
+            for r in &results {
+                json_rows.push(json_row(r, models.len() > 1, &loaded.path));
+            }
+        } else {
+            if models.len() > 1 {
+                if mi > 0 {
+                    println!();
+                }
+                println!(
+                    "== {} ({})",
+                    model_path.display(),
+                    loaded.meta.config.name()
+                );
+            }
+            let width = files
+                .iter()
+                .map(|f| display_name(f).len())
+                .max()
+                .unwrap_or(0);
+            for r in &results {
+                if let Ok(top) = &r.outcome {
+                    let best = &top[0];
+                    let rest: Vec<String> = top[1..]
+                        .iter()
+                        .map(|p| format!("{} {:.1}%", p.label, p.prob * 100.0))
+                        .collect();
+                    println!(
+                        "{:width$}  {:<14} {:5.1}%   {}",
+                        display_name(&r.path),
+                        best.label,
+                        best.prob * 100.0,
+                        rest.join(", ")
+                    );
+                }
+            }
+        }
+        for r in &results {
+            if let Err(e) = &r.outcome {
+                failed = true;
+                if mi == 0 {
+                    eprintln!("error: {}: {e}", r.path.display());
+                }
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json_rows)?);
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn display_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn json_row(r: &FileResult, with_model: bool, model: &std::path::Path) -> serde_json::Value {
+    let mut v = match &r.outcome {
+        Ok(top) => json!({"path": r.path.display().to_string(), "top": top}),
+        Err(e) => json!({"path": r.path.display().to_string(), "error": e}),
+    };
+    if with_model {
+        v["model"] = json!(model.display().to_string());
+    }
+    v
+}
