@@ -4,6 +4,7 @@
 //! statistics, running statistics updated with momentum 0.1 as PyTorch does).
 
 use crate::arch::{Activation, BottleneckSpec};
+use crate::kernels::Act;
 use crate::ops;
 use crate::params::ParamStore;
 use candle_core::{DType, Result, Tensor, Var, D};
@@ -54,37 +55,21 @@ impl BatchNorm {
         Ok((scale, shift))
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let c = self.weight.dim(0)?;
+    /// act(BN(x)): batch statistics (and a running-statistics update) in training, running ones in evaluation.
+    pub fn forward(&self, x: &Tensor, mode: Mode, act: Act) -> Result<Tensor> {
         if !mode.is_train() {
             let (scale, shift) = self.eval_affine()?;
-            return x
-                .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-                .broadcast_add(&shift.reshape((1, c, 1, 1))?);
+            return ops::affine_act(x, &scale, &shift, act);
         }
         let (n, _, h, w) = x.dims4()?;
-        let count = (n * h * w) as f64;
-        let mean = x
-            .mean_keepdim(D::Minus1)?
-            .mean_keepdim(D::Minus2)?
-            .mean_keepdim(0)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered
-            .sqr()?
-            .mean_keepdim(D::Minus1)?
-            .mean_keepdim(D::Minus2)?
-            .mean_keepdim(0)?;
-        let inv_std = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
-        let y = centered
-            .broadcast_mul(
-                &(inv_std.broadcast_mul(&self.weight.as_tensor().reshape((1, c, 1, 1))?))?,
-            )?
-            .broadcast_add(&self.bias.as_tensor().reshape((1, c, 1, 1))?)?;
-        self.update_running(
-            &mean.detach().flatten_all()?,
-            &var.detach().flatten_all()?,
-            count,
+        let (y, mean, var) = ops::batch_norm_act_train(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_tensor(),
+            act,
+            BN_EPS,
         )?;
+        self.update_running(&mean, &var, (n * h * w) as f64)?;
         Ok(y)
     }
 
@@ -107,10 +92,12 @@ impl BatchNorm {
     }
 }
 
-fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+/// The kernel activation for a table activation (None: no activation).
+pub fn kernel_act(act: Option<Activation>) -> Act {
     match act {
-        Activation::Relu => x.relu(),
-        Activation::HardSwish => ops::hard_swish(x),
+        None => Act::None,
+        Some(Activation::Relu) => Act::Relu,
+        Some(Activation::HardSwish) => Act::HardSwish,
     }
 }
 
@@ -154,11 +141,7 @@ impl ConvBn {
         } else {
             x.conv2d(w, self.padding, self.stride, 1, 1)?
         };
-        let y = self.bn.forward(&y, mode)?;
-        match self.act {
-            Some(a) => activate(&y, a),
-            None => Ok(y),
-        }
+        self.bn.forward(&y, mode, kernel_act(self.act))
     }
 }
 

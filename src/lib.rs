@@ -2,12 +2,16 @@
 //! The binary (`src/main.rs`) is a thin command line over this library.
 
 pub mod arch;
+pub mod bench;
 pub mod classify;
+pub mod device;
 pub mod fsutil;
+pub mod kernels;
 pub mod labels;
 pub mod layers;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod params;
 pub mod preprocess;
 pub mod weights;

@@ -111,3 +111,21 @@ impl MobileNetV3 {
         self.config.dropout = p;
     }
 }
+
+/// The network prepared for inference. For now it runs the eval-mode forward; it is the place where
+/// BatchNorm folding and fused kernels live.
+pub struct InferenceModel<'a> {
+    model: &'a MobileNetV3,
+}
+
+impl MobileNetV3 {
+    pub fn inference(&self) -> Result<InferenceModel<'_>> {
+        Ok(InferenceModel { model: self })
+    }
+}
+
+impl InferenceModel<'_> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.model.forward(x, Mode::Eval)
+    }
+}

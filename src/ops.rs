@@ -1,7 +1,13 @@
-//! The numeric operations the network is made of, behind one seam so that faster kernels can replace them
-//! without touching the layers.
+//! The numeric operations the network is made of. On the CPU they run the fused kernels of
+//! [`crate::kernels`] as candle custom ops (with their own backward passes); on other devices they fall back
+//! to compositions of candle's stock ops, which compute the same function.
 
-use candle_core::{Result, Tensor};
+use crate::kernels::{batchnorm as bn, depthwise as dw, Act};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, Layout, Result, Shape, Storage,
+    Tensor, D,
+};
+use std::sync::{Arc, Mutex};
 
 /// hswish(x) = x * relu6(x + 3) / 6
 pub fn hard_swish(x: &Tensor) -> Result<Tensor> {
@@ -11,6 +17,14 @@ pub fn hard_swish(x: &Tensor) -> Result<Tensor> {
 /// hsigmoid(x) = relu6(x + 3) / 6
 pub fn hard_sigmoid(x: &Tensor) -> Result<Tensor> {
     (x + 3.0)?.clamp(0f32, 6f32)? / 6.0
+}
+
+pub fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
+    match act {
+        Act::None => Ok(x.clone()),
+        Act::Relu => x.relu(),
+        Act::HardSwish => hard_swish(x),
+    }
 }
 
 /// A 1x1 convolution with bias applied to pooled features: x (n, c), weight (o, c, 1, 1), bias (o).
@@ -25,17 +39,366 @@ pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let o = weight.dim(0)?;
     let y = weight
         .reshape((1, o, c))?
-        .broadcast_matmul(&x.reshape((n, c, h * w))?)?;
+        .broadcast_matmul(&x.contiguous()?.reshape((n, c, h * w))?)?;
     y.reshape((n, o, h, w))
 }
 
-/// A depthwise kxk convolution (one filter per channel), no bias.
+/// A depthwise kxk convolution (one filter per channel), no bias. weight: (c, 1, k, k).
 pub fn depthwise_conv2d(
     x: &Tensor,
     weight: &Tensor,
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        let (n, c, h, w) = x.dims4()?;
+        let k = weight.dim(2)?;
+        let g = dw::Geometry {
+            n,
+            c,
+            h,
+            w,
+            k,
+            stride,
+            pad: padding,
+        };
+        return x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, DepthwiseConv(g));
+    }
+    x.conv2d(weight, padding, stride, 1, x.dim(1)?)
+}
+
+/// Training-mode BatchNorm fused with its activation. Returns the output, the batch mean and the biased batch
+/// variance (for the running statistics).
+pub fn batch_norm_act_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    act: Act,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let c = x.dim(1)?;
-    x.conv2d(weight, padding, stride, 1, c)
+    if x.device().is_cpu() {
+        let saved = Arc::new(Mutex::new(None));
+        let op = BnActTrain {
+            act,
+            eps: eps as f32,
+            saved: saved.clone(),
+        };
+        let y = x.contiguous()?.apply_op3(gamma, beta, op)?;
+        let s = saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take();
+        let Some(s) = s else {
+            bail!("batch norm kernel produced no statistics")
+        };
+        let mean = Tensor::from_vec(s.mean, c, x.device())?;
+        let var = Tensor::from_vec(s.var, c, x.device())?;
+        return Ok((y, mean, var));
+    }
+    let mean = x
+        .mean_keepdim(D::Minus1)?
+        .mean_keepdim(D::Minus2)?
+        .mean_keepdim(0)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered
+        .sqr()?
+        .mean_keepdim(D::Minus1)?
+        .mean_keepdim(D::Minus2)?
+        .mean_keepdim(0)?;
+    let inv_std = (var.clone() + eps)?.sqrt()?.recip()?;
+    let z = centered
+        .broadcast_mul(&inv_std.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    Ok((
+        activate(&z, act)?,
+        mean.detach().flatten_all()?,
+        var.detach().flatten_all()?,
+    ))
+}
+
+/// act(x * scale[c] + shift[c]): evaluation-mode BatchNorm with its activation (no gradient).
+pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if x.device().is_cpu() {
+        let op = AffineAct {
+            scale: scale.to_vec1()?,
+            shift: shift.to_vec1()?,
+            act,
+        };
+        return x.contiguous()?.apply_op1_no_bwd(&op);
+    }
+    let z = x
+        .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+    activate(&z, act)
+}
+
+/// In place: y = act(y + bias[c]) on a freshly computed (unshared) tensor.
+pub fn bias_act_inplace(y: Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
+    let c = y.dim(1)?;
+    if y.device().is_cpu() && y.is_contiguous() {
+        y.inplace_op1(&BiasAct {
+            bias: bias.to_vec1()?,
+            act,
+        })?;
+        return Ok(y);
+    }
+    activate(&y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?, act)
+}
+
+// ---- candle glue -------------------------------------------------------------------------------------------
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let v = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("kernel input must be contiguous"),
+    }
+}
+
+/// Runs `f` on the f32 data of a CPU tensor (made contiguous first).
+fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => Ok(f(slice(s, layout)?)),
+        _ => bail!("kernel needs a CPU tensor"),
+    }
+}
+
+fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
+    l.shape().dims4()
+}
+
+struct DepthwiseConv(dw::Geometry);
+
+impl CustomOp2 for DepthwiseConv {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let mut y = vec![0f32; g.out_len()];
+        dw::forward(&g, slice(s1, l1)?, slice(s2, l2)?, None, Act::None, &mut y);
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((g.n, g.c, g.out_h(), g.out_w())),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(w, &DepthwiseInputGrad(self.0))?;
+        let dw = x.apply_op2_no_bwd(&grad, &DepthwiseWeightGrad(self.0))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+struct DepthwiseInputGrad(dw::Geometry);
+
+impl CustomOp2 for DepthwiseInputGrad {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+        dw::backward_input(&g, slice(s1, l1)?, slice(s2, l2)?, &mut dx);
+        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+struct DepthwiseWeightGrad(dw::Geometry);
+
+impl CustomOp2 for DepthwiseWeightGrad {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let mut dwt = vec![0f32; g.c * g.k * g.k];
+        dw::backward_weight(&g, slice(s1, l1)?, slice(s2, l2)?, &mut dwt);
+        Ok((CpuStorage::F32(dwt), Shape::from((g.c, 1, g.k, g.k))))
+    }
+}
+
+struct BnSaved {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+/// Training BatchNorm + activation over (x, gamma, beta). The forward stores the batch statistics in
+/// `saved`, where the caller reads them for the running averages and the backward reads inv_std.
+struct BnActTrain {
+    act: Act,
+    eps: f32,
+    saved: Arc<Mutex<Option<BnSaved>>>,
+}
+
+impl CustomOp3 for BnActTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-act-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l1)?;
+        let d = bn::Dims { n, c, hw: h * w };
+        let mut y = vec![0f32; n * c * h * w];
+        let mut inv_std = vec![0f32; c];
+        let (mean, var) = bn::train_forward(
+            &d,
+            slice(s1, l1)?,
+            slice(s2, l2)?,
+            slice(s3, l3)?,
+            self.act,
+            self.eps,
+            &mut y,
+            &mut inv_std,
+        );
+        let mut saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+        *saved = Some(BnSaved { mean, var, inv_std });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let d = bn::Dims { n, c, hw: h * w };
+        let (mean, inv_std) = {
+            let saved = self
+                .saved
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+            // The caller took the statistics after the forward; recompute them if so.
+            match saved.as_ref() {
+                Some(s) => (s.mean.clone(), s.inv_std.clone()),
+                None => {
+                    let (m, v) = with_data(x, |xs| bn::batch_stats(&d, xs))?;
+                    (m, v.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect())
+                }
+            }
+        };
+        let g = gamma.to_vec1::<f32>()?;
+        let b = beta.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; n * c * h * w];
+        let mut dg = vec![0f32; c];
+        let mut db = vec![0f32; c];
+        with_data(x, |xs| {
+            with_data(grad, |gs| {
+                bn::train_backward(
+                    &d, xs, gs, &g, &b, &mean, &inv_std, self.act, &mut dx, &mut dg, &mut db,
+                )
+            })
+        })??;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, (n, c, h, w), dev)?),
+            Some(Tensor::from_vec(dg, c, dev)?),
+            Some(Tensor::from_vec(db, c, dev)?),
+        ))
+    }
+}
+
+struct AffineAct {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    act: Act,
+}
+
+impl CustomOp1 for AffineAct {
+    fn name(&self) -> &'static str {
+        "affine-act"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        let mut y = vec![0f32; n * c * h * w];
+        bn::affine_act(
+            &bn::Dims { n, c, hw: h * w },
+            slice(s, l)?,
+            &self.scale,
+            &self.shift,
+            self.act,
+            &mut y,
+        );
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+}
+
+struct BiasAct {
+    bias: Vec<f32>,
+    act: Act,
+}
+
+impl InplaceOp1 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let (n, c, h, w) = dims4(l)?;
+        let Some((a, b)) = l.contiguous_offsets() else {
+            bail!("bias-act needs a contiguous tensor")
+        };
+        match s {
+            CpuStorage::F32(v) => {
+                bn::bias_act_inplace(
+                    &bn::Dims { n, c, hw: h * w },
+                    &mut v[a..b],
+                    &self.bias,
+                    self.act,
+                );
+                Ok(())
+            }
+            _ => bail!("bias-act needs f32"),
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Argument parsing and the text/JSON views of each subcommand.
 
+mod bench;
 mod classify;
 mod info;
 
@@ -26,6 +27,11 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Describe an architecture or a model file: parameters, MACs per 32x32 image, layer table.
     Info(info::InfoArgs),
+    /// Time inference of each variant on each device (the Latency tab's engine).
+    Latency(bench::LatencyArgs),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Import a PyTorch state_dict checkpoint (.pth) into the native safetensors format.
     Convert {
         /// The PyTorch checkpoint (torch.save(model.state_dict())).
@@ -46,6 +52,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Classify(a)) => classify::run(a),
         Some(Command::Info(a)) => info::run(a),
+        Some(Command::Latency(a)) => bench::run_latency(a),
+        Some(Command::Bench(c)) => bench::run_bench(c),
         Some(Command::Convert { input, output, si }) => {
             let opts = LoadOptions {
                 initial_stride: Some(si),

@@ -1,0 +1,217 @@
+//! The benchmark engine behind `mobilenetv3 latency`, `mobilenetv3 bench train` and the Latency tab.
+
+use crate::arch::{ModelConfig, INPUT_SIZE};
+use crate::layers::Mode;
+use crate::model::MobileNetV3;
+use crate::optim::{Sgd, SgdConfig};
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Summary statistics of a set of timings (milliseconds).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Stats {
+    pub mean_ms: f64,
+    pub std_ms: f64,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+}
+
+impl Stats {
+    pub fn from_ms(samples: &[f64]) -> Stats {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len().max(1) as f64;
+        let mean = s.iter().sum::<f64>() / n;
+        let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Stats {
+            mean_ms: mean,
+            std_ms: var.sqrt(),
+            median_ms: percentile(&s, 0.5),
+            p10_ms: percentile(&s, 0.1),
+            p90_ms: percentile(&s, 0.9),
+            min_ms: s.first().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Linear-interpolated percentile of sorted samples (numpy's default).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// One row of the latency table (also the JSON object `latency --json` prints).
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyRow {
+    pub variant: String,
+    pub device: String,
+    pub batch: usize,
+    pub runs: usize,
+    pub mean_ms: f64,
+    pub std_ms: f64,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+    pub img_per_s: f64,
+    /// Every timing, in run order (for charts with spread); not part of the JSON output.
+    #[serde(skip)]
+    pub samples_ms: Vec<f64>,
+}
+
+/// Waits for queued device work, so that a timing covers the computation, not its launch.
+pub fn synchronize(device: &Device) -> candle_core::Result<()> {
+    device.synchronize()
+}
+
+/// Times inference of one model at one batch size: `warmup` untimed runs, then `runs` timed ones.
+/// `should_stop` is polled between runs; a stopped measurement returns None.
+pub fn time_inference(
+    config: &ModelConfig,
+    device: &Device,
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+    mut should_stop: impl FnMut(usize) -> bool,
+) -> candle_core::Result<Option<LatencyRow>> {
+    let model = MobileNetV3::new(config, device, 0)?;
+    let runner = model.inference()?;
+    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?
+        .to_device(device)?;
+    for i in 0..warmup {
+        if should_stop(i) {
+            return Ok(None);
+        }
+        runner.forward(&x)?;
+    }
+    synchronize(device)?;
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        if should_stop(warmup + i) {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let y = runner.forward(&x)?;
+        synchronize(device)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(y);
+    }
+    let s = Stats::from_ms(&samples);
+    Ok(Some(LatencyRow {
+        variant: config.name(),
+        device: device_name(device),
+        batch,
+        runs,
+        img_per_s: batch as f64 / (s.median_ms / 1e3),
+        mean_ms: s.mean_ms,
+        std_ms: s.std_ms,
+        median_ms: s.median_ms,
+        p10_ms: s.p10_ms,
+        p90_ms: s.p90_ms,
+        min_ms: s.min_ms,
+        samples_ms: samples,
+    }))
+}
+
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+/// Result of `bench train`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainBench {
+    pub variant: String,
+    pub batch: usize,
+    pub steps: usize,
+    pub median_step_ms: f64,
+    pub img_per_s: f64,
+}
+
+/// Full SGD steps (forward in train mode, cross-entropy, backward, update) on synthetic data.
+pub fn bench_train(
+    config: &ModelConfig,
+    device: &Device,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> candle_core::Result<TrainBench> {
+    let model = MobileNetV3::new(config, device, 0)?;
+    let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
+    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?
+        .to_device(device)?;
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|i| (i * 37) % config.num_classes as u32)
+        .collect();
+    let y = Tensor::new(labels, device)?;
+    let mut times = Vec::new();
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let logits = model.forward(&x, Mode::Train { seed: i as u64 })?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        synchronize(device)?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let s = Stats::from_ms(&times);
+    Ok(TrainBench {
+        variant: config.name(),
+        batch,
+        steps,
+        median_step_ms: s.median_ms,
+        img_per_s: batch as f64 / (s.median_ms / 1e3),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_known_samples() {
+        let s = Stats::from_ms(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(s.median_ms, 3.0);
+        assert_eq!(s.min_ms, 1.0);
+        assert!((s.p10_ms - 1.4).abs() < 1e-12);
+        assert!((s.p90_ms - 4.6).abs() < 1e-12);
+        assert!((s.std_ms - 2.5f64.sqrt()).abs() < 1e-12);
+    }
+}
+
+/// The rows as CSV, with the same columns as the JSON objects.
+pub fn to_csv(rows: &[LatencyRow]) -> String {
+    let mut s = String::from(
+        "variant,device,batch,runs,mean_ms,std_ms,median_ms,p10_ms,p90_ms,min_ms,img_per_s\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2}\n",
+            r.variant,
+            r.device,
+            r.batch,
+            r.runs,
+            r.mean_ms,
+            r.std_ms,
+            r.median_ms,
+            r.p10_ms,
+            r.p90_ms,
+            r.min_ms,
+            r.img_per_s
+        ));
+    }
+    s
+}

@@ -1,0 +1,179 @@
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use mobilenetv3::arch::{parse_variant_name, ModelConfig};
+use mobilenetv3::bench::{self, LatencyRow};
+use mobilenetv3::device;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The six variants the reference measures.
+pub const DEFAULT_VARIANTS: [&str; 6] = [
+    "small_0.25",
+    "small_0.5",
+    "small_1.0",
+    "large_0.25",
+    "large_0.5",
+    "large_1.0",
+];
+
+#[derive(Args)]
+pub struct LatencyArgs {
+    /// Comma-separated variants (small_0.25,...) or "all".
+    #[arg(long, default_value = "all")]
+    variants: String,
+    /// Comma-separated devices (cpu,cuda); default: every available one.
+    #[arg(long)]
+    devices: Option<String>,
+    /// Comma-separated batch sizes.
+    #[arg(long, default_value = "1")]
+    batch: String,
+    #[arg(long, default_value_t = 300)]
+    runs: usize,
+    #[arg(long, default_value_t = 30)]
+    warmup: usize,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the rows as a JSON array to FILE (or stdout with no FILE or "-").
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+    /// Write the rows as CSV to FILE (or stdout with no FILE or "-").
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    csv: Option<String>,
+    /// Initial stride of the timed models.
+    #[arg(long, default_value_t = 1)]
+    si: usize,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Training-step throughput (forward, loss, backward, SGD update) on synthetic data.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    #[arg(long, default_value = "small_0.25")]
+    variant: String,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn parse_variants(s: &str) -> Result<Vec<ModelConfig>> {
+    let names: Vec<&str> = if s.trim() == "all" {
+        DEFAULT_VARIANTS.to_vec()
+    } else {
+        s.split(',').map(str::trim).collect()
+    };
+    names
+        .iter()
+        .map(|n| {
+            parse_variant_name(n).with_context(|| {
+                format!("unknown variant {n:?} (expected e.g. small_0.25 or large_1.0)")
+            })
+        })
+        .collect()
+}
+
+fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|v| *v > 0)
+                .with_context(|| format!("bad {what} {x:?}"))
+        })
+        .collect()
+}
+
+pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
+    if let Some(t) = a.threads {
+        device::set_cpu_threads(t)?;
+    }
+    let variants = parse_variants(&a.variants)?;
+    let batches = parse_list(&a.batch, "batch size")?;
+    let devices = match &a.devices {
+        Some(d) => d
+            .split(',')
+            .map(|s| device::open(s.trim()))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => device::available(),
+    };
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let mut rows: Vec<LatencyRow> = Vec::new();
+    for dev in &devices {
+        for cfg in &variants {
+            let cfg = cfg.clone().with_initial_stride(a.si);
+            for &b in &batches {
+                eprint!(
+                    "{:<11} {:<5} batch {:<4} ",
+                    cfg.name(),
+                    bench::device_name(dev),
+                    b
+                );
+                let _ = std::io::stderr().flush();
+                let row = bench::time_inference(&cfg, dev, b, a.warmup, a.runs, |_| false)?
+                    .context("benchmark stopped")?;
+                eprintln!(
+                    "median {:8.3} ms  p10 {:8.3}  p90 {:8.3}  {:9.1} img/s",
+                    row.median_ms, row.p10_ms, row.p90_ms, row.img_per_s
+                );
+                rows.push(row);
+            }
+        }
+    }
+    if let Some(target) = &a.json {
+        write_out(target, &serde_json::to_string_pretty(&rows)?)?;
+    }
+    if let Some(target) = &a.csv {
+        write_out(target, &bench::to_csv(&rows))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_out(target: &str, text: &str) -> Result<()> {
+    if target == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        mobilenetv3::fsutil::write_atomic(&PathBuf::from(target), text.as_bytes())
+            .with_context(|| format!("writing {target}"))
+    }
+}
+
+pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
+    match cmd {
+        BenchCommand::Train(a) => {
+            if let Some(t) = a.threads {
+                device::set_cpu_threads(t)?;
+            }
+            let cfg = parse_variant_name(&a.variant)
+                .with_context(|| format!("unknown variant {:?}", a.variant))?;
+            let dev = device::open(&a.device)?;
+            let r = bench::bench_train(&cfg, &dev, a.batch, a.warmup, a.steps)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} batch {} on {}: median step {:.1} ms, {:.1} img/s ({} steps)",
+                    r.variant, r.batch, a.device, r.median_step_ms, r.img_per_s, r.steps
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Choosing where the model runs: the CPU (always) or a CUDA GPU (with the `cuda` feature and a driver).
+
+use candle_core::Device;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device {0:?}: use cpu or cuda")]
+    Unknown(String),
+    #[error("CUDA is not available: {0}")]
+    CudaUnavailable(String),
+    #[error("cannot set the thread count: {0}")]
+    Threads(String),
+}
+
+/// Opens `cpu`, `cuda` or `cuda:N`.
+pub fn open(name: &str) -> Result<Device, DeviceError> {
+    let lower = name.to_ascii_lowercase();
+    if lower == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(rest) = lower.strip_prefix("cuda") {
+        let ordinal = match rest.strip_prefix(':') {
+            Some(n) => n.parse().map_err(|_| DeviceError::Unknown(name.into()))?,
+            None if rest.is_empty() => 0,
+            None => return Err(DeviceError::Unknown(name.into())),
+        };
+        if !cfg!(feature = "cuda") {
+            return Err(DeviceError::CudaUnavailable(
+                "this build has no CUDA support (build with --features cuda)".into(),
+            ));
+        }
+        // A build that links CUDA dynamically may panic when no driver is present: report it as unavailable.
+        return match std::panic::catch_unwind(|| Device::new_cuda(ordinal)) {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(DeviceError::CudaUnavailable(e.to_string())),
+            Err(_) => Err(DeviceError::CudaUnavailable(
+                "the CUDA driver could not be loaded".into(),
+            )),
+        };
+    }
+    Err(DeviceError::Unknown(name.into()))
+}
+
+/// Every device this build can use on this machine: the CPU, then CUDA if it opens.
+pub fn available() -> Vec<Device> {
+    let mut v = vec![Device::Cpu];
+    if cfg!(feature = "cuda") {
+        if let Ok(d) = open("cuda") {
+            v.push(d);
+        }
+    }
+    v
+}
+
+/// Sets the number of CPU threads for the whole process; call before any model work.
+pub fn set_cpu_threads(n: usize) -> Result<(), DeviceError> {
+    if n == 0 {
+        return Err(DeviceError::Threads("must be at least 1".into()));
+    }
+    // candle and gemm size their work by RAYON_NUM_THREADS; rayon's pool is sized here.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| DeviceError::Threads(e.to_string()))
+}

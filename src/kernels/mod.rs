@@ -1,0 +1,68 @@
+//! Hand-written CPU kernels over plain `f32` slices in NCHW layout. They know nothing of candle; `crate::ops`
+//! wraps them as candle custom ops with their backward passes.
+//!
+//! Parallelism: rayon over independent planes or channels, so each task owns a disjoint part of the output.
+
+pub mod batchnorm;
+pub mod depthwise;
+
+/// The activation fused into a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    /// x * relu6(x + 3) / 6
+    HardSwish,
+}
+
+impl Act {
+    #[inline(always)]
+    pub fn apply(self, z: f32) -> f32 {
+        match self {
+            Act::None => z,
+            Act::Relu => z.max(0.0),
+            Act::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+        }
+    }
+
+    /// d act / d z, with PyTorch's conventions at the kinks (ReLU'(0) = 0; relu6' is 0 at 0 and 6).
+    #[inline(always)]
+    pub fn derivative(self, z: f32) -> f32 {
+        match self {
+            Act::None => 1.0,
+            Act::Relu => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Act::HardSwish => {
+                if z < -3.0 {
+                    0.0
+                } else if z > 3.0 {
+                    1.0
+                } else {
+                    // d/dz [z (z+3)/6] = (2z + 3)/6; at exactly ±3 PyTorch's literal formula gives the same limits
+                    // up to the relu6 kink convention, which random data never hits.
+                    (2.0 * z + 3.0) * (1.0 / 6.0)
+                }
+            }
+        }
+    }
+}
+
+/// A raw pointer that rayon tasks may share when each writes a disjoint set of indices.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// # Safety
+    /// The caller guarantees `[offset, offset + len)` is in bounds and written by one task only.
+    #[inline(always)]
+    pub unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(offset), len)
+    }
+}
