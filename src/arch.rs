@@ -97,13 +97,7 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn new(variant: Variant, width: f64) -> Self {
-        ModelConfig {
-            variant,
-            width,
-            initial_stride: 1,
-            num_classes: NUM_CLASSES,
-            dropout: 0.2,
-        }
+        ModelConfig { variant, width, initial_stride: 1, num_classes: NUM_CLASSES, dropout: 0.2 }
     }
 
     pub fn with_initial_stride(mut self, si: usize) -> Self {
@@ -119,22 +113,13 @@ impl ModelConfig {
     /// Checks the ranges the architecture supports.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.width > 0.0 && self.width <= 2.0) {
-            return Err(format!(
-                "width multiplier must be in (0, 2], got {}",
-                self.width
-            ));
+            return Err(format!("width multiplier must be in (0, 2], got {}", self.width));
         }
         if scale(16, self.width) == 0 {
-            return Err(format!(
-                "width multiplier {} leaves the stem with no channels",
-                self.width
-            ));
+            return Err(format!("width multiplier {} leaves the stem with no channels", self.width));
         }
         if !matches!(self.initial_stride, 1 | 2) {
-            return Err(format!(
-                "initial stride must be 1 or 2, got {}",
-                self.initial_stride
-            ));
+            return Err(format!("initial stride must be 1 or 2, got {}", self.initial_stride));
         }
         if self.num_classes == 0 {
             return Err("the classifier needs at least one class".into());
@@ -232,10 +217,7 @@ impl TensorRole {
     pub fn trainable(self) -> bool {
         matches!(
             self,
-            TensorRole::ConvWeight { .. }
-                | TensorRole::ConvBias { .. }
-                | TensorRole::BnWeight
-                | TensorRole::BnBias
+            TensorRole::ConvWeight { .. } | TensorRole::ConvBias { .. } | TensorRole::BnWeight | TensorRole::BnBias
         )
     }
 }
@@ -297,22 +279,16 @@ impl ArchSpec {
     /// Every tensor of the PyTorch state_dict, in its order.
     pub fn tensors(&self) -> Vec<TensorSpec> {
         let mut out = Vec::new();
-        let conv =
-            |out: &mut Vec<TensorSpec>, name: String, o: usize, i: usize, k: usize, used: bool| {
-                out.push(TensorSpec {
-                    name,
-                    shape: vec![o, i, k, k],
-                    role: TensorRole::ConvWeight { fan_out: o * k * k },
-                    used,
-                })
-            };
-        fn bias(out: &mut Vec<TensorSpec>, name: String, c: usize, fan_in: usize, used: bool) {
+        let conv = |out: &mut Vec<TensorSpec>, name: String, o: usize, i: usize, k: usize, used: bool| {
             out.push(TensorSpec {
                 name,
-                shape: vec![c],
-                role: TensorRole::ConvBias { fan_in },
+                shape: vec![o, i, k, k],
+                role: TensorRole::ConvWeight { fan_out: o * k * k },
                 used,
-            });
+            })
+        };
+        fn bias(out: &mut Vec<TensorSpec>, name: String, c: usize, fan_in: usize, used: bool) {
+            out.push(TensorSpec { name, shape: vec![c], role: TensorRole::ConvBias { fan_in }, used });
         }
         fn bn(out: &mut Vec<TensorSpec>, prefix: &str, c: usize) {
             let roles = [
@@ -322,12 +298,7 @@ impl ArchSpec {
                 ("running_var", TensorRole::BnRunningVar),
             ];
             for (n, role) in roles {
-                out.push(TensorSpec {
-                    name: format!("{prefix}.{n}"),
-                    shape: vec![c],
-                    role,
-                    used: true,
-                });
+                out.push(TensorSpec { name: format!("{prefix}.{n}"), shape: vec![c], role, used: true });
             }
             out.push(TensorSpec {
                 name: format!("{prefix}.num_batches_tracked"),
@@ -336,125 +307,34 @@ impl ArchSpec {
                 used: true,
             });
         }
-        conv(
-            &mut out,
-            "conv_0.0.weight".into(),
-            self.stem_out,
-            3,
-            3,
-            true,
-        );
+        conv(&mut out, "conv_0.0.weight".into(), self.stem_out, 3, 3, true);
         bn(&mut out, "conv_0.1", self.stem_out);
         for (i, b) in self.blocks.iter().enumerate() {
             let p = format!("bottlenecks_1.{i}");
-            conv(
-                &mut out,
-                format!("{p}.pointwise_0.0.weight"),
-                b.expanded,
-                b.in_c,
-                1,
-                true,
-            );
+            conv(&mut out, format!("{p}.pointwise_0.0.weight"), b.expanded, b.in_c, 1, true);
             bn(&mut out, &format!("{p}.pointwise_0.1"), b.expanded);
-            conv(
-                &mut out,
-                format!("{p}.depthwise_1.0.weight"),
-                b.expanded,
-                1,
-                b.kernel,
-                true,
-            );
+            conv(&mut out, format!("{p}.depthwise_1.0.weight"), b.expanded, 1, b.kernel, true);
             bn(&mut out, &format!("{p}.depthwise_1.1"), b.expanded);
             let se = b.squeeze_excite;
-            conv(
-                &mut out,
-                format!("{p}.se_block.conv_0.1.weight"),
-                b.se_hidden,
-                b.expanded,
-                1,
-                se,
-            );
-            bias(
-                &mut out,
-                format!("{p}.se_block.conv_0.1.bias"),
-                b.se_hidden,
-                b.expanded,
-                se,
-            );
-            conv(
-                &mut out,
-                format!("{p}.se_block.conv_1.0.weight"),
-                b.expanded,
-                b.se_hidden,
-                1,
-                se,
-            );
-            bias(
-                &mut out,
-                format!("{p}.se_block.conv_1.0.bias"),
-                b.expanded,
-                b.se_hidden,
-                se,
-            );
-            conv(
-                &mut out,
-                format!("{p}.pointwise_2.0.weight"),
-                b.out_c,
-                b.expanded,
-                1,
-                true,
-            );
+            conv(&mut out, format!("{p}.se_block.conv_0.1.weight"), b.se_hidden, b.expanded, 1, se);
+            bias(&mut out, format!("{p}.se_block.conv_0.1.bias"), b.se_hidden, b.expanded, se);
+            conv(&mut out, format!("{p}.se_block.conv_1.0.weight"), b.expanded, b.se_hidden, 1, se);
+            bias(&mut out, format!("{p}.se_block.conv_1.0.bias"), b.expanded, b.se_hidden, se);
+            conv(&mut out, format!("{p}.pointwise_2.0.weight"), b.out_c, b.expanded, 1, true);
             bn(&mut out, &format!("{p}.pointwise_2.1"), b.out_c);
         }
-        conv(
-            &mut out,
-            "conv_2.0.weight".into(),
-            self.last_out,
-            self.last_in,
-            1,
-            true,
-        );
+        conv(&mut out, "conv_2.0.weight".into(), self.last_out, self.last_in, 1, true);
         bn(&mut out, "conv_2.1", self.last_out);
-        conv(
-            &mut out,
-            "conv_3.1.weight".into(),
-            self.hidden,
-            self.last_out,
-            1,
-            true,
-        );
-        bias(
-            &mut out,
-            "conv_3.1.bias".into(),
-            self.hidden,
-            self.last_out,
-            true,
-        );
-        conv(
-            &mut out,
-            "conv_4.weight".into(),
-            self.num_classes,
-            self.hidden,
-            1,
-            true,
-        );
-        bias(
-            &mut out,
-            "conv_4.bias".into(),
-            self.num_classes,
-            self.hidden,
-            true,
-        );
+        conv(&mut out, "conv_3.1.weight".into(), self.hidden, self.last_out, 1, true);
+        bias(&mut out, "conv_3.1.bias".into(), self.hidden, self.last_out, true);
+        conv(&mut out, "conv_4.weight".into(), self.num_classes, self.hidden, 1, true);
+        bias(&mut out, "conv_4.bias".into(), self.num_classes, self.hidden, true);
         out
     }
 
     /// Trainable parameters the forward pass uses (the unused SE tensors are not counted).
     pub fn parameter_count(&self) -> usize {
-        self.tensors()
-            .iter()
-            .filter(|t| t.used && t.role.trainable())
-            .map(TensorSpec::numel)
-            .sum()
+        self.tensors().iter().filter(|t| t.used && t.role.trainable()).map(TensorSpec::numel).sum()
     }
 
     /// Per-layer description for an input of `size`x`size`, with multiply-accumulates counted as the
@@ -475,8 +355,7 @@ impl ArchSpec {
         s = s0;
         for (i, b) in self.blocks.iter().enumerate() {
             let so = conv_out(s, b.kernel, b.stride);
-            let mut params =
-                b.in_c * b.expanded + b.expanded * b.kernel * b.kernel + b.expanded * b.out_c;
+            let mut params = b.in_c * b.expanded + b.expanded * b.kernel * b.kernel + b.expanded * b.out_c;
             let mut macs = s * s * b.in_c * b.expanded
                 + so * so * b.expanded * b.kernel * b.kernel
                 + so * so * b.expanded * b.out_c;
@@ -498,14 +377,7 @@ impl ArchSpec {
                 if b.residual() { " +res" } else { "" },
                 act
             );
-            rows.push(LayerRow::new(
-                &format!("bottlenecks_1.{i}"),
-                &kind,
-                (b.in_c, s),
-                (b.out_c, so),
-                params,
-                macs,
-            ));
+            rows.push(LayerRow::new(&format!("bottlenecks_1.{i}"), &kind, (b.in_c, s), (b.out_c, so), params, macs));
             s = so;
         }
         rows.push(LayerRow::new(
@@ -554,22 +426,8 @@ pub struct LayerRow {
 }
 
 impl LayerRow {
-    fn new(
-        name: &str,
-        kind: &str,
-        input: (usize, usize),
-        output: (usize, usize),
-        params: usize,
-        macs: usize,
-    ) -> Self {
-        LayerRow {
-            name: name.into(),
-            kind: kind.into(),
-            input,
-            output,
-            params,
-            macs,
-        }
+    fn new(name: &str, kind: &str, input: (usize, usize), output: (usize, usize), params: usize, macs: usize) -> Self {
+        LayerRow { name: name.into(), kind: kind.into(), input, output, params, macs }
     }
 }
 
@@ -582,10 +440,7 @@ mod tests {
         let spec = ModelConfig::new(Variant::Small, 0.25).spec();
         assert_eq!(spec.parameter_count(), 322_435);
         // The layer table counts the same parameters a second way.
-        assert_eq!(
-            spec.layers(32).iter().map(|r| r.params).sum::<usize>(),
-            322_435
-        );
+        assert_eq!(spec.layers(32).iter().map(|r| r.params).sum::<usize>(), 322_435);
     }
 
     #[test]
@@ -607,12 +462,7 @@ mod tests {
     #[test]
     fn macs_match_the_reference_table() {
         // Reference MACs (millions, one decimal) for 32x32 input with si = 1.
-        let expected = [
-            ("small_0.25", 5.9),
-            ("small_1.0", 61.1),
-            ("large_0.5", 62.0),
-            ("large_1.0", 227.9),
-        ];
+        let expected = [("small_0.25", 5.9), ("small_1.0", 61.1), ("large_0.5", 62.0), ("large_1.0", 227.9)];
         for (name, m) in expected {
             let macs = parse_variant_name(name).unwrap().spec().macs(32) as f64 / 1e6;
             assert!((macs - m).abs() < 0.051, "{name}: {macs:.2}M vs {m}M");
@@ -631,9 +481,7 @@ mod tests {
     #[test]
     fn initial_stride_moves_the_early_blocks() {
         let cifar = ModelConfig::new(Variant::Large, 1.0).spec();
-        let paper = ModelConfig::new(Variant::Large, 1.0)
-            .with_initial_stride(2)
-            .spec();
+        let paper = ModelConfig::new(Variant::Large, 1.0).with_initial_stride(2).spec();
         assert_eq!(cifar.blocks[1].stride, 1);
         assert_eq!(paper.blocks[1].stride, 2);
         assert_eq!(cifar.blocks[6].stride, 2);
@@ -646,10 +494,7 @@ mod tests {
     fn names_round_trip() {
         let cfg = parse_variant_name("large_1").unwrap();
         assert_eq!(cfg.name(), "large_1.0");
-        assert_eq!(
-            parse_variant_name("small_0.25").unwrap().name(),
-            "small_0.25"
-        );
+        assert_eq!(parse_variant_name("small_0.25").unwrap().name(), "small_0.25");
         assert!(parse_variant_name("medium_1.0").is_none());
         assert!(parse_variant_name("small_3").is_none());
     }

@@ -1,6 +1,7 @@
 //! The benchmark engine behind `mobilenetv3 latency`, `mobilenetv3 bench train` and the Latency tab.
 
 use crate::arch::{ModelConfig, INPUT_SIZE};
+use crate::kernels::profile::timed;
 use crate::layers::Mode;
 use crate::model::MobileNetV3;
 use crate::optim::{Sgd, SgdConfig};
@@ -83,8 +84,7 @@ pub fn time_inference(
 ) -> candle_core::Result<Option<LatencyRow>> {
     let model = MobileNetV3::new(config, device, 0)?;
     let runner = model.inference()?;
-    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?
-        .to_device(device)?;
+    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?.to_device(device)?;
     for i in 0..warmup {
         if should_stop(i) {
             return Ok(None);
@@ -148,25 +148,26 @@ pub fn bench_train(
 ) -> candle_core::Result<TrainBench> {
     let model = MobileNetV3::new(config, device, 0)?;
     let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
-    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?
-        .to_device(device)?;
-    let labels: Vec<u32> = (0..batch as u32)
-        .map(|i| (i * 37) % config.num_classes as u32)
-        .collect();
+    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?.to_device(device)?;
+    let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % config.num_classes as u32).collect();
     let y = Tensor::new(labels, device)?;
     let mut times = Vec::new();
     for i in 0..warmup + steps {
+        if i == warmup {
+            crate::kernels::profile::take();
+        }
         let t = Instant::now();
-        let logits = model.forward(&x, Mode::Train { seed: i as u64 })?;
+        let logits = timed("model.forward", || model.forward(&x, Mode::Train { seed: i as u64 }))?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-        let grads = loss.backward()?;
-        opt.step(&grads)?;
+        let grads = timed("loss.backward", || loss.backward())?;
+        timed("sgd.step", || opt.step(&grads))?;
         let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         synchronize(device)?;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    crate::kernels::profile::report(times.iter().sum::<f64>() / 1e3);
     let s = Stats::from_ms(&times);
     Ok(TrainBench {
         variant: config.name(),
@@ -194,9 +195,7 @@ mod tests {
 
 /// The rows as CSV, with the same columns as the JSON objects.
 pub fn to_csv(rows: &[LatencyRow]) -> String {
-    let mut s = String::from(
-        "variant,device,batch,runs,mean_ms,std_ms,median_ms,p10_ms,p90_ms,min_ms,img_per_s\n",
-    );
+    let mut s = String::from("variant,device,batch,runs,mean_ms,std_ms,median_ms,p10_ms,p90_ms,min_ms,img_per_s\n");
     for r in rows {
         s.push_str(&format!(
             "{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2}\n",

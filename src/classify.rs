@@ -33,10 +33,7 @@ pub fn collect_images(paths: &[PathBuf]) -> Vec<PathBuf> {
                 .unwrap_or_default();
             found.sort();
             for f in found {
-                let hidden = f
-                    .file_name()
-                    .map(|n| n.to_string_lossy().starts_with('.'))
-                    .unwrap_or(true);
+                let hidden = f.file_name().map(|n| n.to_string_lossy().starts_with('.')).unwrap_or(true);
                 if f.is_dir() && !hidden {
                     out.extend(collect_images(&[f]));
                 } else if f.is_file() && !hidden && preprocess::has_image_extension(&f) {
@@ -52,14 +49,10 @@ pub fn collect_images(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Model files in a folder (`*.safetensors`, `*.pth`, `*.pt`), sorted by name.
 pub fn list_models(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     v.retain(|p| {
-        let hidden = p
-            .file_name()
-            .map(|n| n.to_string_lossy().starts_with('.'))
-            .unwrap_or(true);
+        let hidden = p.file_name().map(|n| n.to_string_lossy().starts_with('.')).unwrap_or(true);
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
         !hidden && p.is_file() && matches!(ext, "safetensors" | "pth" | "pt")
     });
@@ -68,10 +61,7 @@ pub fn list_models(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Softmax probabilities for prepared inputs, one row per image.
-pub fn probabilities(
-    model: &LoadedModel,
-    inputs: &[Vec<f32>],
-) -> candle_core::Result<Vec<Vec<f32>>> {
+pub fn probabilities(model: &LoadedModel, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
     let mut rows = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(64) {
         let x = preprocess::batch(chunk, INPUT_SIZE, model.model.device())?;
@@ -90,10 +80,7 @@ pub fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction>
         .take(k)
         .map(|i| Prediction {
             index: i,
-            label: class_names
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| format!("class_{i}")),
+            label: class_names.get(i).cloned().unwrap_or_else(|| format!("class_{i}")),
             prob: probs[i],
         })
         .collect()
@@ -107,16 +94,9 @@ pub fn prepare(model: &LoadedModel, path: &Path) -> Result<Vec<f32>, String> {
 }
 
 /// Classifies files; a file that cannot be read gets an error result and the others still run.
-pub fn classify_files(
-    model: &LoadedModel,
-    files: &[PathBuf],
-    k: usize,
-) -> candle_core::Result<Vec<FileResult>> {
+pub fn classify_files(model: &LoadedModel, files: &[PathBuf], k: usize) -> candle_core::Result<Vec<FileResult>> {
     let prepared: Vec<Result<Vec<f32>, String>> = files.iter().map(|p| prepare(model, p)).collect();
-    let ok: Vec<Vec<f32>> = prepared
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
-        .collect();
+    let ok: Vec<Vec<f32>> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     let mut probs = probabilities(model, &ok)?.into_iter();
     Ok(files
         .iter()
@@ -124,11 +104,7 @@ pub fn classify_files(
         .map(|(path, r)| FileResult {
             path: path.clone(),
             outcome: match r {
-                Ok(_) => Ok(top_k(
-                    &probs.next().unwrap_or_default(),
-                    &model.meta.class_names,
-                    k,
-                )),
+                Ok(_) => Ok(top_k(&probs.next().unwrap_or_default(), &model.meta.class_names, k)),
                 Err(e) => Err(e),
             },
         })

@@ -33,9 +33,7 @@ pub fn open(name: &str) -> Result<Device, DeviceError> {
         return match std::panic::catch_unwind(|| Device::new_cuda(ordinal)) {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(DeviceError::CudaUnavailable(e.to_string())),
-            Err(_) => Err(DeviceError::CudaUnavailable(
-                "the CUDA driver could not be loaded".into(),
-            )),
+            Err(_) => Err(DeviceError::CudaUnavailable("the CUDA driver could not be loaded".into())),
         };
     }
     Err(DeviceError::Unknown(name.into()))
@@ -59,8 +57,20 @@ pub fn set_cpu_threads(n: usize) -> Result<(), DeviceError> {
     }
     // candle and gemm size their work by RAYON_NUM_THREADS; rayon's pool is sized here.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
-        .map_err(|e| DeviceError::Threads(e.to_string()))
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| DeviceError::Threads(e.to_string()))
+}
+
+/// Keeps freed tensor memory in the process instead of returning it to the kernel.
+///
+/// With glibc's defaults every activation above the mmap threshold (32 MB at most) is a fresh mmap, so each
+/// training step faults its pages in again; on this kind of machine that cost more than the arithmetic. With
+/// mmap off and trimming off, the heap keeps its high-water mark and steps reuse it. Call once, early.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
 }

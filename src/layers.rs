@@ -62,13 +62,7 @@ impl BatchNorm {
             return ops::affine_act(x, &scale, &shift, act);
         }
         let (n, _, h, w) = x.dims4()?;
-        let (y, mean, var) = ops::batch_norm_act_train(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_tensor(),
-            act,
-            BN_EPS,
-        )?;
+        let (y, mean, var) = ops::batch_norm_act_train(x, self.weight.as_tensor(), self.bias.as_tensor(), act, BN_EPS)?;
         self.update_running(&mean, &var, (n * h * w) as f64)?;
         Ok(y)
     }
@@ -76,18 +70,11 @@ impl BatchNorm {
     /// running = (1 - m) running + m batch, with the unbiased batch variance (as PyTorch).
     pub fn update_running(&self, mean: &Tensor, biased_var: &Tensor, count: f64) -> Result<()> {
         let m = BN_MOMENTUM;
-        let unbiased = if count > 1.0 {
-            (biased_var * (count / (count - 1.0)))?
-        } else {
-            biased_var.clone()
-        };
-        self.running_mean
-            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var
-            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        let unbiased = if count > 1.0 { (biased_var * (count / (count - 1.0)))? } else { biased_var.clone() };
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
         let one = Tensor::ones((), DType::I64, self.batches_tracked.device())?;
-        self.batches_tracked
-            .set(&(self.batches_tracked.as_tensor() + one)?)?;
+        self.batches_tracked.set(&(self.batches_tracked.as_tensor() + one)?)?;
         Ok(())
     }
 }
@@ -113,23 +100,10 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub fn new(
-        p: &ParamStore,
-        prefix: &str,
-        stride: usize,
-        groups: usize,
-        act: Option<Activation>,
-    ) -> Self {
+    pub fn new(p: &ParamStore, prefix: &str, stride: usize, groups: usize, act: Option<Activation>) -> Self {
         let weight = p.var(&format!("{prefix}.0.weight")).clone();
         let k = weight.dims()[2];
-        ConvBn {
-            weight,
-            bn: BatchNorm::new(p, &format!("{prefix}.1")),
-            stride,
-            padding: (k - 1) / 2,
-            groups,
-            act,
-        }
+        ConvBn { weight, bn: BatchNorm::new(p, &format!("{prefix}.1")), stride, padding: (k - 1) / 2, groups, act }
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -186,24 +160,14 @@ impl Bottleneck {
         Bottleneck {
             spec: spec.clone(),
             expand: ConvBn::new(p, &format!("{prefix}.pointwise_0"), 1, 1, Some(spec.act)),
-            depthwise: ConvBn::new(
-                p,
-                &format!("{prefix}.depthwise_1"),
-                spec.stride,
-                spec.expanded,
-                Some(spec.act),
-            ),
-            se: spec
-                .squeeze_excite
-                .then(|| SqueezeExcite::new(p, &format!("{prefix}.se_block"))),
+            depthwise: ConvBn::new(p, &format!("{prefix}.depthwise_1"), spec.stride, spec.expanded, Some(spec.act)),
+            se: spec.squeeze_excite.then(|| SqueezeExcite::new(p, &format!("{prefix}.se_block"))),
             project: ConvBn::new(p, &format!("{prefix}.pointwise_2"), 1, 1, None),
         }
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut y = self
-            .depthwise
-            .forward(&self.expand.forward(x, mode)?, mode)?;
+        let mut y = self.depthwise.forward(&self.expand.forward(x, mode)?, mode)?;
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }

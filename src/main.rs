@@ -5,6 +5,7 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    mobilenetv3::device::tune_allocator();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -32,13 +32,7 @@ impl MobileNetV3 {
     /// Builds the network over existing parameters (from a weight file).
     pub fn from_params(config: &ModelConfig, params: ParamStore) -> Self {
         let spec = config.spec();
-        let stem = ConvBn::new(
-            &params,
-            "conv_0",
-            spec.initial_stride,
-            1,
-            Some(Activation::HardSwish),
-        );
+        let stem = ConvBn::new(&params, "conv_0", spec.initial_stride, 1, Some(Activation::HardSwish));
         let blocks = spec
             .blocks
             .iter()
@@ -99,9 +93,7 @@ fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
     x * Tensor::from_vec(mask, x.shape(), x.device())?
 }
 

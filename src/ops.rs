@@ -2,10 +2,10 @@
 //! [`crate::kernels`] as candle custom ops (with their own backward passes); on other devices they fall back
 //! to compositions of candle's stock ops, which compute the same function.
 
+use crate::kernels::profile::timed;
 use crate::kernels::{batchnorm as bn, depthwise as dw, Act};
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, Layout, Result, Shape, Storage,
-    Tensor, D,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, Layout, Result, Shape, Storage, Tensor, D,
 };
 use std::sync::{Arc, Mutex};
 
@@ -37,34 +37,17 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let o = weight.dim(0)?;
-    let y = weight
-        .reshape((1, o, c))?
-        .broadcast_matmul(&x.contiguous()?.reshape((n, c, h * w))?)?;
+    let y = weight.reshape((1, o, c))?.broadcast_matmul(&x.contiguous()?.reshape((n, c, h * w))?)?;
     y.reshape((n, o, h, w))
 }
 
 /// A depthwise kxk convolution (one filter per channel), no bias. weight: (c, 1, k, k).
-pub fn depthwise_conv2d(
-    x: &Tensor,
-    weight: &Tensor,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
+pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     if x.device().is_cpu() {
         let (n, c, h, w) = x.dims4()?;
         let k = weight.dim(2)?;
-        let g = dw::Geometry {
-            n,
-            c,
-            h,
-            w,
-            k,
-            stride,
-            pad: padding,
-        };
-        return x
-            .contiguous()?
-            .apply_op2(&weight.contiguous()?, DepthwiseConv(g));
+        let g = dw::Geometry { n, c, h, w, k, stride, pad: padding };
+        return x.contiguous()?.apply_op2(&weight.contiguous()?, DepthwiseConv(g));
     }
     x.conv2d(weight, padding, stride, 1, x.dim(1)?)
 }
@@ -81,58 +64,33 @@ pub fn batch_norm_act_train(
     let c = x.dim(1)?;
     if x.device().is_cpu() {
         let saved = Arc::new(Mutex::new(None));
-        let op = BnActTrain {
-            act,
-            eps: eps as f32,
-            saved: saved.clone(),
-        };
+        let op = BnActTrain { act, eps: eps as f32, saved: saved.clone() };
         let y = x.contiguous()?.apply_op3(gamma, beta, op)?;
-        let s = saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
-            .take();
-        let Some(s) = s else {
-            bail!("batch norm kernel produced no statistics")
-        };
-        let mean = Tensor::from_vec(s.mean, c, x.device())?;
-        let var = Tensor::from_vec(s.var, c, x.device())?;
+        let s = saved.lock().map_err(|_| candle_core::Error::Msg("poisoned".into()))?.as_ref()
+            .map(|s| (s.mean.clone(), s.var.clone()));
+        let Some((mean, var)) = s else { bail!("batch norm kernel produced no statistics") };
+        let mean = Tensor::from_vec(mean, c, x.device())?;
+        let var = Tensor::from_vec(var, c, x.device())?;
         return Ok((y, mean, var));
     }
-    let mean = x
-        .mean_keepdim(D::Minus1)?
-        .mean_keepdim(D::Minus2)?
-        .mean_keepdim(0)?;
+    let mean = x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?.mean_keepdim(0)?;
     let centered = x.broadcast_sub(&mean)?;
-    let var = centered
-        .sqr()?
-        .mean_keepdim(D::Minus1)?
-        .mean_keepdim(D::Minus2)?
-        .mean_keepdim(0)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?.mean_keepdim(0)?;
     let inv_std = (var.clone() + eps)?.sqrt()?.recip()?;
     let z = centered
         .broadcast_mul(&inv_std.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?)?
         .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
-    Ok((
-        activate(&z, act)?,
-        mean.detach().flatten_all()?,
-        var.detach().flatten_all()?,
-    ))
+    Ok((activate(&z, act)?, mean.detach().flatten_all()?, var.detach().flatten_all()?))
 }
 
 /// act(x * scale[c] + shift[c]): evaluation-mode BatchNorm with its activation (no gradient).
 pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act) -> Result<Tensor> {
     let c = x.dim(1)?;
     if x.device().is_cpu() {
-        let op = AffineAct {
-            scale: scale.to_vec1()?,
-            shift: shift.to_vec1()?,
-            act,
-        };
+        let op = AffineAct { scale: scale.to_vec1()?, shift: shift.to_vec1()?, act };
         return x.contiguous()?.apply_op1_no_bwd(&op);
     }
-    let z = x
-        .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-        .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+    let z = x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
     activate(&z, act)
 }
 
@@ -140,10 +98,7 @@ pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act) -> Resul
 pub fn bias_act_inplace(y: Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
     let c = y.dim(1)?;
     if y.device().is_cpu() && y.is_contiguous() {
-        y.inplace_op1(&BiasAct {
-            bias: bias.to_vec1()?,
-            act,
-        })?;
+        y.inplace_op1(&BiasAct { bias: bias.to_vec1()?, act })?;
         return Ok(y);
     }
     activate(&y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?, act)
@@ -180,29 +135,15 @@ impl CustomOp2 for DepthwiseConv {
         "depthwise-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let mut y = vec![0f32; g.out_len()];
-        dw::forward(&g, slice(s1, l1)?, slice(s2, l2)?, None, Act::None, &mut y);
-        Ok((
-            CpuStorage::F32(y),
-            Shape::from((g.n, g.c, g.out_h(), g.out_w())),
-        ))
+        let (x, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        timed("dw.forward", || dw::forward(&g, x, w, None, Act::None, &mut y));
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.out_h(), g.out_w()))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let dx = grad.apply_op2_no_bwd(w, &DepthwiseInputGrad(self.0))?;
         let dw = x.apply_op2_no_bwd(&grad, &DepthwiseWeightGrad(self.0))?;
@@ -217,16 +158,11 @@ impl CustomOp2 for DepthwiseInputGrad {
         "depthwise-conv2d-input-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
-        dw::backward_input(&g, slice(s1, l1)?, slice(s2, l2)?, &mut dx);
+        let (gy, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        timed("dw.backward_input", || dw::backward_input(&g, gy, w, &mut dx));
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
     }
 }
@@ -238,16 +174,11 @@ impl CustomOp2 for DepthwiseWeightGrad {
         "depthwise-conv2d-weight-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let mut dwt = vec![0f32; g.c * g.k * g.k];
-        dw::backward_weight(&g, slice(s1, l1)?, slice(s2, l2)?, &mut dwt);
+        let (x, gy) = (slice(s1, l1)?, slice(s2, l2)?);
+        timed("dw.backward_weight", || dw::backward_weight(&g, x, gy, &mut dwt));
         Ok((CpuStorage::F32(dwt), Shape::from((g.c, 1, g.k, g.k))))
     }
 }
@@ -284,20 +215,10 @@ impl CustomOp3 for BnActTrain {
         let d = bn::Dims { n, c, hw: h * w };
         let mut y = vec![0f32; n * c * h * w];
         let mut inv_std = vec![0f32; c];
-        let (mean, var) = bn::train_forward(
-            &d,
-            slice(s1, l1)?,
-            slice(s2, l2)?,
-            slice(s3, l3)?,
-            self.act,
-            self.eps,
-            &mut y,
-            &mut inv_std,
-        );
-        let mut saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+        let (x, g, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (mean, var) =
+            timed("bn.train_forward", || bn::train_forward(&d, x, g, b, self.act, self.eps, &mut y, &mut inv_std));
+        let mut saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
         *saved = Some(BnSaved { mean, var, inv_std });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -313,10 +234,7 @@ impl CustomOp3 for BnActTrain {
         let (n, c, h, w) = x.dims4()?;
         let d = bn::Dims { n, c, hw: h * w };
         let (mean, inv_std) = {
-            let saved = self
-                .saved
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+            let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
             // The caller took the statistics after the forward; recompute them if so.
             match saved.as_ref() {
                 Some(s) => (s.mean.clone(), s.inv_std.clone()),
@@ -333,9 +251,9 @@ impl CustomOp3 for BnActTrain {
         let mut db = vec![0f32; c];
         with_data(x, |xs| {
             with_data(grad, |gs| {
-                bn::train_backward(
-                    &d, xs, gs, &g, &b, &mean, &inv_std, self.act, &mut dx, &mut dg, &mut db,
-                )
+                timed("bn.train_backward", || {
+                    bn::train_backward(&d, xs, gs, &g, &b, &mean, &inv_std, self.act, &mut dx, &mut dg, &mut db)
+                })
             })
         })??;
         let dev = x.device();
@@ -361,14 +279,7 @@ impl CustomOp1 for AffineAct {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
         let mut y = vec![0f32; n * c * h * w];
-        bn::affine_act(
-            &bn::Dims { n, c, hw: h * w },
-            slice(s, l)?,
-            &self.scale,
-            &self.shift,
-            self.act,
-            &mut y,
-        );
+        bn::affine_act(&bn::Dims { n, c, hw: h * w }, slice(s, l)?, &self.scale, &self.shift, self.act, &mut y);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -385,17 +296,10 @@ impl InplaceOp1 for BiasAct {
 
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
         let (n, c, h, w) = dims4(l)?;
-        let Some((a, b)) = l.contiguous_offsets() else {
-            bail!("bias-act needs a contiguous tensor")
-        };
+        let Some((a, b)) = l.contiguous_offsets() else { bail!("bias-act needs a contiguous tensor") };
         match s {
             CpuStorage::F32(v) => {
-                bn::bias_act_inplace(
-                    &bn::Dims { n, c, hw: h * w },
-                    &mut v[a..b],
-                    &self.bias,
-                    self.act,
-                );
+                bn::bias_act_inplace(&bn::Dims { n, c, hw: h * w }, &mut v[a..b], &self.bias, self.act);
                 Ok(())
             }
             _ => bail!("bias-act needs f32"),

@@ -14,12 +14,7 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        SgdConfig {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            nesterov: false,
-        }
+        SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false }
     }
 }
 
@@ -33,11 +28,7 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Self {
         let momentum = vec![None; params.len()];
-        Sgd {
-            config,
-            params,
-            momentum,
-        }
+        Sgd { config, params, momentum }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -87,10 +78,7 @@ impl Sgd {
         self.params
             .iter()
             .zip(&self.momentum)
-            .filter_map(|((n, _), b)| {
-                b.as_ref()
-                    .map(|b| (format!("momentum.{n}"), b.as_tensor().clone()))
-            })
+            .filter_map(|((n, _), b)| b.as_ref().map(|b| (format!("momentum.{n}"), b.as_tensor().clone())))
             .collect()
     }
 
@@ -98,10 +86,7 @@ impl Sgd {
     pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         for ((n, p), buf) in self.params.iter().zip(self.momentum.iter_mut()) {
             if let Some(t) = state.get(&format!("momentum.{n}")) {
-                let t = t
-                    .to_device(p.device())?
-                    .to_dtype(p.dtype())?
-                    .reshape(p.shape())?;
+                let t = t.to_device(p.device())?.to_dtype(p.dtype())?.reshape(p.shape())?;
                 *buf = Some(Var::from_tensor(&t.copy()?)?);
             }
         }

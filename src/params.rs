@@ -43,34 +43,17 @@ impl ParamStore {
     }
 
     /// Wraps tensors that [`crate::weights::check_tensors`] accepted for this spec.
-    pub fn from_tensors(
-        spec: &ArchSpec,
-        mut tensors: HashMap<String, Tensor>,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn from_tensors(spec: &ArchSpec, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
         let specs = spec.tensors();
         let mut vars = BTreeMap::new();
         for t in &specs {
-            let Some(src) = tensors.remove(&t.name) else {
-                candle_core::bail!("missing tensor {}", t.name)
-            };
-            let dtype = if t.role == TensorRole::BnBatchCount {
-                DType::I64
-            } else {
-                DType::F32
-            };
-            let src = src
-                .to_device(device)?
-                .to_dtype(dtype)?
-                .reshape(t.shape.as_slice())?;
+            let Some(src) = tensors.remove(&t.name) else { candle_core::bail!("missing tensor {}", t.name) };
+            let dtype = if t.role == TensorRole::BnBatchCount { DType::I64 } else { DType::F32 };
+            let src = src.to_device(device)?.to_dtype(dtype)?.reshape(t.shape.as_slice())?;
             // A fresh contiguous copy: the Var must own its storage to be updated in place.
             vars.insert(t.name.clone(), Var::from_tensor(&src.copy()?)?);
         }
-        Ok(ParamStore {
-            specs,
-            vars,
-            device: device.clone(),
-        })
+        Ok(ParamStore { specs, vars, device: device.clone() })
     }
 
     pub fn device(&self) -> &Device {
@@ -84,9 +67,7 @@ impl ParamStore {
     /// The variable named as in the PyTorch state_dict. Panics on a name the architecture does not have: names
     /// come from [`ArchSpec::tensors`], never from user input.
     pub fn var(&self, name: &str) -> &Var {
-        self.vars
-            .get(name)
-            .unwrap_or_else(|| panic!("no parameter named {name}"))
+        self.vars.get(name).unwrap_or_else(|| panic!("no parameter named {name}"))
     }
 
     pub fn tensor(&self, name: &str) -> Tensor {
@@ -104,24 +85,15 @@ impl ParamStore {
 
     /// A snapshot of every tensor, in state_dict order (what a weight file holds).
     pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
-        self.specs
-            .iter()
-            .map(|t| Ok((t.name.clone(), self.vars[&t.name].as_tensor().copy()?)))
-            .collect()
+        self.specs.iter().map(|t| Ok((t.name.clone(), self.vars[&t.name].as_tensor().copy()?))).collect()
     }
 
     /// Overwrites every tensor from `other` (same architecture): used to restore a checkpoint in place.
     pub fn copy_from(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for t in &self.specs {
-            let Some(src) = tensors.get(&t.name) else {
-                candle_core::bail!("missing tensor {}", t.name)
-            };
+            let Some(src) = tensors.get(&t.name) else { candle_core::bail!("missing tensor {}", t.name) };
             let var = &self.vars[&t.name];
-            var.set(
-                &src.to_device(&self.device)?
-                    .to_dtype(var.dtype())?
-                    .reshape(t.shape.as_slice())?,
-            )?;
+            var.set(&src.to_device(&self.device)?.to_dtype(var.dtype())?.reshape(t.shape.as_slice())?)?;
         }
         Ok(())
     }

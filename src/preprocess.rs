@@ -25,14 +25,9 @@ pub fn decode(path: &Path) -> Result<DynamicImage, String> {
     if reader.format().is_none() {
         return Err("not an image (unknown format)".into());
     }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| format!("not a readable image: {e}"))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| format!("not a readable image: {e}"))?;
+    let mut decoder = reader.into_decoder().map_err(|e| format!("not a readable image: {e}"))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("not a readable image: {e}"))?;
     img.apply_orientation(orientation);
     Ok(img)
 }
@@ -86,13 +81,8 @@ mod tests {
     #[test]
     fn downscaling_averages_like_an_antialiased_filter() {
         // A 64x64 checkerboard of 1-pixel squares becomes uniform grey at 32x32 only if the filter antialiases.
-        let img = RgbImage::from_fn(64, 64, |x, y| {
-            if (x + y) % 2 == 0 {
-                image::Rgb([255; 3])
-            } else {
-                image::Rgb([0; 3])
-            }
-        });
+        let img =
+            RgbImage::from_fn(64, 64, |x, y| if (x + y) % 2 == 0 { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) });
         let small = resize_rgb(&DynamicImage::ImageRgb8(img), 32);
         for p in small.pixels() {
             assert!((p[0] as i32 - 128).abs() <= 20, "pixel {}", p[0]);

@@ -17,31 +17,17 @@ pub const FORMAT_TAG: &str = "mobilenetv3-studio/1";
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a model file: {reason}")]
     NotAModel { path: PathBuf, reason: String },
     #[error("{path} does not look like MobileNetV3: {reason}")]
     Unrecognised { path: PathBuf, reason: String },
     #[error("{path} holds {found}, but {expected} was asked for")]
-    WrongVariant {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
+    WrongVariant { path: PathBuf, expected: String, found: String },
     #[error("{path} does not fit {expected}: {details}")]
-    Mismatch {
-        path: PathBuf,
-        expected: String,
-        details: String,
-    },
+    Mismatch { path: PathBuf, expected: String, details: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -82,18 +68,9 @@ impl ModelMeta {
         h.insert("si".into(), c.initial_stride.to_string());
         h.insert("num_classes".into(), c.num_classes.to_string());
         h.insert("dropout".into(), c.dropout.to_string());
-        h.insert(
-            "class_names".into(),
-            serde_json::to_string(&self.class_names).unwrap_or_default(),
-        );
-        h.insert(
-            "mean".into(),
-            serde_json::to_string(&self.mean).unwrap_or_default(),
-        );
-        h.insert(
-            "std".into(),
-            serde_json::to_string(&self.std).unwrap_or_default(),
-        );
+        h.insert("class_names".into(), serde_json::to_string(&self.class_names).unwrap_or_default());
+        h.insert("mean".into(), serde_json::to_string(&self.mean).unwrap_or_default());
+        h.insert("std".into(), serde_json::to_string(&self.std).unwrap_or_default());
         if let Some(t) = &self.training {
             h.insert("training".into(), t.to_string());
         }
@@ -101,16 +78,12 @@ impl ModelMeta {
     }
 
     /// Reads what the header holds; fields it lacks are left to the caller (None).
-    fn from_header(
-        h: &HashMap<String, String>,
-    ) -> (Option<Variant>, Option<f64>, Option<usize>, PartialMeta) {
+    fn from_header(h: &HashMap<String, String>) -> (Option<Variant>, Option<f64>, Option<usize>, PartialMeta) {
         let variant = h.get("variant").and_then(|v| Variant::parse(v));
         let width = h.get("width").and_then(|w| w.parse().ok());
         let si = h.get("si").and_then(|s| s.parse().ok());
         let partial = PartialMeta {
-            class_names: h
-                .get("class_names")
-                .and_then(|s| serde_json::from_str(s).ok()),
+            class_names: h.get("class_names").and_then(|s| serde_json::from_str(s).ok()),
             mean: h.get("mean").and_then(|s| serde_json::from_str(s).ok()),
             std: h.get("std").and_then(|s| serde_json::from_str(s).ok()),
             dropout: h.get("dropout").and_then(|s| s.parse().ok()),
@@ -153,33 +126,21 @@ pub struct RawWeights {
 
 /// Reads the tensors of a safetensors or PyTorch zip file (detected from the content, not the name).
 pub fn read_raw(path: &Path) -> Result<RawWeights> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let not_model = |reason: String| WeightsError::NotAModel {
-        path: path.into(),
-        reason,
-    };
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+    let not_model = |reason: String| WeightsError::NotAModel { path: path.into(), reason };
     if bytes.starts_with(b"PK\x03\x04") {
         let list = candle_core::pickle::read_all(path)
             .map_err(|e| not_model(format!("a zip file, but not a PyTorch state_dict ({e})")))?;
         if list.is_empty() {
             return Err(not_model("a PyTorch file without tensors".into()));
         }
-        return Ok(RawWeights {
-            tensors: list.into_iter().collect(),
-            header: None,
-        });
+        return Ok(RawWeights { tensors: list.into_iter().collect(), header: None });
     }
     if bytes.len() < 8 {
         return Err(not_model(format!("only {} bytes long", bytes.len())));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        not_model(format!(
-            "neither a safetensors file nor a PyTorch zip checkpoint ({e})"
-        ))
-    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| not_model(format!("neither a safetensors file nor a PyTorch zip checkpoint ({e})")))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| not_model(format!("unreadable safetensors header ({e})")))?;
     let mut tensors = HashMap::new();
@@ -188,44 +149,22 @@ pub fn read_raw(path: &Path) -> Result<RawWeights> {
             .map_err(|e| not_model(format!("tensor {name} cannot be read ({e})")))?;
         tensors.insert(name, t);
     }
-    Ok(RawWeights {
-        tensors,
-        header: header.metadata().clone(),
-    })
+    Ok(RawWeights { tensors, header: header.metadata().clone() })
 }
 
 /// Checks that `tensors` holds exactly what `spec` needs: every name, each shape, a numeric dtype.
-pub fn check_tensors(
-    tensors: &HashMap<String, Tensor>,
-    spec: &ArchSpec,
-) -> std::result::Result<(), String> {
+pub fn check_tensors(tensors: &HashMap<String, Tensor>, spec: &ArchSpec) -> std::result::Result<(), String> {
     let specs = spec.tensors();
     let expected: BTreeSet<&str> = specs.iter().map(|t| t.name.as_str()).collect();
     let mut problems = Vec::new();
-    let missing: Vec<&str> = specs
-        .iter()
-        .map(|t| t.name.as_str())
-        .filter(|n| !tensors.contains_key(*n))
-        .collect();
-    let mut extra: Vec<&str> = tensors
-        .keys()
-        .map(String::as_str)
-        .filter(|n| !expected.contains(n))
-        .collect();
+    let missing: Vec<&str> = specs.iter().map(|t| t.name.as_str()).filter(|n| !tensors.contains_key(*n)).collect();
+    let mut extra: Vec<&str> = tensors.keys().map(String::as_str).filter(|n| !expected.contains(n)).collect();
     extra.sort();
     if !missing.is_empty() {
-        problems.push(format!(
-            "{} missing tensor(s): {}",
-            missing.len(),
-            list(&missing)
-        ));
+        problems.push(format!("{} missing tensor(s): {}", missing.len(), list(&missing)));
     }
     if !extra.is_empty() {
-        problems.push(format!(
-            "{} unexpected tensor(s): {}",
-            extra.len(),
-            list(&extra)
-        ));
+        problems.push(format!("{} unexpected tensor(s): {}", extra.len(), list(&extra)));
     }
     let mut shapes = Vec::new();
     for t in &specs {
@@ -233,26 +172,16 @@ pub fn check_tensors(
             continue;
         };
         // PyTorch stores num_batches_tracked as a 0-d tensor; accept a 1-element one too.
-        let fits =
-            found.dims() == t.shape.as_slice() || (t.shape.is_empty() && found.elem_count() == 1);
+        let fits = found.dims() == t.shape.as_slice() || (t.shape.is_empty() && found.elem_count() == 1);
         if !fits {
-            shapes.push(format!(
-                "{} is {:?}, expected {:?}",
-                t.name,
-                found.dims(),
-                t.shape
-            ));
+            shapes.push(format!("{} is {:?}, expected {:?}", t.name, found.dims(), t.shape));
         }
         let numeric_ok = match t.role {
             TensorRole::BnBatchCount => true,
             _ => found.dtype().is_float(),
         };
         if !numeric_ok {
-            shapes.push(format!(
-                "{} has dtype {:?}, expected a float type",
-                t.name,
-                found.dtype()
-            ));
+            shapes.push(format!("{} has dtype {:?}, expected a float type", t.name, found.dtype()));
         }
     }
     if !shapes.is_empty() {
@@ -268,12 +197,7 @@ pub fn check_tensors(
 
 fn list(items: &[&str]) -> String {
     const SHOWN: usize = 4;
-    let mut s = items
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
     if items.len() > SHOWN {
         s.push_str(&format!(", ... ({} more)", items.len() - SHOWN));
     }
@@ -282,10 +206,7 @@ fn list(items: &[&str]) -> String {
 
 /// Works out variant and width from the tensor shapes alone (PyTorch files carry no metadata).
 /// `name_hint` is the file name: a width written in it (`..._0.75_...`) is preferred when the shapes allow it.
-pub fn detect_config(
-    tensors: &HashMap<String, Tensor>,
-    name_hint: &str,
-) -> std::result::Result<ModelConfig, String> {
+pub fn detect_config(tensors: &HashMap<String, Tensor>, name_hint: &str) -> std::result::Result<ModelConfig, String> {
     let mut blocks = BTreeSet::new();
     for name in tensors.keys() {
         if let Some(rest) = name.strip_prefix("bottlenecks_1.") {
@@ -298,11 +219,7 @@ pub fn detect_config(
         11 => Variant::Small,
         15 => Variant::Large,
         0 => return Err("no tensors named bottlenecks_1.* (MobileNetV3 state_dict names)".into()),
-        n => {
-            return Err(format!(
-                "{n} bottlenecks found; MobileNetV3-Small has 11, Large has 15"
-            ))
-        }
+        n => return Err(format!("{n} bottlenecks found; MobileNetV3-Small has 11, Large has 15")),
     };
     let stem = tensors
         .get("conv_0.0.weight")
@@ -350,14 +267,8 @@ fn width_hints(name: &str) -> Vec<f64> {
 /// Loads a model file (safetensors or `.pth`) onto `device`, checking it against the architecture.
 pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedModel> {
     let raw = read_raw(path)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let unrecognised = |reason: String| WeightsError::Unrecognised {
-        path: path.into(),
-        reason,
-    };
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let unrecognised = |reason: String| WeightsError::Unrecognised { path: path.into(), reason };
     let (h_variant, h_width, h_si, partial) = match &raw.header {
         Some(h) => ModelMeta::from_header(h),
         None => (None, None, None, PartialMeta::default()),
@@ -367,19 +278,13 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
         _ => detect_config(&raw.tensors, &file_name).map_err(unrecognised)?,
     };
     config.initial_stride = h_si.or(opts.initial_stride).unwrap_or(1);
-    if let Some(classes) = raw
-        .tensors
-        .get("conv_4.bias")
-        .and_then(|t| t.dims().first().copied())
-    {
+    if let Some(classes) = raw.tensors.get("conv_4.bias").and_then(|t| t.dims().first().copied()) {
         config.num_classes = classes;
     }
     if let Some(p) = partial.dropout {
         config.dropout = p;
     }
-    config
-        .validate()
-        .map_err(|e| WeightsError::Invalid(format!("{}: {e}", path.display())))?;
+    config.validate().map_err(|e| WeightsError::Invalid(format!("{}: {e}", path.display())))?;
     if let Some((v, w)) = opts.expect {
         if v != config.variant || arch::scale(1000, w) != arch::scale(1000, config.width) {
             return Err(WeightsError::WrongVariant {
@@ -392,11 +297,7 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
     let spec = config.spec();
     check_tensors(&raw.tensors, &spec).map_err(|details| WeightsError::Mismatch {
         path: path.into(),
-        expected: format!(
-            "MobileNetV3-{} width {}",
-            config.variant,
-            arch::format_width(config.width)
-        ),
+        expected: format!("MobileNetV3-{} width {}", config.variant, arch::format_width(config.width)),
         details,
     })?;
     let mut meta = ModelMeta::cifar100(&config);
@@ -406,19 +307,13 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
         }
     }
     if meta.class_names.len() != config.num_classes {
-        meta.class_names = (0..config.num_classes)
-            .map(|i| format!("class_{i}"))
-            .collect();
+        meta.class_names = (0..config.num_classes).map(|i| format!("class_{i}")).collect();
     }
     meta.mean = partial.mean.unwrap_or(meta.mean);
     meta.std = partial.std.unwrap_or(meta.std);
     meta.training = partial.training;
     let params = ParamStore::from_tensors(&spec, raw.tensors, device)?;
-    Ok(LoadedModel {
-        model: MobileNetV3::from_params(&config, params),
-        meta,
-        path: path.into(),
-    })
+    Ok(LoadedModel { model: MobileNetV3::from_params(&config, params), meta, path: path.into() })
 }
 
 /// The bytes of a native weight file: every state_dict tensor (the unused SE ones too, so that PyTorch's
@@ -427,25 +322,15 @@ pub fn to_safetensors_bytes(params: &ParamStore, meta: &ModelMeta) -> Result<Vec
     let mut tensors = Vec::new();
     for (name, t) in params.snapshot()? {
         let t = t.to_device(&Device::Cpu)?;
-        let t = if t.dtype() == DType::I64 {
-            t
-        } else {
-            t.to_dtype(DType::F32)?
-        };
+        let t = if t.dtype() == DType::I64 { t } else { t.to_dtype(DType::F32)? };
         tensors.push((name, t));
     }
-    safetensors::serialize(
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(meta.to_header()),
-    )
-    .map_err(|e| WeightsError::Invalid(format!("cannot serialise the weights: {e}")))
+    safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta.to_header()))
+        .map_err(|e| WeightsError::Invalid(format!("cannot serialise the weights: {e}")))
 }
 
 /// Saves a model atomically: a crash at any moment leaves either the previous file or the new one.
 pub fn save_model(path: &Path, model: &MobileNetV3, meta: &ModelMeta) -> Result<()> {
     let bytes = to_safetensors_bytes(model.params(), meta)?;
-    write_atomic(path, &bytes).map_err(|source| WeightsError::Write {
-        path: path.into(),
-        source,
-    })
+    write_atomic(path, &bytes).map_err(|source| WeightsError::Write { path: path.into(), source })
 }

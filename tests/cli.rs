@@ -16,54 +16,25 @@ fn root() -> PathBuf {
 #[test]
 fn classify_reports_each_image_and_fails_only_the_broken_one() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        root().join("test_images/apple.jpg"),
-        dir.path().join("apple.jpg"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("broken.jpg"),
-        b"\xff\xd8\xff\xe0 not really a jpeg",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("notes.txt"),
-        b"skipped: not an image extension",
-    )
-    .unwrap();
+    std::fs::copy(root().join("test_images/apple.jpg"), dir.path().join("apple.jpg")).unwrap();
+    std::fs::write(dir.path().join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"skipped: not an image extension").unwrap();
     let out = bin()
-        .args([
-            "classify",
-            "--json",
-            "--top",
-            "3",
-            "--model",
-            "tests/fixtures/small_0.25.pth",
-        ])
+        .args(["classify", "--json", "--top", "3", "--model", "tests/fixtures/small_0.25.pth"])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a broken file must make the exit code say so"
-    );
+    assert_eq!(out.status.code(), Some(1), "a broken file must make the exit code say so");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{v}");
-    let apple = rows
-        .iter()
-        .find(|r| r["path"].as_str().unwrap().ends_with("apple.jpg"))
-        .unwrap();
+    let apple = rows.iter().find(|r| r["path"].as_str().unwrap().ends_with("apple.jpg")).unwrap();
     let top = apple["top"].as_array().unwrap();
     assert_eq!(top.len(), 3);
     let p: f64 = top.iter().map(|t| t["prob"].as_f64().unwrap()).sum();
     assert!(p > 0.0 && p <= 1.0 + 1e-6);
     assert!(top[0]["label"].is_string() && top[0]["index"].as_u64().unwrap() < 100);
-    let broken = rows
-        .iter()
-        .find(|r| r["path"].as_str().unwrap().ends_with("broken.jpg"))
-        .unwrap();
+    let broken = rows.iter().find(|r| r["path"].as_str().unwrap().ends_with("broken.jpg")).unwrap();
     assert!(broken["error"].is_string());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.jpg"), "{stderr}");
@@ -81,11 +52,7 @@ fn classify_text_output_names_files_and_labels() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.contains("orange.jpg") && text.contains('%'), "{text}");
@@ -93,10 +60,7 @@ fn classify_text_output_names_files_and_labels() {
 
 #[test]
 fn info_reports_the_reference_parameter_count() {
-    let out = bin()
-        .args(["info", "--model", "small", "--width", "0.25", "--json"])
-        .output()
-        .unwrap();
+    let out = bin().args(["info", "--model", "small", "--width", "0.25", "--json"]).output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["params"], 322_435);
@@ -107,37 +71,16 @@ fn info_reports_the_reference_parameter_count() {
 fn convert_writes_a_native_file_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("small.safetensors");
-    let out = bin()
-        .args(["convert", "tests/fixtures/small_0.25.pth"])
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info = bin()
-        .arg("info")
-        .arg(&out_path)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let out = bin().args(["convert", "tests/fixtures/small_0.25.pth"]).arg(&out_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = bin().arg("info").arg(&out_path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(v["name"], "small_0.25");
 }
 
 #[test]
 fn a_wrong_model_file_is_an_error_not_a_panic() {
-    let out = bin()
-        .args([
-            "classify",
-            "--model",
-            "test_images/apple.jpg",
-            "test_images/apple.jpg",
-        ])
-        .output()
-        .unwrap();
+    let out = bin().args(["classify", "--model", "test_images/apple.jpg", "test_images/apple.jpg"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is not a model file"), "{stderr}");

@@ -11,47 +11,24 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn io(case: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(&format!("{case}.io.safetensors")), &Device::Cpu)
-        .unwrap()
+    candle_core::safetensors::load(fixture(&format!("{case}.io.safetensors")), &Device::Cpu).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn eval_parity(case: &str) {
-    let loaded = load_model(
-        &fixture(&format!("{case}.weights.safetensors")),
-        &Device::Cpu,
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let loaded =
+        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
     let io = io(case);
     let logits = loaded.model.forward(&io["input"], Mode::Eval).unwrap();
     let d = max_abs_diff(&logits, &io["logits_eval"]);
@@ -79,23 +56,14 @@ fn eval_large_035_si2() {
 }
 
 fn train_parity(case: &str) {
-    let mut loaded = load_model(
-        &fixture(&format!("{case}.weights.safetensors")),
-        &Device::Cpu,
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let mut loaded =
+        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
     loaded.model.set_dropout(0.0);
     let model = &loaded.model;
     let io = io(case);
-    let logits = model
-        .forward(&io["input"], Mode::Train { seed: 0 })
-        .unwrap();
+    let logits = model.forward(&io["input"], Mode::Train { seed: 0 }).unwrap();
     let d = max_abs_diff(&logits, &io["logits_train"]);
-    assert!(
-        d < 1e-4,
-        "{case}: train-mode logits differ from PyTorch by {d}"
-    );
+    assert!(d < 1e-4, "{case}: train-mode logits differ from PyTorch by {d}");
 
     let labels = io["labels"].to_dtype(DType::U32).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
@@ -106,15 +74,10 @@ fn train_parity(case: &str) {
     let mut checked = 0;
     for (name, var) in model.params().trainable() {
         let expected = &io[&format!("grad.{name}")];
-        let got = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{case}: no gradient for {name}"));
+        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{case}: no gradient for {name}"));
         let d = max_abs_diff(got, expected);
         let tol = 1e-4 * max_abs(expected) + 1e-6;
-        assert!(
-            d <= tol,
-            "{case}: gradient of {name} differs by {d} (tolerance {tol})"
-        );
+        assert!(d <= tol, "{case}: gradient of {name} differs by {d} (tolerance {tol})");
         checked += 1;
     }
     assert!(checked > 50, "only {checked} gradients checked");
@@ -122,10 +85,7 @@ fn train_parity(case: &str) {
     for (name, t) in model.params().snapshot().unwrap() {
         if let Some(expected) = io.get(&format!("after.{name}")) {
             let d = max_abs_diff(&t, expected);
-            assert!(
-                d < 1e-4,
-                "{case}: {name} after one train step differs by {d}"
-            );
+            assert!(d < 1e-4, "{case}: {name} after one train step differs by {d}");
         }
         if name.ends_with("num_batches_tracked") {
             assert_eq!(t.to_scalar::<i64>().unwrap(), 8, "{name}");

@@ -9,14 +9,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn input() -> Tensor {
-    let io = candle_core::safetensors::load(fixture("small_0.25_si1.io.safetensors"), &Device::Cpu)
-        .unwrap();
+    let io = candle_core::safetensors::load(fixture("small_0.25_si1.io.safetensors"), &Device::Cpu).unwrap();
     io["input"].clone()
 }
 
@@ -25,16 +22,7 @@ fn logits(m: &MobileNetV3) -> Tensor {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
 }
 
 fn load(p: &Path) -> Result<weights::LoadedModel, WeightsError> {
@@ -76,28 +64,18 @@ fn native_file_round_trips_with_metadata() {
     // Every state_dict tensor is written, the unused SE ones included (PyTorch strict loading needs them).
     let raw = weights::read_raw(&path).unwrap();
     assert_eq!(raw.tensors.len(), cfg.spec().tensors().len());
-    assert!(raw
-        .tensors
-        .contains_key("bottlenecks_1.0.se_block.conv_0.1.weight"));
+    assert!(raw.tensors.contains_key("bottlenecks_1.0.se_block.conv_0.1.weight"));
     // No temp file is left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 #[test]
 fn asking_for_another_variant_is_refused() {
-    let opts = LoadOptions {
-        expect: Some((Variant::Large, 1.0)),
-        ..Default::default()
-    };
-    let err = load_model(&fixture("small_0.25.pth"), &Device::Cpu, &opts)
-        .err()
-        .unwrap();
+    let opts = LoadOptions { expect: Some((Variant::Large, 1.0)), ..Default::default() };
+    let err = load_model(&fixture("small_0.25.pth"), &Device::Cpu, &opts).err().unwrap();
     assert!(matches!(err, WeightsError::WrongVariant { .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("small_0.25") && msg.contains("large_1.0"),
-        "{msg}"
-    );
+    assert!(msg.contains("small_0.25") && msg.contains("large_1.0"), "{msg}");
 }
 
 fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) {
@@ -107,35 +85,22 @@ fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) {
 #[test]
 fn missing_extra_and_misshapen_tensors_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut raw = weights::read_raw(&fixture("small_0.25_si1.weights.safetensors"))
-        .unwrap()
-        .tensors;
+    let mut raw = weights::read_raw(&fixture("small_0.25_si1.weights.safetensors")).unwrap().tensors;
     raw.remove("conv_2.1.running_var");
-    raw.insert(
-        "bogus.weight".into(),
-        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
-    );
+    raw.insert("bogus.weight".into(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap());
     let p = dir.path().join("broken.safetensors");
     write_tensors(&p, &raw);
     let msg = load(&p).err().unwrap().to_string();
-    assert!(
-        msg.contains("conv_2.1.running_var") && msg.contains("bogus.weight"),
-        "{msg}"
-    );
+    assert!(msg.contains("conv_2.1.running_var") && msg.contains("bogus.weight"), "{msg}");
 
-    let mut raw = weights::read_raw(&fixture("small_0.25_si1.weights.safetensors"))
-        .unwrap()
-        .tensors;
+    let mut raw = weights::read_raw(&fixture("small_0.25_si1.weights.safetensors")).unwrap().tensors;
     raw.insert(
         "conv_4.weight".into(),
         Tensor::zeros((100, 1024, 1, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
     );
     write_tensors(&p, &raw);
     let msg = load(&p).err().unwrap().to_string();
-    assert!(
-        msg.contains("conv_4.weight is [100, 1024, 1, 2], expected [100, 1024, 1, 1]"),
-        "{msg}"
-    );
+    assert!(msg.contains("conv_4.weight is [100, 1024, 1, 2], expected [100, 1024, 1, 1]"), "{msg}");
 }
 
 #[test]
@@ -148,14 +113,10 @@ fn files_that_are_not_models_get_clear_errors() {
             "truncated.safetensors",
             std::fs::read(fixture("small_0.25_si1.weights.safetensors")).unwrap()[..5000].to_vec(),
         ),
-        (
-            "truncated.pth",
-            std::fs::read(fixture("small_0.25.pth")).unwrap()[..5000].to_vec(),
-        ),
+        ("truncated.pth", std::fs::read(fixture("small_0.25.pth")).unwrap()[..5000].to_vec()),
         (
             "image.safetensors",
-            std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_images/rose.png"))
-                .unwrap(),
+            std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_images/rose.png")).unwrap(),
         ),
     ];
     for (name, bytes) in cases {
@@ -164,10 +125,7 @@ fn files_that_are_not_models_get_clear_errors() {
         let err = load(&p).err().unwrap_or_else(|| panic!("{name} loaded"));
         let msg = err.to_string();
         assert!(msg.contains(name), "{name}: {msg}");
-        assert!(
-            matches!(err, WeightsError::NotAModel { .. }),
-            "{name}: {msg}"
-        );
+        assert!(matches!(err, WeightsError::NotAModel { .. }), "{name}: {msg}");
     }
     let err = load(&dir.path().join("absent.safetensors")).err().unwrap();
     assert!(matches!(err, WeightsError::Io { .. }), "{err}");
@@ -177,10 +135,7 @@ fn files_that_are_not_models_get_clear_errors() {
 fn a_network_of_other_shape_is_not_mistaken_for_mobilenet() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = HashMap::new();
-    t.insert(
-        "fc.weight".to_string(),
-        Tensor::zeros((10, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
-    );
+    t.insert("fc.weight".to_string(), Tensor::zeros((10, 4), candle_core::DType::F32, &Device::Cpu).unwrap());
     let p = dir.path().join("resnet.safetensors");
     write_tensors(&p, &t);
     let err = load(&p).err().unwrap();

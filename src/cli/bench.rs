@@ -8,14 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The six variants the reference measures.
-pub const DEFAULT_VARIANTS: [&str; 6] = [
-    "small_0.25",
-    "small_0.5",
-    "small_1.0",
-    "large_0.25",
-    "large_0.5",
-    "large_1.0",
-];
+pub const DEFAULT_VARIANTS: [&str; 6] =
+    ["small_0.25", "small_0.5", "small_1.0", "large_0.25", "large_0.5", "large_1.0"];
 
 #[derive(Args)]
 pub struct LatencyArgs {
@@ -71,30 +65,20 @@ pub struct TrainBenchArgs {
 }
 
 pub fn parse_variants(s: &str) -> Result<Vec<ModelConfig>> {
-    let names: Vec<&str> = if s.trim() == "all" {
-        DEFAULT_VARIANTS.to_vec()
-    } else {
-        s.split(',').map(str::trim).collect()
-    };
+    let names: Vec<&str> =
+        if s.trim() == "all" { DEFAULT_VARIANTS.to_vec() } else { s.split(',').map(str::trim).collect() };
     names
         .iter()
         .map(|n| {
-            parse_variant_name(n).with_context(|| {
-                format!("unknown variant {n:?} (expected e.g. small_0.25 or large_1.0)")
-            })
+            parse_variant_name(n)
+                .with_context(|| format!("unknown variant {n:?} (expected e.g. small_0.25 or large_1.0)"))
         })
         .collect()
 }
 
 fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
     s.split(',')
-        .map(|x| {
-            x.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|v| *v > 0)
-                .with_context(|| format!("bad {what} {x:?}"))
-        })
+        .map(|x| x.trim().parse::<usize>().ok().filter(|v| *v > 0).with_context(|| format!("bad {what} {x:?}")))
         .collect()
 }
 
@@ -105,10 +89,7 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
     let variants = parse_variants(&a.variants)?;
     let batches = parse_list(&a.batch, "batch size")?;
     let devices = match &a.devices {
-        Some(d) => d
-            .split(',')
-            .map(|s| device::open(s.trim()))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(d) => d.split(',').map(|s| device::open(s.trim())).collect::<Result<Vec<_>, _>>()?,
         None => device::available(),
     };
     if a.runs == 0 {
@@ -119,15 +100,10 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         for cfg in &variants {
             let cfg = cfg.clone().with_initial_stride(a.si);
             for &b in &batches {
-                eprint!(
-                    "{:<11} {:<5} batch {:<4} ",
-                    cfg.name(),
-                    bench::device_name(dev),
-                    b
-                );
+                eprint!("{:<11} {:<5} batch {:<4} ", cfg.name(), bench::device_name(dev), b);
                 let _ = std::io::stderr().flush();
-                let row = bench::time_inference(&cfg, dev, b, a.warmup, a.runs, |_| false)?
-                    .context("benchmark stopped")?;
+                let row =
+                    bench::time_inference(&cfg, dev, b, a.warmup, a.runs, |_| false)?.context("benchmark stopped")?;
                 eprintln!(
                     "median {:8.3} ms  p10 {:8.3}  p90 {:8.3}  {:9.1} img/s",
                     row.median_ms, row.p10_ms, row.p90_ms, row.img_per_s
@@ -161,8 +137,7 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
             if let Some(t) = a.threads {
                 device::set_cpu_threads(t)?;
             }
-            let cfg = parse_variant_name(&a.variant)
-                .with_context(|| format!("unknown variant {:?}", a.variant))?;
+            let cfg = parse_variant_name(&a.variant).with_context(|| format!("unknown variant {:?}", a.variant))?;
             let dev = device::open(&a.device)?;
             let r = bench::bench_train(&cfg, &dev, a.batch, a.warmup, a.steps)?;
             if a.json {

@@ -32,35 +32,18 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
             let dir = root.join("trained_models");
             let found = classify::list_models(&dir);
             if found.is_empty() {
-                bail!(
-                    "no model files in {}; pass --model FILE or train one with `mobilenetv3 train`",
-                    dir.display()
-                );
+                bail!("no model files in {}; pass --model FILE or train one with `mobilenetv3 train`", dir.display());
             }
             found
         }
     };
-    let paths = if a.paths.is_empty() {
-        vec![root.join("test_images")]
-    } else {
-        a.paths.clone()
-    };
+    let paths = if a.paths.is_empty() { vec![root.join("test_images")] } else { a.paths.clone() };
     let files = classify::collect_images(&paths);
     if files.is_empty() {
-        bail!(
-            "no images found in {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        bail!("no images found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     let k = a.top.max(1);
-    let opts = LoadOptions {
-        initial_stride: Some(a.si),
-        ..Default::default()
-    };
+    let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
     let mut failed = false;
     let mut json_rows = Vec::new();
     for (mi, model_path) in models.iter().enumerate() {
@@ -82,24 +65,14 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
                 if mi > 0 {
                     println!();
                 }
-                println!(
-                    "== {} ({})",
-                    model_path.display(),
-                    loaded.meta.config.name()
-                );
+                println!("== {} ({})", model_path.display(), loaded.meta.config.name());
             }
-            let width = files
-                .iter()
-                .map(|f| display_name(f).len())
-                .max()
-                .unwrap_or(0);
+            let width = files.iter().map(|f| display_name(f).len()).max().unwrap_or(0);
             for r in &results {
                 if let Ok(top) = &r.outcome {
                     let best = &top[0];
-                    let rest: Vec<String> = top[1..]
-                        .iter()
-                        .map(|p| format!("{} {:.1}%", p.label, p.prob * 100.0))
-                        .collect();
+                    let rest: Vec<String> =
+                        top[1..].iter().map(|p| format!("{} {:.1}%", p.label, p.prob * 100.0)).collect();
                     println!(
                         "{:width$}  {:<14} {:5.1}%   {}",
                         display_name(&r.path),
@@ -122,17 +95,11 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&json_rows)?);
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn display_name(p: &std::path::Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }
 
 fn json_row(r: &FileResult, with_model: bool, model: &std::path::Path) -> serde_json::Value {

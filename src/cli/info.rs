@@ -26,16 +26,9 @@ pub struct InfoArgs {
 pub fn run(a: InfoArgs) -> Result<ExitCode> {
     let (config, training, source) = match &a.file {
         Some(f) => {
-            let opts = LoadOptions {
-                initial_stride: Some(a.si),
-                ..Default::default()
-            };
+            let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
             let loaded = weights::load_model(f, &candle_core::Device::Cpu, &opts)?;
-            (
-                loaded.meta.config.clone(),
-                loaded.meta.training.clone(),
-                Some(f.display().to_string()),
-            )
+            (loaded.meta.config.clone(), loaded.meta.training.clone(), Some(f.display().to_string()))
         }
         None => {
             let Some(variant) = Variant::parse(&a.model) else {
@@ -64,24 +57,14 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
     if let Some(s) = &source {
         println!("file:        {s}");
     }
-    println!(
-        "model:       MobileNetV3-{} width {} (si {})",
-        config.variant, config.width, config.initial_stride
-    );
+    println!("model:       MobileNetV3-{} width {} (si {})", config.variant, config.width, config.initial_stride);
     println!("parameters:  {}", group(params));
-    println!(
-        "MACs:        {} per {INPUT_SIZE}x{INPUT_SIZE} image ({:.1} M)",
-        group(macs),
-        macs as f64 / 1e6
-    );
+    println!("MACs:        {} per {INPUT_SIZE}x{INPUT_SIZE} image ({:.1} M)", group(macs), macs as f64 / 1e6);
     if let Some(t) = &training {
         println!("training:    {t}");
     }
     println!();
-    println!(
-        "{:<17} {:<40} {:>11} {:>11} {:>10} {:>12}",
-        "layer", "kind", "in", "out", "params", "MACs"
-    );
+    println!("{:<17} {:<40} {:>11} {:>11} {:>10} {:>12}", "layer", "kind", "in", "out", "params", "MACs");
     for l in &layers {
         println!(
             "{:<17} {:<40} {:>11} {:>11} {:>10} {:>12}",

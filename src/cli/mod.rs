@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "mobilenetv3",
-    version,
-    about = "MobileNetV3 Studio: train, run and time MobileNetV3 on CIFAR-100"
-)]
+#[command(name = "mobilenetv3", version, about = "MobileNetV3 Studio: train, run and time MobileNetV3 on CIFAR-100")]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,10 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Latency(a)) => bench::run_latency(a),
         Some(Command::Bench(c)) => bench::run_bench(c),
         Some(Command::Convert { input, output, si }) => {
-            let opts = LoadOptions {
-                initial_stride: Some(si),
-                ..Default::default()
-            };
+            let opts = LoadOptions { initial_stride: Some(si), ..Default::default() };
             let loaded = weights::load_model(&input, &candle_core::Device::Cpu, &opts)?;
             weights::save_model(&output, &loaded.model, &loaded.meta)
                 .with_context(|| format!("converting {}", input.display()))?;
@@ -78,8 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// The project folder that holds `trained_models/` and `test_images/`: the current directory if it has them,
 /// else the first ancestor of the executable that does (so `target/release/mobilenetv3` finds the repo's).
 pub fn project_dir() -> PathBuf {
-    let has =
-        |d: &std::path::Path| d.join("trained_models").is_dir() || d.join("test_images").is_dir();
+    let has = |d: &std::path::Path| d.join("trained_models").is_dir() || d.join("test_images").is_dir();
     if let Ok(cwd) = std::env::current_dir() {
         if has(&cwd) {
             return cwd;

@@ -70,24 +70,15 @@ pub fn train_forward(
 
 /// y = act(x * scale[c] + shift[c]): evaluation-mode BatchNorm (and the second half of the training forward).
 pub fn affine_act(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32], act: Act, y: &mut [f32]) {
-    y.par_chunks_mut(d.hw)
-        .zip(x.par_chunks(d.hw))
-        .enumerate()
-        .for_each(|(plane, (out, inp))| {
-            let ch = plane % d.c;
-            let (a, b) = (scale[ch], shift[ch]);
-            match act {
-                Act::None => out.iter_mut().zip(inp).for_each(|(o, v)| *o = v * a + b),
-                Act::Relu => out
-                    .iter_mut()
-                    .zip(inp)
-                    .for_each(|(o, v)| *o = (v * a + b).max(0.0)),
-                Act::HardSwish => out
-                    .iter_mut()
-                    .zip(inp)
-                    .for_each(|(o, v)| *o = Act::HardSwish.apply(v * a + b)),
-            }
-        });
+    y.par_chunks_mut(d.hw).zip(x.par_chunks(d.hw)).enumerate().for_each(|(plane, (out, inp))| {
+        let ch = plane % d.c;
+        let (a, b) = (scale[ch], shift[ch]);
+        match act {
+            Act::None => out.iter_mut().zip(inp).for_each(|(o, v)| *o = v * a + b),
+            Act::Relu => out.iter_mut().zip(inp).for_each(|(o, v)| *o = (v * a + b).max(0.0)),
+            Act::HardSwish => out.iter_mut().zip(inp).for_each(|(o, v)| *o = Act::HardSwish.apply(v * a + b)),
+        }
+    });
 }
 
 /// In-place y = act(y + bias[c]) (the epilogue of a folded convolution).

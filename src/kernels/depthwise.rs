@@ -65,41 +65,39 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
     let (oh, ow) = (g.out_h(), g.out_w());
     let (hp, wp) = g.padded();
     let (k, s) = (g.k, g.stride);
-    y.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, out)| {
-            let ch = plane % g.c;
-            let wk = &w[ch * k * k..(ch + 1) * k * k];
-            let b = bias.map(|b| b[ch]).unwrap_or(0.0);
-            let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            with_scratch(hp * wp, |padded| {
-                pad_plane(src, g, padded);
-                for oy in 0..oh {
-                    let orow = &mut out[oy * ow..(oy + 1) * ow];
-                    orow.fill(b);
-                    for ky in 0..k {
-                        let irow = &padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
-                        for kx in 0..k {
-                            let wv = wk[ky * k + kx];
-                            if s == 1 {
-                                for (o, i) in orow.iter_mut().zip(&irow[kx..kx + ow]) {
-                                    *o += wv * i;
-                                }
-                            } else {
-                                for (ox, o) in orow.iter_mut().enumerate() {
-                                    *o += wv * irow[ox * s + kx];
-                                }
+    y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
+        let ch = plane % g.c;
+        let wk = &w[ch * k * k..(ch + 1) * k * k];
+        let b = bias.map(|b| b[ch]).unwrap_or(0.0);
+        let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+        with_scratch(hp * wp, |padded| {
+            pad_plane(src, g, padded);
+            for oy in 0..oh {
+                let orow = &mut out[oy * ow..(oy + 1) * ow];
+                orow.fill(b);
+                for ky in 0..k {
+                    let irow = &padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
+                    for kx in 0..k {
+                        let wv = wk[ky * k + kx];
+                        if s == 1 {
+                            for (o, i) in orow.iter_mut().zip(&irow[kx..kx + ow]) {
+                                *o += wv * i;
+                            }
+                        } else {
+                            for (ox, o) in orow.iter_mut().enumerate() {
+                                *o += wv * irow[ox * s + kx];
                             }
                         }
                     }
-                    if act != Act::None {
-                        for o in orow.iter_mut() {
-                            *o = act.apply(*o);
-                        }
+                }
+                if act != Act::None {
+                    for o in orow.iter_mut() {
+                        *o = act.apply(*o);
                     }
                 }
-            });
+            }
         });
+    });
 }
 
 /// dx = depthwise_transpose(dy, w). dy: n*c*oh*ow, dx: n*c*h*w.
@@ -107,38 +105,35 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let (hp, wp) = g.padded();
     let (k, s) = (g.k, g.stride);
-    dx.par_chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(plane, out)| {
-            let ch = plane % g.c;
-            let wk = &w[ch * k * k..(ch + 1) * k * k];
-            let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-            with_scratch(hp * wp, |padded| {
-                for oy in 0..oh {
-                    let grow = &grad[oy * ow..(oy + 1) * ow];
-                    for ky in 0..k {
-                        let prow = &mut padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
-                        for kx in 0..k {
-                            let wv = wk[ky * k + kx];
-                            if s == 1 {
-                                for (p, gv) in prow[kx..kx + ow].iter_mut().zip(grow) {
-                                    *p += wv * gv;
-                                }
-                            } else {
-                                for (ox, gv) in grow.iter().enumerate() {
-                                    prow[ox * s + kx] += wv * gv;
-                                }
+    dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, out)| {
+        let ch = plane % g.c;
+        let wk = &w[ch * k * k..(ch + 1) * k * k];
+        let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
+        with_scratch(hp * wp, |padded| {
+            for oy in 0..oh {
+                let grow = &grad[oy * ow..(oy + 1) * ow];
+                for ky in 0..k {
+                    let prow = &mut padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
+                    for kx in 0..k {
+                        let wv = wk[ky * k + kx];
+                        if s == 1 {
+                            for (p, gv) in prow[kx..kx + ow].iter_mut().zip(grow) {
+                                *p += wv * gv;
+                            }
+                        } else {
+                            for (ox, gv) in grow.iter().enumerate() {
+                                prow[ox * s + kx] += wv * gv;
                             }
                         }
                     }
                 }
-                for y in 0..g.h {
-                    out[y * g.w..(y + 1) * g.w].copy_from_slice(
-                        &padded[(y + g.pad) * wp + g.pad..(y + g.pad) * wp + g.pad + g.w],
-                    );
-                }
-            });
+            }
+            for y in 0..g.h {
+                out[y * g.w..(y + 1) * g.w]
+                    .copy_from_slice(&padded[(y + g.pad) * wp + g.pad..(y + g.pad) * wp + g.pad + g.w]);
+            }
         });
+    });
 }
 
 /// dw[c] = sum over the batch of correlate(x[., c], dy[., c]). Sums per plane in f32, across planes in f64.
@@ -227,31 +222,14 @@ mod tests {
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| {
-                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
-                    / 500.0
-                    - 1.0
-            })
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
             .collect()
     }
 
     #[test]
     fn forward_matches_the_definition_on_odd_shapes() {
-        for &(n, c, h, w, k, s) in &[
-            (1, 3, 7, 5, 3, 1),
-            (2, 5, 9, 9, 5, 2),
-            (3, 17, 8, 6, 3, 2),
-            (1, 1, 1, 1, 3, 1),
-        ] {
-            let g = Geometry {
-                n,
-                c,
-                h,
-                w,
-                k,
-                stride: s,
-                pad: (k - 1) / 2,
-            };
+        for &(n, c, h, w, k, s) in &[(1, 3, 7, 5, 3, 1), (2, 5, 9, 9, 5, 2), (3, 17, 8, 6, 3, 2), (1, 1, 1, 1, 3, 1)] {
+            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
             let x = data(n * c * h * w, 1);
             let wt = data(c * k * k, 2);
             let mut y = vec![0f32; g.out_len()];

@@ -5,6 +5,7 @@
 
 pub mod batchnorm;
 pub mod depthwise;
+pub mod profile;
 
 /// The activation fused into a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
