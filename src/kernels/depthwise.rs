@@ -1,10 +1,13 @@
 //! Depthwise convolution (one kxk filter per channel, no cross-channel sum): forward with an optional fused
 //! bias and activation, and the two backward passes (input gradient, weight gradient).
 //!
-//! Each plane is copied into a zero-padded scratch buffer first, so the inner loops run without bounds checks
-//! and, for stride 1, over contiguous memory that the compiler vectorises.
+//! Each plane is first laid into zero-padded *source* buffers: the padded plane itself for stride 1, or its four
+//! even/odd row/column phases for stride 2 (so that a stride-2 tap is a stride-1 shift of one phase). Every tap
+//! (ky, kx) is then one long contiguous multiply-add over the whole plane, `out[i] += w * src[i + offset]`,
+//! with rows `row` floats apart; the columns past the output width are scratch and are dropped. Short rows
+//! (8x8 planes) therefore still run in long vector loops.
 
-use super::Act;
+use super::{with_simd, Act};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -26,145 +29,195 @@ impl Geometry {
     pub fn out_w(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
     }
-    fn padded(&self) -> (usize, usize) {
-        (self.h + 2 * self.pad, self.w + 2 * self.pad)
-    }
     pub fn out_len(&self) -> usize {
         self.n * self.c * self.out_h() * self.out_w()
     }
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+/// How a plane is laid into source buffers and where each tap reads.
+struct Plan {
+    g: Geometry,
+    /// 1 (stride 1) or 4 phases (stride 2); other strides use `stride * stride` phases the same way.
+    phases: usize,
+    /// Floats per source buffer, and per row of it.
+    src_len: usize,
+    row: usize,
+    /// For each tap ky * k + kx: (phase, offset into it).
+    taps: Vec<(usize, usize)>,
+    /// Length of the flat output span: (oh - 1) * row + ow.
+    span: usize,
 }
 
-/// Runs `f` with a zeroed thread-local buffer of `len` floats.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+impl Plan {
+    fn new(g: &Geometry) -> Plan {
+        let s = g.stride;
+        let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+        let (rows, row) = (hp.div_ceil(s), wp.div_ceil(s));
+        let taps = (0..g.k * g.k)
+            .map(|t| {
+                let (ky, kx) = (t / g.k, t % g.k);
+                ((ky % s) * s + kx % s, (ky / s) * row + kx / s)
+            })
+            .collect();
+        Plan { g: *g, phases: s * s, src_len: rows * row, row, taps, span: (g.out_h() - 1) * row + g.out_w() }
+    }
+
+    /// Source phase and index of input pixel (y, x).
+    #[inline(always)]
+    fn locate(&self, y: usize, x: usize) -> (usize, usize) {
+        let (s, p) = (self.g.stride, self.g.pad);
+        let (r, c) = (y + p, x + p);
+        ((r % s) * s + c % s, (r / s) * self.row + c / s)
+    }
+
+    /// Lays an h x w plane into zeroed source buffers.
+    #[inline(always)]
+    fn fill_sources(&self, plane: &[f32], src: &mut [f32]) {
+        src.fill(0.0);
+        let g = &self.g;
+        if self.phases == 1 {
+            for y in 0..g.h {
+                let (_, at) = self.locate(y, 0);
+                src[at..at + g.w].copy_from_slice(&plane[y * g.w..(y + 1) * g.w]);
+            }
+        } else {
+            for y in 0..g.h {
+                for x in 0..g.w {
+                    let (ph, at) = self.locate(y, x);
+                    src[ph * self.src_len + at] = plane[y * g.w + x];
+                }
+            }
+        }
+    }
+
+    /// Reads an h x w plane back out of source buffers (the input gradient).
+    #[inline(always)]
+    fn gather_sources(&self, src: &[f32], plane: &mut [f32]) {
+        let g = &self.g;
+        if self.phases == 1 {
+            for y in 0..g.h {
+                let (_, at) = self.locate(y, 0);
+                plane[y * g.w..(y + 1) * g.w].copy_from_slice(&src[at..at + g.w]);
+            }
+        } else {
+            for y in 0..g.h {
+                for x in 0..g.w {
+                    let (ph, at) = self.locate(y, x);
+                    plane[y * g.w + x] = src[ph * self.src_len + at];
+                }
+            }
+        }
+    }
+
+    /// Lays an oh x ow gradient plane into a zeroed span with the source row stride.
+    #[inline(always)]
+    fn fill_span(&self, grad: &[f32], span: &mut [f32]) {
+        span.fill(0.0);
+        let ow = self.g.out_w();
+        for oy in 0..self.g.out_h() {
+            span[oy * self.row..oy * self.row + ow].copy_from_slice(&grad[oy * ow..(oy + 1) * ow]);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with two thread-local buffers of the given lengths (contents unspecified).
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
+        let (x, y) = &mut *s;
+        if x.len() < a {
+            x.resize(a, 0.0);
         }
-        let buf = &mut s[..len];
-        buf.fill(0.0);
-        f(buf)
+        if y.len() < b {
+            y.resize(b, 0.0);
+        }
+        f(&mut x[..a], &mut y[..b])
     })
 }
 
-/// Copies an h x w plane into the centre of a zeroed (h+2p) x (w+2p) buffer.
-fn pad_plane(src: &[f32], g: &Geometry, dst: &mut [f32]) {
-    let (_, wp) = g.padded();
-    for y in 0..g.h {
-        let row = &src[y * g.w..(y + 1) * g.w];
-        dst[(y + g.pad) * wp + g.pad..(y + g.pad) * wp + g.pad + g.w].copy_from_slice(row);
+#[inline(always)]
+fn axpy(dst: &mut [f32], src: &[f32], a: f32) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += a * s;
     }
 }
 
 /// y = act(depthwise(x, w) + bias). x: n*c*h*w, w: c*k*k, y: n*c*oh*ow.
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Act, y: &mut [f32]) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let (hp, wp) = g.padded();
-    let (k, s) = (g.k, g.stride);
+    let plan = Plan::new(g);
+    let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
     y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
         let ch = plane % g.c;
-        let wk = &w[ch * k * k..(ch + 1) * k * k];
+        let wk = &w[ch * kk..(ch + 1) * kk];
         let b = bias.map(|b| b[ch]).unwrap_or(0.0);
-        let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-        with_scratch(hp * wp, |padded| {
-            pad_plane(src, g, padded);
-            for oy in 0..oh {
-                let orow = &mut out[oy * ow..(oy + 1) * ow];
-                orow.fill(b);
-                for ky in 0..k {
-                    let irow = &padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
-                    for kx in 0..k {
-                        let wv = wk[ky * k + kx];
-                        if s == 1 {
-                            for (o, i) in orow.iter_mut().zip(&irow[kx..kx + ow]) {
-                                *o += wv * i;
-                            }
-                        } else {
-                            for (ox, o) in orow.iter_mut().enumerate() {
-                                *o += wv * irow[ox * s + kx];
-                            }
-                        }
+        let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+        with_scratch(plan.phases * plan.src_len, plan.span, |src, acc| {
+            with_simd(|| {
+                plan.fill_sources(inp, src);
+                acc.fill(b);
+                for (t, &(ph, off)) in plan.taps.iter().enumerate() {
+                    let s = &src[ph * plan.src_len + off..];
+                    axpy(acc, &s[..plan.span], wk[t]);
+                }
+                for oy in 0..oh {
+                    let o = &mut out[oy * ow..(oy + 1) * ow];
+                    let a = &acc[oy * plan.row..oy * plan.row + ow];
+                    match act {
+                        Act::None => o.copy_from_slice(a),
+                        Act::Relu => o.iter_mut().zip(a).for_each(|(o, v)| *o = v.max(0.0)),
+                        Act::HardSwish => o.iter_mut().zip(a).for_each(|(o, v)| *o = Act::HardSwish.apply(*v)),
                     }
                 }
-                if act != Act::None {
-                    for o in orow.iter_mut() {
-                        *o = act.apply(*o);
-                    }
-                }
-            }
+            })
         });
     });
 }
 
 /// dx = depthwise_transpose(dy, w). dy: n*c*oh*ow, dx: n*c*h*w.
 pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let (hp, wp) = g.padded();
-    let (k, s) = (g.k, g.stride);
+    let plan = Plan::new(g);
+    let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
     dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, out)| {
         let ch = plane % g.c;
-        let wk = &w[ch * k * k..(ch + 1) * k * k];
+        let wk = &w[ch * kk..(ch + 1) * kk];
         let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-        with_scratch(hp * wp, |padded| {
-            for oy in 0..oh {
-                let grow = &grad[oy * ow..(oy + 1) * ow];
-                for ky in 0..k {
-                    let prow = &mut padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
-                    for kx in 0..k {
-                        let wv = wk[ky * k + kx];
-                        if s == 1 {
-                            for (p, gv) in prow[kx..kx + ow].iter_mut().zip(grow) {
-                                *p += wv * gv;
-                            }
-                        } else {
-                            for (ox, gv) in grow.iter().enumerate() {
-                                prow[ox * s + kx] += wv * gv;
-                            }
-                        }
-                    }
+        with_scratch(plan.phases * plan.src_len, plan.span, |src, span| {
+            with_simd(|| {
+                plan.fill_span(grad, span);
+                src.fill(0.0);
+                for (t, &(ph, off)) in plan.taps.iter().enumerate() {
+                    let s = &mut src[ph * plan.src_len + off..];
+                    axpy(&mut s[..plan.span], span, wk[t]);
                 }
-            }
-            for y in 0..g.h {
-                out[y * g.w..(y + 1) * g.w]
-                    .copy_from_slice(&padded[(y + g.pad) * wp + g.pad..(y + g.pad) * wp + g.pad + g.w]);
-            }
+                plan.gather_sources(src, out);
+            })
         });
     });
 }
 
-/// dw[c] = sum over the batch of correlate(x[., c], dy[., c]). Sums per plane in f32, across planes in f64.
+/// dw[c] = sum over the batch of correlate(x[., c], dy[., c]); per-plane sums in f32, across planes in f64.
 pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let (hp, wp) = g.padded();
-    let (k, s) = (g.k, g.stride);
-    dw.par_chunks_mut(k * k).enumerate().for_each(|(ch, out)| {
-        let mut acc = vec![0f64; k * k];
-        with_scratch(hp * wp, |padded| {
+    let plan = Plan::new(g);
+    let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
+    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, out)| {
+        let mut acc = vec![0f64; kk];
+        with_scratch(plan.phases * plan.src_len, plan.span, |src, span| {
             for img in 0..g.n {
                 let plane = img * g.c + ch;
-                pad_plane(&x[plane * g.h * g.w..(plane + 1) * g.h * g.w], g, padded);
+                let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
                 let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let mut sum = 0f32;
-                        for oy in 0..oh {
-                            let grow = &grad[oy * ow..(oy + 1) * ow];
-                            let prow = &padded[(oy * s + ky) * wp..(oy * s + ky + 1) * wp];
-                            if s == 1 {
-                                sum += dot(grow, &prow[kx..kx + ow]);
-                            } else {
-                                for (ox, gv) in grow.iter().enumerate() {
-                                    sum += gv * prow[ox * s + kx];
-                                }
-                            }
-                        }
-                        acc[ky * k + kx] += sum as f64;
+                with_simd(|| {
+                    plan.fill_sources(inp, src);
+                    plan.fill_span(grad, span);
+                    for (t, &(ph, off)) in plan.taps.iter().enumerate() {
+                        let s = &src[ph * plan.src_len + off..];
+                        acc[t] += dot(span, &s[..plan.span]) as f64;
                     }
-                }
+                })
             }
         });
         for (o, a) in out.iter_mut().zip(acc) {
@@ -173,18 +226,21 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     });
 }
 
-/// A dot product in 8 independent lanes, so the compiler can vectorise it.
-#[inline]
+/// A dot product in 16 independent lanes, so the compiler can vectorise it.
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.len() / 8;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0f32; 16];
+    let chunks = n / 16;
     for i in 0..chunks {
-        for l in 0..8 {
-            lanes[l] += a[i * 8 + l] * b[i * 8 + l];
+        let (ca, cb) = (&a[i * 16..i * 16 + 16], &b[i * 16..i * 16 + 16]);
+        for l in 0..16 {
+            lanes[l] += ca[l] * cb[l];
         }
     }
     let mut s: f32 = lanes.iter().sum();
-    for i in chunks * 8..a.len() {
+    for i in chunks * 16..n {
         s += a[i] * b[i];
     }
     s
@@ -194,8 +250,14 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    /// Direct definition, no padding tricks: the oracle for the fast kernels.
-    fn naive(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    /// Direct definitions, no layout tricks: the oracles for the fast kernels.
+    fn tap(g: &Geometry, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+        (iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w).then(|| iy as usize * g.w + ix as usize)
+    }
+
+    fn naive_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
         let (oh, ow) = (g.out_h(), g.out_w());
         let mut y = vec![0f32; g.out_len()];
         for p in 0..g.n * g.c {
@@ -205,11 +267,8 @@ mod tests {
                     let mut s = 0f32;
                     for ky in 0..g.k {
                         for kx in 0..g.k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                s += w[ch * g.k * g.k + ky * g.k + kx]
-                                    * x[p * g.h * g.w + iy as usize * g.w + ix as usize];
+                            if let Some(i) = tap(g, oy, ox, ky, kx) {
+                                s += w[ch * g.k * g.k + ky * g.k + kx] * x[p * g.h * g.w + i];
                             }
                         }
                     }
@@ -220,24 +279,91 @@ mod tests {
         y
     }
 
+    fn naive_backward(g: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let mut dx = vec![0f32; x.len()];
+        let mut dw = vec![0f32; w.len()];
+        for p in 0..g.n * g.c {
+            let ch = p % g.c;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let gv = dy[p * oh * ow + oy * ow + ox];
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            if let Some(i) = tap(g, oy, ox, ky, kx) {
+                                let wi = ch * g.k * g.k + ky * g.k + kx;
+                                dx[p * g.h * g.w + i] += w[wi] * gv;
+                                dw[wi] += x[p * g.h * g.w + i] * gv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dx, dw)
+    }
+
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
             .collect()
     }
 
+    fn close(a: &[f32], b: &[f32], what: &str, g: &Geometry) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what} {g:?} at {i}: {x} vs {y}");
+        }
+    }
+
+    /// Odd shapes: stride 2, 5x5, channels not a multiple of the vector width, batch 1, odd sides, 1x1 input.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (1, 3, 7, 5, 3, 1),
+        (2, 5, 9, 9, 5, 2),
+        (3, 17, 8, 6, 3, 2),
+        (1, 1, 1, 1, 3, 1),
+        (2, 3, 2, 2, 5, 2),
+        (1, 2, 32, 32, 5, 1),
+        (2, 9, 11, 16, 3, 2),
+    ];
+
     #[test]
     fn forward_matches_the_definition_on_odd_shapes() {
-        for &(n, c, h, w, k, s) in &[(1, 3, 7, 5, 3, 1), (2, 5, 9, 9, 5, 2), (3, 17, 8, 6, 3, 2), (1, 1, 1, 1, 3, 1)] {
+        for &(n, c, h, w, k, s) in &SHAPES {
             let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
-            let x = data(n * c * h * w, 1);
-            let wt = data(c * k * k, 2);
+            let (x, wt) = (data(n * c * h * w, 1), data(c * k * k, 2));
             let mut y = vec![0f32; g.out_len()];
             forward(&g, &x, &wt, None, Act::None, &mut y);
-            let r = naive(&g, &x, &wt);
-            for (a, b) in y.iter().zip(&r) {
-                assert!((a - b).abs() < 1e-5, "{g:?}: {a} vs {b}");
-            }
+            close(&y, &naive_forward(&g, &x, &wt), "forward", &g);
+        }
+    }
+
+    #[test]
+    fn backward_passes_match_the_definition_on_odd_shapes() {
+        for &(n, c, h, w, k, s) in &SHAPES {
+            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
+            let (x, wt, dy) = (data(n * c * h * w, 1), data(c * k * k, 2), data(g.out_len(), 3));
+            let (rdx, rdw) = naive_backward(&g, &x, &wt, &dy);
+            let mut dx = vec![0f32; x.len()];
+            backward_input(&g, &dy, &wt, &mut dx);
+            close(&dx, &rdx, "input grad", &g);
+            let mut dw = vec![0f32; wt.len()];
+            backward_weight(&g, &x, &dy, &mut dw);
+            close(&dw, &rdw, "weight grad", &g);
+        }
+    }
+
+    #[test]
+    fn fused_bias_and_activation() {
+        let g = Geometry { n: 1, c: 2, h: 5, w: 5, k: 3, stride: 1, pad: 1 };
+        let (x, wt) = (data(50, 4), data(18, 5));
+        let bias = [0.5f32, -0.25];
+        let mut y = vec![0f32; g.out_len()];
+        forward(&g, &x, &wt, Some(&bias), Act::HardSwish, &mut y);
+        let r = naive_forward(&g, &x, &wt);
+        for (i, (a, b)) in y.iter().zip(&r).enumerate() {
+            let e = Act::HardSwish.apply(b + bias[i / 25]);
+            assert!((a - e).abs() < 1e-5);
         }
     }
 }

@@ -53,6 +53,34 @@ impl Act {
     }
 }
 
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them (checked once), else for the baseline target.
+///
+/// `f` must be a small closure around `#[inline(always)]` code, so that it is inlined into the AVX2 caller and
+/// vectorised 8 floats wide; the crate itself builds for baseline x86-64 so the binary runs on any machine.
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static LEVEL: AtomicU8 = AtomicU8::new(0);
+        let mut level = LEVEL.load(Ordering::Relaxed);
+        if level == 0 {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+            level = if avx2 { 2 } else { 1 };
+            LEVEL.store(level, Ordering::Relaxed);
+        }
+        if level == 2 {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            return unsafe { run(f) };
+        }
+    }
+    f()
+}
+
 /// A raw pointer that rayon tasks may share when each writes a disjoint set of indices.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut(pub *mut f32);
