@@ -178,21 +178,6 @@ pub fn bench_train(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_of_known_samples() {
-        let s = Stats::from_ms(&[1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(s.median_ms, 3.0);
-        assert_eq!(s.min_ms, 1.0);
-        assert!((s.p10_ms - 1.4).abs() < 1e-12);
-        assert!((s.p90_ms - 4.6).abs() < 1e-12);
-        assert!((s.std_ms - 2.5f64.sqrt()).abs() < 1e-12);
-    }
-}
-
 /// The rows as CSV, with the same columns as the JSON objects.
 pub fn to_csv(rows: &[LatencyRow]) -> String {
     let mut s = String::from("variant,device,batch,runs,mean_ms,std_ms,median_ms,p10_ms,p90_ms,min_ms,img_per_s\n");
@@ -213,4 +198,19 @@ pub fn to_csv(rows: &[LatencyRow]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_known_samples() {
+        let s = Stats::from_ms(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(s.median_ms, 3.0);
+        assert_eq!(s.min_ms, 1.0);
+        assert!((s.p10_ms - 1.4).abs() < 1e-12);
+        assert!((s.p90_ms - 4.6).abs() < 1e-12);
+        assert!((s.std_ms - 2.5f64.sqrt()).abs() < 1e-12);
+    }
 }

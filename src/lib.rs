@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod bench;
 pub mod classify;
+pub mod data;
 pub mod device;
 pub mod fsutil;
 pub mod kernels;
@@ -14,6 +15,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod preprocess;
+pub mod train;
 pub mod weights;
 
 pub use arch::{ArchSpec, ModelConfig, Variant};

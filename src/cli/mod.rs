@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod info;
+mod train;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -23,6 +24,10 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Describe an architecture or a model file: parameters, MACs per 32x32 image, layer table.
     Info(info::InfoArgs),
+    /// Train a model on CIFAR-100; the best checkpoint goes to trained_models/.
+    Train(Box<train::TrainArgs>),
+    /// Accuracy of a model on the CIFAR-100 test split (top-1, top-5, per class, confusion matrix).
+    Evaluate(train::EvaluateArgs),
     /// Time inference of each variant on each device (the Latency tab's engine).
     Latency(bench::LatencyArgs),
     /// Throughput benchmarks.
@@ -48,6 +53,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Classify(a)) => classify::run(a),
         Some(Command::Info(a)) => info::run(a),
+        Some(Command::Train(a)) => train::run(*a),
+        Some(Command::Evaluate(a)) => train::evaluate(a),
         Some(Command::Latency(a)) => bench::run_latency(a),
         Some(Command::Bench(c)) => bench::run_bench(c),
         Some(Command::Convert { input, output, si }) => {

@@ -91,6 +91,7 @@ impl SharedMut {
     /// # Safety
     /// The caller guarantees `[offset, offset + len)` is in bounds and written by one task only.
     #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(offset), len)
     }
