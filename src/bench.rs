@@ -128,10 +128,21 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
+/// Which implementation runs a CPU training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The hand-written step of [`crate::engine`] (CPU only; other devices use the graph).
+    Fast,
+    /// candle's autograd over the model's ops.
+    Graph,
+}
+
 /// Result of `bench train`.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainBench {
     pub variant: String,
+    pub engine: Engine,
     pub batch: usize,
     pub steps: usize,
     pub median_step_ms: f64,
@@ -142,26 +153,36 @@ pub struct TrainBench {
 pub fn bench_train(
     config: &ModelConfig,
     device: &Device,
+    engine: Engine,
     batch: usize,
     warmup: usize,
     steps: usize,
 ) -> candle_core::Result<TrainBench> {
     let model = MobileNetV3::new(config, device, 0)?;
     let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
-    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?.to_device(device)?;
+    let x_cpu = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
+    let x_host = x_cpu.flatten_all()?.to_vec1::<f32>()?;
+    let x = x_cpu.to_device(device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % config.num_classes as u32).collect();
-    let y = Tensor::new(labels, device)?;
+    let y = Tensor::new(labels.as_slice(), device)?;
     let mut times = Vec::new();
     for i in 0..warmup + steps {
         if i == warmup {
             crate::kernels::profile::take();
         }
         let t = Instant::now();
-        let logits = timed("model.forward", || model.forward(&x, Mode::Train { seed: i as u64 }))?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-        let grads = timed("loss.backward", || loss.backward())?;
+        let grads = if engine == Engine::Fast && device.is_cpu() {
+            let out = timed("engine.step", || {
+                crate::engine::train_step(&model, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)
+            })?;
+            out.grads
+        } else {
+            let logits = timed("model.forward", || model.forward(&x, Mode::Train { seed: i as u64 }))?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            timed("loss.backward", || loss.backward())?
+        };
         timed("sgd.step", || opt.step(&grads))?;
-        let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         synchronize(device)?;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -171,6 +192,7 @@ pub fn bench_train(
     let s = Stats::from_ms(&times);
     Ok(TrainBench {
         variant: config.name(),
+        engine,
         batch,
         steps,
         median_step_ms: s.median_ms,

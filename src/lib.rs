@@ -3,9 +3,12 @@
 
 pub mod arch;
 pub mod bench;
+pub mod cifar_python;
 pub mod classify;
 pub mod data;
 pub mod device;
+pub mod download;
+pub mod engine;
 pub mod fsutil;
 pub mod kernels;
 pub mod labels;

@@ -102,3 +102,47 @@ fn train_small_025_si1() {
 fn train_large_025_si1() {
     train_parity("large_0.25_si1");
 }
+
+/// The hand-written CPU training step (src/engine.rs) against the same PyTorch numbers.
+fn engine_parity(case: &str) {
+    let mut loaded =
+        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
+    loaded.model.set_dropout(0.0);
+    let model = &loaded.model;
+    let io = io(case);
+    let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let labels: Vec<u32> = io["labels"].to_vec1::<i64>().unwrap().iter().map(|v| *v as u32).collect();
+    let out = mobilenetv3::engine::train_step(model, x, 32, &labels, 0.0, 0).unwrap();
+    let logits = Tensor::from_vec(out.logits, (labels.len(), 100), &Device::Cpu).unwrap();
+    let d = max_abs_diff(&logits, &io["logits_train"]);
+    assert!(d < 1e-4, "{case}: engine train-mode logits differ from PyTorch by {d}");
+    let dl = (out.loss - io["loss_train"].to_vec1::<f32>().unwrap()[0]).abs();
+    assert!(dl < 1e-5, "{case}: engine loss differs by {dl}");
+    let mut checked = 0;
+    for (name, var) in model.params().trainable() {
+        let expected = &io[&format!("grad.{name}")];
+        let got =
+            out.grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{case}: engine gave no gradient for {name}"));
+        let d = max_abs_diff(got, expected);
+        let tol = 1e-4 * max_abs(expected) + 1e-6;
+        assert!(d <= tol, "{case}: engine gradient of {name} differs by {d} (tolerance {tol})");
+        checked += 1;
+    }
+    assert!(checked > 50);
+    for (name, t) in model.params().snapshot().unwrap() {
+        if let Some(expected) = io.get(&format!("after.{name}")) {
+            let d = max_abs_diff(&t, expected);
+            assert!(d < 1e-4, "{case}: {name} after one engine step differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn engine_small_025_si1() {
+    engine_parity("small_0.25_si1");
+}
+
+#[test]
+fn engine_large_025_si1() {
+    engine_parity("large_0.25_si1");
+}

@@ -62,6 +62,9 @@ pub struct TrainBenchArgs {
     threads: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// fast (the hand-written CPU step) or graph (candle autograd).
+    #[arg(long, default_value = "fast")]
+    engine: String,
 }
 
 pub fn parse_variants(s: &str) -> Result<Vec<ModelConfig>> {
@@ -139,13 +142,18 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
             }
             let cfg = parse_variant_name(&a.variant).with_context(|| format!("unknown variant {:?}", a.variant))?;
             let dev = device::open(&a.device)?;
-            let r = bench::bench_train(&cfg, &dev, a.batch, a.warmup, a.steps)?;
+            let engine = match a.engine.as_str() {
+                "fast" => bench::Engine::Fast,
+                "graph" => bench::Engine::Graph,
+                other => bail!("--engine must be fast or graph, got {other}"),
+            };
+            let r = bench::bench_train(&cfg, &dev, engine, a.batch, a.warmup, a.steps)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} batch {} on {}: median step {:.1} ms, {:.1} img/s ({} steps)",
-                    r.variant, r.batch, a.device, r.median_step_ms, r.img_per_s, r.steps
+                    "{} batch {} on {} ({} engine): median step {:.1} ms, {:.1} img/s ({} steps)",
+                    r.variant, r.batch, a.device, a.engine, r.median_step_ms, r.img_per_s, r.steps
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -143,6 +143,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         let _ = ctrlc_handler(move || c.stop());
     }
     let epochs = cfg.epochs;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_draw = std::time::Instant::now() - std::time::Duration::from_secs(1);
     let result = train::run(&cfg, a.resume.as_deref(), &control, |ev| match ev {
         TrainEvent::Started { name, steps_per_epoch, train_images, test_images, params, device } => {
@@ -151,7 +152,12 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             );
         }
         TrainEvent::Step { epoch, step, steps_per_epoch, loss, lr, img_per_s, eta_s } => {
-            if last_draw.elapsed().as_millis() >= 200 || step == steps_per_epoch {
+            if !tty {
+                // Logs get a plain line now and then instead of a redrawn bar.
+                if step % 50 == 0 {
+                    eprintln!("epoch {epoch}/{epochs} step {step}/{steps_per_epoch} loss {loss:.4} lr {lr:.4} {img_per_s:.0} img/s ETA {}", hms(eta_s));
+                }
+            } else if last_draw.elapsed().as_millis() >= 200 || step == steps_per_epoch {
                 last_draw = std::time::Instant::now();
                 let width = 24;
                 let done = width * step / steps_per_epoch;
@@ -165,7 +171,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             }
         }
         TrainEvent::Evaluating { .. } => {
-            eprint!("\r{:100}\r", "");
+            if tty {
+                eprint!("\r{:120}\r", "");
+            }
         }
         TrainEvent::Epoch(r) => {
             println!(

@@ -4,6 +4,7 @@
 //! Parallelism: rayon over independent planes or channels, so each task owns a disjoint part of the output.
 
 pub mod batchnorm;
+pub mod dense;
 pub mod depthwise;
 pub mod profile;
 
