@@ -30,7 +30,7 @@ pub enum PythonDataError {
     NotFound(PathBuf),
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is truncated or not a CIFAR-100 python file: at byte {offset}: {message}")]
+    #[error("{path} cannot be read as a pickle, at byte {offset}: {message}")]
     Pickle { path: PathBuf, offset: usize, message: String },
     #[error("{path} is not a CIFAR-100 python file: {message}")]
     Format { path: PathBuf, message: String },

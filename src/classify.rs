@@ -1,7 +1,6 @@
 //! Classifying image files with a model: the engine behind `mobilenetv3 classify` and the Classify tab.
 
 use crate::arch::INPUT_SIZE;
-use crate::layers::Mode;
 use crate::preprocess;
 use crate::weights::LoadedModel;
 use candle_core::D;
@@ -63,9 +62,10 @@ pub fn list_models(dir: &Path) -> Vec<PathBuf> {
 /// Softmax probabilities for prepared inputs, one row per image.
 pub fn probabilities(model: &LoadedModel, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
     let mut rows = Vec::with_capacity(inputs.len());
+    let runner = model.model.inference()?;
     for chunk in inputs.chunks(64) {
         let x = preprocess::batch(chunk, INPUT_SIZE, model.model.device())?;
-        let logits = model.model.forward(&x, Mode::Eval)?;
+        let logits = runner.forward(&x)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
         rows.extend(probs.to_vec2::<f32>()?);
     }

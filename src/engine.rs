@@ -459,7 +459,7 @@ fn se_backward(p: &mut Params, tape: &[Vec<f32>], s: &SeCache, dy: &[f32]) -> Ve
 }
 
 /// Columns of a 3x3 convolution's input, per image: (c * 9) x (oh * ow), for the stem's matrix product.
-fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
+pub(crate) fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let rows = g.c * g.k * g.k;
     let mut cols = vec![0f32; g.n * rows * oh * ow];

@@ -10,6 +10,7 @@ pub mod device;
 pub mod download;
 pub mod engine;
 pub mod fsutil;
+pub mod inference;
 pub mod kernels;
 pub mod labels;
 pub mod layers;

@@ -1,6 +1,7 @@
 //! MobileNetV3 as a candle module, built from an [`ArchSpec`] over the tensors of a [`ParamStore`].
 
 use crate::arch::{Activation, ArchSpec, ModelConfig};
+use crate::inference::InferencePlan;
 use crate::layers::{Bottleneck, ConvBn, Mode};
 use crate::ops;
 use crate::params::ParamStore;
@@ -104,20 +105,31 @@ impl MobileNetV3 {
     }
 }
 
-/// The network prepared for inference. For now it runs the eval-mode forward; it is the place where
-/// BatchNorm folding and fused kernels live.
+/// The network prepared for inference: on the CPU a folded, fused [`InferencePlan`]; elsewhere the eval-mode
+/// graph.
 pub struct InferenceModel<'a> {
     model: &'a MobileNetV3,
+    plan: Option<InferencePlan>,
 }
 
 impl MobileNetV3 {
     pub fn inference(&self) -> Result<InferenceModel<'_>> {
-        Ok(InferenceModel { model: self })
+        let plan = if self.device().is_cpu() { Some(InferencePlan::new(self)?) } else { None };
+        Ok(InferenceModel { model: self, plan })
     }
 }
 
 impl InferenceModel<'_> {
+    /// Logits (n, classes) for normalised images (n, 3, h, h).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.model.forward(x, Mode::Eval)
+        match &self.plan {
+            Some(plan) => {
+                let (n, _, h, _) = x.dims4()?;
+                let data = x.flatten_all()?.to_vec1::<f32>()?;
+                let logits = plan.forward(&data, n, h);
+                Tensor::from_vec(logits, (n, self.model.config().num_classes), x.device())
+            }
+            None => self.model.forward(x, Mode::Eval),
+        }
     }
 }

@@ -164,3 +164,15 @@ fn an_http_error_status_is_reported() {
     assert!(msg.contains("answered HTTP 404"), "{msg}");
     assert!(entries(dir.path()).is_empty());
 }
+
+#[test]
+fn a_file_in_place_that_fails_the_checksum_is_downloaded_again() {
+    let body = archive();
+    let (base, server) = serve(body.clone(), Reply::Whole, 1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(NAME), b"an old, broken copy").unwrap();
+    let path = download(&format!("{base}/{NAME}"), dir.path(), Some(&md5_hex(&body)), &mut |_, _| {}).unwrap();
+    server.join().unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), body);
+    assert_eq!(entries(dir.path()), vec![NAME.to_string()]);
+}

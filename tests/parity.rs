@@ -146,3 +146,17 @@ fn engine_small_025_si1() {
 fn engine_large_025_si1() {
     engine_parity("large_0.25_si1");
 }
+
+/// The folded, fused inference plan gives PyTorch's eval-mode logits too.
+#[test]
+fn inference_plan_matches_pytorch() {
+    for case in ["small_0.25_si1", "small_0.75_si2", "large_0.25_si1", "large_0.35_si2"] {
+        let loaded =
+            load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default())
+                .unwrap();
+        let io = io(case);
+        let logits = loaded.model.inference().unwrap().forward(&io["input"]).unwrap();
+        let d = max_abs_diff(&logits, &io["logits_eval"]);
+        assert!(d < 1e-4, "{case}: inference plan differs from PyTorch by {d}");
+    }
+}

@@ -59,6 +59,7 @@ pub fn pointwise_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z:
 }
 
 /// 1x1 convolution backward: dx[img] = w^T dz[img] (if wanted) and dw = sum over images of dz[img] x[img]^T.
+#[allow(clippy::too_many_arguments)]
 pub fn pointwise_backward(
     x: &[f32],
     dz: &[f32],

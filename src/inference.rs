@@ -1,0 +1,195 @@
+//! The network prepared for CPU inference: BatchNorm folded into the convolutions (w' = w * s, b' = beta -
+//! mean * s with s = gamma / sqrt(var + eps)), activations fused into the kernels' epilogues, weights read
+//! from the parameter store once. Same numbers as the eval-mode graph (checked in the tests below).
+
+use crate::arch::{Activation, ArchSpec};
+use crate::kernels::batchnorm::{self as bn, Dims};
+use crate::kernels::dense::{matmul, pointwise_forward};
+use crate::kernels::depthwise::{self as dw, Geometry};
+use crate::kernels::{with_simd, Act};
+use crate::layers::BN_EPS;
+use crate::model::MobileNetV3;
+use candle_core::Result;
+use rayon::prelude::*;
+
+/// A convolution with its BatchNorm folded in: weights (o x rest) and bias (o).
+struct Folded {
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+struct SqueezeExcite {
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    mid: usize,
+}
+
+struct Block {
+    in_c: usize,
+    out_c: usize,
+    exp: usize,
+    kernel: usize,
+    stride: usize,
+    act: Act,
+    residual: bool,
+    expand: Folded,
+    depthwise: Folded,
+    se: Option<SqueezeExcite>,
+    project: Folded,
+}
+
+pub struct InferencePlan {
+    spec: ArchSpec,
+    stem: Folded,
+    blocks: Vec<Block>,
+    last: Folded,
+    w3: Vec<f32>,
+    b3: Vec<f32>,
+    w4: Vec<f32>,
+    b4: Vec<f32>,
+}
+
+fn act_of(a: Activation) -> Act {
+    match a {
+        Activation::Relu => Act::Relu,
+        Activation::HardSwish => Act::HardSwish,
+    }
+}
+
+fn read(model: &MobileNetV3, name: &str) -> Result<Vec<f32>> {
+    model.params().tensor(name).flatten_all()?.to_vec1::<f32>()
+}
+
+fn fold(model: &MobileNetV3, conv: &str, bn: &str) -> Result<Folded> {
+    let mut w = read(model, conv)?;
+    let (g, b) = (read(model, &format!("{bn}.weight"))?, read(model, &format!("{bn}.bias"))?);
+    let (m, v) = (read(model, &format!("{bn}.running_mean"))?, read(model, &format!("{bn}.running_var"))?);
+    let o = g.len();
+    let per = w.len() / o;
+    let mut bias = vec![0f32; o];
+    for c in 0..o {
+        let s = (g[c] as f64 / (v[c] as f64 + BN_EPS).sqrt()) as f32;
+        w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
+        bias[c] = b[c] - m[c] * s;
+    }
+    Ok(Folded { w, b: bias })
+}
+
+impl InferencePlan {
+    pub fn new(model: &MobileNetV3) -> Result<Self> {
+        let spec = model.spec().clone();
+        let mut blocks = Vec::new();
+        for (i, b) in spec.blocks.iter().enumerate() {
+            let p = format!("bottlenecks_1.{i}");
+            let se = if b.squeeze_excite {
+                Some(SqueezeExcite {
+                    w1: read(model, &format!("{p}.se_block.conv_0.1.weight"))?,
+                    b1: read(model, &format!("{p}.se_block.conv_0.1.bias"))?,
+                    w2: read(model, &format!("{p}.se_block.conv_1.0.weight"))?,
+                    b2: read(model, &format!("{p}.se_block.conv_1.0.bias"))?,
+                    mid: b.se_hidden,
+                })
+            } else {
+                None
+            };
+            blocks.push(Block {
+                in_c: b.in_c,
+                out_c: b.out_c,
+                exp: b.expanded,
+                kernel: b.kernel,
+                stride: b.stride,
+                act: act_of(b.act),
+                residual: b.residual(),
+                expand: fold(model, &format!("{p}.pointwise_0.0.weight"), &format!("{p}.pointwise_0.1"))?,
+                depthwise: fold(model, &format!("{p}.depthwise_1.0.weight"), &format!("{p}.depthwise_1.1"))?,
+                se,
+                project: fold(model, &format!("{p}.pointwise_2.0.weight"), &format!("{p}.pointwise_2.1"))?,
+            });
+        }
+        Ok(InferencePlan {
+            stem: fold(model, "conv_0.0.weight", "conv_0.1")?,
+            last: fold(model, "conv_2.0.weight", "conv_2.1")?,
+            w3: read(model, "conv_3.1.weight")?,
+            b3: read(model, "conv_3.1.bias")?,
+            w4: read(model, "conv_4.weight")?,
+            b4: read(model, "conv_4.bias")?,
+            blocks,
+            spec,
+        })
+    }
+
+    /// Logits (n x classes, row-major) for n normalised images of side x side.
+    pub fn forward(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
+        let spec = &self.spec;
+        // Stem: 3x3 conv as im2col + matrix product, bias + hswish in place.
+        let g = Geometry { n, c: 3, h: side, w: side, k: 3, stride: spec.initial_stride, pad: 1 };
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let cols = crate::engine::im2col(x, &g);
+        let c0 = spec.stem_out;
+        let mut a = vec![0f32; n * c0 * oh * ow];
+        a.par_chunks_mut(c0 * oh * ow)
+            .zip(cols.par_chunks(27 * oh * ow))
+            .for_each(|(o, c)| matmul(c0, oh * ow, 27, o, &self.stem.w, (27, 1), c, (oh * ow, 1), false, false));
+        bn::bias_act_inplace(&Dims { n, c: c0, hw: oh * ow }, &mut a, &self.stem.b, Act::HardSwish);
+        let mut side = oh;
+        for b in &self.blocks {
+            let hw = side * side;
+            let mut e = vec![0f32; n * b.exp * hw];
+            pointwise_forward(&a, &b.expand.w, b.in_c, b.exp, hw, &mut e);
+            bn::bias_act_inplace(&Dims { n, c: b.exp, hw }, &mut e, &b.expand.b, b.act);
+            let g = Geometry { n, c: b.exp, h: side, w: side, k: b.kernel, stride: b.stride, pad: (b.kernel - 1) / 2 };
+            let mut d = vec![0f32; g.out_len()];
+            dw::forward(&g, &e, &b.depthwise.w, Some(&b.depthwise.b), b.act, &mut d);
+            drop(e);
+            side = g.out_h();
+            let hw = side * side;
+            if let Some(se) = &b.se {
+                squeeze_excite(se, &mut d, n, b.exp, hw);
+            }
+            let mut out = vec![0f32; n * b.out_c * hw];
+            pointwise_forward(&d, &b.project.w, b.exp, b.out_c, hw, &mut out);
+            bn::bias_act_inplace(&Dims { n, c: b.out_c, hw }, &mut out, &b.project.b, Act::None);
+            if b.residual {
+                out.par_chunks_mut(4096)
+                    .zip(a.par_chunks(4096))
+                    .for_each(|(o, x)| with_simd(|| o.iter_mut().zip(x).for_each(|(o, x)| *o += x)));
+            }
+            a = out;
+        }
+        let hw = side * side;
+        let (cl, hid, classes) = (spec.last_out, spec.hidden, spec.num_classes);
+        let mut f = vec![0f32; n * cl * hw];
+        pointwise_forward(&a, &self.last.w, spec.last_in, cl, hw, &mut f);
+        bn::bias_act_inplace(&Dims { n, c: cl, hw }, &mut f, &self.last.b, Act::HardSwish);
+        let pooled: Vec<f32> = f.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
+        let mut h = vec![0f32; n * hid];
+        matmul(n, hid, cl, &mut h, &pooled, (cl, 1), &self.w3, (1, cl), false, n > 8);
+        for row in h.chunks_mut(hid) {
+            row.iter_mut().zip(&self.b3).for_each(|(v, b)| *v = Act::HardSwish.apply(*v + b));
+        }
+        let mut logits = vec![0f32; n * classes];
+        matmul(n, classes, hid, &mut logits, &h, (hid, 1), &self.w4, (1, hid), false, n > 8);
+        for row in logits.chunks_mut(classes) {
+            row.iter_mut().zip(&self.b4).for_each(|(v, b)| *v += b);
+        }
+        logits
+    }
+}
+
+/// In place: x *= hsigmoid(W2 relu(W1 mean(x) + b1) + b2), per image and channel.
+fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], n: usize, c: usize, hw: usize) {
+    let pooled: Vec<f32> = x.par_chunks(hw).map(|p| with_simd(|| p.iter().sum::<f32>()) / hw as f32).collect();
+    let mut hidden = vec![0f32; n * se.mid];
+    matmul(n, se.mid, c, &mut hidden, &pooled, (c, 1), &se.w1, (1, c), false, false);
+    for row in hidden.chunks_mut(se.mid) {
+        row.iter_mut().zip(&se.b1).for_each(|(v, b)| *v = (*v + b).max(0.0));
+    }
+    let mut gate = vec![0f32; n * c];
+    matmul(n, c, se.mid, &mut gate, &hidden, (se.mid, 1), &se.w2, (1, se.mid), false, false);
+    for row in gate.chunks_mut(c) {
+        row.iter_mut().zip(&se.b2).for_each(|(v, b)| *v = (*v + b + 3.0).clamp(0.0, 6.0) / 6.0);
+    }
+    x.par_chunks_mut(hw).zip(gate.par_iter()).for_each(|(p, g)| with_simd(|| p.iter_mut().for_each(|v| *v *= g)));
+}
