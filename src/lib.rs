@@ -1,6 +1,7 @@
 //! MobileNetV3 Studio's engine: the network, its weight files, preprocessing and classification.
 //! The binary (`src/main.rs`) is a thin command line over this library.
 
+pub mod app;
 pub mod arch;
 pub mod bench;
 pub mod cifar_python;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod paths;
 pub mod preprocess;
 pub mod train;
 pub mod weights;

@@ -252,6 +252,10 @@ impl TrainControl {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+    /// Clears a stop request, so that the control can drive the next run.
+    pub fn clear_stop(&self) {
+        self.stop.store(false, Ordering::SeqCst);
+    }
     pub fn is_paused(&self) -> bool {
         self.pause.load(Ordering::SeqCst)
     }
@@ -337,35 +341,63 @@ pub fn evaluate(
     }))
 }
 
+/// Reads CIFAR-100 from `path` in whichever official layout it holds: the binary version (`train.bin`,
+/// `test.bin`), the python version (`cifar-100-python/`), or either original `.tar.gz` archive.
+/// `Ok(None)` when there is no data set there at all.
+pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
+    let is_archive = |p: &Path| {
+        let n = p.to_string_lossy();
+        p.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz"))
+    };
+    if is_archive(path) {
+        return Ok(Some(crate::cifar_python::load_tar_gz(path)?));
+    }
+    if data::locate(path).is_ok() {
+        return Ok(Some(data::load(path)?));
+    }
+    if crate::cifar_python::locate_python(path).is_ok() {
+        return Ok(Some(crate::cifar_python::load_python_dir(path)?));
+    }
+    for name in ["cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"] {
+        if is_archive(&path.join(name)) {
+            return Ok(Some(crate::cifar_python::load_tar_gz(&path.join(name))?));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `path` looks like it holds CIFAR-100 (without reading it).
+pub fn has_dataset(path: &Path) -> bool {
+    let n = path.to_string_lossy();
+    (path.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz")))
+        || data::locate(path).is_ok()
+        || crate::cifar_python::locate_python(path).is_ok()
+        || path.join("cifar-100-python.tar.gz").is_file()
+        || path.join("cifar-100-binary.tar.gz").is_file()
+}
+
 /// Loads the data set a config names (or the first default folder that has it), with its limits applied.
 pub fn load_data(cfg: &TrainConfig) -> Result<Cifar100> {
     let dirs = match &cfg.data_dir {
         Some(d) => vec![d.clone()],
         None => data::default_dirs(),
     };
-    let mut last_err = None;
     for d in &dirs {
-        match data::load(d) {
-            Ok(mut ds) => {
-                if let Some(n) = cfg.limit_train {
-                    ds.train.truncate(n);
-                }
-                if let Some(n) = cfg.limit_test {
-                    ds.test.truncate(n);
-                }
-                return Ok(ds);
+        if let Some(mut ds) = open_dataset(d)? {
+            if let Some(n) = cfg.limit_train {
+                ds.train.truncate(n);
             }
-            Err(e @ data::DataError::NotFound(_)) => last_err = Some(e),
-            Err(e) => return Err(e.into()),
+            if let Some(n) = cfg.limit_test {
+                ds.test.truncate(n);
+            }
+            return Ok(ds);
         }
     }
-    match last_err {
-        Some(e) if dirs.len() == 1 => Err(e.into()),
-        _ => bail!(
-            "no CIFAR-100 data found (tried {}); pass --data DIR or set CIFAR100_DIR",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    }
+    bail!(
+        "no CIFAR-100 data found in {}: expected train.bin/test.bin, cifar-100-python/ or the .tar.gz archive; \
+         pass --data PATH, set CIFAR100_DIR, or fetch it with `mobilenetv3 download`",
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// File stem of a run's checkpoint: `mobilenetv3_small_0.25`, or `..._2`, `..._3` when that name belongs to

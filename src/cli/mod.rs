@@ -33,6 +33,12 @@ enum Command {
     /// Throughput benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Download the official CIFAR-100 archive (python version) and check its MD5.
+    Download {
+        /// Folder to put cifar-100-python.tar.gz in.
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
     /// Import a PyTorch state_dict checkpoint (.pth) into the native safetensors format.
     Convert {
         /// The PyTorch checkpoint (torch.save(model.state_dict())).
@@ -48,8 +54,15 @@ enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         None => {
-            Cli::command().print_help()?;
-            Ok(ExitCode::SUCCESS)
+            let dir = project_dir();
+            match mobilenetv3::app::run(mobilenetv3::app::AppPaths::from_project(&dir)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: cannot open the window ({e}); the command line still works:\n");
+                    Cli::command().print_help()?;
+                    Ok(ExitCode::from(2))
+                }
+            }
         }
         Some(Command::Classify(a)) => classify::run(a),
         Some(Command::Info(a)) => info::run(a),
@@ -57,6 +70,31 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Evaluate(a)) => train::evaluate(a),
         Some(Command::Latency(a)) => bench::run_latency(a),
         Some(Command::Bench(c)) => bench::run_bench(c),
+        Some(Command::Download { dir }) => {
+            let mut last = std::time::Instant::now();
+            let path = mobilenetv3::download::download(
+                mobilenetv3::download::CIFAR100_PYTHON_URL,
+                &dir,
+                Some(mobilenetv3::download::CIFAR100_PYTHON_MD5),
+                &mut |done, total| {
+                    if last.elapsed().as_millis() >= 250 {
+                        last = std::time::Instant::now();
+                        match total {
+                            Some(t) => eprint!(
+                                "\r{:.1} / {:.1} MB ({:.0}%)   ",
+                                done as f64 / 1e6,
+                                t as f64 / 1e6,
+                                100.0 * done as f64 / t.max(1) as f64
+                            ),
+                            None => eprint!("\r{:.1} MB   ", done as f64 / 1e6),
+                        }
+                    }
+                },
+            )?;
+            eprintln!();
+            println!("{} (checksum ok); train with --data {}", path.display(), path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Convert { input, output, si }) => {
             let opts = LoadOptions { initial_stride: Some(si), ..Default::default() };
             let loaded = weights::load_model(&input, &candle_core::Device::Cpu, &opts)?;
@@ -75,21 +113,4 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The project folder that holds `trained_models/` and `test_images/`: the current directory if it has them,
-/// else the first ancestor of the executable that does (so `target/release/mobilenetv3` finds the repo's).
-pub fn project_dir() -> PathBuf {
-    let has = |d: &std::path::Path| d.join("trained_models").is_dir() || d.join("test_images").is_dir();
-    if let Ok(cwd) = std::env::current_dir() {
-        if has(&cwd) {
-            return cwd;
-        }
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if has(dir) {
-                return dir.to_path_buf();
-            }
-        }
-    }
-    PathBuf::from(".")
-}
+pub use mobilenetv3::paths::project_dir;

@@ -1,0 +1,214 @@
+//! Classify tab: pick a model, drop or open images, read each one's top-5 labels.
+
+use super::worker::{Command, ModelEntry, Thumbnail, Worker};
+use crate::classify::Prediction;
+use egui::{Color32, RichText, TextureHandle};
+use std::path::PathBuf;
+
+pub struct ImageCard {
+    pub id: u64,
+    pub path: PathBuf,
+    pub texture: Option<TextureHandle>,
+    pub outcome: Option<Result<Vec<Prediction>, String>>,
+}
+
+#[derive(Default)]
+pub struct ClassifyTab {
+    pub models: Vec<ModelEntry>,
+    pub selected: Option<PathBuf>,
+    pub loaded: Option<String>,
+    pub model_error: Option<String>,
+    pub cards: Vec<ImageCard>,
+    next_id: u64,
+}
+
+impl ClassifyTab {
+    /// Adds files (folders are expanded) and asks the worker to classify them.
+    pub fn add_paths(&mut self, worker: &Worker, paths: &[PathBuf]) {
+        let files = crate::classify::collect_images(paths);
+        let mut jobs = Vec::new();
+        for path in files {
+            self.next_id += 1;
+            jobs.push((self.next_id, path.clone()));
+            self.cards.push(ImageCard { id: self.next_id, path, texture: None, outcome: None });
+        }
+        if !jobs.is_empty() {
+            worker.send(Command::Classify(jobs));
+        }
+    }
+
+    /// Classifies everything shown again (after a model change).
+    fn reclassify(&mut self, worker: &Worker) {
+        let jobs: Vec<(u64, PathBuf)> = self
+            .cards
+            .iter_mut()
+            .map(|c| {
+                c.outcome = None;
+                (c.id, c.path.clone())
+            })
+            .collect();
+        if !jobs.is_empty() {
+            worker.send(Command::Classify(jobs));
+        }
+    }
+
+    pub fn select_model(&mut self, worker: &Worker, path: PathBuf) {
+        self.selected = Some(path.clone());
+        self.loaded = None;
+        self.model_error = None;
+        worker.send(Command::LoadModel(path));
+    }
+
+    pub fn on_models(&mut self, worker: &Worker, models: Vec<ModelEntry>) {
+        self.models = models;
+        let still_there = self.selected.as_ref().is_some_and(|s| self.models.iter().any(|m| &m.path == s));
+        if !still_there {
+            // Prefer the most accurate model.
+            let best = self
+                .models
+                .iter()
+                .max_by(|a, b| a.top1.unwrap_or(-1.0).total_cmp(&b.top1.unwrap_or(-1.0)))
+                .map(|m| m.path.clone());
+            if let Some(p) = best {
+                self.select_model(worker, p);
+            }
+        }
+    }
+
+    pub fn on_model_loaded(&mut self, worker: &Worker, path: PathBuf, name: String) {
+        if self.selected.as_ref() == Some(&path) {
+            self.loaded = Some(name);
+            self.reclassify(worker);
+        }
+    }
+
+    pub fn on_classified(
+        &mut self,
+        ctx: &egui::Context,
+        id: u64,
+        outcome: Result<Vec<Prediction>, String>,
+        thumb: Option<Thumbnail>,
+    ) {
+        if let Some(card) = self.cards.iter_mut().find(|c| c.id == id) {
+            card.outcome = Some(outcome);
+            if let (None, Some(t)) = (&card.texture, thumb) {
+                let img = egui::ColorImage::from_rgba_unmultiplied(t.size, &t.rgba);
+                card.texture = Some(ctx.load_texture(format!("thumb-{id}"), img, egui::TextureOptions::LINEAR));
+            }
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+        ui.horizontal(|ui| {
+            ui.label("Model:");
+            let current = self
+                .selected
+                .as_ref()
+                .and_then(|s| self.models.iter().find(|m| &m.path == s))
+                .map(|m| m.describe())
+                .unwrap_or_else(|| {
+                    if self.models.is_empty() {
+                        "no models in trained_models/".into()
+                    } else {
+                        "choose a model".into()
+                    }
+                });
+            let mut choice = None;
+            egui::ComboBox::from_id_salt("model-picker")
+                .selected_text(current)
+                .width(360.0)
+                .show_ui(ui, |ui| {
+                    for m in &self.models {
+                        if ui.selectable_label(self.selected.as_ref() == Some(&m.path), m.describe()).clicked() {
+                            choice = Some(m.path.clone());
+                        }
+                    }
+                })
+                .response
+                .on_hover_text("Every model file in trained_models/, with its test accuracy");
+            if let Some(p) = choice {
+                self.select_model(worker, p);
+            }
+            if ui.button("Refresh").on_hover_text("Look for new model files").clicked() {
+                worker.send(Command::RefreshModels);
+            }
+            ui.separator();
+            if ui.button("Open images…").clicked() {
+                if let Some(files) = rfd::FileDialog::new()
+                    .add_filter("images", &["png", "jpg", "jpeg", "bmp", "gif", "webp"])
+                    .pick_files()
+                {
+                    self.add_paths(worker, &files);
+                }
+            }
+            if ui.add_enabled(!self.cards.is_empty(), egui::Button::new("Clear")).clicked() {
+                self.cards.clear();
+            }
+        });
+        if let Some(e) = &self.model_error {
+            ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+        }
+        ui.label(RichText::new("Drop image files or folders anywhere on the window.").weak());
+        ui.separator();
+        egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+            let card_w = 330.0;
+            let cols = ((ui.available_width() / (card_w + 12.0)).floor() as usize).max(1);
+            egui::Grid::new("cards").spacing([12.0, 12.0]).show(ui, |ui| {
+                for (i, card) in self.cards.iter().enumerate() {
+                    card_ui(ui, card, card_w);
+                    if (i + 1) % cols == 0 {
+                        ui.end_row();
+                    }
+                }
+            });
+        });
+    }
+}
+
+fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32) {
+    let name = card.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let failed = matches!(card.outcome, Some(Err(_)));
+    let stroke =
+        if failed { Color32::from_rgb(200, 70, 60) } else { ui.visuals().widgets.noninteractive.bg_stroke.color };
+    egui::Frame::group(ui.style()).stroke(egui::Stroke::new(1.0, stroke)).inner_margin(8.0).show(ui, |ui| {
+        ui.set_width(width);
+        ui.set_min_height(124.0);
+        ui.horizontal_top(|ui| {
+            match &card.texture {
+                Some(t) => {
+                    ui.add(egui::Image::new(t).max_size(egui::vec2(112.0, 112.0)).corner_radius(4.0));
+                }
+                None => {
+                    let (r, _) = ui.allocate_exact_size(egui::vec2(112.0, 112.0), egui::Sense::hover());
+                    ui.painter().rect_filled(r, 4.0, ui.visuals().faint_bg_color);
+                }
+            }
+            ui.vertical(|ui| {
+                ui.label(RichText::new(&name).strong()).on_hover_text(card.path.display().to_string());
+                match &card.outcome {
+                    None => {
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label("classifying…");
+                        });
+                    }
+                    Some(Err(e)) => {
+                        ui.colored_label(Color32::from_rgb(220, 80, 60), "Cannot classify");
+                        ui.label(RichText::new(e).small());
+                    }
+                    Some(Ok(top)) => {
+                        for (rank, p) in top.iter().enumerate() {
+                            let text = format!("{} {:.1}%", p.label.replace('_', " "), p.prob * 100.0);
+                            let bar = egui::ProgressBar::new(p.prob).desired_width(190.0).text(if rank == 0 {
+                                RichText::new(text).strong()
+                            } else {
+                                RichText::new(text)
+                            });
+                            ui.add(bar).on_hover_text(format!("class {} ({})", p.index, p.label));
+                        }
+                    }
+                }
+            });
+        });
+    });
+}

@@ -1,0 +1,222 @@
+//! MobileNetV3 Studio, the desktop app: a thin shell that owns the tab choice, the status line and drag and
+//! drop, over one struct per tab. Model work happens on the background [`worker`].
+
+pub mod classify_tab;
+pub mod latency_tab;
+pub mod train_tab;
+pub mod worker;
+
+use classify_tab::ClassifyTab;
+use latency_tab::{LatencyForm, LatencyTab};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use train_tab::{TrainForm, TrainTab};
+use worker::{Command, Event, Worker};
+
+pub const APP_TITLE: &str = "MobileNetV3 Studio";
+const STORAGE_KEY: &str = "mobilenetv3-studio";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tab {
+    Train,
+    Classify,
+    Latency,
+}
+
+/// What survives a restart (eframe persistence).
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Settings {
+    pub tab: Option<Tab>,
+    pub train: TrainForm,
+    pub latency: LatencyForm,
+    pub model: Option<PathBuf>,
+}
+
+/// Where the app reads and writes.
+#[derive(Clone, Debug)]
+pub struct AppPaths {
+    pub models: PathBuf,
+    pub samples: PathBuf,
+    pub exports: PathBuf,
+}
+
+impl AppPaths {
+    pub fn from_project(dir: &std::path::Path) -> Self {
+        AppPaths { models: dir.join("trained_models"), samples: dir.join("test_images"), exports: dir.join("exports") }
+    }
+}
+
+pub struct StudioApp {
+    pub tab: Tab,
+    pub worker: Worker,
+    pub train: TrainTab,
+    pub classify: ClassifyTab,
+    pub latency: LatencyTab,
+    /// Time of the slowest recent frame, for the status line (the UI must never wait on the model).
+    pub frame_ms: f32,
+}
+
+impl StudioApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, paths: AppPaths) -> Self {
+        let settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+        Self::with_settings(&cc.egui_ctx, paths, settings)
+    }
+
+    pub fn with_settings(ctx: &egui::Context, paths: AppPaths, settings: Settings) -> Self {
+        let repaint_ctx = ctx.clone();
+        let worker = Worker::start(paths.models.clone(), move || repaint_ctx.request_repaint());
+        let mut classify = ClassifyTab::default();
+        if let Some(m) = settings.model.clone().filter(|m| m.is_file()) {
+            classify.select_model(&worker, m);
+        }
+        worker.send(Command::RefreshModels);
+        // The bundled sample photos are there on first start.
+        classify.add_paths(&worker, std::slice::from_ref(&paths.samples));
+        StudioApp {
+            tab: settings.tab.unwrap_or(Tab::Classify),
+            train: TrainTab::new(settings.train, paths.models.clone()),
+            latency: LatencyTab::new(settings.latency, paths.exports.clone()),
+            classify,
+            worker,
+            frame_ms: 0.0,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            tab: Some(self.tab),
+            train: self.train.form.clone(),
+            latency: self.latency.form.clone(),
+            model: self.classify.selected.clone(),
+        }
+    }
+
+    /// Applies everything the worker sent since the last frame.
+    fn drain_events(&mut self, ctx: &egui::Context) {
+        while let Ok(ev) = self.worker.rx.try_recv() {
+            match ev {
+                Event::Models(m) => self.classify.on_models(&self.worker, m),
+                Event::ModelLoaded { path, name } => self.classify.on_model_loaded(&self.worker, path, name),
+                Event::ModelFailed { path, error } => {
+                    if self.classify.selected.as_ref() == Some(&path) {
+                        self.classify.model_error = Some(error);
+                    }
+                }
+                Event::Classified { id, outcome, thumbnail, .. } => {
+                    self.classify.on_classified(ctx, id, outcome, thumbnail)
+                }
+                Event::Train(e) => self.train.on_event(e),
+                Event::TrainingEnded => {}
+                Event::LatencyProgress { done, total, current } => self.latency.on_progress(done, total, current),
+                Event::LatencyRow(r) => self.latency.on_row(r),
+                Event::LatencyDone { cancelled, error } => self.latency.on_done(cancelled, error),
+            }
+        }
+    }
+
+    /// Files dropped anywhere on the window go to the Classify tab.
+    fn handle_drops(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
+        });
+        if !dropped.is_empty() {
+            self.tab = Tab::Classify;
+            self.classify.add_paths(&self.worker, &dropped);
+        }
+    }
+
+    fn drop_hint(&self, ctx: &egui::Context) {
+        let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
+        if !hovering {
+            return;
+        }
+        let screen = ctx.content_rect();
+        let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("drop-hint")));
+        painter.rect_filled(screen, 0.0, egui::Color32::from_black_alpha(170));
+        painter.text(
+            screen.center(),
+            egui::Align2::CENTER_CENTER,
+            "Drop images to classify them",
+            egui::FontId::proportional(28.0),
+            egui::Color32::WHITE,
+        );
+    }
+
+    fn status_line(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label("device: cpu");
+            ui.separator();
+            let model = match (&self.classify.loaded, &self.classify.selected) {
+                (Some(n), _) => n.clone(),
+                (None, Some(_)) => "loading…".into(),
+                (None, None) => "none".into(),
+            };
+            ui.label(format!("model: {model}"));
+            ui.separator();
+            let mut jobs = Vec::new();
+            if self.train.state != train_tab::RunState::Idle {
+                jobs.push(format!("training {}", self.train.run.name));
+            }
+            if self.latency.running {
+                jobs.push("timing models".to_string());
+            }
+            let pending = self.classify.cards.iter().filter(|c| c.outcome.is_none()).count();
+            if pending > 0 {
+                jobs.push(format!("classifying {pending} image(s)"));
+            }
+            ui.label(if jobs.is_empty() { "idle".to_string() } else { jobs.join(", ") });
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.label(egui::RichText::new(format!("frame {:.1} ms", self.frame_ms)).weak().small());
+            });
+        });
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = std::time::Instant::now();
+        let ctx = ui.ctx().clone();
+        self.drain_events(&ctx);
+        self.handle_drops(&ctx);
+        egui::Panel::top("tabs").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.heading(APP_TITLE);
+                ui.add_space(16.0);
+                for (tab, label) in [(Tab::Train, "Train"), (Tab::Classify, "Classify"), (Tab::Latency, "Latency")] {
+                    ui.selectable_value(&mut self.tab, tab, egui::RichText::new(label).size(16.0));
+                }
+            });
+        });
+        egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
+        egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
+            Tab::Train => self.train.ui(ui, &self.worker),
+            Tab::Classify => self.classify.ui(ui, &self.worker),
+            Tab::Latency => self.latency.ui(ui, &self.worker),
+        });
+        self.drop_hint(&ctx);
+        let ms = started.elapsed().as_secs_f32() * 1e3;
+        self.frame_ms = if ms > self.frame_ms { ms } else { 0.9 * self.frame_ms + 0.1 * ms };
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.settings());
+    }
+}
+
+/// Opens the app window; returns when it is closed.
+pub fn run(paths: AppPaths) -> Result<(), String> {
+    let icon = eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png")).ok();
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title(APP_TITLE)
+        .with_app_id("mobilenetv3-studio")
+        .with_inner_size([1200.0, 780.0])
+        .with_min_inner_size([800.0, 560.0])
+        .with_drag_and_drop(true);
+    if let Some(icon) = icon {
+        viewport = viewport.with_icon(icon);
+    }
+    let options = eframe::NativeOptions { viewport, ..Default::default() };
+    eframe::run_native(APP_TITLE, options, Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, paths)))))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,531 @@
+//! Train tab: the run's form (checked field by field), start / pause / resume / stop, live curves, progress.
+
+use super::worker::{Command, Worker};
+use crate::arch::{ModelConfig, Variant};
+use crate::data::Augment;
+use crate::optim::SgdConfig;
+use crate::train::{EpochRecord, History, Schedule, SelectBy, TrainConfig, TrainEvent};
+use egui::{Color32, RichText};
+use egui_plot::{Legend, Line, Plot, PlotPoints};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleKind {
+    MultiStep,
+    Cosine,
+    Constant,
+}
+
+/// The form as the user typed it (kept as text so that a bad value can be shown at its field).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainForm {
+    pub variant: Variant,
+    pub width: String,
+    pub si: usize,
+    pub epochs: String,
+    pub batch: String,
+    pub lr: String,
+    pub schedule: ScheduleKind,
+    pub milestones: String,
+    pub gamma: String,
+    pub warmup: String,
+    pub weight_decay: String,
+    pub label_smoothing: String,
+    pub nesterov: bool,
+    pub crop: bool,
+    pub flip: bool,
+    pub data_dir: String,
+    pub device: String,
+    pub limit_train: String,
+    pub seed: String,
+}
+
+impl Default for TrainForm {
+    fn default() -> Self {
+        TrainForm {
+            variant: Variant::Small,
+            width: "0.25".into(),
+            si: 1,
+            epochs: "20".into(),
+            batch: "128".into(),
+            lr: "0.1".into(),
+            schedule: ScheduleKind::MultiStep,
+            milestones: "15,20,30".into(),
+            gamma: "0.1".into(),
+            warmup: "1".into(),
+            weight_decay: "0".into(),
+            label_smoothing: "0".into(),
+            nesterov: false,
+            crop: true,
+            flip: true,
+            data_dir: default_data_dir(),
+            device: "cpu".into(),
+            limit_train: String::new(),
+            seed: "0".into(),
+        }
+    }
+}
+
+fn default_data_dir() -> String {
+    crate::data::default_dirs()
+        .into_iter()
+        .find(|d| crate::train::has_dataset(d))
+        .map(|d| d.display().to_string())
+        .unwrap_or_default()
+}
+
+impl TrainForm {
+    /// The config, or the problems keyed by field name.
+    pub fn to_config(&self, out_dir: &Path) -> Result<TrainConfig, HashMap<&'static str, String>> {
+        let mut errs = HashMap::new();
+        fn num<T: std::str::FromStr>(
+            errs: &mut HashMap<&'static str, String>,
+            field: &'static str,
+            s: &str,
+        ) -> Option<T> {
+            match s.trim().parse::<T>() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    errs.insert(field, format!("not a number: {s:?}"));
+                    None
+                }
+            }
+        }
+        let width = num::<f64>(&mut errs, "width", &self.width);
+        let epochs = num::<usize>(&mut errs, "epochs", &self.epochs);
+        let batch = num::<usize>(&mut errs, "batch", &self.batch);
+        let lr = num::<f64>(&mut errs, "lr", &self.lr);
+        let wd = num::<f64>(&mut errs, "weight_decay", &self.weight_decay);
+        let ls = num::<f64>(&mut errs, "label_smoothing", &self.label_smoothing);
+        let seed = num::<u64>(&mut errs, "seed", &self.seed);
+        let limit = if self.limit_train.trim().is_empty() {
+            Some(None)
+        } else {
+            num::<usize>(&mut errs, "limit_train", &self.limit_train).map(Some)
+        };
+        let schedule = match self.schedule {
+            ScheduleKind::MultiStep => {
+                let ms: Result<Vec<usize>, _> =
+                    self.milestones.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect();
+                let gamma = num::<f64>(&mut errs, "gamma", &self.gamma);
+                match (ms, gamma) {
+                    (Ok(milestones), Some(gamma)) => Some(Schedule::MultiStep { milestones, gamma }),
+                    (Err(_), _) => {
+                        errs.insert("milestones", "epochs separated by commas, e.g. 15,20,30".into());
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            ScheduleKind::Cosine => {
+                num::<usize>(&mut errs, "warmup", &self.warmup).map(|w| Schedule::Cosine { warmup_epochs: w })
+            }
+            ScheduleKind::Constant => Some(Schedule::Constant),
+        };
+        if self.data_dir.trim().is_empty() {
+            errs.insert("data", "choose the CIFAR-100 folder".into());
+        } else if !crate::train::has_dataset(Path::new(self.data_dir.trim())) {
+            errs.insert("data", "no CIFAR-100 here (binary, python or .tar.gz)".into());
+        }
+        let (
+            Some(width),
+            Some(epochs),
+            Some(batch),
+            Some(lr),
+            Some(wd),
+            Some(ls),
+            Some(seed),
+            Some(limit),
+            Some(schedule),
+        ) = (width, epochs, batch, lr, wd, ls, seed, limit, schedule)
+        else {
+            return Err(errs);
+        };
+        let cfg = TrainConfig {
+            model: ModelConfig::new(self.variant, width).with_initial_stride(self.si),
+            epochs,
+            batch_size: batch,
+            sgd: SgdConfig { lr, momentum: 0.9, weight_decay: wd, nesterov: self.nesterov },
+            schedule,
+            label_smoothing: ls,
+            augment: Augment { crop: self.crop, flip: self.flip },
+            seed,
+            data_dir: Some(PathBuf::from(self.data_dir.trim())),
+            device: self.device.clone(),
+            limit_train: limit,
+            limit_test: None,
+            out_dir: out_dir.to_path_buf(),
+            select_by: SelectBy::ValLoss,
+        };
+        for (field, msg) in cfg.problems() {
+            let field = if field == "model" { "width" } else { field };
+            errs.entry(field).or_insert(msg);
+        }
+        if errs.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Idle,
+    Running,
+    Paused,
+}
+
+/// What the curves show for the current run.
+#[derive(Default)]
+pub struct RunView {
+    pub name: String,
+    pub steps_per_epoch: usize,
+    pub step_loss: Vec<[f64; 2]>,
+    pub smoothed: Vec<[f64; 2]>,
+    pub epochs: Vec<EpochRecord>,
+    pub lr: Vec<[f64; 2]>,
+    pub epoch: usize,
+    pub step: usize,
+    pub img_per_s: f64,
+    pub eta_s: f64,
+    pub message: String,
+}
+
+pub struct TrainTab {
+    pub form: TrainForm,
+    pub state: RunState,
+    pub run: RunView,
+    /// Past runs found in trained_models/ and whether each is overlaid.
+    pub past: Vec<(History, bool)>,
+    pub out_dir: PathBuf,
+}
+
+impl TrainTab {
+    pub fn new(form: TrainForm, out_dir: PathBuf) -> Self {
+        let mut t = TrainTab { form, state: RunState::Idle, run: RunView::default(), past: Vec::new(), out_dir };
+        t.scan_past_runs();
+        t
+    }
+
+    pub fn scan_past_runs(&mut self) {
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.out_dir) {
+            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            files.sort();
+            for f in files {
+                if f.to_string_lossy().ends_with(".history.json") {
+                    if let Ok(h) = History::load(&f) {
+                        let shown = self.past.iter().any(|(p, on)| *on && p.name == h.name);
+                        v.push((h, shown));
+                    }
+                }
+            }
+        }
+        self.past = v;
+    }
+
+    pub fn on_event(&mut self, ev: TrainEvent) {
+        match ev {
+            TrainEvent::Started { name, steps_per_epoch, .. } => {
+                self.run = RunView { name, steps_per_epoch, message: "training".into(), ..Default::default() };
+                self.state = RunState::Running;
+            }
+            TrainEvent::Step { epoch, step, steps_per_epoch, loss, lr, img_per_s, eta_s } => {
+                let x = ((epoch - 1) * steps_per_epoch + step) as f64 / steps_per_epoch as f64;
+                self.run.step_loss.push([x, loss as f64]);
+                let prev = self.run.smoothed.last().map(|p| p[1]).unwrap_or(loss as f64);
+                self.run.smoothed.push([x, 0.95 * prev + 0.05 * loss as f64]);
+                self.run.lr.push([x, lr]);
+                self.run.epoch = epoch;
+                self.run.step = step;
+                self.run.steps_per_epoch = steps_per_epoch;
+                self.run.img_per_s = img_per_s;
+                self.run.eta_s = eta_s;
+            }
+            TrainEvent::Evaluating { epoch } => self.run.message = format!("evaluating epoch {epoch}"),
+            TrainEvent::Epoch(r) => {
+                self.run.message = format!("epoch {}: top-1 {:.2}%", r.epoch, r.top1 * 100.0);
+                self.run.epochs.push(r);
+            }
+            TrainEvent::Checkpoint { path, epoch } => {
+                self.run.message = format!("saved best model (epoch {epoch}) to {}", path.display())
+            }
+            TrainEvent::Paused => self.state = RunState::Paused,
+            TrainEvent::Resumed => self.state = RunState::Running,
+            TrainEvent::Stopped { epoch } => {
+                self.state = RunState::Idle;
+                self.run.message = format!("stopped in epoch {epoch}");
+                self.scan_past_runs();
+            }
+            TrainEvent::Finished { history } => {
+                self.state = RunState::Idle;
+                self.run.message = match history.best() {
+                    Some(b) => format!("finished: best top-1 {:.2}% (epoch {})", b.top1 * 100.0, b.epoch),
+                    None => "finished".into(),
+                };
+                self.scan_past_runs();
+            }
+            TrainEvent::Failed { message } => {
+                self.state = RunState::Idle;
+                self.run.message = format!("failed: {message}");
+            }
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+        let checked = self.form.to_config(&self.out_dir);
+        let errors = checked.as_ref().err().cloned().unwrap_or_default();
+        let idle = self.state == RunState::Idle;
+        egui::Panel::left("train-form").resizable(false).exact_size(300.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.add_enabled_ui(idle, |ui| form_ui(ui, &mut self.form, &errors));
+                ui.separator();
+                self.controls(ui, worker, checked.ok());
+                ui.separator();
+                self.past_runs_ui(ui);
+            });
+        });
+        egui::CentralPanel::no_frame().show(ui, |ui| self.curves(ui));
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, worker: &Worker, cfg: Option<TrainConfig>) {
+        ui.horizontal(|ui| {
+            let can_start = self.state == RunState::Idle && cfg.is_some();
+            let start = ui.add_enabled(can_start, egui::Button::new("Start"));
+            if start.clicked() {
+                if let Some(cfg) = cfg {
+                    self.run = RunView { message: "starting…".into(), ..Default::default() };
+                    self.state = RunState::Running;
+                    worker.send(Command::StartTraining(Box::new(cfg)));
+                }
+            }
+            match self.state {
+                RunState::Running => {
+                    if ui.button("Pause").clicked() {
+                        worker.train_control.pause();
+                    }
+                }
+                RunState::Paused => {
+                    if ui.button("Resume").clicked() {
+                        worker.train_control.resume();
+                    }
+                }
+                RunState::Idle => {}
+            }
+            if ui.add_enabled(self.state != RunState::Idle, egui::Button::new("Stop")).clicked() {
+                worker.train_control.stop();
+                worker.train_control.resume();
+            }
+        });
+        let r = &self.run;
+        if self.state != RunState::Idle && r.steps_per_epoch > 0 {
+            let epochs = self.form.epochs.trim().parse::<usize>().unwrap_or(1).max(1);
+            let done = ((r.epoch.max(1) - 1) * r.steps_per_epoch + r.step) as f32 / (epochs * r.steps_per_epoch) as f32;
+            ui.add(egui::ProgressBar::new(done).show_percentage());
+            ui.label(format!(
+                "epoch {}/{epochs} · step {}/{} · {:.0} img/s · ETA {}",
+                r.epoch,
+                r.step,
+                r.steps_per_epoch,
+                r.img_per_s,
+                hms(r.eta_s)
+            ));
+        }
+        if !r.message.is_empty() {
+            let color = if r.message.starts_with("failed") {
+                Color32::from_rgb(220, 80, 60)
+            } else {
+                ui.visuals().text_color()
+            };
+            ui.colored_label(color, &r.message);
+        }
+    }
+
+    fn past_runs_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.strong("Past runs");
+            if ui.small_button("Rescan").on_hover_text("Rescan trained_models/").clicked() {
+                self.scan_past_runs();
+            }
+        });
+        if self.past.is_empty() {
+            ui.label(RichText::new("none yet").weak());
+        }
+        for (h, on) in &mut self.past {
+            let best = h.best().map(|b| format!(" · top-1 {:.1}%", b.top1 * 100.0)).unwrap_or_default();
+            ui.checkbox(on, format!("{}{best}", h.name)).on_hover_text(format!(
+                "{} epochs, {}",
+                h.epochs.len(),
+                h.status
+            ));
+        }
+    }
+
+    fn curves(&self, ui: &mut egui::Ui) {
+        let h = ((ui.available_height() - 40.0) / 2.0).max(120.0);
+        let w = ((ui.available_width() - 16.0) / 2.0).max(200.0);
+        let overlays: Vec<&History> = self.past.iter().filter(|(_, on)| *on).map(|(h, _)| h).collect();
+        let epoch_line = |name: String, recs: &[EpochRecord], f: &dyn Fn(&EpochRecord) -> f64| {
+            Line::new(name, PlotPoints::from(recs.iter().map(|r| [r.epoch as f64, f(r)]).collect::<Vec<_>>()))
+        };
+        egui::Grid::new("curves").num_columns(2).spacing([16.0, 8.0]).show(ui, |ui| {
+            ui.vertical(|ui| {
+                ui.strong("Training loss per step");
+                Plot::new("step-loss").height(h).width(w).legend(Legend::default()).x_axis_label("epoch").show(
+                    ui,
+                    |p| {
+                        p.line(
+                            Line::new("loss", PlotPoints::from(self.run.step_loss.clone()))
+                                .color(Color32::from_gray(150)),
+                        );
+                        p.line(Line::new("smoothed", PlotPoints::from(self.run.smoothed.clone())).width(2.0));
+                    },
+                );
+            });
+            ui.vertical(|ui| {
+                ui.strong("Loss per epoch");
+                Plot::new("epoch-loss").height(h).width(w).legend(Legend::default()).x_axis_label("epoch").show(
+                    ui,
+                    |p| {
+                        p.line(epoch_line("train".into(), &self.run.epochs, &|r| r.train_loss));
+                        p.line(epoch_line("validation".into(), &self.run.epochs, &|r| r.val_loss));
+                        for o in &overlays {
+                            p.line(epoch_line(format!("{} validation", o.name), &o.epochs, &|r| r.val_loss));
+                        }
+                    },
+                );
+            });
+            ui.end_row();
+            ui.vertical(|ui| {
+                ui.strong("Test accuracy per epoch (%)");
+                Plot::new("accuracy").height(h).width(w).legend(Legend::default()).x_axis_label("epoch").show(
+                    ui,
+                    |p| {
+                        p.line(epoch_line("top-1".into(), &self.run.epochs, &|r| r.top1 * 100.0));
+                        p.line(epoch_line("top-5".into(), &self.run.epochs, &|r| r.top5 * 100.0));
+                        for o in &overlays {
+                            p.line(epoch_line(format!("{} top-1", o.name), &o.epochs, &|r| r.top1 * 100.0));
+                        }
+                    },
+                );
+            });
+            ui.vertical(|ui| {
+                ui.strong("Learning rate");
+                Plot::new("lr").height(h).width(w).x_axis_label("epoch").show(ui, |p| {
+                    p.line(Line::new("lr", PlotPoints::from(self.run.lr.clone())));
+                });
+            });
+            ui.end_row();
+        });
+    }
+}
+
+fn hms(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// One labelled form row with its error, if any, below it.
+fn field(
+    ui: &mut egui::Ui,
+    label: &str,
+    errors: &HashMap<&'static str, String>,
+    key: &str,
+    add: impl FnOnce(&mut egui::Ui) -> egui::Response,
+) {
+    ui.horizontal(|ui| {
+        let l = ui.add_sized([110.0, 18.0], egui::Label::new(label));
+        let r = add(ui);
+        r.labelled_by(l.id);
+    });
+    if let Some(e) = errors.get(key) {
+        ui.colored_label(Color32::from_rgb(220, 80, 60), format!("  {e}"));
+    }
+}
+
+fn text(ui: &mut egui::Ui, value: &mut String) -> egui::Response {
+    ui.add(egui::TextEdit::singleline(value).desired_width(140.0))
+}
+
+fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, String>) {
+    ui.strong("Model");
+    field(ui, "Variant", errors, "variant", |ui| {
+        egui::ComboBox::from_id_salt("variant")
+            .selected_text(f.variant.name())
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut f.variant, Variant::Small, "small");
+                ui.selectable_value(&mut f.variant, Variant::Large, "large");
+            })
+            .response
+    });
+    field(ui, "Width", errors, "width", |ui| text(ui, &mut f.width));
+    field(ui, "Initial stride", errors, "si", |ui| {
+        egui::ComboBox::from_id_salt("si")
+            .selected_text(if f.si == 1 { "1 (CIFAR)" } else { "2 (paper)" })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut f.si, 1, "1 (CIFAR)");
+                ui.selectable_value(&mut f.si, 2, "2 (paper)");
+            })
+            .response
+    });
+    ui.strong("Recipe");
+    field(ui, "Epochs", errors, "epochs", |ui| text(ui, &mut f.epochs));
+    field(ui, "Batch size", errors, "batch", |ui| text(ui, &mut f.batch));
+    field(ui, "Learning rate", errors, "lr", |ui| text(ui, &mut f.lr));
+    field(ui, "Schedule", errors, "schedule", |ui| {
+        egui::ComboBox::from_id_salt("schedule")
+            .selected_text(match f.schedule {
+                ScheduleKind::MultiStep => "multi-step",
+                ScheduleKind::Cosine => "cosine + warm-up",
+                ScheduleKind::Constant => "constant",
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut f.schedule, ScheduleKind::MultiStep, "multi-step");
+                ui.selectable_value(&mut f.schedule, ScheduleKind::Cosine, "cosine + warm-up");
+                ui.selectable_value(&mut f.schedule, ScheduleKind::Constant, "constant");
+            })
+            .response
+    });
+    match f.schedule {
+        ScheduleKind::MultiStep => {
+            field(ui, "Milestones", errors, "milestones", |ui| text(ui, &mut f.milestones));
+            field(ui, "Gamma", errors, "gamma", |ui| text(ui, &mut f.gamma));
+        }
+        ScheduleKind::Cosine => field(ui, "Warm-up epochs", errors, "warmup", |ui| text(ui, &mut f.warmup)),
+        ScheduleKind::Constant => {}
+    }
+    field(ui, "Weight decay", errors, "weight_decay", |ui| text(ui, &mut f.weight_decay));
+    field(ui, "Label smoothing", errors, "label_smoothing", |ui| text(ui, &mut f.label_smoothing));
+    ui.checkbox(&mut f.nesterov, "Nesterov momentum");
+    ui.checkbox(&mut f.crop, "Random crop (pad 4)");
+    ui.checkbox(&mut f.flip, "Random horizontal flip");
+    ui.strong("Data and device");
+    field(ui, "Dataset folder", errors, "data", |ui| {
+        let r = ui.add(egui::TextEdit::singleline(&mut f.data_dir).desired_width(100.0));
+        if ui.button("…").on_hover_text("Choose the CIFAR-100 folder").clicked() {
+            if let Some(d) = rfd::FileDialog::new().pick_folder() {
+                f.data_dir = d.display().to_string();
+            }
+        }
+        r
+    });
+    field(ui, "Train images", errors, "limit_train", |ui| {
+        ui.add(egui::TextEdit::singleline(&mut f.limit_train).hint_text("all").desired_width(140.0))
+    });
+    field(ui, "Device", errors, "device", |ui| {
+        egui::ComboBox::from_id_salt("device")
+            .selected_text(&f.device)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut f.device, "cpu".to_string(), "cpu");
+                if cfg!(feature = "cuda") {
+                    ui.selectable_value(&mut f.device, "cuda".to_string(), "cuda");
+                }
+            })
+            .response
+    });
+    field(ui, "Seed", errors, "seed", |ui| text(ui, &mut f.seed));
+}
