@@ -115,8 +115,18 @@ impl ModelConfig {
         if !(self.width > 0.0 && self.width <= 2.0) {
             return Err(format!("width multiplier must be in (0, 2], got {}", self.width));
         }
-        if scale(16, self.width) == 0 {
-            return Err(format!("width multiplier {} leaves the stem with no channels", self.width));
+        let spec = ArchSpec::new(self);
+        let empty_se = spec.blocks.iter().any(|b| b.squeeze_excite && b.se_hidden == 0);
+        let empty = spec.stem_out == 0 || spec.blocks.iter().any(|b| b.in_c == 0 || b.out_c == 0 || b.expanded == 0);
+        if empty || empty_se {
+            let min = match self.variant {
+                Variant::Small => 0.25,
+                Variant::Large => 0.07,
+            };
+            return Err(format!(
+                "width multiplier {} is too narrow for MobileNetV3-{}: some layers (or squeeze-excite blocks) would have no channels; use at least {min}",
+                self.width, self.variant
+            ));
         }
         if !matches!(self.initial_stride, 1 | 2) {
             return Err(format!("initial stride must be 1 or 2, got {}", self.initial_stride));
@@ -488,6 +498,14 @@ mod tests {
         assert_eq!(cifar.layers(32).last().unwrap().input.1, 1);
         assert_eq!(cifar.layers(32)[16].output.1, 8);
         assert_eq!(paper.layers(224)[16].output.1, 7);
+    }
+
+    #[test]
+    fn widths_too_narrow_for_a_layer_are_refused() {
+        assert!(ModelConfig::new(Variant::Small, 0.2).validate().unwrap_err().contains("at least 0.25"));
+        assert!(ModelConfig::new(Variant::Small, 0.25).validate().is_ok());
+        assert!(ModelConfig::new(Variant::Large, 0.1).validate().is_ok());
+        assert!(ModelConfig::new(Variant::Large, 0.05).validate().is_err());
     }
 
     #[test]

@@ -27,15 +27,20 @@ pub fn collect_images(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            // file_type() does not follow symlinks: a linked folder is skipped, so a link loop cannot recurse.
+            let mut found: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| Some((e.path(), e.file_type().ok()?))).collect())
                 .unwrap_or_default();
-            found.sort();
-            for f in found {
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            for (f, kind) in found {
                 let hidden = f.file_name().map(|n| n.to_string_lossy().starts_with('.')).unwrap_or(true);
-                if f.is_dir() && !hidden {
+                if hidden {
+                    continue;
+                }
+                if kind.is_dir() {
                     out.extend(collect_images(&[f]));
-                } else if f.is_file() && !hidden && preprocess::has_image_extension(&f) {
+                } else if (kind.is_file() || (kind.is_symlink() && f.is_file())) && preprocess::has_image_extension(&f)
+                {
                     out.push(f);
                 }
             }
@@ -84,6 +89,27 @@ pub fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction>
             prob: probs[i],
         })
         .collect()
+}
+
+/// Normalised input for an already decoded image.
+pub fn prepare_image(meta: &crate::weights::ModelMeta, img: &image::DynamicImage) -> Vec<f32> {
+    let rgb = preprocess::resize_rgb(img, INPUT_SIZE as u32);
+    preprocess::normalise(&rgb, meta.mean, meta.std)
+}
+
+/// Top-k predictions of one prepared image with a CPU inference plan.
+pub fn predict(
+    plan: &crate::inference::InferencePlan,
+    meta: &crate::weights::ModelMeta,
+    input: &[f32],
+    k: usize,
+) -> Vec<Prediction> {
+    let logits = plan.forward(input, 1, INPUT_SIZE);
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let probs: Vec<f32> = exp.iter().map(|e| e / sum).collect();
+    top_k(&probs, &meta.class_names, k)
 }
 
 /// Prepares one file for the model.

@@ -1,6 +1,6 @@
 //! The network prepared for CPU inference: BatchNorm folded into the convolutions (w' = w * s, b' = beta -
 //! mean * s with s = gamma / sqrt(var + eps)), activations fused into the kernels' epilogues, weights read
-//! from the parameter store once. Same numbers as the eval-mode graph (checked in the tests below).
+//! from the parameter store once. Same numbers as PyTorch's eval mode (tests/parity.rs).
 
 use crate::arch::{Activation, ArchSpec};
 use crate::kernels::batchnorm::{self as bn, Dims};

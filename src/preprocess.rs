@@ -7,7 +7,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::path::Path;
 
 /// File extensions picked up when a folder is classified.
-pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif"];
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()

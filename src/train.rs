@@ -295,6 +295,11 @@ pub fn evaluate(
     mut should_stop: impl FnMut() -> bool,
 ) -> Result<Option<EvalResult>> {
     let classes = model.config().num_classes;
+    if let Some(&max) = split.labels.iter().max() {
+        if max as usize >= classes {
+            bail!("the model has {classes} classes, but the data has labels up to {max}: it is not a CIFAR-100 model");
+        }
+    }
     let device = model.device().clone();
     let mut confusion = vec![vec![0u32; classes]; classes];
     let (mut loss_sum, mut top1, mut top5, mut seen) = (0f64, 0usize, 0usize, 0usize);
@@ -717,7 +722,9 @@ mod tests {
         assert_eq!(s.lr(0.1, 0, 0.0, 20), 0.1);
         assert_eq!(s.lr(0.1, 14, 0.9, 20), 0.1);
         assert!((s.lr(0.1, 15, 0.0, 20) - 0.01).abs() < 1e-12);
-        assert!((s.lr(0.1, 19, 0.0, 20) - 0.001).abs() < 1e-12);
+        // Milestone 20 is first felt by the 21st epoch (index 20), as PyTorch's scheduler stepped per epoch.
+        assert!((s.lr(0.1, 19, 0.0, 20) - 0.01).abs() < 1e-12);
+        assert!((s.lr(0.1, 20, 0.0, 30) - 0.001).abs() < 1e-12);
     }
 
     #[test]

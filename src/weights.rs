@@ -152,6 +152,33 @@ pub fn read_raw(path: &Path) -> Result<RawWeights> {
     Ok(RawWeights { tensors, header: header.metadata().clone() })
 }
 
+/// The metadata header of a safetensors file, without reading its tensors (None for other formats).
+pub fn read_header(path: &Path) -> Result<Option<HashMap<String, String>>> {
+    use std::io::Read;
+    let io = |source| WeightsError::Io { path: path.into(), source };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return Ok(None);
+    }
+    let n = u64::from_le_bytes(len);
+    if n == 0 || n > 100_000_000 {
+        return Ok(None);
+    }
+    let mut header = vec![0u8; n as usize];
+    if f.read_exact(&mut header).is_err() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = match serde_json::from_slice(&header) {
+        Ok(v) => v,
+        Err(_) => return Ok(None),
+    };
+    let meta = v.get("__metadata__").and_then(|m| m.as_object()).map(|m| {
+        m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect::<HashMap<_, _>>()
+    });
+    Ok(Some(meta.unwrap_or_default()))
+}
+
 /// Checks that `tensors` holds exactly what `spec` needs: every name, each shape, a numeric dtype.
 pub fn check_tensors(tensors: &HashMap<String, Tensor>, spec: &ArchSpec) -> std::result::Result<(), String> {
     let specs = spec.tensors();

@@ -72,7 +72,9 @@ fn a_dropped_photo_gets_its_labels_and_a_broken_file_an_error_card() {
     std::fs::write(&broken, b"\xff\xd8\xff\xe0 not a jpeg").unwrap();
     drop_files(&mut h, &[root().join("test_images/orange.jpg"), broken]);
     assert_eq!(h.state().tab, Tab::Classify, "a drop switches to the Classify tab");
-    wait_for(&mut h, "both results", 30, |a| a.classify.cards.iter().all(|c| c.outcome.is_some()));
+    wait_for(&mut h, "both results", 30, |a| {
+        a.classify.cards.len() == 2 && a.classify.cards.iter().all(|c| c.outcome.is_some())
+    });
     let cards = &h.state().classify.cards;
     assert_eq!(cards.len(), 2);
     let top = cards[0].outcome.clone().unwrap().expect("orange.jpg classified");
@@ -96,7 +98,9 @@ fn choosing_another_model_classifies_again() {
     let mut h = harness(dir.path(), Tab::Classify);
     wait_for(&mut h, "the model list", 30, |a| a.classify.models.len() == 2 && a.classify.loaded.is_some());
     drop_files(&mut h, &[root().join("test_images/apple.jpg")]);
-    wait_for(&mut h, "a result", 30, |a| a.classify.cards.iter().all(|c| c.outcome.is_some()));
+    wait_for(&mut h, "a result", 30, |a| {
+        a.classify.cards.len() == 1 && a.classify.cards.iter().all(|c| c.outcome.is_some())
+    });
     let first = h.state().classify.cards[0].outcome.clone();
     let other = h
         .state()

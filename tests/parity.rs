@@ -82,15 +82,18 @@ fn train_parity(case: &str) {
     }
     assert!(checked > 50, "only {checked} gradients checked");
 
+    let mut after = 0;
     for (name, t) in model.params().snapshot().unwrap() {
         if let Some(expected) = io.get(&format!("after.{name}")) {
             let d = max_abs_diff(&t, expected);
             assert!(d < 1e-4, "{case}: {name} after one train step differs by {d}");
+            after += 1;
         }
         if name.ends_with("num_batches_tracked") {
             assert_eq!(t.to_scalar::<i64>().unwrap(), 8, "{name}");
         }
     }
+    assert!(after > 50, "only {after} running statistics compared");
 }
 
 #[test]
@@ -103,6 +106,11 @@ fn train_large_025_si1() {
     train_parity("large_0.25_si1");
 }
 
+#[test]
+fn train_small_025_si2() {
+    train_parity("small_0.25_si2");
+}
+
 /// The hand-written CPU training step (src/engine.rs) against the same PyTorch numbers.
 fn engine_parity(case: &str) {
     let mut loaded =
@@ -112,7 +120,8 @@ fn engine_parity(case: &str) {
     let io = io(case);
     let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let labels: Vec<u32> = io["labels"].to_vec1::<i64>().unwrap().iter().map(|v| *v as u32).collect();
-    let out = mobilenetv3::engine::train_step(model, x, 32, &labels, 0.0, 0).unwrap();
+    let side = io["input"].dim(3).unwrap();
+    let out = mobilenetv3::engine::train_step(model, x, side, &labels, 0.0, 0).unwrap();
     let logits = Tensor::from_vec(out.logits, (labels.len(), 100), &Device::Cpu).unwrap();
     let d = max_abs_diff(&logits, &io["logits_train"]);
     assert!(d < 1e-4, "{case}: engine train-mode logits differ from PyTorch by {d}");
@@ -129,12 +138,18 @@ fn engine_parity(case: &str) {
         checked += 1;
     }
     assert!(checked > 50);
+    let mut after = 0;
     for (name, t) in model.params().snapshot().unwrap() {
         if let Some(expected) = io.get(&format!("after.{name}")) {
             let d = max_abs_diff(&t, expected);
             assert!(d < 1e-4, "{case}: {name} after one engine step differs by {d}");
+            after += 1;
+        }
+        if name.ends_with("num_batches_tracked") {
+            assert_eq!(t.to_scalar::<i64>().unwrap(), 8, "{name}");
         }
     }
+    assert!(after > 50, "only {after} running statistics compared");
 }
 
 #[test]
@@ -145,6 +160,11 @@ fn engine_small_025_si1() {
 #[test]
 fn engine_large_025_si1() {
     engine_parity("large_0.25_si1");
+}
+
+#[test]
+fn engine_small_025_si2() {
+    engine_parity("small_0.25_si2");
 }
 
 /// The folded, fused inference plan gives PyTorch's eval-mode logits too.

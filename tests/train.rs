@@ -94,9 +94,11 @@ fn a_stopped_run_stops_within_a_batch() {
 fn checkpoint_writer_child() {
     let Ok(path) = std::env::var("MBV3_CRASH_TEST_PATH") else { return };
     let cfg = ModelConfig::new(Variant::Large, 1.0);
-    let meta = ModelMeta::cifar100(&cfg);
-    for seed in 0.. {
-        let model = MobileNetV3::new(&cfg, &Device::Cpu, seed).unwrap();
+    let model = MobileNetV3::new(&cfg, &Device::Cpu, 1).unwrap();
+    let mut meta = ModelMeta::cifar100(&cfg);
+    // The same weights each time with a new round number: nearly all the child's time is spent writing.
+    for round in 0u64.. {
+        meta.training = Some(serde_json::json!({ "round": round }));
         weights::save_model(std::path::Path::new(&path), &model, &meta).unwrap();
     }
 }
@@ -107,7 +109,8 @@ fn sigkill_during_checkpoint_writes_leaves_a_loadable_model() {
     let path = dir.path().join("mobilenetv3_large_1.0.safetensors");
     let cfg = ModelConfig::new(Variant::Large, 1.0);
     weights::save_model(&path, &MobileNetV3::new(&cfg, &Device::Cpu, 99).unwrap(), &ModelMeta::cifar100(&cfg)).unwrap();
-    for (round, delay_ms) in [150u64, 420, 700, 960, 1330].into_iter().enumerate() {
+    let mut written_by_child = 0;
+    for (round, delay_ms) in [300u64, 420, 550, 700, 830, 960, 1100, 1330].into_iter().enumerate() {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "checkpoint_writer_child", "--nocapture", "--test-threads=1"])
             .env("MBV3_CRASH_TEST_PATH", &path)
@@ -122,5 +125,14 @@ fn sigkill_during_checkpoint_writes_leaves_a_loadable_model() {
         let loaded = weights::load_model(&path, &Device::Cpu, &LoadOptions::default())
             .unwrap_or_else(|e| panic!("round {round}: the checkpoint is not loadable after SIGKILL: {e}"));
         assert_eq!(loaded.meta.config.name(), "large_1.0");
+        written_by_child += loaded.meta.training.is_some() as usize;
     }
+    // The child did replace the file, and at least one kill landed in the middle of a write (its temp file is
+    // still there, and yet the model loaded).
+    assert!(written_by_child > 0, "the child never completed a write");
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert!(leftovers > 0, "no kill happened during a write; the test proved nothing");
 }

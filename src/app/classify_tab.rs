@@ -19,21 +19,22 @@ pub struct ClassifyTab {
     pub loaded: Option<String>,
     pub model_error: Option<String>,
     pub cards: Vec<ImageCard>,
-    next_id: u64,
+    /// AddPaths requests not answered yet.
+    pub pending_adds: usize,
 }
 
 impl ClassifyTab {
-    /// Adds files (folders are expanded) and asks the worker to classify them.
+    /// Asks the worker to expand and classify files or folders (no file system work on the UI thread).
     pub fn add_paths(&mut self, worker: &Worker, paths: &[PathBuf]) {
-        let files = crate::classify::collect_images(paths);
-        let mut jobs = Vec::new();
-        for path in files {
-            self.next_id += 1;
-            jobs.push((self.next_id, path.clone()));
-            self.cards.push(ImageCard { id: self.next_id, path, texture: None, outcome: None });
-        }
-        if !jobs.is_empty() {
-            worker.send(Command::Classify(jobs));
+        self.pending_adds += 1;
+        worker.send(Command::AddPaths(paths.to_vec()));
+    }
+
+    /// The worker found these files; their results follow.
+    pub fn on_queued(&mut self, files: Vec<(u64, PathBuf)>) {
+        self.pending_adds = self.pending_adds.saturating_sub(1);
+        for (id, path) in files {
+            self.cards.push(ImageCard { id, path, texture: None, outcome: None });
         }
     }
 
@@ -82,15 +83,27 @@ impl ClassifyTab {
         }
     }
 
+    pub fn on_model_failed(&mut self, path: PathBuf, error: String) {
+        if self.selected.as_ref() == Some(&path) {
+            self.loaded = None;
+            self.model_error = Some(error);
+        }
+    }
+
     pub fn on_classified(
         &mut self,
         ctx: &egui::Context,
         id: u64,
+        model: PathBuf,
         outcome: Result<Vec<Prediction>, String>,
         thumb: Option<Thumbnail>,
     ) {
+        // A result from a model that is no longer the chosen one is stale (a reclassification follows).
+        let stale = outcome.is_ok() && self.selected.as_ref() != Some(&model);
         if let Some(card) = self.cards.iter_mut().find(|c| c.id == id) {
-            card.outcome = Some(outcome);
+            if !stale {
+                card.outcome = Some(outcome);
+            }
             if let (None, Some(t)) = (&card.texture, thumb) {
                 let img = egui::ColorImage::from_rgba_unmultiplied(t.size, &t.rgba);
                 card.texture = Some(ctx.load_texture(format!("thumb-{id}"), img, egui::TextureOptions::LINEAR));

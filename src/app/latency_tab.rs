@@ -216,8 +216,8 @@ impl LatencyTab {
     }
 
     fn stamp() -> String {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        format!("latency-{secs}")
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        format!("latency-{ms}")
     }
 
     fn export(&mut self, ext: &str, bytes: Vec<u8>) {

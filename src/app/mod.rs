@@ -55,6 +55,8 @@ pub struct StudioApp {
     pub latency: LatencyTab,
     /// Time of the slowest recent frame, for the status line (the UI must never wait on the model).
     pub frame_ms: f32,
+    /// An error the worker reported outside any request.
+    pub error: Option<String>,
 }
 
 impl StudioApp {
@@ -80,6 +82,7 @@ impl StudioApp {
             classify,
             worker,
             frame_ms: 0.0,
+            error: None,
         }
     }
 
@@ -98,16 +101,14 @@ impl StudioApp {
             match ev {
                 Event::Models(m) => self.classify.on_models(&self.worker, m),
                 Event::ModelLoaded { path, name } => self.classify.on_model_loaded(&self.worker, path, name),
-                Event::ModelFailed { path, error } => {
-                    if self.classify.selected.as_ref() == Some(&path) {
-                        self.classify.model_error = Some(error);
-                    }
-                }
-                Event::Classified { id, outcome, thumbnail, .. } => {
-                    self.classify.on_classified(ctx, id, outcome, thumbnail)
+                Event::ModelFailed { path, error } => self.classify.on_model_failed(path, error),
+                Event::Queued(files) => self.classify.on_queued(files),
+                Event::Classified { id, model, outcome, thumbnail } => {
+                    self.classify.on_classified(ctx, id, model, outcome, thumbnail)
                 }
                 Event::Train(e) => self.train.on_event(e),
-                Event::TrainingEnded => {}
+                Event::TrainingEnded => self.train.on_ended(),
+                Event::Error(e) => self.error = Some(e),
                 Event::LatencyProgress { done, total, current } => self.latency.on_progress(done, total, current),
                 Event::LatencyRow(r) => self.latency.on_row(r),
                 Event::LatencyDone { cancelled, error } => self.latency.on_done(cancelled, error),
@@ -147,10 +148,11 @@ impl StudioApp {
         ui.horizontal(|ui| {
             ui.label("device: cpu");
             ui.separator();
-            let model = match (&self.classify.loaded, &self.classify.selected) {
-                (Some(n), _) => n.clone(),
-                (None, Some(_)) => "loading…".into(),
-                (None, None) => "none".into(),
+            let model = match (&self.classify.loaded, &self.classify.selected, &self.classify.model_error) {
+                (Some(n), _, _) => n.clone(),
+                (None, Some(_), Some(_)) => "failed to load".into(),
+                (None, Some(_), None) => "loading…".into(),
+                (None, None, _) => "none".into(),
             };
             ui.label(format!("model: {model}"));
             ui.separator();
@@ -166,6 +168,10 @@ impl StudioApp {
                 jobs.push(format!("classifying {pending} image(s)"));
             }
             ui.label(if jobs.is_empty() { "idle".to_string() } else { jobs.join(", ") });
+            if let Some(e) = &self.error {
+                ui.separator();
+                ui.colored_label(egui::Color32::from_rgb(220, 80, 60), e);
+            }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 ui.label(egui::RichText::new(format!("frame {:.1} ms", self.frame_ms)).weak().small());
             });
@@ -205,7 +211,7 @@ impl eframe::App for StudioApp {
 }
 
 /// Opens the app window; returns when it is closed.
-pub fn run(paths: AppPaths) -> Result<(), String> {
+pub fn run(paths: AppPaths, tab: Option<Tab>) -> Result<(), String> {
     let icon = eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png")).ok();
     let mut viewport = egui::ViewportBuilder::default()
         .with_title(APP_TITLE)
@@ -217,6 +223,16 @@ pub fn run(paths: AppPaths) -> Result<(), String> {
         viewport = viewport.with_icon(icon);
     }
     let options = eframe::NativeOptions { viewport, ..Default::default() };
-    eframe::run_native(APP_TITLE, options, Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, paths)))))
-        .map_err(|e| e.to_string())
+    eframe::run_native(
+        APP_TITLE,
+        options,
+        Box::new(move |cc| {
+            let mut app = StudioApp::new(cc, paths);
+            if let Some(t) = tab {
+                app.tab = t;
+            }
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| e.to_string())
 }

@@ -79,7 +79,12 @@ fn default_data_dir() -> String {
 
 impl TrainForm {
     /// The config, or the problems keyed by field name.
-    pub fn to_config(&self, out_dir: &Path) -> Result<TrainConfig, HashMap<&'static str, String>> {
+    /// `has_data` says whether a folder holds CIFAR-100 (the caller caches it: it touches the file system).
+    pub fn to_config(
+        &self,
+        out_dir: &Path,
+        has_data: impl Fn(&Path) -> bool,
+    ) -> Result<TrainConfig, HashMap<&'static str, String>> {
         let mut errs = HashMap::new();
         fn num<T: std::str::FromStr>(
             errs: &mut HashMap<&'static str, String>,
@@ -127,7 +132,7 @@ impl TrainForm {
         };
         if self.data_dir.trim().is_empty() {
             errs.insert("data", "choose the CIFAR-100 folder".into());
-        } else if !crate::train::has_dataset(Path::new(self.data_dir.trim())) {
+        } else if !has_data(Path::new(self.data_dir.trim())) {
             errs.insert("data", "no CIFAR-100 here (binary, python or .tar.gz)".into());
         }
         let (
@@ -202,11 +207,20 @@ pub struct TrainTab {
     /// Past runs found in trained_models/ and whether each is overlaid.
     pub past: Vec<(History, bool)>,
     pub out_dir: PathBuf,
+    /// The last data folder checked and whether it holds CIFAR-100 (checked when the field changes only).
+    data_check: (String, bool),
 }
 
 impl TrainTab {
     pub fn new(form: TrainForm, out_dir: PathBuf) -> Self {
-        let mut t = TrainTab { form, state: RunState::Idle, run: RunView::default(), past: Vec::new(), out_dir };
+        let mut t = TrainTab {
+            form,
+            state: RunState::Idle,
+            run: RunView::default(),
+            past: Vec::new(),
+            out_dir,
+            data_check: (String::from("\u{0}"), false),
+        };
         t.scan_past_runs();
         t
     }
@@ -223,6 +237,12 @@ impl TrainTab {
                         v.push((h, shown));
                     }
                 }
+            }
+        }
+        // On first look, overlay the most recent run so the curves are not empty.
+        if self.past.is_empty() && self.state == RunState::Idle {
+            if let Some(newest) = v.iter_mut().max_by_key(|(h, _)| h.started_unix) {
+                newest.1 = true;
             }
         }
         self.past = v;
@@ -276,8 +296,23 @@ impl TrainTab {
         }
     }
 
+    /// The training thread has ended (normally or not): the tab is idle again whatever was missed.
+    pub fn on_ended(&mut self) {
+        if self.state != RunState::Idle {
+            self.state = RunState::Idle;
+            if self.run.message.is_empty() || self.run.message == "training" {
+                self.run.message = "the run ended".into();
+            }
+        }
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
-        let checked = self.form.to_config(&self.out_dir);
+        let dir = self.form.data_dir.trim().to_string();
+        if self.data_check.0 != dir {
+            self.data_check = (dir.clone(), crate::train::has_dataset(Path::new(&dir)));
+        }
+        let ok = self.data_check.1;
+        let checked = self.form.to_config(&self.out_dir, |_| ok);
         let errors = checked.as_ref().err().cloned().unwrap_or_default();
         let idle = self.state == RunState::Idle;
         egui::Panel::left("train-form").resizable(false).exact_size(300.0).show(ui, |ui| {
@@ -300,6 +335,10 @@ impl TrainTab {
                 if let Some(cfg) = cfg {
                     self.run = RunView { message: "starting…".into(), ..Default::default() };
                     self.state = RunState::Running;
+                    // Reset the shared switches here, before the request: a Stop clicked while the request
+                    // waits in the worker's queue is then honoured, not erased.
+                    worker.train_control.clear_stop();
+                    worker.train_control.resume();
                     worker.send(Command::StartTraining(Box::new(cfg)));
                 }
             }

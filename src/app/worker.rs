@@ -1,12 +1,15 @@
 //! The background side of the app: one worker thread owns the loaded model and does all model work; training
 //! and benchmarks run on threads of their own so that classification stays responsive. Everything reaches the
-//! UI as [`Event`]s through a channel, and each event asks egui for a repaint. The UI thread never waits.
+//! UI as [`Event`]s through a channel, and each event asks egui for a repaint. A panic in any of these threads
+//! is caught and reported as an error event, so the UI never waits for an answer that will not come.
 
 use crate::bench::{self, LatencyRow};
 use crate::classify::{self, Prediction};
+use crate::inference::InferencePlan;
 use crate::train::{self, TrainConfig, TrainControl, TrainEvent};
-use crate::weights::{self, LoadOptions, LoadedModel};
+use crate::weights::{self, LoadOptions, ModelMeta};
 use crate::{device, preprocess};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -34,9 +37,13 @@ impl ModelEntry {
 pub enum Command {
     RefreshModels,
     LoadModel(PathBuf),
-    /// Classify files; each result comes back under its id.
+    /// Files or folders to add: the worker expands folders and answers with [`Event::Queued`].
+    AddPaths(Vec<PathBuf>),
+    /// Classify again files that are already shown (after a model change).
     Classify(Vec<(u64, PathBuf)>),
+    /// Start a run; the UI has reset the shared control before sending this.
     StartTraining(Box<TrainConfig>),
+    /// Start a benchmark; the UI has reset the cancel flag before sending this.
     RunLatency(LatencyRequest),
 }
 
@@ -58,14 +65,36 @@ pub struct Thumbnail {
 /// What the worker reports.
 pub enum Event {
     Models(Vec<ModelEntry>),
-    ModelLoaded { path: PathBuf, name: String },
-    ModelFailed { path: PathBuf, error: String },
-    Classified { id: u64, model: PathBuf, outcome: Result<Vec<Prediction>, String>, thumbnail: Option<Thumbnail> },
+    ModelLoaded {
+        path: PathBuf,
+        name: String,
+    },
+    ModelFailed {
+        path: PathBuf,
+        error: String,
+    },
+    /// Files found for an [`Command::AddPaths`], each with the id its result will carry.
+    Queued(Vec<(u64, PathBuf)>),
+    Classified {
+        id: u64,
+        model: PathBuf,
+        outcome: Result<Vec<Prediction>, String>,
+        thumbnail: Option<Thumbnail>,
+    },
     Train(TrainEvent),
     TrainingEnded,
-    LatencyProgress { done: usize, total: usize, current: String },
+    LatencyProgress {
+        done: usize,
+        total: usize,
+        current: String,
+    },
     LatencyRow(LatencyRow),
-    LatencyDone { cancelled: bool, error: Option<String> },
+    LatencyDone {
+        cancelled: bool,
+        error: Option<String>,
+    },
+    /// Something went wrong outside any request that could report it.
+    Error(String),
 }
 
 /// The UI's handle on the worker.
@@ -87,6 +116,7 @@ impl Worker {
         let state = WorkerState {
             models_dir,
             model: None,
+            next_id: 0,
             events: Notifier { tx: ev_tx, repaint },
             train_control: train_control.clone(),
             latency_cancel: latency_cancel.clone(),
@@ -99,7 +129,7 @@ impl Worker {
     }
 
     pub fn send(&self, c: Command) {
-        // The worker lives as long as the app; a send can only fail while the app shuts down.
+        // The worker outlives every command (panics are caught per command); a send fails only at shutdown.
         let _ = self.tx.send(c);
     }
 }
@@ -117,52 +147,85 @@ impl Notifier {
     }
 }
 
+/// The loaded model, ready to run.
+struct Ready {
+    path: PathBuf,
+    plan: InferencePlan,
+    meta: ModelMeta,
+}
+
 struct WorkerState {
     models_dir: PathBuf,
-    model: Option<LoadedModel>,
+    model: Option<Ready>,
+    next_id: u64,
     events: Notifier,
     train_control: Arc<TrainControl>,
     latency_cancel: Arc<AtomicBool>,
 }
 
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 impl WorkerState {
     fn run(mut self, commands: Receiver<Command>) {
         for c in commands {
-            match c {
-                Command::RefreshModels => self.events.send(Event::Models(list_models(&self.models_dir))),
-                Command::LoadModel(p) => self.load(&p),
-                Command::Classify(files) => self.classify(files),
-                Command::StartTraining(cfg) => self.start_training(*cfg),
-                Command::RunLatency(r) => self.start_latency(r),
+            let result = catch_unwind(AssertUnwindSafe(|| self.handle(c)));
+            if let Err(p) = result {
+                self.events.send(Event::Error(format!("internal error in the model worker: {}", panic_message(p))));
             }
         }
     }
 
+    fn handle(&mut self, c: Command) {
+        match c {
+            Command::RefreshModels => self.events.send(Event::Models(list_models(&self.models_dir))),
+            Command::LoadModel(p) => self.load(&p),
+            Command::AddPaths(paths) => {
+                let files: Vec<(u64, PathBuf)> = classify::collect_images(&paths)
+                    .into_iter()
+                    .map(|p| {
+                        self.next_id += 1;
+                        (self.next_id, p)
+                    })
+                    .collect();
+                self.events.send(Event::Queued(files.clone()));
+                self.classify(files);
+            }
+            Command::Classify(files) => self.classify(files),
+            Command::StartTraining(cfg) => self.start_training(*cfg),
+            Command::RunLatency(r) => self.start_latency(r),
+        }
+    }
+
     fn load(&mut self, path: &Path) {
-        let opts = LoadOptions::default();
-        match weights::load_model(path, &candle_core::Device::Cpu, &opts) {
-            Ok(m) => {
-                let name = m.meta.config.name();
-                self.model = Some(m);
+        self.model = None;
+        let loaded = weights::load_model(path, &candle_core::Device::Cpu, &LoadOptions::default())
+            .map_err(|e| e.to_string())
+            .and_then(|m| Ok((InferencePlan::new(&m.model).map_err(|e| e.to_string())?, m.meta)));
+        match loaded {
+            Ok((plan, meta)) => {
+                let name = meta.config.name();
+                self.model = Some(Ready { path: path.to_path_buf(), plan, meta });
                 self.events.send(Event::ModelLoaded { path: path.to_path_buf(), name });
             }
-            Err(e) => {
-                self.model = None;
-                self.events.send(Event::ModelFailed { path: path.to_path_buf(), error: e.to_string() });
-            }
+            Err(error) => self.events.send(Event::ModelFailed { path: path.to_path_buf(), error }),
         }
     }
 
     fn classify(&mut self, files: Vec<(u64, PathBuf)>) {
         for (id, path) in files {
-            let thumbnail = preprocess::decode(&path).ok().map(|img| thumbnail(&img, 112));
-            let (model_path, outcome) = match &self.model {
-                None => (PathBuf::new(), Err("no model loaded: pick one in the model list".to_string())),
-                Some(m) => {
-                    let outcome = classify::classify_files(m, std::slice::from_ref(&path), 5)
-                        .map_err(|e| e.to_string())
-                        .and_then(|mut r| r.pop().map(|r| r.outcome).unwrap_or(Err("no result".into())));
-                    (m.path.clone(), outcome)
+            let decoded = preprocess::decode(&path);
+            let thumbnail = decoded.as_ref().ok().map(|img| thumbnail(img, 112));
+            let (model_path, outcome) = match (&self.model, decoded) {
+                (None, _) => (PathBuf::new(), Err("no model loaded: pick one in the model list".to_string())),
+                (Some(m), Err(e)) => (m.path.clone(), Err(e)),
+                (Some(m), Ok(img)) => {
+                    let input = classify::prepare_image(&m.meta, &img);
+                    (m.path.clone(), Ok(classify::predict(&m.plan, &m.meta, &input, 5)))
                 }
             };
             // One log line per image: what scripts (and the real-window check) read.
@@ -176,85 +239,89 @@ impl WorkerState {
 
     fn start_training(&mut self, cfg: TrainConfig) {
         let control = self.train_control.clone();
-        control.resume();
-        // A fresh control state for this run: clear a stop left from the previous one.
-        control.clear_stop();
         let events = self.events.clone();
         let models_dir = self.models_dir.clone();
-        std::thread::Builder::new()
-            .name("training".into())
-            .spawn(move || {
-                let _ = train::run(&cfg, None, &control, |ev| {
+        let spawned = std::thread::Builder::new().name("training".into()).spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                train::run(&cfg, None, &control, |ev| {
                     let saved = matches!(ev, TrainEvent::Checkpoint { .. });
                     events.send(Event::Train(ev));
                     if saved {
                         // A new best model appears in the Classify tab's list at once.
                         events.send(Event::Models(list_models(&models_dir)));
                     }
-                });
-                events.send(Event::TrainingEnded);
-            })
-            .expect("spawning the training thread");
+                })
+            }));
+            if let Err(p) = result {
+                let message = format!("internal error: {}", panic_message(p));
+                events.send(Event::Train(TrainEvent::Failed { message }));
+            }
+            events.send(Event::TrainingEnded);
+        });
+        if let Err(e) = spawned {
+            self.events.send(Event::Train(TrainEvent::Failed { message: format!("cannot start a thread: {e}") }));
+            self.events.send(Event::TrainingEnded);
+        }
     }
 
     fn start_latency(&mut self, r: LatencyRequest) {
         let cancel = self.latency_cancel.clone();
-        cancel.store(false, Ordering::SeqCst);
         let events = self.events.clone();
-        std::thread::Builder::new()
-            .name("latency".into())
-            .spawn(move || {
-                let total = r.variants.len() * r.devices.len() * r.batches.len();
-                let mut done = 0;
-                for dev_name in &r.devices {
-                    let dev = match device::open(dev_name) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            events.send(Event::LatencyDone { cancelled: false, error: Some(e.to_string()) });
-                            return;
-                        }
-                    };
-                    for cfg in &r.variants {
-                        for &b in &r.batches {
-                            events.send(Event::LatencyProgress {
-                                done,
-                                total,
-                                current: format!("{} on {dev_name}, batch {b}", cfg.name()),
-                            });
-                            let result = bench::time_inference(cfg, &dev, b, r.warmup, r.runs, |_| {
-                                cancel.load(Ordering::SeqCst)
-                            });
-                            match result {
-                                Ok(Some(row)) => events.send(Event::LatencyRow(row)),
-                                Ok(None) => {
-                                    events.send(Event::LatencyDone { cancelled: true, error: None });
-                                    return;
-                                }
-                                Err(e) => {
-                                    events.send(Event::LatencyDone { cancelled: false, error: Some(e.to_string()) });
-                                    return;
-                                }
-                            }
-                            done += 1;
-                        }
-                    }
-                }
-                events.send(Event::LatencyDone { cancelled: false, error: None });
-            })
-            .expect("spawning the latency thread");
+        let spawned = std::thread::Builder::new().name("latency".into()).spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| run_latency(&r, &cancel, &events)));
+            let (cancelled, error) = match result {
+                Ok(Ok(cancelled)) => (cancelled, None),
+                Ok(Err(e)) => (false, Some(e)),
+                Err(p) => (false, Some(format!("internal error: {}", panic_message(p)))),
+            };
+            events.send(Event::LatencyDone { cancelled, error });
+        });
+        if let Err(e) = spawned {
+            self.events.send(Event::LatencyDone { cancelled: false, error: Some(e.to_string()) });
+        }
     }
 }
 
-/// Every model file in the folder, with what its header says.
+/// Runs the benchmark; Ok(true) if it was cancelled.
+fn run_latency(r: &LatencyRequest, cancel: &AtomicBool, events: &Notifier) -> Result<bool, String> {
+    let total = r.variants.len() * r.devices.len() * r.batches.len();
+    let mut done = 0;
+    for dev_name in &r.devices {
+        let dev = device::open(dev_name).map_err(|e| e.to_string())?;
+        for cfg in &r.variants {
+            for &b in &r.batches {
+                events.send(Event::LatencyProgress {
+                    done,
+                    total,
+                    current: format!("{} on {dev_name}, batch {b}", cfg.name()),
+                });
+                let stop = |_| cancel.load(Ordering::SeqCst);
+                match bench::time_inference(cfg, &dev, b, r.warmup, r.runs, stop).map_err(|e| e.to_string())? {
+                    Some(row) => events.send(Event::LatencyRow(row)),
+                    None => return Ok(true),
+                }
+                done += 1;
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Every model file in the folder, with what its header says (native files are not read past the header).
 pub fn list_models(dir: &Path) -> Vec<ModelEntry> {
     classify::list_models(dir)
         .into_iter()
         .filter_map(|path| {
-            let raw = weights::read_raw(&path).ok()?;
-            let header = raw.header.unwrap_or_default();
-            let name = match (header.get("variant"), header.get("width")) {
-                (Some(v), Some(w)) => format!("{v}_{w}"),
-                _ => weights::detect_config(&raw.tensors, &path.to_string_lossy()).ok()?.name(),
+            let header = weights::read_header(&path).ok().flatten();
+            let (name, header) = match header {
+                Some(h) if h.contains_key("variant") && h.contains_key("width") => {
+                    (format!("{}_{}", h["variant"], h["width"]), h)
+                }
+                _ => {
+                    let raw = weights::read_raw(&path).ok()?;
+                    let name = weights::detect_config(&raw.tensors, &path.to_string_lossy()).ok()?.name();
+                    (name, raw.header.unwrap_or_default())
+                }
             };
             let top1 = header
                 .get("training")

@@ -102,6 +102,9 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
     for dev in &devices {
         for cfg in &variants {
             let cfg = cfg.clone().with_initial_stride(a.si);
+            if let Err(e) = cfg.validate() {
+                bail!(e);
+            }
             for &b in &batches {
                 eprint!("{:<11} {:<5} batch {:<4} ", cfg.name(), bench::device_name(dev), b);
                 let _ = std::io::stderr().flush();
@@ -141,6 +144,9 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
                 device::set_cpu_threads(t)?;
             }
             let cfg = parse_variant_name(&a.variant).with_context(|| format!("unknown variant {:?}", a.variant))?;
+            if a.batch == 0 || a.steps == 0 {
+                bail!("--batch and --steps must be at least 1");
+            }
             let dev = device::open(&a.device)?;
             let engine = match a.engine.as_str() {
                 "fast" => bench::Engine::Fast,

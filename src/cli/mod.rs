@@ -33,6 +33,12 @@ enum Command {
     /// Throughput benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Open the desktop app (what running with no subcommand does), optionally on a given tab.
+    Gui {
+        /// train, classify or latency.
+        #[arg(long)]
+        tab: Option<String>,
+    },
     /// Download the official CIFAR-100 archive (python version) and check its MD5.
     Download {
         /// Folder to put cifar-100-python.tar.gz in.
@@ -53,16 +59,16 @@ enum Command {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => {
-            let dir = project_dir();
-            match mobilenetv3::app::run(mobilenetv3::app::AppPaths::from_project(&dir)) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    eprintln!("error: cannot open the window ({e}); the command line still works:\n");
-                    Cli::command().print_help()?;
-                    Ok(ExitCode::from(2))
-                }
-            }
+        None => open_app(None),
+        Some(Command::Gui { tab }) => {
+            let tab = match tab.as_deref() {
+                None => None,
+                Some("train") => Some(mobilenetv3::app::Tab::Train),
+                Some("classify") => Some(mobilenetv3::app::Tab::Classify),
+                Some("latency") => Some(mobilenetv3::app::Tab::Latency),
+                Some(other) => anyhow::bail!("--tab must be train, classify or latency, got {other}"),
+            };
+            open_app(tab)
         }
         Some(Command::Classify(a)) => classify::run(a),
         Some(Command::Info(a)) => info::run(a),
@@ -114,3 +120,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 pub use mobilenetv3::paths::project_dir;
+
+/// Opens the window; if no window can be opened, says why and shows the command line instead.
+fn open_app(tab: Option<mobilenetv3::app::Tab>) -> Result<ExitCode> {
+    let dir = project_dir();
+    match mobilenetv3::app::run(mobilenetv3::app::AppPaths::from_project(&dir), tab) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: cannot open the window ({e}); the command line still works:\n");
+            Cli::command().print_help()?;
+            Ok(ExitCode::from(2))
+        }
+    }
+}

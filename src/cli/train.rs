@@ -143,10 +143,13 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         let _ = ctrlc_handler(move || c.stop());
     }
     let epochs = cfg.epochs;
+    let out_dir = cfg.out_dir.clone();
+    let mut resume_hint: Option<(PathBuf, String)> = None;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_draw = std::time::Instant::now() - std::time::Duration::from_secs(1);
     let result = train::run(&cfg, a.resume.as_deref(), &control, |ev| match ev {
         TrainEvent::Started { name, steps_per_epoch, train_images, test_images, params, device } => {
+            resume_hint = Some((out_dir.clone(), name.clone()));
             eprintln!(
                 "run {name}: {params} parameters on {device}; {train_images} training / {test_images} test images, {steps_per_epoch} steps per epoch"
             );
@@ -190,7 +193,17 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             );
         }
         TrainEvent::Checkpoint { path, epoch } => println!("  saved best model (epoch {epoch}) to {}", path.display()),
-        TrainEvent::Stopped { epoch } => eprintln!("\nstopped during epoch {epoch}; resume with --resume <run state>"),
+        TrainEvent::Stopped { epoch } => {
+            let state =
+                resume_hint.as_ref().map(|(dir, name)| dir.join("runs").join(format!("{name}.resume.safetensors")));
+            match state.filter(|p| p.is_file()) {
+                Some(p) => eprintln!(
+                    "\nstopped during epoch {epoch}; continue from the last finished epoch with --resume {}",
+                    p.display()
+                ),
+                None => eprintln!("\nstopped during epoch {epoch}, before any epoch finished: nothing to resume"),
+            }
+        }
         TrainEvent::Failed { message } => eprintln!("\nerror: {message}"),
         TrainEvent::Finished { history } => {
             if let Some(b) = history.best() {
@@ -231,7 +244,8 @@ fn ctrlc_handler(f: impl Fn() + Send + 'static) -> std::io::Result<()> {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
     }
-    // SAFETY: installs a plain C signal handler; the handler only flips an atomic flag.
+    // SAFETY: installs a plain C signal handler. The handler calls `f`, which sets the run's stop flag (an
+    // atomic) under an uncontended mutex; the training thread never holds that mutex.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }

@@ -215,6 +215,10 @@ fn train_backward_t<A: Activation>(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
+    assert!(
+        x.len() >= d.n * d.c * d.hw && dy.len() >= x.len() && dx.len() >= x.len(),
+        "batch norm backward: short buffers"
+    );
     let out = SharedMut(dx.as_mut_ptr());
     let sums: Vec<(f32, f32)> = (0..d.c)
         .into_par_iter()

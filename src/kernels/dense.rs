@@ -20,12 +20,12 @@ pub fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    debug_assert!(dst.len() >= m * n);
-    debug_assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_strides.0 + (k - 1) * a_strides.1);
-    debug_assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_strides.0 + (n - 1) * b_strides.1);
+    // O(1) checks that keep the raw-pointer call below in bounds.
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_strides.0 + (k - 1) * a_strides.1, "matmul: lhs too small");
+    assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_strides.0 + (n - 1) * b_strides.1, "matmul: rhs too small");
     let par = if parallel { Parallelism::Rayon(rayon::current_num_threads()) } else { Parallelism::None };
-    // SAFETY: the slices cover every element the strides address (checked above in debug builds; the callers
-    // derive all sizes from the same layer shapes).
+    // SAFETY: the slices cover every element the strides address (asserted above).
     unsafe {
         gemm::gemm(
             m,

@@ -1,4 +1,4 @@
-//! Opt-in timing of the kernels (`MBV3_PROFILE=1`), printed by `bench train` and `latency`: where a step goes.
+//! Opt-in timing of the kernels (`MBV3_PROFILE=1`), printed by `bench train`: where a training step goes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};

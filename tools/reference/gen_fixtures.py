@@ -21,6 +21,8 @@ CASES = [
     ("small_0.75_si2", "small", 0.75, 2, 64, False),
     ("large_0.25_si1", "large", 0.25, 1, 32, True),
     ("large_0.35_si2", "large", 0.35, 2, 64, False),
+    # Appended last so the cases above keep their seeds: the stride-2 backward paths against PyTorch.
+    ("small_0.25_si2", "small", 0.25, 2, 64, True),
 ]
 
 
