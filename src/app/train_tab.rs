@@ -422,6 +422,9 @@ impl TrainTab {
                                 .color(Color32::from_gray(150)),
                         );
                         p.line(Line::new("smoothed", PlotPoints::from(self.run.smoothed.clone())).width(2.0));
+                        for o in &overlays {
+                            p.line(Line::new(format!("{} (smoothed)", o.name), PlotPoints::from(smoothed_steps(o))));
+                        }
                     },
                 );
             });
@@ -456,11 +459,33 @@ impl TrainTab {
                 ui.strong("Learning rate");
                 Plot::new("lr").height(h).width(w).x_axis_label("epoch").show(ui, |p| {
                     p.line(Line::new("lr", PlotPoints::from(self.run.lr.clone())));
+                    for o in &overlays {
+                        let pts: Vec<[f64; 2]> = o.epochs.iter().map(|r| [r.epoch as f64 - 1.0, r.lr]).collect();
+                        p.line(Line::new(o.name.clone(), PlotPoints::from(pts)));
+                    }
                 });
             });
             ui.end_row();
         });
     }
+}
+
+/// A past run's per-step losses, smoothed, against epochs (the x axis of the live curve).
+fn smoothed_steps(h: &History) -> Vec<[f64; 2]> {
+    let steps_per_epoch = (h.step_losses.len() / h.epochs.len().max(1)).max(1) as f64;
+    let mut ema = None;
+    h.step_losses
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let v = match ema {
+                Some(e) => 0.95 * e + 0.05 * *l as f64,
+                None => *l as f64,
+            };
+            ema = Some(v);
+            [(i + 1) as f64 / steps_per_epoch, v]
+        })
+        .collect()
 }
 
 fn hms(s: f64) -> String {

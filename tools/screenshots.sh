@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Takes the README's screenshots of each tab in a real window under Xvfb (development only; needs the Debian
+# packages that .ci/run installs). Usage: tools/screenshots.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-docs/screenshots}"
+mkdir -p "$out"
+display=:96
+Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 &
+xvfb=$!
+trap 'kill $xvfb 2>/dev/null || true' EXIT
+export DISPLAY=$display
+sleep 1
+tmp=$(mktemp -d)
+export XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config"
+shoot() { # tab, file, seconds to wait, optional xdotool click "X Y"
+  target/release/mobilenetv3 gui --tab "$1" >"$tmp/$1.log" 2>&1 &
+  local app=$!
+  local wid
+  wid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
+  sleep 3
+  if [ -n "${4:-}" ]; then xdotool mousemove --window "$wid" $4 click 1; fi
+  sleep "$3"
+  import -window "$wid" "$out/$2"
+  kill $app; wait $app 2>/dev/null || true
+}
+shoot classify classify.png 6
+shoot train train.png 3
+shoot latency latency.png "${LATENCY_WAIT:-40}" "${LATENCY_RUN_AT:-40 300}"
+echo "screenshots in $out"
