@@ -53,8 +53,11 @@ pub fn matmul(
 
 /// 1x1 convolution forward: z[img] (o x hw) = w (o x c) * x[img] (c x hw).
 pub fn pointwise_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32]) {
+    // Fewer images than threads (batch 1): parallelise inside each product instead of across images, when the
+    // product is big enough (about a million multiply-adds) to pay for the hand-off.
+    let inner = z.len() / (o * hw).max(1) < rayon::current_num_threads() && o * c * hw >= 1 << 20;
     z.par_chunks_mut(o * hw).zip(x.par_chunks(c * hw)).for_each(|(zi, xi)| {
-        matmul(o, hw, c, zi, w, (c, 1), xi, (hw, 1), false, false);
+        matmul(o, hw, c, zi, w, (c, 1), xi, (hw, 1), false, inner);
     });
 }
 
