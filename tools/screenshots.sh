@@ -24,7 +24,8 @@ shoot() { # tab, file, seconds to wait, optional xdotool click "X Y"
   import -window "$wid" "$out/$2"
   kill $app; wait $app 2>/dev/null || true
 }
-shoot classify classify.png 6
-shoot train train.png 3
-shoot latency latency.png "${LATENCY_WAIT:-40}" "${LATENCY_RUN_AT:-40 300}"
+only="${ONLY:-classify train latency}"
+[[ $only == *classify* ]] && shoot classify classify.png 6
+[[ $only == *train* ]] && shoot train train.png 3
+[[ $only == *latency* ]] && shoot latency latency.png "${LATENCY_WAIT:-40}" "${LATENCY_RUN_AT:-35 225}"
 echo "screenshots in $out"
