@@ -25,8 +25,13 @@ pub struct MobileNetV3 {
 impl MobileNetV3 {
     /// A freshly initialised network.
     pub fn new(config: &ModelConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new_with(config, device, seed, crate::params::Init::default())
+    }
+
+    /// A freshly initialised network, weights drawn as `init` says.
+    pub fn new_with(config: &ModelConfig, device: &Device, seed: u64, init: crate::params::Init) -> Result<Self> {
         let spec = config.spec();
-        let params = ParamStore::init(&spec, device, seed)?;
+        let params = ParamStore::init_with(&spec, device, seed, init)?;
         Ok(Self::from_params(config, params))
     }
 

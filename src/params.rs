@@ -9,6 +9,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 
+/// How fresh weights are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// Convolutions Kaiming-normal with fan-out (torchvision's MobileNetV3), biases zero.
+    #[default]
+    KaimingFanOut,
+    /// PyTorch's layer defaults: weights and biases uniform in +-1/sqrt(fan_in), what a plain `nn.Conv2d` gets.
+    Torch,
+}
+
 pub struct ParamStore {
     specs: Vec<TensorSpec>,
     vars: BTreeMap<String, Var>,
@@ -19,14 +30,33 @@ impl ParamStore {
     /// Fresh weights, seeded: convolutions Kaiming-normal (fan-out, as torchvision's MobileNetV3), biases zero,
     /// BatchNorm weight 1 / bias 0 / mean 0 / var 1.
     pub fn init(spec: &ArchSpec, device: &Device, seed: u64) -> Result<Self> {
+        Self::init_with(spec, device, seed, Init::KaimingFanOut)
+    }
+
+    /// Fresh weights drawn as `init` says (BatchNorm always weight 1 / bias 0 / mean 0 / var 1).
+    pub fn init_with(spec: &ArchSpec, device: &Device, seed: u64, init: Init) -> Result<Self> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut tensors = HashMap::new();
         for t in spec.tensors() {
             let n = t.numel();
             let tensor = match t.role {
                 TensorRole::ConvWeight { fan_out } => {
-                    let std = (2.0 / fan_out as f64).sqrt();
-                    let data: Vec<f32> = (0..n).map(|_| (normal(&mut rng) * std) as f32).collect();
+                    let data: Vec<f32> = match init {
+                        Init::KaimingFanOut => {
+                            let std = (2.0 / fan_out as f64).sqrt();
+                            (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()
+                        }
+                        Init::Torch => {
+                            let fan_in: usize = t.shape[1..].iter().product();
+                            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                            (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+                        }
+                    };
+                    Tensor::from_vec(data, t.shape.as_slice(), device)?
+                }
+                TensorRole::ConvBias { fan_in } if init == Init::Torch => {
+                    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
                     Tensor::from_vec(data, t.shape.as_slice(), device)?
                 }
                 TensorRole::ConvBias { .. } | TensorRole::BnBias | TensorRole::BnRunningMean => {

@@ -91,6 +91,9 @@ pub struct TrainConfig {
     /// Where checkpoints and histories go.
     pub out_dir: PathBuf,
     pub select_by: SelectBy,
+    /// How the weights start (histories written before this option existed used Kaiming fan-out).
+    #[serde(default)]
+    pub init: crate::params::Init,
 }
 
 impl TrainConfig {
@@ -112,6 +115,7 @@ impl TrainConfig {
             limit_test: None,
             out_dir: PathBuf::from("trained_models"),
             select_by: SelectBy::ValLoss,
+            init: crate::params::Init::default(),
         }
     }
 
@@ -496,7 +500,7 @@ fn run_inner(
     let test = Arc::new(ds.test);
     std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
 
-    let model = MobileNetV3::new(&cfg.model, &dev, cfg.seed)?;
+    let model = MobileNetV3::new_with(&cfg.model, &dev, cfg.seed, cfg.init)?;
     let mut opt = Sgd::new(model.params().trainable(), cfg.sgd.clone());
     let (mut history, mut best_metric) = match resumed {
         Some((tensors, header)) => {

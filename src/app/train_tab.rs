@@ -164,6 +164,7 @@ impl TrainForm {
             limit_test: None,
             out_dir: out_dir.to_path_buf(),
             select_by: SelectBy::ValLoss,
+            init: crate::params::Init::default(),
         };
         for (field, msg) in cfg.problems() {
             let field = if field == "model" { "width" } else { field };

@@ -77,6 +77,9 @@ pub struct TrainArgs {
     /// CPU threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Weight initialisation: kaiming (fan-out normal, as torchvision) or torch (PyTorch's layer defaults).
+    #[arg(long, default_value = "kaiming")]
+    init: String,
 }
 
 impl TrainArgs {
@@ -118,6 +121,11 @@ impl TrainArgs {
             limit_test: self.limit_test,
             out_dir: self.out.clone(),
             select_by: if self.select_by_top1 { SelectBy::Top1 } else { SelectBy::ValLoss },
+            init: match self.init.as_str() {
+                "kaiming" => mobilenetv3::params::Init::KaimingFanOut,
+                "torch" => mobilenetv3::params::Init::Torch,
+                other => bail!("--init must be kaiming or torch, got {other}"),
+            },
         })
     }
 }
