@@ -7,12 +7,12 @@
 //! gradients flow as plain buffers, and the stem computes no input gradient. The result is checked against
 //! PyTorch by the same parity fixtures as the graph path (tests/parity.rs).
 
-use crate::arch::{Activation, ArchSpec, BottleneckSpec};
+use crate::arch::{ArchSpec, BottleneckSpec};
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_backward, pointwise_forward};
 use crate::kernels::depthwise::{self as dw, Geometry};
 use crate::kernels::profile::timed;
-use crate::kernels::{with_simd, Act};
+use crate::kernels::{add_assign, uninit_buffer, with_simd, Act};
 use crate::layers::BN_EPS;
 use crate::model::MobileNetV3;
 use candle_core::backprop::GradStore;
@@ -29,13 +29,6 @@ pub struct StepOutput {
     pub logits: Vec<f32>,
     /// Gradients of the trainable parameters, keyed by their `Var`s (ready for the optimizer).
     pub grads: GradStore,
-}
-
-fn act_of(a: Activation) -> Act {
-    match a {
-        Activation::Relu => Act::Relu,
-        Activation::HardSwish => Act::HardSwish,
-    }
 }
 
 /// Parameter values read from the store for one step, and the gradients written for them.
@@ -69,7 +62,7 @@ struct BnCache {
 fn bn_forward(p: &Params, prefix: &str, z: Vec<f32>, dims: Dims, act: Act) -> Result<(Vec<f32>, BnCache)> {
     let gamma = p.get(&format!("{prefix}.weight"))?;
     let beta = p.get(&format!("{prefix}.bias"))?;
-    let mut y = uninit(z.len());
+    let mut y = uninit_buffer(z.len());
     let mut inv_std = vec![0f32; dims.c];
     let (mean, var) = timed("engine.bn_forward", || {
         bn::train_forward(&dims, &z, &gamma, &beta, act, BN_EPS as f32, &mut y, &mut inv_std)
@@ -80,7 +73,7 @@ fn bn_forward(p: &Params, prefix: &str, z: Vec<f32>, dims: Dims, act: Act) -> Re
 
 /// dz from dy; writes the gradients of gamma and beta.
 fn bn_backward(p: &mut Params, c: &BnCache, dy: &[f32]) -> Vec<f32> {
-    let mut dz = uninit(dy.len());
+    let mut dz = uninit_buffer(dy.len());
     let (mut dg, mut db) = (vec![0f32; c.dims.c], vec![0f32; c.dims.c]);
     timed("engine.bn_backward", || {
         bn::train_backward(&c.dims, &c.z, dy, &c.gamma, &c.beta, &c.mean, &c.inv_std, c.act, &mut dz, &mut dg, &mut db)
@@ -98,17 +91,6 @@ fn update_running(model: &MobileNetV3, prefix: &str, mean: &[f32], var: &[f32], 
         &Tensor::from_slice(var, c, dev)?,
         count as f64,
     )
-}
-
-/// A buffer a kernel overwrites in full (no zero fill).
-fn uninit(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: every caller hands the buffer to a kernel that writes all `len` elements before any read.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
-    v
 }
 
 /// 1x1 convolution + BN + activation.
@@ -169,7 +151,7 @@ pub fn train_step(
     let cols = timed("engine.stem_im2col", || im2col(&x, &stem_geo));
     drop(x);
     let w_stem = p.get("conv_0.0.weight")?;
-    let mut z = uninit(n * c0 * oh * ow);
+    let mut z = uninit_buffer(n * c0 * oh * ow);
     timed("engine.stem_conv", || {
         z.par_chunks_mut(c0 * oh * ow)
             .zip(cols.par_chunks(27 * oh * ow))
@@ -231,7 +213,7 @@ pub fn train_step(
     let mut dpooled = vec![0f32; n * cl];
     matmul(n, cl, hid, &mut dpooled, &dh, (hid, 1), &w3, (cl, 1), false, true);
     // The pool's gradient spreads evenly over each plane.
-    let mut dfeat = uninit(n * cl * hw);
+    let mut dfeat = uninit_buffer(n * cl * hw);
     dfeat.par_chunks_mut(hw).zip(dpooled.par_iter()).for_each(|(pl, g)| pl.fill(g / hw as f32));
 
     let mut d = pointwise_bw(&mut p, &tape, &last, &dfeat, true)?.unwrap_or_default();
@@ -280,14 +262,14 @@ fn block_forward(
 ) -> Result<(BlockCache, usize)> {
     let prefix = format!("bottlenecks_1.{i}");
     let input = tape.len() - 1;
-    let act = act_of(b.act);
+    let act = Act::from(b.act);
     let hw = side * side;
     let expand = pointwise_fw(p, tape, &format!("{prefix}.pointwise_0"), b.in_c, b.expanded, n, hw, act)?;
     // Depthwise + BN + act.
     let g = Geometry { n, c: b.expanded, h: side, w: side, k: b.kernel, stride: b.stride, pad: b.padding() };
     let wname = format!("{prefix}.depthwise_1.0.weight");
     let wd = p.get(&wname)?;
-    let mut z = uninit(g.out_len());
+    let mut z = uninit_buffer(g.out_len());
     timed("engine.dw_forward", || dw::forward(&g, &tape[tape.len() - 1], &wd, None, Act::None, &mut z));
     let out_side = g.out_h();
     let ohw = out_side * out_side;
@@ -322,7 +304,7 @@ fn block_backward(p: &mut Params, tape: &[Vec<f32>], c: &BlockCache, d_out: Vec<
     let (g, wd, wname, dbn, dw_in) = &c.depthwise;
     let dz = bn_backward(p, dbn, &d);
     drop(d);
-    let mut dx = uninit(g.n * g.c * g.h * g.w);
+    let mut dx = uninit_buffer(g.n * g.c * g.h * g.w);
     timed("engine.dw_backward_input", || dw::backward_input(g, &dz, wd, &mut dx));
     let mut dwt = vec![0f32; wd.len()];
     timed("engine.dw_backward_weight", || dw::backward_weight(g, &tape[*dw_in], &dz, &mut dwt));
@@ -331,9 +313,7 @@ fn block_backward(p: &mut Params, tape: &[Vec<f32>], c: &BlockCache, d_out: Vec<
     let mut d_in = pointwise_bw(p, tape, &c.expand, &dx, true)?.unwrap_or_default();
     debug_assert_eq!(c.expand.x_index, c.input);
     if let Some(s) = skip {
-        d_in.par_chunks_mut(4096)
-            .zip(s.par_chunks(4096))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, x)| *o += x));
+        add_assign(&mut d_in, &s);
     }
     Ok(d_in)
 }
@@ -352,7 +332,7 @@ fn pointwise_fw(
     let name = format!("{prefix}.0.weight");
     let w = p.get(&name)?;
     let x_index = tape.len() - 1;
-    let mut z = uninit(n * o * hw);
+    let mut z = uninit_buffer(n * o * hw);
     timed("engine.pw_forward", || pointwise_forward(&tape[x_index], &w, c, o, hw, &mut z));
     let (y, bn) = bn_forward(p, &format!("{prefix}.1"), z, Dims { n, c: o, hw }, act)?;
     tape.push(y);
@@ -369,7 +349,7 @@ fn pointwise_bw(
     let dz = bn_backward(p, &c.bn, dy);
     let x = &tape[c.x_index];
     let mut dwt = vec![0f32; c.o * c.c];
-    let mut dx = if want_dx { Some(uninit(x.len())) } else { None };
+    let mut dx = if want_dx { Some(uninit_buffer(x.len())) } else { None };
     timed("engine.pw_backward", || pointwise_backward(x, &dz, &c.w, c.c, c.o, c.hw, dx.as_deref_mut(), &mut dwt));
     p.grad(&c.name, dwt);
     Ok(dx)
@@ -404,7 +384,7 @@ fn se_forward(
     matmul(n, c, mid, &mut pre_gate, &hidden, (mid, 1), &w2, (1, mid), false, false);
     add_bias_rows(&mut pre_gate, &b2);
     let gate: Vec<f32> = pre_gate.iter().map(|u| hsigmoid(*u)).collect();
-    let mut y = uninit(x.len());
+    let mut y = uninit_buffer(x.len());
     timed("engine.se_scale", || {
         y.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
@@ -446,7 +426,7 @@ fn se_backward(p: &mut Params, tape: &[Vec<f32>], s: &SeCache, dy: &[f32]) -> Ve
     p.grad(&format!("{}.conv_0.1.weight", s.prefix), dw1);
     p.grad(&format!("{}.conv_0.1.bias", s.prefix), column_sums(&dhidden, mid));
     // dx = dy * gate + d pooled / hw.
-    let mut dx = uninit(x.len());
+    let mut dx = uninit_buffer(x.len());
     timed("engine.se_backward", || {
         dx.par_chunks_mut(hw).zip(dy.par_chunks(hw)).zip(s.gate.par_iter().zip(dpooled.par_iter())).for_each(
             |((o, g), (gate, dp))| {
@@ -503,7 +483,7 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
 }
 
 /// The same masks as the graph path's dropout (same generator, same order), so both engines train alike.
-fn dropout_mask(len: usize, p: f32, seed: u64) -> Option<Vec<f32>> {
+pub(crate) fn dropout_mask(len: usize, p: f32, seed: u64) -> Option<Vec<f32>> {
     if p <= 0.0 {
         return None;
     }

@@ -2,11 +2,11 @@
 //! mean * s with s = gamma / sqrt(var + eps)), activations fused into the kernels' epilogues, weights read
 //! from the parameter store once. Same numbers as PyTorch's eval mode (tests/parity.rs).
 
-use crate::arch::{Activation, ArchSpec};
+use crate::arch::ArchSpec;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward};
 use crate::kernels::depthwise::{self as dw, Geometry};
-use crate::kernels::{with_simd, Act};
+use crate::kernels::{add_assign, with_simd, Act};
 use crate::layers::BN_EPS;
 use crate::model::MobileNetV3;
 use candle_core::Result;
@@ -51,13 +51,6 @@ pub struct InferencePlan {
     b4: Vec<f32>,
 }
 
-fn act_of(a: Activation) -> Act {
-    match a {
-        Activation::Relu => Act::Relu,
-        Activation::HardSwish => Act::HardSwish,
-    }
-}
-
 fn read(model: &MobileNetV3, name: &str) -> Result<Vec<f32>> {
     model.params().tensor(name).flatten_all()?.to_vec1::<f32>()
 }
@@ -100,7 +93,7 @@ impl InferencePlan {
                 exp: b.expanded,
                 kernel: b.kernel,
                 stride: b.stride,
-                act: act_of(b.act),
+                act: Act::from(b.act),
                 residual: b.residual(),
                 expand: fold(model, &format!("{p}.pointwise_0.0.weight"), &format!("{p}.pointwise_0.1"))?,
                 depthwise: fold(model, &format!("{p}.depthwise_1.0.weight"), &format!("{p}.depthwise_1.1"))?,
@@ -152,9 +145,7 @@ impl InferencePlan {
             pointwise_forward(&d, &b.project.w, b.exp, b.out_c, hw, &mut out);
             bn::bias_act_inplace(&Dims { n, c: b.out_c, hw }, &mut out, &b.project.b, Act::None);
             if b.residual {
-                out.par_chunks_mut(4096)
-                    .zip(a.par_chunks(4096))
-                    .for_each(|(o, x)| with_simd(|| o.iter_mut().zip(x).for_each(|(o, x)| *o += x)));
+                add_assign(&mut out, &a);
             }
             a = out;
         }

@@ -81,11 +81,7 @@ impl BatchNorm {
 
 /// The kernel activation for a table activation (None: no activation).
 pub fn kernel_act(act: Option<Activation>) -> Act {
-    match act {
-        None => Act::None,
-        Some(Activation::Relu) => Act::Relu,
-        Some(Activation::HardSwish) => Act::HardSwish,
-    }
+    act.map(Act::from).unwrap_or(Act::None)
 }
 
 /// Convolution (no bias) + BatchNorm + optional activation: the stem, the bottlenecks' three convolutions and

@@ -6,8 +6,6 @@ use crate::layers::{Bottleneck, ConvBn, Mode};
 use crate::ops;
 use crate::params::ParamStore;
 use candle_core::{Device, Result, Tensor, D};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 pub struct MobileNetV3 {
     config: ModelConfig,
@@ -94,13 +92,10 @@ impl MobileNetV3 {
 
 /// Inverted dropout with a mask drawn from `seed`, so that a training run is reproducible.
 fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    if p <= 0.0 {
-        return Ok(x.clone());
+    match crate::engine::dropout_mask(x.elem_count(), p, seed) {
+        Some(mask) => x * Tensor::from_vec(mask, x.shape(), x.device())?,
+        None => Ok(x.clone()),
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
-    x * Tensor::from_vec(mask, x.shape(), x.device())?
 }
 
 impl MobileNetV3 {

@@ -354,10 +354,6 @@ pub fn evaluate(
 /// `test.bin`), the python version (`cifar-100-python/`), or either original `.tar.gz` archive.
 /// `Ok(None)` when there is no data set there at all.
 pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
-    let is_archive = |p: &Path| {
-        let n = p.to_string_lossy();
-        p.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz"))
-    };
     if is_archive(path) {
         return Ok(Some(crate::cifar_python::load_tar_gz(path)?));
     }
@@ -367,7 +363,7 @@ pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
     if crate::cifar_python::locate_python(path).is_ok() {
         return Ok(Some(crate::cifar_python::load_python_dir(path)?));
     }
-    for name in ["cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"] {
+    for name in ARCHIVES {
         if is_archive(&path.join(name)) {
             return Ok(Some(crate::cifar_python::load_tar_gz(&path.join(name))?));
         }
@@ -377,12 +373,18 @@ pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
 
 /// Whether `path` looks like it holds CIFAR-100 (without reading it).
 pub fn has_dataset(path: &Path) -> bool {
-    let n = path.to_string_lossy();
-    (path.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz")))
+    is_archive(path)
         || data::locate(path).is_ok()
         || crate::cifar_python::locate_python(path).is_ok()
-        || path.join("cifar-100-python.tar.gz").is_file()
-        || path.join("cifar-100-binary.tar.gz").is_file()
+        || ARCHIVES.iter().any(|n| is_archive(&path.join(n)))
+}
+
+/// The official archive names looked for inside a data folder.
+const ARCHIVES: [&str; 2] = ["cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"];
+
+fn is_archive(p: &Path) -> bool {
+    let n = p.to_string_lossy();
+    p.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz"))
 }
 
 /// Loads the data set a config names (or the first default folder that has it), with its limits applied.

@@ -145,8 +145,7 @@ fn a_tiny_training_run_draws_its_curves() {
     // at the end, so the UI never waited for the training thread.
     let mut seen_lengths = std::collections::BTreeSet::new();
     let start = Instant::now();
-    while !(h.state().train.state == mobilenetv3::app::train_tab::RunState::Idle
-        && !h.state().train.run.epochs.is_empty())
+    while h.state().train.state != mobilenetv3::app::train_tab::RunState::Idle || h.state().train.run.epochs.is_empty()
     {
         assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for the run to finish");
         h.step();
