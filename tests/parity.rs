@@ -180,3 +180,23 @@ fn inference_plan_matches_pytorch() {
         assert!(d < 1e-4, "{case}: inference plan differs from PyTorch by {d}");
     }
 }
+
+/// Large batches run in groups of images, each group through the whole network on one thread; every grouping
+/// (one image, uneven groups, the whole batch layer by layer) gives PyTorch's logits.
+#[test]
+fn inference_plan_groupings_match_pytorch() {
+    for case in ["small_0.75_si2", "large_0.25_si1"] {
+        let loaded =
+            load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default())
+                .unwrap();
+        let io = io(case);
+        let (n, _, side, _) = io["input"].dims4().unwrap();
+        let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let plan = mobilenetv3::inference::InferencePlan::new(&loaded.model).unwrap();
+        for group in [1, 3, n] {
+            let logits = Tensor::from_vec(plan.forward_in_groups(&x, n, side, group), (n, 100), &Device::Cpu).unwrap();
+            let d = max_abs_diff(&logits, &io["logits_eval"]);
+            assert!(d < 1e-4, "{case}, groups of {group}: differs from PyTorch by {d}");
+        }
+    }
+}

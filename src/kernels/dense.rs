@@ -56,6 +56,12 @@ pub fn pointwise_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z:
     // Fewer images than threads (batch 1): parallelise inside each product instead of across images, when the
     // product is big enough (about a million multiply-adds) to pay for the hand-off.
     let inner = z.len() / (o * hw).max(1) < rayon::current_num_threads() && o * c * hw >= 1 << 20;
+    pointwise_forward_with(x, w, c, o, hw, z, inner)
+}
+
+/// [`pointwise_forward`] with the choice made by the caller: `inner` splits each product across threads (for
+/// one large image); otherwise images run in parallel, each product on one thread.
+pub fn pointwise_forward_with(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32], inner: bool) {
     z.par_chunks_mut(o * hw).zip(x.par_chunks(c * hw)).for_each(|(zi, xi)| {
         matmul(o, hw, c, zi, w, (c, 1), xi, (hw, 1), false, inner);
     });
