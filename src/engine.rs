@@ -9,7 +9,7 @@
 
 use crate::arch::{ArchSpec, BottleneckSpec};
 use crate::kernels::batchnorm::{self as bn, Dims};
-use crate::kernels::dense::{matmul, pointwise_backward, pointwise_forward};
+use crate::kernels::dense::{matmul, pointwise_backward_fused, pointwise_forward};
 use crate::kernels::depthwise::{self as dw, Geometry};
 use crate::kernels::profile::timed;
 use crate::kernels::{add_assign, uninit_buffer, with_simd, Act};
@@ -81,6 +81,18 @@ fn bn_backward(p: &mut Params, c: &BnCache, dy: &[f32]) -> Vec<f32> {
     p.grad(&format!("{}.weight", c.prefix), dg);
     p.grad(&format!("{}.bias", c.prefix), db);
     dz
+}
+
+/// The first pass of the BatchNorm backward (writes the gradients of gamma and beta); the second pass is left
+/// to the convolution that consumes it.
+fn bn_backward_coeffs(p: &mut Params, c: &BnCache, dy: &[f32]) -> bn::BackwardCoeffs {
+    let (mut dg, mut db) = (vec![0f32; c.dims.c], vec![0f32; c.dims.c]);
+    let coeffs = timed("engine.bn_backward_sums", || {
+        bn::backward_sums(&c.dims, &c.z, dy, &c.gamma, &c.beta, &c.mean, &c.inv_std, c.act, &mut dg, &mut db)
+    });
+    p.grad(&format!("{}.weight", c.prefix), dg);
+    p.grad(&format!("{}.bias", c.prefix), db);
+    coeffs
 }
 
 fn update_running(model: &MobileNetV3, prefix: &str, mean: &[f32], var: &[f32], count: usize) -> Result<()> {
@@ -302,14 +314,18 @@ fn block_backward(p: &mut Params, tape: &[Vec<f32>], c: &BlockCache, d_out: Vec<
         d = se_backward(p, tape, se, &d);
     }
     let (g, wd, wname, dbn, dw_in) = &c.depthwise;
-    let dz = bn_backward(p, dbn, &d);
-    drop(d);
+    // BatchNorm's input gradient is made plane by plane inside the depthwise backward, never stored.
+    let coeffs = bn_backward_coeffs(p, dbn, &d);
+    let ohw = g.out_h() * g.out_w();
+    let grad_of = |plane: usize, out: &mut [f32]| {
+        let r = plane * ohw..(plane + 1) * ohw;
+        coeffs.plane_grad(plane % g.c, &dbn.z[r.clone()], &d[r], out)
+    };
     let mut dx = uninit_buffer(g.n * g.c * g.h * g.w);
-    timed("engine.dw_backward_input", || dw::backward_input(g, &dz, wd, &mut dx));
     let mut dwt = vec![0f32; wd.len()];
-    timed("engine.dw_backward_weight", || dw::backward_weight(g, &tape[*dw_in], &dz, &mut dwt));
+    timed("engine.dw_backward", || dw::backward_fused(g, &tape[*dw_in], wd, grad_of, &mut dx, &mut dwt));
     p.grad(wname, dwt);
-    drop(dz);
+    drop(d);
     let mut d_in = pointwise_bw(p, tape, &c.expand, &dx, true)?.unwrap_or_default();
     debug_assert_eq!(c.expand.x_index, c.input);
     if let Some(s) = skip {
@@ -346,11 +362,21 @@ fn pointwise_bw(
     dy: &[f32],
     want_dx: bool,
 ) -> Result<Option<Vec<f32>>> {
-    let dz = bn_backward(p, &c.bn, dy);
+    // BatchNorm's input gradient is made image by image inside the 1x1 backward, never stored.
+    let coeffs = bn_backward_coeffs(p, &c.bn, dy);
+    let (z, o, hw) = (&c.bn.z, c.o, c.hw);
+    let grad_of = |img: usize, out: &mut [f32]| {
+        for ch in 0..o {
+            let r = (img * o + ch) * hw..(img * o + ch + 1) * hw;
+            coeffs.plane_grad(ch, &z[r.clone()], &dy[r], &mut out[ch * hw..(ch + 1) * hw]);
+        }
+    };
     let x = &tape[c.x_index];
     let mut dwt = vec![0f32; c.o * c.c];
     let mut dx = if want_dx { Some(uninit_buffer(x.len())) } else { None };
-    timed("engine.pw_backward", || pointwise_backward(x, &dz, &c.w, c.c, c.o, c.hw, dx.as_deref_mut(), &mut dwt));
+    timed("engine.pw_backward", || {
+        pointwise_backward_fused(x, &c.w, c.c, c.o, c.hw, grad_of, dx.as_deref_mut(), &mut dwt)
+    });
     p.grad(&c.name, dwt);
     Ok(dx)
 }

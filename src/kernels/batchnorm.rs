@@ -4,7 +4,7 @@
 //! pass that recomputes the normalised input instead of storing it. Evaluation: y = act(x * scale + shift).
 //! The activation is a type parameter, so each inner loop is branch-free and vectorises.
 
-use super::{with_simd, Act, SharedMut};
+use super::{with_simd, Act};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,22 +97,32 @@ macro_rules! by_act {
 /// K the channel's first value (shifted sums keep the variance accurate when |mean| >> std), per plane in f32
 /// and across planes in f64.
 pub fn batch_stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let stats: Vec<(f32, f32)> = (0..d.c)
+    let shift: Vec<f32> = (0..d.c).map(|ch| x[d.plane(0, ch)].first().copied().unwrap_or(0.0)).collect();
+    // Image-major, one contiguous range of images per thread (see `backward_sums_t`).
+    let parts = rayon::current_num_threads().clamp(1, d.n.max(1));
+    let per = d.n.div_ceil(parts);
+    let partial: Vec<Vec<(f64, f64)>> = (0..parts)
         .into_par_iter()
-        .map(|ch| {
-            let k = x[d.plane(0, ch)].first().copied().unwrap_or(0.0);
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for img in 0..d.n {
-                let (a, b) = with_simd(|| shifted_sums(&x[d.plane(img, ch)], k));
-                s1 += a as f64;
-                s2 += b as f64;
+        .map(|p| {
+            let mut acc = vec![(0f64, 0f64); d.c];
+            for img in p * per..((p + 1) * per).min(d.n) {
+                for (ch, a) in acc.iter_mut().enumerate() {
+                    let (s1, s2) = with_simd(|| shifted_sums(&x[d.plane(img, ch)], shift[ch]));
+                    a.0 += s1 as f64;
+                    a.1 += s2 as f64;
+                }
             }
-            let n = d.count() as f64;
-            let m = s1 / n;
-            ((k as f64 + m) as f32, (s2 / n - m * m).max(0.0) as f32)
+            acc
         })
         .collect();
-    stats.into_iter().unzip()
+    let n = d.count() as f64;
+    (0..d.c)
+        .map(|ch| {
+            let (s1, s2) = partial.iter().fold((0f64, 0f64), |t, p| (t.0 + p[ch].0, t.1 + p[ch].1));
+            let m = s1 / n;
+            ((shift[ch] as f64 + m) as f32, (s2 / n - m * m).max(0.0) as f32)
+        })
+        .unzip()
 }
 
 #[inline(always)]
@@ -199,11 +209,51 @@ pub fn train_backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    by_act!(act, train_backward_t(d, x, dy, gamma, beta, mean, inv_std, dx, dgamma, dbeta))
+    assert!(dx.len() >= d.n * d.c * d.hw, "batch norm backward: short buffers");
+    let coeffs = backward_sums(d, x, dy, gamma, beta, mean, inv_std, act, dgamma, dbeta);
+    dx.par_chunks_mut(d.hw).enumerate().take(d.n * d.c).for_each(|(plane, out)| {
+        let r = plane * d.hw..(plane + 1) * d.hw;
+        coeffs.plane_grad(plane % d.c, &x[r.clone()], &dy[r], out);
+    });
 }
 
+/// What the second pass of the BatchNorm backward needs per channel, from the first pass's batch sums: the
+/// input gradient of any plane can then be computed on its own (inside the convolution that consumes it).
+pub struct BackwardCoeffs {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    /// Batch means of dz = dy * act'(.) and of dz * x_hat.
+    mdz: Vec<f32>,
+    mdzx: Vec<f32>,
+    act: Act,
+}
+
+impl BackwardCoeffs {
+    /// dx for one plane of channel `ch`: gamma * inv_std * (dz - mean(dz) - x_hat * mean(dz * x_hat)).
+    #[inline]
+    pub fn plane_grad(&self, ch: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        by_act!(self.act, plane_grad_t(self, ch, x, dy, dx))
+    }
+}
+
+fn plane_grad_t<A: Activation>(c: &BackwardCoeffs, ch: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (m, is, g, b) = (c.mean[ch], c.inv_std[ch], c.gamma[ch], c.beta[ch]);
+    let (mdz, mdzx, k) = (c.mdz[ch], c.mdzx[ch], g * is);
+    with_simd(|| {
+        for ((ov, xv), gv) in dx.iter_mut().zip(x).zip(dy) {
+            let xh = (xv - m) * is;
+            let dz = gv * A::derivative(xh * g + b);
+            *ov = k * (dz - mdz - xh * mdzx);
+        }
+    });
+}
+
+/// The first pass of the backward: per channel, the sums of dz = dy * act'(x_hat * gamma + beta) and of
+/// dz * x_hat over the batch, which are also the gradients of beta and gamma (written here).
 #[allow(clippy::too_many_arguments)]
-fn train_backward_t<A: Activation>(
+pub fn backward_sums(
     d: &Dims,
     x: &[f32],
     dy: &[f32],
@@ -211,70 +261,93 @@ fn train_backward_t<A: Activation>(
     beta: &[f32],
     mean: &[f32],
     inv_std: &[f32],
-    dx: &mut [f32],
+    act: Act,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-) {
-    assert!(
-        x.len() >= d.n * d.c * d.hw && dy.len() >= x.len() && dx.len() >= x.len(),
-        "batch norm backward: short buffers"
-    );
-    let out = SharedMut(dx.as_mut_ptr());
-    let sums: Vec<(f32, f32)> = (0..d.c)
+) -> BackwardCoeffs {
+    assert!(x.len() >= d.n * d.c * d.hw && dy.len() >= x.len(), "batch norm backward: short buffers");
+    let sums = by_act!(act, backward_sums_t(d, x, dy, gamma, beta, mean, inv_std));
+    let cnt = d.count() as f64;
+    let (mut mdz, mut mdzx) = (vec![0f32; d.c], vec![0f32; d.c]);
+    for (ch, (sdz, sdzx)) in sums.into_iter().enumerate() {
+        dgamma[ch] = sdzx as f32;
+        dbeta[ch] = sdz as f32;
+        mdz[ch] = (sdz / cnt) as f32;
+        mdzx[ch] = (sdzx / cnt) as f32;
+    }
+    BackwardCoeffs {
+        mean: mean.to_vec(),
+        inv_std: inv_std.to_vec(),
+        gamma: gamma.to_vec(),
+        beta: beta.to_vec(),
+        mdz,
+        mdzx,
+        act,
+    }
+}
+
+fn backward_sums_t<A: Activation>(
+    d: &Dims,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+) -> Vec<(f64, f64)> {
+    // Image-major: each thread streams through a contiguous range of images (all their channels in memory
+    // order) and keeps its own per-channel sums; reading channel by channel across the batch jumps c*hw floats
+    // per plane and ran at a fraction of the memory bandwidth.
+    let parts = rayon::current_num_threads().clamp(1, d.n.max(1));
+    let per = d.n.div_ceil(parts);
+    let partial: Vec<Vec<(f64, f64)>> = (0..parts)
         .into_par_iter()
-        .map(|ch| {
-            let (m, is, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
-            // Pass 1: dz = dy * act'(z) with z = x_hat * gamma + beta; sums of dz and dz * x_hat.
-            let (mut sdz, mut sdzx) = (0f64, 0f64);
-            for img in 0..d.n {
-                let r = d.plane(img, ch);
-                let (a, bs) = with_simd(|| {
-                    let (mut a, mut bs) = ([0f32; 8], [0f32; 8]);
-                    let (xs, gs) = (&x[r.clone()], &dy[r.clone()]);
-                    let n8 = xs.len() / 8 * 8;
-                    for i in (0..n8).step_by(8) {
-                        for l in 0..8 {
-                            let xh = (xs[i + l] - m) * is;
-                            let dz = gs[i + l] * A::derivative(xh * g + b);
-                            a[l] += dz;
-                            bs[l] += dz * xh;
-                        }
-                    }
-                    let (mut s1, mut s2): (f32, f32) = (a.iter().sum(), bs.iter().sum());
-                    for i in n8..xs.len() {
-                        let xh = (xs[i] - m) * is;
-                        let dz = gs[i] * A::derivative(xh * g + b);
-                        s1 += dz;
-                        s2 += dz * xh;
-                    }
-                    (s1, s2)
-                });
-                sdz += a as f64;
-                sdzx += bs as f64;
+        .map(|p| {
+            let mut acc = vec![(0f64, 0f64); d.c];
+            for img in p * per..((p + 1) * per).min(d.n) {
+                for (ch, a) in acc.iter_mut().enumerate() {
+                    let r = d.plane(img, ch);
+                    let (s1, s2) = with_simd(|| {
+                        plane_backward_sums::<A>(&x[r.clone()], &dy[r], mean[ch], inv_std[ch], gamma[ch], beta[ch])
+                    });
+                    a.0 += s1 as f64;
+                    a.1 += s2 as f64;
+                }
             }
-            // Pass 2: dx = gamma * inv_std * (dz - mean(dz) - x_hat * mean(dz * x_hat)).
-            let cnt = d.count() as f64;
-            let (mdz, mdzx) = ((sdz / cnt) as f32, (sdzx / cnt) as f32);
-            let k = g * is;
-            for img in 0..d.n {
-                let r = d.plane(img, ch);
-                // SAFETY: channel `ch`'s planes are written by this task only.
-                let o = unsafe { out.slice(r.start, d.hw) };
-                with_simd(|| {
-                    for ((ov, xv), gv) in o.iter_mut().zip(&x[r.clone()]).zip(&dy[r.clone()]) {
-                        let xh = (xv - m) * is;
-                        let dz = gv * A::derivative(xh * g + b);
-                        *ov = k * (dz - mdz - xh * mdzx);
-                    }
-                });
-            }
-            (sdzx as f32, sdz as f32)
+            acc
         })
         .collect();
-    for (ch, (gx, gb)) in sums.into_iter().enumerate() {
-        dgamma[ch] = gx;
-        dbeta[ch] = gb;
+    let mut sums = vec![(0f64, 0f64); d.c];
+    for part in partial {
+        for (s, v) in sums.iter_mut().zip(part) {
+            s.0 += v.0;
+            s.1 += v.1;
+        }
     }
+    sums
+}
+
+/// Sums over one plane of dz = dy * act'(x_hat * g + b) and of dz * x_hat, in 8 independent lanes.
+#[inline(always)]
+fn plane_backward_sums<A: Activation>(xs: &[f32], gs: &[f32], m: f32, is: f32, g: f32, b: f32) -> (f32, f32) {
+    let (mut a, mut bs) = ([0f32; 8], [0f32; 8]);
+    let n8 = xs.len() / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        for l in 0..8 {
+            let xh = (xs[i + l] - m) * is;
+            let dz = gs[i + l] * A::derivative(xh * g + b);
+            a[l] += dz;
+            bs[l] += dz * xh;
+        }
+    }
+    let (mut s1, mut s2): (f32, f32) = (a.iter().sum(), bs.iter().sum());
+    for i in n8..xs.len() {
+        let xh = (xs[i] - m) * is;
+        let dz = gs[i] * A::derivative(xh * g + b);
+        s1 += dz;
+        s2 += dz * xh;
+    }
+    (s1, s2)
 }
 
 #[cfg(test)]

@@ -112,6 +112,53 @@ pub fn weight_grad(x: &[f32], dz: &[f32], c: usize, o: usize, hw: usize, dw: &mu
     }
 }
 
+/// [`pointwise_backward`] from an output gradient made image by image: `grad_of(img, out)` writes dz of image
+/// `img` (o*hw floats), which both products then read while it is in cache; it is never stored whole. Images
+/// are split into one contiguous range per thread, each summing its weight gradient into its own buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_backward_fused(
+    x: &[f32],
+    w: &[f32],
+    c: usize,
+    o: usize,
+    hw: usize,
+    grad_of: impl Fn(usize, &mut [f32]) + Sync,
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+) {
+    let n = x.len() / (c * hw).max(1);
+    let out = dx.map(|d| {
+        assert!(d.len() >= n * c * hw, "pointwise backward: short input gradient");
+        crate::kernels::SharedMut(d.as_mut_ptr())
+    });
+    let parts = rayon::current_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(parts);
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![0f32; o * c];
+            let mut dz = vec![0f32; o * hw];
+            for img in p * per..((p + 1) * per).min(n) {
+                grad_of(img, &mut dz);
+                let xi = &x[img * c * hw..(img + 1) * c * hw];
+                if let Some(out) = out {
+                    // SAFETY: image `img`'s slice of dx is written by this part only (length asserted above).
+                    let dxi = unsafe { out.slice(img * c * hw, c * hw) };
+                    matmul(c, hw, o, dxi, w, (1, c), &dz, (hw, 1), false, false);
+                }
+                matmul(o, c, hw, &mut acc, &dz, (hw, 1), xi, (1, hw), true, false);
+            }
+            acc
+        })
+        .collect();
+    dw.fill(0.0);
+    for p in partial {
+        for (d, v) in dw.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +194,11 @@ mod tests {
                 assert!((dw[oc * c + ic] - e).abs() < 1e-3, "{} vs {e}", dw[oc * c + ic]);
             }
         }
+        // The fused form, with dz handed over image by image, gives the same gradients.
+        let (mut dx2, mut dw2) = (vec![0f32; x.len()], vec![0f32; w.len()]);
+        let grad_of = |img: usize, out: &mut [f32]| out.copy_from_slice(&dz[img * o * hw..(img + 1) * o * hw]);
+        pointwise_backward_fused(&x, &w, c, o, hw, grad_of, Some(&mut dx2), &mut dw2);
+        assert!(dx.iter().zip(&dx2).all(|(a, b)| (a - b).abs() < 1e-5));
+        assert!(dw.iter().zip(&dw2).all(|(a, b)| (a - b).abs() < 1e-4));
     }
 }

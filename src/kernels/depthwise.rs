@@ -7,7 +7,7 @@
 //! with rows `row` floats apart; the columns past the output width are scratch and are dropped. Short rows
 //! (8x8 planes) therefore still run in long vector loops.
 
-use super::{with_simd, Act};
+use super::{with_simd, Act, SharedMut};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -226,6 +226,51 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     });
 }
 
+/// Both gradients at once, from an output gradient made plane by plane: `grad_of(plane, out)` writes dy of
+/// plane `img * c + ch` (oh*ow floats). Each dy plane is made once, used for the input and the weight gradient
+/// while it is in cache, and never stored (in training it is the BatchNorm backward's output).
+pub fn backward_fused(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    grad_of: impl Fn(usize, &mut [f32]) + Sync,
+    dx: &mut [f32],
+    dw: &mut [f32],
+) {
+    let plan = Plan::new(g);
+    let (oh, ow, kk, plane_len) = (g.out_h(), g.out_w(), g.k * g.k, g.h * g.w);
+    assert!(dx.len() >= g.n * g.c * plane_len && x.len() >= dx.len(), "depthwise backward: short buffers");
+    let out = SharedMut(dx.as_mut_ptr());
+    dw.par_chunks_mut(kk).enumerate().take(g.c).for_each(|(ch, dwc)| {
+        let wk = &w[ch * kk..(ch + 1) * kk];
+        let mut acc = vec![0f64; kk];
+        let mut grad = vec![0f32; oh * ow];
+        let mut dsrc = vec![0f32; plan.phases * plan.src_len];
+        with_scratch(plan.phases * plan.src_len, plan.span, |src, span| {
+            for img in 0..g.n {
+                let plane = img * g.c + ch;
+                grad_of(plane, &mut grad);
+                // SAFETY: plane `plane` of dx is written by this channel's task only (asserted in bounds above).
+                let dxp = unsafe { out.slice(plane * plane_len, plane_len) };
+                with_simd(|| {
+                    plan.fill_sources(&x[plane * plane_len..(plane + 1) * plane_len], src);
+                    plan.fill_span(&grad, span);
+                    dsrc.fill(0.0);
+                    for (t, &(ph, off)) in plan.taps.iter().enumerate() {
+                        let at = ph * plan.src_len + off;
+                        acc[t] += dot(span, &src[at..at + plan.span]) as f64;
+                        axpy(&mut dsrc[at..at + plan.span], span, wk[t]);
+                    }
+                    plan.gather_sources(&dsrc, dxp);
+                })
+            }
+        });
+        for (o, a) in dwc.iter_mut().zip(acc) {
+            *o = a as f32;
+        }
+    });
+}
+
 /// A dot product in 16 independent lanes, so the compiler can vectorise it.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -350,6 +395,11 @@ mod tests {
             let mut dw = vec![0f32; wt.len()];
             backward_weight(&g, &x, &dy, &mut dw);
             close(&dw, &rdw, "weight grad", &g);
+            let (ohw, mut dx2, mut dw2) = (g.out_h() * g.out_w(), vec![0f32; x.len()], vec![0f32; wt.len()]);
+            let grad_of = |plane: usize, out: &mut [f32]| out.copy_from_slice(&dy[plane * ohw..(plane + 1) * ohw]);
+            backward_fused(&g, &x, &wt, grad_of, &mut dx2, &mut dw2);
+            close(&dx2, &rdx, "fused input grad", &g);
+            close(&dw2, &rdw, "fused weight grad", &g);
         }
     }
 
