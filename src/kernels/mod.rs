@@ -83,32 +83,60 @@ pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
         .for_each(|(o, x)| with_simd(|| o.iter_mut().zip(x).for_each(|(o, x)| *o += x)));
 }
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has them (checked once), else for the baseline target.
+/// Runs `f` compiled for the widest vector unit the CPU has (checked once): AVX-512 (16 floats), else AVX2 +
+/// FMA (8 floats), else the baseline target.
 ///
-/// `f` must be a small closure around `#[inline(always)]` code, so that it is inlined into the AVX2 caller and
-/// vectorised 8 floats wide; the crate itself builds for baseline x86-64 so the binary runs on any machine.
+/// `f` must be a small closure around `#[inline(always)]` code, so that it is inlined into the wide caller and
+/// vectorised there; the crate itself builds for baseline x86-64 so the binary runs on any machine.
 #[inline(always)]
 pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::sync::atomic::{AtomicU8, Ordering};
-        static LEVEL: AtomicU8 = AtomicU8::new(0);
-        let mut level = LEVEL.load(Ordering::Relaxed);
-        if level == 0 {
-            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-            level = if avx2 { 2 } else { 1 };
-            LEVEL.store(level, Ordering::Relaxed);
-        }
-        if level == 2 {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-                f()
+        match simd_level() {
+            3 => {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked in `simd_level`).
+                return unsafe { run(f) };
             }
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            return unsafe { run(f) };
+            2 => {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                // SAFETY: the CPU supports AVX2 and FMA (checked in `simd_level`).
+                return unsafe { run(f) };
+            }
+            _ => {}
         }
     }
     f()
+}
+
+/// 3: AVX-512F + AVX2 + FMA, 2: AVX2 + FMA, 1: baseline. `MBV3_SIMD=avx2` caps it at AVX2 (to compare).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn simd_level() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static LEVEL: AtomicU8 = AtomicU8::new(0);
+    let level = LEVEL.load(Ordering::Relaxed);
+    if level != 0 {
+        return level;
+    }
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
+    let capped = std::env::var("MBV3_SIMD").is_ok_and(|v| v == "avx2");
+    let level = if avx512 && !capped {
+        3
+    } else if avx2 {
+        2
+    } else {
+        1
+    };
+    LEVEL.store(level, Ordering::Relaxed);
+    level
 }
 
 /// A raw pointer that rayon tasks may share when each writes a disjoint set of indices.
