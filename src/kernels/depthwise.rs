@@ -46,6 +46,12 @@ struct Plan {
     taps: Vec<(usize, usize)>,
     /// Length of the flat output span: (oh - 1) * row + ow.
     span: usize,
+    /// For each tap, where its reads start in the concatenated source buffers: phase * src_len + offset.
+    starts: Vec<usize>,
+    /// The largest start, and each tap's start mirrored (margin - start): the input gradient is the correlation
+    /// of the gradient span, placed after `margin` zeros, with the mirrored taps.
+    margin: usize,
+    mirrored: Vec<usize>,
 }
 
 impl Plan {
@@ -53,13 +59,18 @@ impl Plan {
         let s = g.stride;
         let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
         let (rows, row) = (hp.div_ceil(s), wp.div_ceil(s));
-        let taps = (0..g.k * g.k)
+        let taps: Vec<(usize, usize)> = (0..g.k * g.k)
             .map(|t| {
                 let (ky, kx) = (t / g.k, t % g.k);
                 ((ky % s) * s + kx % s, (ky / s) * row + kx / s)
             })
             .collect();
-        Plan { g: *g, phases: s * s, src_len: rows * row, row, taps, span: (g.out_h() - 1) * row + g.out_w() }
+        let src_len = rows * row;
+        let starts: Vec<usize> = taps.iter().map(|&(ph, off)| ph * src_len + off).collect();
+        let margin = starts.iter().copied().max().unwrap_or(0);
+        let mirrored = starts.iter().map(|st| margin - st).collect();
+        let span = (g.out_h() - 1) * row + g.out_w();
+        Plan { g: *g, phases: s * s, src_len, row, taps, span, starts, margin, mirrored }
     }
 
     /// Source phase and index of input pixel (y, x).
@@ -109,6 +120,27 @@ impl Plan {
         }
     }
 
+    /// Length of the padded gradient buffer of [`Plan::transpose`].
+    fn padded_span_len(&self) -> usize {
+        self.margin + self.phases * self.src_len
+    }
+
+    /// Lays a gradient plane into `padded` (margin zeros, the span, zeros) and returns the span's range in it.
+    #[inline(always)]
+    fn fill_padded_span(&self, grad: &[f32], padded: &mut [f32]) -> std::ops::Range<usize> {
+        padded.fill(0.0);
+        let r = self.margin..self.margin + self.span;
+        self.fill_span(grad, &mut padded[r.clone()]);
+        r
+    }
+
+    /// dsrc[j] = sum over taps t of w[t] * span[j - start[t]] (zero outside the span): the scatter of each
+    /// output gradient back onto the sources, written as a gather so that it runs in registers.
+    #[inline(always)]
+    fn transpose(&self, padded: &[f32], w: &[f32], dsrc: &mut [f32]) {
+        correlate(dsrc, padded, &self.mirrored, w, 0.0);
+    }
+
     /// Lays an oh x ow gradient plane into a zeroed span with the source row stride.
     #[inline(always)]
     fn fill_span(&self, grad: &[f32], span: &mut [f32]) {
@@ -139,11 +171,42 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
     })
 }
 
+/// acc[i] = bias + sum over taps t of w[t] * src[starts[t] + i]. Each block of outputs is summed over all taps
+/// in registers and stored once; tap by tap, the whole span would be loaded and stored k*k times.
 #[inline(always)]
-fn axpy(dst: &mut [f32], src: &[f32], a: f32) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+fn correlate(acc: &mut [f32], src: &[f32], starts: &[usize], w: &[f32], bias: f32) {
+    let span = acc.len();
+    let mut i = 0;
+    i = correlate_blocks::<64>(acc, src, starts, w, bias, i);
+    i = correlate_blocks::<16>(acc, src, starts, w, bias, i);
+    for (j, out) in acc.iter_mut().enumerate().take(span).skip(i) {
+        *out = starts.iter().zip(w).fold(bias, |v, (&st, &wt)| v + wt * src[st + j]);
     }
+}
+
+/// Blocks of B outputs from `from` on, while a whole block fits; returns where it stopped.
+#[inline(always)]
+fn correlate_blocks<const B: usize>(
+    acc: &mut [f32],
+    src: &[f32],
+    starts: &[usize],
+    w: &[f32],
+    bias: f32,
+    from: usize,
+) -> usize {
+    let mut i = from;
+    while i + B <= acc.len() {
+        let mut a = [bias; B];
+        for (&st, &wt) in starts.iter().zip(w) {
+            let s = &src[st + i..st + i + B];
+            for l in 0..B {
+                a[l] += wt * s[l];
+            }
+        }
+        acc[i..i + B].copy_from_slice(&a);
+        i += B;
+    }
+    i
 }
 
 /// y = act(depthwise(x, w) + bias). x: n*c*h*w, w: c*k*k, y: n*c*oh*ow.
@@ -158,11 +221,7 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
         with_scratch(plan.phases * plan.src_len, plan.span, |src, acc| {
             with_simd(|| {
                 plan.fill_sources(inp, src);
-                acc.fill(b);
-                for (t, &(ph, off)) in plan.taps.iter().enumerate() {
-                    let s = &src[ph * plan.src_len + off..];
-                    axpy(acc, &s[..plan.span], wk[t]);
-                }
+                correlate(acc, src, &plan.starts, wk, b);
                 for oy in 0..oh {
                     let o = &mut out[oy * ow..(oy + 1) * ow];
                     let a = &acc[oy * plan.row..oy * plan.row + ow];
@@ -185,14 +244,10 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         let ch = plane % g.c;
         let wk = &w[ch * kk..(ch + 1) * kk];
         let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-        with_scratch(plan.phases * plan.src_len, plan.span, |src, span| {
+        with_scratch(plan.phases * plan.src_len, plan.padded_span_len(), |src, padded| {
             with_simd(|| {
-                plan.fill_span(grad, span);
-                src.fill(0.0);
-                for (t, &(ph, off)) in plan.taps.iter().enumerate() {
-                    let s = &mut src[ph * plan.src_len + off..];
-                    axpy(&mut s[..plan.span], span, wk[t]);
-                }
+                plan.fill_padded_span(grad, padded);
+                plan.transpose(padded, wk, src);
                 plan.gather_sources(src, out);
             })
         });
@@ -246,7 +301,7 @@ pub fn backward_fused(
         let mut acc = vec![0f64; kk];
         let mut grad = vec![0f32; oh * ow];
         let mut dsrc = vec![0f32; plan.phases * plan.src_len];
-        with_scratch(plan.phases * plan.src_len, plan.span, |src, span| {
+        with_scratch(plan.phases * plan.src_len, plan.padded_span_len(), |src, padded| {
             for img in 0..g.n {
                 let plane = img * g.c + ch;
                 grad_of(plane, &mut grad);
@@ -254,13 +309,11 @@ pub fn backward_fused(
                 let dxp = unsafe { out.slice(plane * plane_len, plane_len) };
                 with_simd(|| {
                     plan.fill_sources(&x[plane * plane_len..(plane + 1) * plane_len], src);
-                    plan.fill_span(&grad, span);
-                    dsrc.fill(0.0);
-                    for (t, &(ph, off)) in plan.taps.iter().enumerate() {
-                        let at = ph * plan.src_len + off;
-                        acc[t] += dot(span, &src[at..at + plan.span]) as f64;
-                        axpy(&mut dsrc[at..at + plan.span], span, wk[t]);
+                    let span = plan.fill_padded_span(&grad, padded);
+                    for (a, &st) in acc.iter_mut().zip(&plan.starts) {
+                        *a += dot(&padded[span.clone()], &src[st..st + plan.span]) as f64;
                     }
+                    plan.transpose(padded, wk, &mut dsrc);
                     plan.gather_sources(&dsrc, dxp);
                 })
             }
