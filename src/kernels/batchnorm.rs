@@ -99,13 +99,11 @@ macro_rules! by_act {
 pub fn batch_stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let shift: Vec<f32> = (0..d.c).map(|ch| x[d.plane(0, ch)].first().copied().unwrap_or(0.0)).collect();
     // Image-major, one contiguous range of images per thread (see `backward_sums_t`).
-    let parts = rayon::current_num_threads().clamp(1, d.n.max(1));
-    let per = d.n.div_ceil(parts);
-    let partial: Vec<Vec<(f64, f64)>> = (0..parts)
+    let partial: Vec<Vec<(f64, f64)>> = crate::kernels::image_ranges(d.n)
         .into_par_iter()
-        .map(|p| {
+        .map(|range| {
             let mut acc = vec![(0f64, 0f64); d.c];
-            for img in p * per..((p + 1) * per).min(d.n) {
+            for img in range {
                 for (ch, a) in acc.iter_mut().enumerate() {
                     let (s1, s2) = with_simd(|| shifted_sums(&x[d.plane(img, ch)], shift[ch]));
                     a.0 += s1 as f64;
@@ -298,13 +296,11 @@ fn backward_sums_t<A: Activation>(
     // Image-major: each thread streams through a contiguous range of images (all their channels in memory
     // order) and keeps its own per-channel sums; reading channel by channel across the batch jumps c*hw floats
     // per plane and ran at a fraction of the memory bandwidth.
-    let parts = rayon::current_num_threads().clamp(1, d.n.max(1));
-    let per = d.n.div_ceil(parts);
-    let partial: Vec<Vec<(f64, f64)>> = (0..parts)
+    let partial: Vec<Vec<(f64, f64)>> = crate::kernels::image_ranges(d.n)
         .into_par_iter()
-        .map(|p| {
+        .map(|range| {
             let mut acc = vec![(0f64, 0f64); d.c];
-            for img in p * per..((p + 1) * per).min(d.n) {
+            for img in range {
                 for (ch, a) in acc.iter_mut().enumerate() {
                     let r = d.plane(img, ch);
                     let (s1, s2) = with_simd(|| {

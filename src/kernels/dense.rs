@@ -91,13 +91,11 @@ pub fn pointwise_backward(
 /// summing into its own buffer.
 pub fn weight_grad(x: &[f32], dz: &[f32], c: usize, o: usize, hw: usize, dw: &mut [f32]) {
     let n = x.len() / (c * hw);
-    let parts = rayon::current_num_threads().clamp(1, n.max(1));
-    let per = n.div_ceil(parts);
-    let partial: Vec<Vec<f32>> = (0..parts)
+    let partial: Vec<Vec<f32>> = crate::kernels::image_ranges(n)
         .into_par_iter()
-        .map(|p| {
+        .map(|range| {
             let mut acc = vec![0f32; o * c];
-            for img in p * per..((p + 1) * per).min(n) {
+            for img in range {
                 let (xi, dzi) = (&x[img * c * hw..(img + 1) * c * hw], &dz[img * o * hw..(img + 1) * o * hw]);
                 matmul(o, c, hw, &mut acc, dzi, (hw, 1), xi, (1, hw), true, false);
             }
@@ -131,14 +129,12 @@ pub fn pointwise_backward_fused(
         assert!(d.len() >= n * c * hw, "pointwise backward: short input gradient");
         crate::kernels::SharedMut(d.as_mut_ptr())
     });
-    let parts = rayon::current_num_threads().clamp(1, n.max(1));
-    let per = n.div_ceil(parts);
-    let partial: Vec<Vec<f32>> = (0..parts)
+    let partial: Vec<Vec<f32>> = crate::kernels::image_ranges(n)
         .into_par_iter()
-        .map(|p| {
+        .map(|range| {
             let mut acc = vec![0f32; o * c];
             let mut dz = vec![0f32; o * hw];
-            for img in p * per..((p + 1) * per).min(n) {
+            for img in range {
                 grad_of(img, &mut dz);
                 let xi = &x[img * c * hw..(img + 1) * c * hw];
                 if let Some(out) = out {

@@ -75,6 +75,14 @@ pub(crate) fn uninit_buffer(len: usize) -> Vec<f32> {
     v
 }
 
+/// The batch split into one contiguous range of images per thread: for reductions where each thread sums its
+/// own images into a partial result, reading memory in order.
+pub(crate) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = rayon::current_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(parts);
+    (0..parts).map(|p| p * per..((p + 1) * per).min(n)).collect()
+}
+
 /// dst += src, elementwise, in parallel (the residual connection and its gradient).
 pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
     use rayon::prelude::*;
