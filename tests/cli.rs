@@ -86,3 +86,41 @@ fn a_wrong_model_file_is_an_error_not_a_panic() {
     assert!(stderr.contains("is not a model file"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The README's table of bundled models states each one's test accuracy; `evaluate` on the real test split must
+/// print exactly those figures (skipped with a message when ../shared/data is absent).
+#[test]
+fn evaluate_gives_the_accuracy_the_readme_claims_for_each_bundled_model() {
+    let data = root().join("../shared/data/cifar-100-binary");
+    if !data.join("test.bin").is_file() {
+        eprintln!("SKIPPED: the real CIFAR-100 is not at {} (it is in CI and on development machines)", data.display());
+        return;
+    }
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme.split("## Bundled model").nth(1).expect("README has a Bundled model section");
+    let section = section.split("\n## ").next().unwrap();
+    // Rows look like: | `FILE` ... | ... | **TOP1%** | TOP5% | ...
+    let rows: Vec<(String, String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `mobilenetv3_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let file = cells[1].split('`').nth(1).unwrap().to_string();
+            let top1 = cells.iter().find(|c| c.starts_with("**")).unwrap().trim_matches(['*', '%']).to_string();
+            let idx = cells.iter().position(|c| c.starts_with("**")).unwrap();
+            let top5 = cells[idx + 1].trim_end_matches('%').to_string();
+            (file, top1, top5)
+        })
+        .collect();
+    assert!(!rows.is_empty(), "no bundled-model rows found in the README");
+    for (file, top1, top5) in rows {
+        let path = root().join("trained_models").join(&file);
+        assert!(path.is_file(), "the README lists {file}, which is not in trained_models/");
+        let out = bin().args(["evaluate", "--json", "--model"]).arg(&path).arg("--data").arg(&data).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["images"], 10000);
+        let pct = |k: &str| format!("{:.2}", v[k].as_f64().unwrap() * 100.0);
+        assert_eq!((pct("top1"), pct("top5")), (top1, top5), "{file}: evaluate vs README");
+    }
+}
