@@ -265,9 +265,24 @@ pub fn backward_sums(
 ) -> BackwardCoeffs {
     assert!(x.len() >= d.n * d.c * d.hw && dy.len() >= x.len(), "batch norm backward: short buffers");
     let sums = by_act!(act, backward_sums_t(d, x, dy, gamma, beta, mean, inv_std));
-    let cnt = d.count() as f64;
-    let (mut mdz, mut mdzx) = (vec![0f32; d.c], vec![0f32; d.c]);
-    for (ch, (sdz, sdzx)) in sums.into_iter().enumerate() {
+    coeffs_from_sums(&sums, d.count(), mean, inv_std, gamma, beta, act, dgamma, dbeta)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn coeffs_from_sums(
+    sums: &[(f64, f64)],
+    count: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    act: Act,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> BackwardCoeffs {
+    let cnt = count.max(1) as f64;
+    let (mut mdz, mut mdzx) = (vec![0f32; sums.len()], vec![0f32; sums.len()]);
+    for (ch, &(sdz, sdzx)) in sums.iter().enumerate() {
         dgamma[ch] = sdzx as f32;
         dbeta[ch] = sdz as f32;
         mdz[ch] = (sdz / cnt) as f32;
@@ -346,6 +361,122 @@ fn plane_backward_sums<A: Activation>(xs: &[f32], gs: &[f32], m: f32, is: f32, g
     (s1, s2)
 }
 
+/// Batch statistics gathered plane by plane while each plane is in cache (inside the convolution that made it):
+/// each plane's mean and sum of squared deviations in f32 (two passes over the plane, so accurate far from
+/// zero), summed per channel in f64.
+#[derive(Clone)]
+pub struct MomentSums {
+    /// Per channel: the sum of values and the sum of (M2 + n * mean^2) over planes.
+    s1: Vec<f64>,
+    q: Vec<f64>,
+    count: Vec<usize>,
+}
+
+impl MomentSums {
+    pub fn new(c: usize) -> Self {
+        MomentSums { s1: vec![0.0; c], q: vec![0.0; c], count: vec![0; c] }
+    }
+
+    #[inline]
+    pub fn add_plane(&mut self, ch: usize, v: &[f32]) {
+        let (m, m2) = with_simd(|| plane_moments(v));
+        let n = v.len() as f64;
+        self.s1[ch] += n * m as f64;
+        self.q[ch] += m2 as f64 + n * (m as f64) * (m as f64);
+        self.count[ch] += v.len();
+    }
+
+    /// The sums of several parts of the batch (one per thread).
+    pub fn merge(parts: Vec<MomentSums>) -> MomentSums {
+        let mut it = parts.into_iter();
+        let mut total = it.next().expect("at least one part");
+        for p in it {
+            for ch in 0..total.s1.len() {
+                total.s1[ch] += p.s1[ch];
+                total.q[ch] += p.q[ch];
+                total.count[ch] += p.count[ch];
+            }
+        }
+        total
+    }
+
+    /// Per channel: the batch mean and biased variance.
+    pub fn mean_var(&self) -> (Vec<f32>, Vec<f32>) {
+        (0..self.s1.len())
+            .map(|ch| {
+                let n = self.count[ch].max(1) as f64;
+                let m = self.s1[ch] / n;
+                (m as f32, (self.q[ch] / n - m * m).max(0.0) as f32)
+            })
+            .unzip()
+    }
+}
+
+/// A plane's mean and sum of squared deviations from it.
+#[inline(always)]
+fn plane_moments(v: &[f32]) -> (f32, f32) {
+    let mut a = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            a[l] += c[l];
+        }
+    }
+    let m = (a.iter().sum::<f32>() + rest.iter().sum::<f32>()) / v.len().max(1) as f32;
+    let (s1, s2) = shifted_sums(v, m);
+    // s1 is the rounding residue of the mean; removing it keeps M2 exact to first order.
+    (m, s2 - s1 * s1 / v.len().max(1) as f32)
+}
+
+/// A BatchNorm layer in a training step, once its batch statistics are known: applies itself plane by plane
+/// (inside the layer that consumes it) and gives the per-plane sums of its backward pass.
+pub struct TrainNorm {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub act: Act,
+}
+
+impl TrainNorm {
+    pub fn new(mean: Vec<f32>, var: Vec<f32>, gamma: Vec<f32>, beta: Vec<f32>, act: Act, eps: f32) -> Self {
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, i)| g * i).collect();
+        let shift: Vec<f32> = (0..gamma.len()).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+        TrainNorm { mean, var, inv_std, gamma, beta, scale, shift, act }
+    }
+
+    /// y = act(BN(z)) for one plane of channel `ch`.
+    #[inline]
+    pub fn apply_plane(&self, ch: usize, z: &[f32], y: &mut [f32]) {
+        by_act!(self.act, apply_plane_t(z, self.scale[ch], self.shift[ch], y))
+    }
+
+    /// The backward's batch sums for one plane (add them up per channel for [`TrainNorm::coeffs`]).
+    #[inline]
+    pub fn backward_plane_sums(&self, ch: usize, z: &[f32], dy: &[f32]) -> (f32, f32) {
+        let (m, is, g, b) = (self.mean[ch], self.inv_std[ch], self.gamma[ch], self.beta[ch]);
+        by_act!(self.act, backward_plane_sums_simd(z, dy, m, is, g, b))
+    }
+
+    /// The second pass's coefficients from the batch sums; writes the gradients of gamma and beta.
+    pub fn coeffs(&self, sums: &[(f64, f64)], count: usize, dgamma: &mut [f32], dbeta: &mut [f32]) -> BackwardCoeffs {
+        coeffs_from_sums(sums, count, &self.mean, &self.inv_std, &self.gamma, &self.beta, self.act, dgamma, dbeta)
+    }
+}
+
+fn apply_plane_t<A: Activation>(z: &[f32], a: f32, b: f32, y: &mut [f32]) {
+    with_simd(|| y.iter_mut().zip(z).for_each(|(o, v)| *o = A::apply(v * a + b)));
+}
+
+fn backward_plane_sums_simd<A: Activation>(z: &[f32], dy: &[f32], m: f32, is: f32, g: f32, b: f32) -> (f32, f32) {
+    with_simd(|| plane_backward_sums::<A>(z, dy, m, is, g, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +501,59 @@ mod tests {
             assert!((mean[ch] as f64 - m).abs() < 1e-3, "{} vs {m}", mean[ch]);
             assert!((var[ch] as f64 - v).abs() < 1e-3 * v, "{} vs {v}", var[ch]);
         }
+    }
+
+    /// Moments gathered plane by plane (any split of the planes across parts) give the batch statistics, also
+    /// far from zero; the plane-wise backward sums give the same coefficients as the whole-batch pass.
+    #[test]
+    fn plane_by_plane_statistics_and_sums_match_the_batch_passes() {
+        let d = Dims { n: 3, c: 2, hw: 37 };
+        for offset in [0.0f32, 1000.0] {
+            let x = data(3 * 2 * 37, 1, offset);
+            let (mean, var) = batch_stats(&d, &x);
+            let mut parts = vec![MomentSums::new(2), MomentSums::new(2)];
+            for img in 0..d.n {
+                for ch in 0..d.c {
+                    parts[img % 2].add_plane(ch, &x[d.plane(img, ch)]);
+                }
+            }
+            let (m2, v2) = MomentSums::merge(parts).mean_var();
+            for ch in 0..2 {
+                assert!((mean[ch] - m2[ch]).abs() < 1e-4 * (1.0 + offset), "{} vs {}", mean[ch], m2[ch]);
+                assert!((var[ch] - v2[ch]).abs() < 1e-3 * var[ch], "offset {offset}: {} vs {}", var[ch], v2[ch]);
+            }
+        }
+        let x = data(3 * 2 * 37, 2, 0.3);
+        let dy = data(3 * 2 * 37, 5, 0.0);
+        let (gamma, beta) = (vec![1.3f32, -0.4], vec![0.2f32, 1.0]);
+        let (mean, var) = batch_stats(&d, &x);
+        let norm = TrainNorm::new(mean.clone(), var, gamma.clone(), beta.clone(), Act::HardSwish, 1e-5);
+        let (mut dg, mut db) = ([0f32; 2], [0f32; 2]);
+        let whole = backward_sums(&d, &x, &dy, &gamma, &beta, &mean, &norm.inv_std, Act::HardSwish, &mut dg, &mut db);
+        let mut sums = vec![(0f64, 0f64); 2];
+        for img in 0..d.n {
+            for (ch, s) in sums.iter_mut().enumerate() {
+                let (a, b) = norm.backward_plane_sums(ch, &x[d.plane(img, ch)], &dy[d.plane(img, ch)]);
+                s.0 += a as f64;
+                s.1 += b as f64;
+            }
+        }
+        let (mut dg2, mut db2) = ([0f32; 2], [0f32; 2]);
+        let planes = norm.coeffs(&sums, d.count(), &mut dg2, &mut db2);
+        for ch in 0..2 {
+            assert!((dg[ch] - dg2[ch]).abs() < 1e-4 && (db[ch] - db2[ch]).abs() < 1e-4);
+            let r = d.plane(1, ch);
+            let (mut a, mut b) = (vec![0f32; d.hw], vec![0f32; d.hw]);
+            whole.plane_grad(ch, &x[r.clone()], &dy[r.clone()], &mut a);
+            planes.plane_grad(ch, &x[r.clone()], &dy[r], &mut b);
+            assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5), "{a:?} vs {b:?}");
+        }
+        // And the plane-wise forward is the whole-batch one.
+        let mut y = vec![0f32; x.len()];
+        affine_act(&d, &x, &norm.scale, &norm.shift, Act::HardSwish, &mut y);
+        let mut yp = vec![0f32; d.hw];
+        norm.apply_plane(1, &x[d.plane(2, 1)], &mut yp);
+        assert_eq!(&y[d.plane(2, 1)], &yp[..]);
     }
 
     /// Finite differences of L = sum(w * y) against the analytic gradients, for each activation.

@@ -7,7 +7,7 @@
 //! with rows `row` floats apart; the columns past the output width are scratch and are dropped. Short rows
 //! (8x8 planes) therefore still run in long vector loops.
 
-use super::{with_simd, Act, SharedMut};
+use super::{with_simd, Act};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -281,47 +281,73 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     });
 }
 
-/// Both gradients at once, from an output gradient made plane by plane: `grad_of(plane, out)` writes dy of
-/// plane `img * c + ch` (oh*ow floats). Each dy plane is made once, used for the input and the weight gradient
-/// while it is in cache, and never stored (in training it is the BatchNorm backward's output).
-pub fn backward_fused(
-    g: &Geometry,
-    x: &[f32],
-    w: &[f32],
-    grad_of: impl Fn(usize, &mut [f32]) + Sync,
-    dx: &mut [f32],
-    dw: &mut [f32],
-) {
-    let plan = Plan::new(g);
-    let (oh, ow, kk, plane_len) = (g.out_h(), g.out_w(), g.k * g.k, g.h * g.w);
-    assert!(dx.len() >= g.n * g.c * plane_len && x.len() >= dx.len(), "depthwise backward: short buffers");
-    let out = SharedMut(dx.as_mut_ptr());
-    dw.par_chunks_mut(kk).enumerate().take(g.c).for_each(|(ch, dwc)| {
-        let wk = &w[ch * kk..(ch + 1) * kk];
-        let mut acc = vec![0f64; kk];
-        let mut grad = vec![0f32; oh * ow];
-        let mut dsrc = vec![0f32; plan.phases * plan.src_len];
-        with_scratch(plan.phases * plan.src_len, plan.padded_span_len(), |src, padded| {
-            for img in 0..g.n {
-                let plane = img * g.c + ch;
-                grad_of(plane, &mut grad);
-                // SAFETY: plane `plane` of dx is written by this channel's task only (asserted in bounds above).
-                let dxp = unsafe { out.slice(plane * plane_len, plane_len) };
-                with_simd(|| {
-                    plan.fill_sources(&x[plane * plane_len..(plane + 1) * plane_len], src);
-                    let span = plan.fill_padded_span(&grad, padded);
-                    for (a, &st) in acc.iter_mut().zip(&plan.starts) {
-                        *a += dot(&padded[span.clone()], &src[st..st + plan.span]) as f64;
-                    }
-                    plan.transpose(padded, wk, &mut dsrc);
-                    plan.gather_sources(&dsrc, dxp);
-                })
-            }
-        });
-        for (o, a) in dwc.iter_mut().zip(acc) {
-            *o = a as f32;
+/// One plane at a time, for callers that run a whole layer image by image (the training step's fused phases):
+/// the caller prepares each input plane (e.g. BatchNorm + activation applied in cache) and owns the scratch.
+pub struct PlaneConv {
+    plan: Plan,
+}
+
+/// Per-thread buffers of a [`PlaneConv`].
+pub struct PlaneScratch {
+    src: Vec<f32>,
+    acc: Vec<f32>,
+    padded: Vec<f32>,
+    dsrc: Vec<f32>,
+}
+
+impl PlaneConv {
+    pub fn new(g: &Geometry) -> Self {
+        PlaneConv { plan: Plan::new(g) }
+    }
+
+    pub fn scratch(&self) -> PlaneScratch {
+        let p = &self.plan;
+        let src_len = p.phases * p.src_len;
+        PlaneScratch {
+            src: vec![0.0; src_len],
+            acc: vec![0.0; p.span],
+            padded: vec![0.0; p.padded_span_len()],
+            dsrc: vec![0.0; src_len],
         }
-    });
+    }
+
+    /// out (oh*ow) = the correlation of one h*w input plane with its k*k filter `wk`.
+    #[inline]
+    pub fn forward(&self, inp: &[f32], wk: &[f32], out: &mut [f32], s: &mut PlaneScratch) {
+        let p = &self.plan;
+        let (oh, ow) = (p.g.out_h(), p.g.out_w());
+        with_simd(|| {
+            p.fill_sources(inp, &mut s.src);
+            correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
+            for oy in 0..oh {
+                out[oy * ow..(oy + 1) * ow].copy_from_slice(&s.acc[oy * p.row..oy * p.row + ow]);
+            }
+        })
+    }
+
+    /// From one plane's output gradient `grad` (oh*ow) and its input: adds the filter's gradient into `dw_acc`
+    /// (k*k) and writes the input gradient `dx` (h*w).
+    #[inline]
+    pub fn backward(
+        &self,
+        inp: &[f32],
+        grad: &[f32],
+        wk: &[f32],
+        dw_acc: &mut [f64],
+        dx: &mut [f32],
+        s: &mut PlaneScratch,
+    ) {
+        let p = &self.plan;
+        with_simd(|| {
+            p.fill_sources(inp, &mut s.src);
+            let span = p.fill_padded_span(grad, &mut s.padded);
+            for (a, &st) in dw_acc.iter_mut().zip(&p.starts) {
+                *a += dot(&s.padded[span.clone()], &s.src[st..st + p.span]) as f64;
+            }
+            p.transpose(&s.padded, wk, &mut s.dsrc);
+            p.gather_sources(&s.dsrc, dx);
+        })
+    }
 }
 
 /// A dot product in 16 independent lanes, so the compiler can vectorise it.
@@ -448,11 +474,29 @@ mod tests {
             let mut dw = vec![0f32; wt.len()];
             backward_weight(&g, &x, &dy, &mut dw);
             close(&dw, &rdw, "weight grad", &g);
-            let (ohw, mut dx2, mut dw2) = (g.out_h() * g.out_w(), vec![0f32; x.len()], vec![0f32; wt.len()]);
-            let grad_of = |plane: usize, out: &mut [f32]| out.copy_from_slice(&dy[plane * ohw..(plane + 1) * ohw]);
-            backward_fused(&g, &x, &wt, grad_of, &mut dx2, &mut dw2);
-            close(&dx2, &rdx, "fused input grad", &g);
-            close(&dw2, &rdw, "fused weight grad", &g);
+        }
+    }
+
+    /// The plane-at-a-time form (used by the training step's fused phases) gives the same three results.
+    #[test]
+    fn plane_conv_matches_the_definition_on_odd_shapes() {
+        for &(n, c, h, w, k, s) in &SHAPES {
+            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
+            let (x, wt, dy) = (data(n * c * h * w, 1), data(c * k * k, 2), data(g.out_len(), 3));
+            let (rdx, rdw) = naive_backward(&g, &x, &wt, &dy);
+            let conv = PlaneConv::new(&g);
+            let mut sc = conv.scratch();
+            let (hw, ohw, kk) = (h * w, g.out_h() * g.out_w(), k * k);
+            let (mut y, mut dx, mut dw) = (vec![0f32; g.out_len()], vec![0f32; x.len()], vec![0f64; wt.len()]);
+            for plane in 0..n * c {
+                let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
+                let wk = &wt[ch * kk..(ch + 1) * kk];
+                conv.forward(&x[ri.clone()], wk, &mut y[ro.clone()], &mut sc);
+                conv.backward(&x[ri.clone()], &dy[ro], wk, &mut dw[ch * kk..(ch + 1) * kk], &mut dx[ri], &mut sc);
+            }
+            close(&y, &naive_forward(&g, &x, &wt), "plane forward", &g);
+            close(&dx, &rdx, "plane input grad", &g);
+            close(&dw.iter().map(|v| *v as f32).collect::<Vec<_>>(), &rdw, "plane weight grad", &g);
         }
     }
 

@@ -4,15 +4,18 @@
 //! candle's autograd allocates a zeroed gradient and adds into it for every input of every op, and keeps each
 //! op's output apart from its activation; on this network that doubled the memory traffic of a step. Here each
 //! layer keeps exactly what its backward needs (its input and the convolution output before BatchNorm),
-//! gradients flow as plain buffers, and the stem computes no input gradient. The result is checked against
-//! PyTorch by the same parity fixtures as the graph path (tests/parity.rs).
+//! gradients flow as plain buffers, and the stem computes no input gradient. The bottlenecks, where the wide
+//! activations live, run image by image between their BatchNorm reductions (`bottleneck.rs`). The result is
+//! checked against PyTorch by the same parity fixtures as the graph path (tests/parity.rs).
 
-use crate::arch::{ArchSpec, BottleneckSpec};
+mod bottleneck;
+
+use crate::arch::ArchSpec;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_backward_fused, pointwise_forward};
-use crate::kernels::depthwise::{self as dw, Geometry};
+use crate::kernels::depthwise::Geometry;
 use crate::kernels::profile::timed;
-use crate::kernels::{add_assign, uninit_buffer, with_simd, Act};
+use crate::kernels::{uninit_buffer, Act};
 use crate::layers::BN_EPS;
 use crate::model::MobileNetV3;
 use candle_core::backprop::GradStore;
@@ -116,30 +119,6 @@ struct PointwiseCache {
     bn: BnCache,
 }
 
-struct BlockCache {
-    input: usize,
-    expand: PointwiseCache,
-    depthwise: (Geometry, Vec<f32>, String, BnCache, usize),
-    se: Option<SeCache>,
-    project: PointwiseCache,
-    residual: bool,
-}
-
-struct SeCache {
-    prefix: String,
-    /// Input of the SE block (the depthwise output), index into the activation tape.
-    x_index: usize,
-    pooled: Vec<f32>,
-    hidden: Vec<f32>,
-    pre_gate: Vec<f32>,
-    gate: Vec<f32>,
-    w1: Vec<f32>,
-    w2: Vec<f32>,
-    c: usize,
-    mid: usize,
-    hw: usize,
-}
-
 /// The training step. `x` holds n normalised images of `side` x `side`; labels are class indices.
 pub fn train_step(
     model: &MobileNetV3,
@@ -175,7 +154,7 @@ pub fn train_step(
 
     let mut blocks = Vec::with_capacity(spec.blocks.len());
     for (i, b) in spec.blocks.iter().enumerate() {
-        let (cache, out_side) = block_forward(&mut p, &mut tape, i, b, n, side)?;
+        let (cache, out_side) = bottleneck::forward(&p, &mut tape, i, b, n, side)?;
         blocks.push(cache);
         side = out_side;
     }
@@ -231,7 +210,7 @@ pub fn train_step(
     let mut d = pointwise_bw(&mut p, &tape, &last, &dfeat, true)?.unwrap_or_default();
     drop(dfeat);
     for cache in blocks.iter().rev() {
-        d = block_backward(&mut p, &tape, cache, d)?;
+        d = bottleneck::backward(&mut p, &tape, cache, d)?;
     }
     // Stem: only the weight gradient (the input image needs none).
     let dz = bn_backward(&mut p, &stem_bn, &d);
@@ -262,76 +241,6 @@ pub fn train_step(
         }
     }
     Ok(StepOutput { loss, logits, grads })
-}
-
-fn block_forward(
-    p: &mut Params,
-    tape: &mut Vec<Vec<f32>>,
-    i: usize,
-    b: &BottleneckSpec,
-    n: usize,
-    side: usize,
-) -> Result<(BlockCache, usize)> {
-    let prefix = format!("bottlenecks_1.{i}");
-    let input = tape.len() - 1;
-    let act = Act::from(b.act);
-    let hw = side * side;
-    let expand = pointwise_fw(p, tape, &format!("{prefix}.pointwise_0"), b.in_c, b.expanded, n, hw, act)?;
-    // Depthwise + BN + act.
-    let g = Geometry { n, c: b.expanded, h: side, w: side, k: b.kernel, stride: b.stride, pad: b.padding() };
-    let wname = format!("{prefix}.depthwise_1.0.weight");
-    let wd = p.get(&wname)?;
-    let mut z = uninit_buffer(g.out_len());
-    timed("engine.dw_forward", || dw::forward(&g, &tape[tape.len() - 1], &wd, None, Act::None, &mut z));
-    let out_side = g.out_h();
-    let ohw = out_side * out_side;
-    let (y, dbn) = bn_forward(p, &format!("{prefix}.depthwise_1.1"), z, Dims { n, c: b.expanded, hw: ohw }, act)?;
-    let dw_in = tape.len() - 1;
-    tape.push(y);
-    let se = if b.squeeze_excite {
-        let c = se_forward(p, tape, &format!("{prefix}.se_block"), b.expanded, b.se_hidden, n, ohw)?;
-        Some(c)
-    } else {
-        None
-    };
-    let project = pointwise_fw(p, tape, &format!("{prefix}.pointwise_2"), b.expanded, b.out_c, n, ohw, Act::None)?;
-    let residual = b.residual();
-    if residual {
-        let (last, earlier) = tape.split_last_mut().expect("tape has the block input");
-        let inp = &earlier[input];
-        last.par_chunks_mut(4096)
-            .zip(inp.par_chunks(4096))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, x)| *o += x));
-    }
-    Ok((BlockCache { input, expand, depthwise: (g, wd, wname, dbn, dw_in), se, project, residual }, out_side))
-}
-
-fn block_backward(p: &mut Params, tape: &[Vec<f32>], c: &BlockCache, d_out: Vec<f32>) -> Result<Vec<f32>> {
-    let skip = if c.residual { Some(d_out.clone()) } else { None };
-    let mut d = pointwise_bw(p, tape, &c.project, &d_out, true)?.unwrap_or_default();
-    drop(d_out);
-    if let Some(se) = &c.se {
-        d = se_backward(p, tape, se, &d);
-    }
-    let (g, wd, wname, dbn, dw_in) = &c.depthwise;
-    // BatchNorm's input gradient is made plane by plane inside the depthwise backward, never stored.
-    let coeffs = bn_backward_coeffs(p, dbn, &d);
-    let ohw = g.out_h() * g.out_w();
-    let grad_of = |plane: usize, out: &mut [f32]| {
-        let r = plane * ohw..(plane + 1) * ohw;
-        coeffs.plane_grad(plane % g.c, &dbn.z[r.clone()], &d[r], out)
-    };
-    let mut dx = uninit_buffer(g.n * g.c * g.h * g.w);
-    let mut dwt = vec![0f32; wd.len()];
-    timed("engine.dw_backward", || dw::backward_fused(g, &tape[*dw_in], wd, grad_of, &mut dx, &mut dwt));
-    p.grad(wname, dwt);
-    drop(d);
-    let mut d_in = pointwise_bw(p, tape, &c.expand, &dx, true)?.unwrap_or_default();
-    debug_assert_eq!(c.expand.x_index, c.input);
-    if let Some(s) = skip {
-        add_assign(&mut d_in, &s);
-    }
-    Ok(d_in)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -379,89 +288,6 @@ fn pointwise_bw(
     });
     p.grad(&c.name, dwt);
     Ok(dx)
-}
-
-#[inline(always)]
-fn hsigmoid(u: f32) -> f32 {
-    (u + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0)
-}
-
-fn se_forward(
-    p: &mut Params,
-    tape: &mut Vec<Vec<f32>>,
-    prefix: &str,
-    c: usize,
-    mid: usize,
-    n: usize,
-    hw: usize,
-) -> Result<SeCache> {
-    let x_index = tape.len() - 1;
-    let w1 = p.get(&format!("{prefix}.conv_0.1.weight"))?;
-    let b1 = p.get(&format!("{prefix}.conv_0.1.bias"))?;
-    let w2 = p.get(&format!("{prefix}.conv_1.0.weight"))?;
-    let b2 = p.get(&format!("{prefix}.conv_1.0.bias"))?;
-    let x = &tape[x_index];
-    let pooled: Vec<f32> = x.par_chunks(hw).map(|pl| with_simd(|| pl.iter().sum::<f32>()) / hw as f32).collect();
-    let mut hidden = vec![0f32; n * mid];
-    matmul(n, mid, c, &mut hidden, &pooled, (c, 1), &w1, (1, c), false, false);
-    add_bias_rows(&mut hidden, &b1);
-    hidden.iter_mut().for_each(|v| *v = v.max(0.0));
-    let mut pre_gate = vec![0f32; n * c];
-    matmul(n, c, mid, &mut pre_gate, &hidden, (mid, 1), &w2, (1, mid), false, false);
-    add_bias_rows(&mut pre_gate, &b2);
-    let gate: Vec<f32> = pre_gate.iter().map(|u| hsigmoid(*u)).collect();
-    let mut y = uninit_buffer(x.len());
-    timed("engine.se_scale", || {
-        y.par_chunks_mut(hw)
-            .zip(x.par_chunks(hw))
-            .zip(gate.par_iter())
-            .for_each(|((o, i), g)| with_simd(|| o.iter_mut().zip(i).for_each(|(o, i)| *o = i * g)))
-    });
-    tape.push(y);
-    Ok(SeCache { prefix: prefix.to_string(), x_index, pooled, hidden, pre_gate, gate, w1, w2, c, mid, hw })
-}
-
-fn se_backward(p: &mut Params, tape: &[Vec<f32>], s: &SeCache, dy: &[f32]) -> Vec<f32> {
-    let x = &tape[s.x_index];
-    let (c, mid, hw) = (s.c, s.mid, s.hw);
-    let n = s.gate.len() / c;
-    // d gate = sum over the plane of dy * x; through the hard-sigmoid.
-    let dgate: Vec<f32> = timed("engine.se_backward", || {
-        dy.par_chunks(hw)
-            .zip(x.par_chunks(hw))
-            .map(|(g, x)| with_simd(|| crate::kernels::depthwise::dot(g, x)))
-            .collect()
-    });
-    let du: Vec<f32> =
-        dgate.iter().zip(&s.pre_gate).map(|(d, u)| if *u > -3.0 && *u < 3.0 { d / 6.0 } else { 0.0 }).collect();
-    let mut dw2 = vec![0f32; c * mid];
-    matmul(c, mid, n, &mut dw2, &du, (1, c), &s.hidden, (mid, 1), false, false);
-    let mut dhidden = vec![0f32; n * mid];
-    matmul(n, mid, c, &mut dhidden, &du, (c, 1), &s.w2, (mid, 1), false, false);
-    dhidden.iter_mut().zip(&s.hidden).for_each(|(d, h)| {
-        if *h <= 0.0 {
-            *d = 0.0
-        }
-    });
-    let mut dw1 = vec![0f32; mid * c];
-    matmul(mid, c, n, &mut dw1, &dhidden, (1, mid), &s.pooled, (c, 1), false, false);
-    let mut dpooled = vec![0f32; n * c];
-    matmul(n, c, mid, &mut dpooled, &dhidden, (mid, 1), &s.w1, (c, 1), false, false);
-    p.grad(&format!("{}.conv_1.0.weight", s.prefix), dw2);
-    p.grad(&format!("{}.conv_1.0.bias", s.prefix), column_sums(&du, c));
-    p.grad(&format!("{}.conv_0.1.weight", s.prefix), dw1);
-    p.grad(&format!("{}.conv_0.1.bias", s.prefix), column_sums(&dhidden, mid));
-    // dx = dy * gate + d pooled / hw.
-    let mut dx = uninit_buffer(x.len());
-    timed("engine.se_backward", || {
-        dx.par_chunks_mut(hw).zip(dy.par_chunks(hw)).zip(s.gate.par_iter().zip(dpooled.par_iter())).for_each(
-            |((o, g), (gate, dp))| {
-                let add = dp / hw as f32;
-                with_simd(|| o.iter_mut().zip(g).for_each(|(o, g)| *o = g * gate + add))
-            },
-        )
-    });
-    dx
 }
 
 /// Columns of a 3x3 convolution's input, per image: (c * 9) x (oh * ow), for the stem's matrix product.
