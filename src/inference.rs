@@ -211,7 +211,15 @@ const IMAGE_GROUP: usize = 1;
 
 /// In place: x *= hsigmoid(W2 relu(W1 mean(x) + b1) + b2), per image and channel.
 fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], n: usize, c: usize, hw: usize) {
-    let pooled: Vec<f32> = x.par_chunks(hw).map(|p| with_simd(|| p.iter().sum::<f32>()) / hw as f32).collect();
+    let pooled: Vec<f32> = x
+        .par_chunks(hw)
+        .map(|p| {
+            with_simd(
+                #[inline(always)]
+                || p.iter().sum::<f32>(),
+            ) / hw as f32
+        })
+        .collect();
     let mut hidden = vec![0f32; n * se.mid];
     matmul(n, se.mid, c, &mut hidden, &pooled, (c, 1), &se.w1, (1, c), false, false);
     for row in hidden.chunks_mut(se.mid) {
@@ -222,5 +230,10 @@ fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], n: usize, c: usize, hw: usi
     for row in gate.chunks_mut(c) {
         row.iter_mut().zip(&se.b2).for_each(|(v, b)| *v = (*v + b + 3.0).clamp(0.0, 6.0) / 6.0);
     }
-    x.par_chunks_mut(hw).zip(gate.par_iter()).for_each(|(p, g)| with_simd(|| p.iter_mut().for_each(|v| *v *= g)));
+    x.par_chunks_mut(hw).zip(gate.par_iter()).for_each(|(p, g)| {
+        with_simd(
+            #[inline(always)]
+            || p.iter_mut().for_each(|v| *v *= g),
+        )
+    });
 }

@@ -302,7 +302,10 @@ fn project_forward(
                 se_gate(se, &y, c, hw, pooled, hidden, pre_gate, gate);
                 for ch in 0..c {
                     let gv = gate[ch];
-                    with_simd(|| y[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v *= gv));
+                    with_simd(
+                        #[inline(always)]
+                        || y[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v *= gv),
+                    );
                 }
             }
             // SAFETY: image `img`'s slice of z3 is written by this thread only (length asserted above).
@@ -335,13 +338,25 @@ fn se_gate(
     gate: &mut [f32],
 ) {
     for ch in 0..c {
-        pooled[ch] = with_simd(|| y[ch * hw..(ch + 1) * hw].iter().sum::<f32>()) / hw as f32;
+        pooled[ch] = with_simd(
+            #[inline(always)]
+            || y[ch * hw..(ch + 1) * hw].iter().sum::<f32>(),
+        ) / hw as f32;
     }
     for (j, h) in hidden.iter_mut().enumerate() {
-        *h = (se.b1[j] + with_simd(|| dot(&se.w1[j * c..(j + 1) * c], pooled))).max(0.0);
+        *h = (se.b1[j]
+            + with_simd(
+                #[inline(always)]
+                || dot(&se.w1[j * c..(j + 1) * c], pooled),
+            ))
+        .max(0.0);
     }
     for ch in 0..c {
-        pre_gate[ch] = se.b2[ch] + with_simd(|| dot(&se.w2[ch * se.mid..(ch + 1) * se.mid], hidden));
+        pre_gate[ch] = se.b2[ch]
+            + with_simd(
+                #[inline(always)]
+                || dot(&se.w2[ch * se.mid..(ch + 1) * se.mid], hidden),
+            );
         gate[ch] = hsigmoid(pre_gate[ch]);
     }
 }
@@ -405,7 +420,10 @@ fn project_backward(c: &BottleneckCache, coeffs3: &BackwardCoeffs, d_out: &[f32]
                 for ch in 0..ce {
                     let gv = t.gate[img * ce + ch];
                     let r = ch * hw..(ch + 1) * hw;
-                    with_simd(|| yg[r.clone()].iter_mut().zip(&y[r]).for_each(|(o, v)| *o = v * gv));
+                    with_simd(
+                        #[inline(always)]
+                        || yg[r.clone()].iter_mut().zip(&y[r]).for_each(|(o, v)| *o = v * gv),
+                    );
                 }
                 &yg
             } else {
@@ -467,7 +485,10 @@ fn se_backward(
     // Through the gate: d gate = sum over the plane of d * y, then the hard-sigmoid.
     for (ch, dv) in du.iter_mut().enumerate() {
         let r = ch * hw..(ch + 1) * hw;
-        let dgate = with_simd(|| dot(&d[r.clone()], &y[r]));
+        let dgate = with_simd(
+            #[inline(always)]
+            || dot(&d[r.clone()], &y[r]),
+        );
         let u = t.pre_gate[img * c + ch];
         *dv = if u > -3.0 && u < 3.0 { dgate / 6.0 } else { 0.0 };
     }
@@ -494,7 +515,10 @@ fn se_backward(
     // d y = d * gate + d pooled / hw.
     for ch in 0..c {
         let (gv, add) = (t.gate[img * c + ch], dpooled[ch] / hw as f32);
-        with_simd(|| d[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v = *v * gv + add));
+        with_simd(
+            #[inline(always)]
+            || d[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v = *v * gv + add),
+        );
     }
 }
 

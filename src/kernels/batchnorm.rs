@@ -105,7 +105,10 @@ pub fn batch_stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
             let mut acc = vec![(0f64, 0f64); d.c];
             for img in range {
                 for (ch, a) in acc.iter_mut().enumerate() {
-                    let (s1, s2) = with_simd(|| shifted_sums(&x[d.plane(img, ch)], shift[ch]));
+                    let (s1, s2) = with_simd(
+                        #[inline(always)]
+                        || shifted_sums(&x[d.plane(img, ch)], shift[ch]),
+                    );
                     a.0 += s1 as f64;
                     a.1 += s2 as f64;
                 }
@@ -176,7 +179,10 @@ fn affine_act_t<A: Activation>(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32]
     y.par_chunks_mut(d.hw).zip(x.par_chunks(d.hw)).enumerate().for_each(|(plane, (out, inp))| {
         let ch = plane % d.c;
         let (a, b) = (scale[ch], shift[ch]);
-        with_simd(|| out.iter_mut().zip(inp).for_each(|(o, v)| *o = A::apply(v * a + b)));
+        with_simd(
+            #[inline(always)]
+            || out.iter_mut().zip(inp).for_each(|(o, v)| *o = A::apply(v * a + b)),
+        );
     });
 }
 
@@ -188,7 +194,10 @@ pub fn bias_act_inplace(d: &Dims, y: &mut [f32], bias: &[f32], act: Act) {
 fn bias_act_t<A: Activation>(d: &Dims, y: &mut [f32], bias: &[f32]) {
     y.par_chunks_mut(d.hw).enumerate().for_each(|(plane, out)| {
         let b = bias[plane % d.c];
-        with_simd(|| out.iter_mut().for_each(|o| *o = A::apply(*o + b)));
+        with_simd(
+            #[inline(always)]
+            || out.iter_mut().for_each(|o| *o = A::apply(*o + b)),
+        );
     });
 }
 
@@ -239,13 +248,16 @@ impl BackwardCoeffs {
 fn plane_grad_t<A: Activation>(c: &BackwardCoeffs, ch: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let (m, is, g, b) = (c.mean[ch], c.inv_std[ch], c.gamma[ch], c.beta[ch]);
     let (mdz, mdzx, k) = (c.mdz[ch], c.mdzx[ch], g * is);
-    with_simd(|| {
-        for ((ov, xv), gv) in dx.iter_mut().zip(x).zip(dy) {
-            let xh = (xv - m) * is;
-            let dz = gv * A::derivative(xh * g + b);
-            *ov = k * (dz - mdz - xh * mdzx);
-        }
-    });
+    with_simd(
+        #[inline(always)]
+        || {
+            for ((ov, xv), gv) in dx.iter_mut().zip(x).zip(dy) {
+                let xh = (xv - m) * is;
+                let dz = gv * A::derivative(xh * g + b);
+                *ov = k * (dz - mdz - xh * mdzx);
+            }
+        },
+    );
 }
 
 /// The first pass of the backward: per channel, the sums of dz = dy * act'(x_hat * gamma + beta) and of
@@ -318,9 +330,10 @@ fn backward_sums_t<A: Activation>(
             for img in range {
                 for (ch, a) in acc.iter_mut().enumerate() {
                     let r = d.plane(img, ch);
-                    let (s1, s2) = with_simd(|| {
-                        plane_backward_sums::<A>(&x[r.clone()], &dy[r], mean[ch], inv_std[ch], gamma[ch], beta[ch])
-                    });
+                    let (s1, s2) = with_simd(
+                        #[inline(always)]
+                        || plane_backward_sums::<A>(&x[r.clone()], &dy[r], mean[ch], inv_std[ch], gamma[ch], beta[ch]),
+                    );
                     a.0 += s1 as f64;
                     a.1 += s2 as f64;
                 }
@@ -338,23 +351,24 @@ fn backward_sums_t<A: Activation>(
     sums
 }
 
-/// Sums over one plane of dz = dy * act'(x_hat * g + b) and of dz * x_hat, in 8 independent lanes.
+/// Sums over one plane of dz = dy * act'(x_hat * g + b) and of dz * x_hat, in 16 independent lanes.
 #[inline(always)]
 fn plane_backward_sums<A: Activation>(xs: &[f32], gs: &[f32], m: f32, is: f32, g: f32, b: f32) -> (f32, f32) {
-    let (mut a, mut bs) = ([0f32; 8], [0f32; 8]);
-    let n8 = xs.len() / 8 * 8;
-    for i in (0..n8).step_by(8) {
-        for l in 0..8 {
-            let xh = (xs[i + l] - m) * is;
-            let dz = gs[i + l] * A::derivative(xh * g + b);
+    let (mut a, mut bs) = ([0f32; 16], [0f32; 16]);
+    let (xc, gc) = (xs.chunks_exact(16), gs.chunks_exact(16));
+    let (xr, gr) = (xc.remainder(), gc.remainder());
+    for (x, d) in xc.zip(gc) {
+        for l in 0..16 {
+            let xh = (x[l] - m) * is;
+            let dz = d[l] * A::derivative(xh * g + b);
             a[l] += dz;
             bs[l] += dz * xh;
         }
     }
     let (mut s1, mut s2): (f32, f32) = (a.iter().sum(), bs.iter().sum());
-    for i in n8..xs.len() {
-        let xh = (xs[i] - m) * is;
-        let dz = gs[i] * A::derivative(xh * g + b);
+    for (x, d) in xr.iter().zip(gr) {
+        let xh = (x - m) * is;
+        let dz = d * A::derivative(xh * g + b);
         s1 += dz;
         s2 += dz * xh;
     }
@@ -379,7 +393,10 @@ impl MomentSums {
 
     #[inline]
     pub fn add_plane(&mut self, ch: usize, v: &[f32]) {
-        let (m, m2) = with_simd(|| plane_moments(v));
+        let (m, m2) = with_simd(
+            #[inline(always)]
+            || plane_moments(v),
+        );
         let n = v.len() as f64;
         self.s1[ch] += n * m as f64;
         self.q[ch] += m2 as f64 + n * (m as f64) * (m as f64);
@@ -470,11 +487,17 @@ impl TrainNorm {
 }
 
 fn apply_plane_t<A: Activation>(z: &[f32], a: f32, b: f32, y: &mut [f32]) {
-    with_simd(|| y.iter_mut().zip(z).for_each(|(o, v)| *o = A::apply(v * a + b)));
+    with_simd(
+        #[inline(always)]
+        || y.iter_mut().zip(z).for_each(|(o, v)| *o = A::apply(v * a + b)),
+    );
 }
 
 fn backward_plane_sums_simd<A: Activation>(z: &[f32], dy: &[f32], m: f32, is: f32, g: f32, b: f32) -> (f32, f32) {
-    with_simd(|| plane_backward_sums::<A>(z, dy, m, is, g, b))
+    with_simd(
+        #[inline(always)]
+        || plane_backward_sums::<A>(z, dy, m, is, g, b),
+    )
 }
 
 #[cfg(test)]

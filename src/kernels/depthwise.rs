@@ -93,11 +93,30 @@ impl Plan {
             }
         } else {
             for y in 0..g.h {
-                for x in 0..g.w {
-                    let (ph, at) = self.locate(y, x);
-                    src[ph * self.src_len + at] = plane[y * g.w + x];
-                }
+                let row = &plane[y * g.w..(y + 1) * g.w];
+                self.each_column_phase(y, |x0, at| {
+                    for (d, v) in src[at..].iter_mut().zip(row[x0..].iter().step_by(g.stride)) {
+                        *d = *v;
+                    }
+                });
             }
+        }
+    }
+
+    /// For input row `y` and each column phase: the first column `x0` in that phase and where it lands in the
+    /// concatenated sources; the row's later columns of the phase follow one float apart, `stride` columns apart
+    /// in the input.
+    #[inline(always)]
+    fn each_column_phase(&self, y: usize, mut f: impl FnMut(usize, usize)) {
+        let (s, p) = (self.g.stride, self.g.pad);
+        let r = y + p;
+        for px in 0..s {
+            let x0 = (px + s - p % s) % s;
+            if x0 >= self.g.w {
+                continue;
+            }
+            let ph = (r % s) * s + px;
+            f(x0, ph * self.src_len + (r / s) * self.row + (x0 + p) / s);
         }
     }
 
@@ -112,10 +131,12 @@ impl Plan {
             }
         } else {
             for y in 0..g.h {
-                for x in 0..g.w {
-                    let (ph, at) = self.locate(y, x);
-                    plane[y * g.w + x] = src[ph * self.src_len + at];
-                }
+                let row = &mut plane[y * g.w..(y + 1) * g.w];
+                self.each_column_phase(y, |x0, at| {
+                    for (d, v) in row[x0..].iter_mut().step_by(g.stride).zip(&src[at..]) {
+                        *d = *v;
+                    }
+                });
             }
         }
     }
@@ -219,19 +240,22 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
         let b = bias.map(|b| b[ch]).unwrap_or(0.0);
         let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
         with_scratch(plan.phases * plan.src_len, plan.span, |src, acc| {
-            with_simd(|| {
-                plan.fill_sources(inp, src);
-                correlate(acc, src, &plan.starts, wk, b);
-                for oy in 0..oh {
-                    let o = &mut out[oy * ow..(oy + 1) * ow];
-                    let a = &acc[oy * plan.row..oy * plan.row + ow];
-                    match act {
-                        Act::None => o.copy_from_slice(a),
-                        Act::Relu => o.iter_mut().zip(a).for_each(|(o, v)| *o = v.max(0.0)),
-                        Act::HardSwish => o.iter_mut().zip(a).for_each(|(o, v)| *o = Act::HardSwish.apply(*v)),
+            with_simd(
+                #[inline(always)]
+                || {
+                    plan.fill_sources(inp, src);
+                    correlate(acc, src, &plan.starts, wk, b);
+                    for oy in 0..oh {
+                        let o = &mut out[oy * ow..(oy + 1) * ow];
+                        let a = &acc[oy * plan.row..oy * plan.row + ow];
+                        match act {
+                            Act::None => o.copy_from_slice(a),
+                            Act::Relu => o.iter_mut().zip(a).for_each(|(o, v)| *o = v.max(0.0)),
+                            Act::HardSwish => o.iter_mut().zip(a).for_each(|(o, v)| *o = Act::HardSwish.apply(*v)),
+                        }
                     }
-                }
-            })
+                },
+            )
         });
     });
 }
@@ -245,11 +269,14 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         let wk = &w[ch * kk..(ch + 1) * kk];
         let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
         with_scratch(plan.phases * plan.src_len, plan.padded_span_len(), |src, padded| {
-            with_simd(|| {
-                plan.fill_padded_span(grad, padded);
-                plan.transpose(padded, wk, src);
-                plan.gather_sources(src, out);
-            })
+            with_simd(
+                #[inline(always)]
+                || {
+                    plan.fill_padded_span(grad, padded);
+                    plan.transpose(padded, wk, src);
+                    plan.gather_sources(src, out);
+                },
+            )
         });
     });
 }
@@ -265,14 +292,17 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 let plane = img * g.c + ch;
                 let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
                 let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-                with_simd(|| {
-                    plan.fill_sources(inp, src);
-                    plan.fill_span(grad, span);
-                    for (t, &(ph, off)) in plan.taps.iter().enumerate() {
-                        let s = &src[ph * plan.src_len + off..];
-                        acc[t] += dot(span, &s[..plan.span]) as f64;
-                    }
-                })
+                with_simd(
+                    #[inline(always)]
+                    || {
+                        plan.fill_sources(inp, src);
+                        plan.fill_span(grad, span);
+                        for (t, &(ph, off)) in plan.taps.iter().enumerate() {
+                            let s = &src[ph * plan.src_len + off..];
+                            acc[t] += dot(span, &s[..plan.span]) as f64;
+                        }
+                    },
+                )
             }
         });
         for (o, a) in out.iter_mut().zip(acc) {
@@ -316,13 +346,16 @@ impl PlaneConv {
     pub fn forward(&self, inp: &[f32], wk: &[f32], out: &mut [f32], s: &mut PlaneScratch) {
         let p = &self.plan;
         let (oh, ow) = (p.g.out_h(), p.g.out_w());
-        with_simd(|| {
-            p.fill_sources(inp, &mut s.src);
-            correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
-            for oy in 0..oh {
-                out[oy * ow..(oy + 1) * ow].copy_from_slice(&s.acc[oy * p.row..oy * p.row + ow]);
-            }
-        })
+        with_simd(
+            #[inline(always)]
+            || {
+                p.fill_sources(inp, &mut s.src);
+                correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
+                for oy in 0..oh {
+                    out[oy * ow..(oy + 1) * ow].copy_from_slice(&s.acc[oy * p.row..oy * p.row + ow]);
+                }
+            },
+        )
     }
 
     /// From one plane's output gradient `grad` (oh*ow) and its input: adds the filter's gradient into `dw_acc`
@@ -338,15 +371,52 @@ impl PlaneConv {
         s: &mut PlaneScratch,
     ) {
         let p = &self.plan;
-        with_simd(|| {
-            p.fill_sources(inp, &mut s.src);
-            let span = p.fill_padded_span(grad, &mut s.padded);
-            for (a, &st) in dw_acc.iter_mut().zip(&p.starts) {
-                *a += dot(&s.padded[span.clone()], &s.src[st..st + p.span]) as f64;
+        with_simd(
+            #[inline(always)]
+            || {
+                p.fill_sources(inp, &mut s.src);
+                let span = p.fill_padded_span(grad, &mut s.padded);
+                let g = &s.padded[span];
+                match p.starts.len() {
+                    9 => tap_dots::<3>(g, &s.src, &p.starts, dw_acc),
+                    25 => tap_dots::<5>(g, &s.src, &p.starts, dw_acc),
+                    _ => {
+                        for (a, &st) in dw_acc.iter_mut().zip(&p.starts) {
+                            *a += dot(g, &s.src[st..st + g.len()]) as f64;
+                        }
+                    }
+                }
+                p.transpose(&s.padded, wk, &mut s.dsrc);
+                p.gather_sources(&s.dsrc, dx);
+            },
+        )
+    }
+}
+
+/// out[t] += sum over i of grad[i] * src[starts[t] + i], for each tap t, in passes of G taps (one row of the
+/// filter): each block of the gradient is loaded once per pass and the G partial sums stay in registers (a dot
+/// product per tap would load it once per tap).
+#[inline(always)]
+fn tap_dots<const G: usize>(grad: &[f32], src: &[f32], starts: &[usize], out: &mut [f64]) {
+    let n = grad.len();
+    for (sts, outs) in starts.chunks_exact(G).zip(out.chunks_exact_mut(G)) {
+        let srcs: [&[f32]; G] = std::array::from_fn(|j| &src[sts[j]..sts[j] + n]);
+        let mut acc = [[0f32; 16]; G];
+        let mut i = 0;
+        while i + 16 <= n {
+            let g = &grad[i..i + 16];
+            for j in 0..G {
+                let s = &srcs[j][i..i + 16];
+                for l in 0..16 {
+                    acc[j][l] += g[l] * s[l];
+                }
             }
-            p.transpose(&s.padded, wk, &mut s.dsrc);
-            p.gather_sources(&s.dsrc, dx);
-        })
+            i += 16;
+        }
+        for j in 0..G {
+            let tail: f32 = (i..n).map(|x| grad[x] * srcs[j][x]).sum();
+            outs[j] += (acc[j].iter().sum::<f32>() + tail) as f64;
+        }
     }
 }
 
