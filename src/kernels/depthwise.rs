@@ -196,18 +196,34 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
 /// in registers and stored once; tap by tap, the whole span would be loaded and stored k*k times.
 #[inline(always)]
 fn correlate(acc: &mut [f32], src: &[f32], starts: &[usize], w: &[f32], bias: f32) {
+    if super::has_fma() {
+        correlate_with::<true>(acc, src, starts, w, bias)
+    } else {
+        correlate_with::<false>(acc, src, starts, w, bias)
+    }
+}
+
+/// [`correlate`] with fused multiply-adds or without (where the CPU has none, `mul_add` is a slow library call).
+#[inline(always)]
+fn correlate_with<const FMA: bool>(acc: &mut [f32], src: &[f32], starts: &[usize], w: &[f32], bias: f32) {
     let span = acc.len();
     let mut i = 0;
-    i = correlate_blocks::<64>(acc, src, starts, w, bias, i);
-    i = correlate_blocks::<16>(acc, src, starts, w, bias, i);
-    for (j, out) in acc.iter_mut().enumerate().take(span).skip(i) {
-        *out = starts.iter().zip(w).fold(bias, |v, (&st, &wt)| v + wt * src[st + j]);
+    i = correlate_blocks::<64, FMA>(acc, src, starts, w, bias, i);
+    i = correlate_blocks::<16, FMA>(acc, src, starts, w, bias, i);
+    if i < span && span >= 16 {
+        // The last few outputs as one more block that overlaps the previous one (the overlap is written twice with
+        // the same values): a scalar tail would cost as much as all the blocks on an 8x8 plane.
+        correlate_blocks::<16, FMA>(acc, src, starts, w, bias, span - 16);
+    } else {
+        for (j, out) in acc.iter_mut().enumerate().take(span).skip(i) {
+            *out = starts.iter().zip(w).fold(bias, |v, (&st, &wt)| v + wt * src[st + j]);
+        }
     }
 }
 
 /// Blocks of B outputs from `from` on, while a whole block fits; returns where it stopped.
 #[inline(always)]
-fn correlate_blocks<const B: usize>(
+fn correlate_blocks<const B: usize, const FMA: bool>(
     acc: &mut [f32],
     src: &[f32],
     starts: &[usize],
@@ -221,7 +237,7 @@ fn correlate_blocks<const B: usize>(
         for (&st, &wt) in starts.iter().zip(w) {
             let s = &src[st + i..st + i + B];
             for l in 0..B {
-                a[l] += wt * s[l];
+                a[l] = if FMA { wt.mul_add(s[l], a[l]) } else { a[l] + wt * s[l] };
             }
         }
         acc[i..i + B].copy_from_slice(&a);
@@ -333,10 +349,12 @@ impl PlaneConv {
     pub fn scratch(&self) -> PlaneScratch {
         let p = &self.plan;
         let src_len = p.phases * p.src_len;
+        // Sixteen floats of zeros past the sources and the padded gradient let the weight gradient's sums run
+        // whole blocks of 16 to the end of the span.
         PlaneScratch {
-            src: vec![0.0; src_len],
+            src: vec![0.0; src_len + 16],
             acc: vec![0.0; p.span],
-            padded: vec![0.0; p.padded_span_len()],
+            padded: vec![0.0; p.padded_span_len() + 16],
             dsrc: vec![0.0; src_len],
         }
     }
@@ -376,7 +394,8 @@ impl PlaneConv {
             || {
                 p.fill_sources(inp, &mut s.src);
                 let span = p.fill_padded_span(grad, &mut s.padded);
-                let g = &s.padded[span];
+                // Rounded up to whole blocks: the floats past the span are zeros (see `scratch`).
+                let g = &s.padded[span.start..span.start + span.len().div_ceil(16) * 16];
                 match p.starts.len() {
                     9 => tap_dots::<3>(g, &s.src, &p.starts, dw_acc),
                     25 => tap_dots::<5>(g, &s.src, &p.starts, dw_acc),

@@ -128,6 +128,19 @@ pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether [`with_simd`] runs with fused multiply-add (AVX2 + FMA or better).
+#[inline(always)]
+pub(crate) fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_level() >= 2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// 3: AVX-512F + AVX2 + FMA, 2: AVX2 + FMA, 1: baseline. `MBV3_SIMD=avx2` caps it at AVX2 (to compare).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
