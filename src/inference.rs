@@ -126,6 +126,10 @@ impl InferencePlan {
 
     /// [`forward`](Self::forward) with the group size chosen by the caller (`group >= n`: layer by layer).
     pub fn forward_in_groups(&self, x: &[f32], n: usize, side: usize, group: usize) -> Vec<f32> {
+        crate::kernels::on_pool(|| self.forward_on_pool(x, n, side, group))
+    }
+
+    fn forward_on_pool(&self, x: &[f32], n: usize, side: usize, group: usize) -> Vec<f32> {
         let group = group.max(1);
         let pooled = if group < n {
             let (per_image, cl) = (3 * side * side, self.spec.last_out);

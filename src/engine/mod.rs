@@ -128,6 +128,17 @@ pub fn train_step(
     smoothing: f32,
     dropout_seed: u64,
 ) -> Result<StepOutput> {
+    crate::kernels::on_pool(|| train_step_on_pool(model, x, side, labels, smoothing, dropout_seed))
+}
+
+fn train_step_on_pool(
+    model: &MobileNetV3,
+    x: Vec<f32>,
+    side: usize,
+    labels: &[u32],
+    smoothing: f32,
+    dropout_seed: u64,
+) -> Result<StepOutput> {
     let spec: &ArchSpec = model.spec();
     let n = labels.len();
     let mut p = Params { model, grads: HashMap::new() };

@@ -75,6 +75,20 @@ pub(crate) fn uninit_buffer(len: usize) -> Vec<f32> {
     v
 }
 
+/// Runs `f` on a thread of rayon's pool (at once, if this is one already).
+///
+/// Every layer is a parallel loop. Started from a thread outside the pool, each loop queues its work, wakes
+/// the pool's threads and sleeps until they finish: two context switches per layer, which made a batch-1
+/// forward of small 0.25 take 1.5 ms instead of 0.55 ms. Started from inside, the calling thread does its
+/// share and hands the rest to the other threads through their work queues.
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// The batch split into one contiguous range of images per thread: for reductions where each thread sums its
 /// own images into a partial result, reading memory in order.
 pub(crate) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
