@@ -85,6 +85,13 @@ impl Plan {
     #[inline(always)]
     fn fill_sources(&self, plane: &[f32], src: &mut [f32]) {
         src.fill(0.0);
+        self.copy_sources(plane, src);
+    }
+
+    /// Writes an h x w plane's pixels into source buffers, leaving the padding as it is: a buffer that only
+    /// ever holds planes of this plan keeps the zeros it was made with (see [`PlaneScratch`]).
+    #[inline(always)]
+    fn copy_sources(&self, plane: &[f32], src: &mut [f32]) {
         let g = &self.g;
         if self.phases == 1 {
             for y in 0..g.h {
@@ -150,8 +157,14 @@ impl Plan {
     #[inline(always)]
     fn fill_padded_span(&self, grad: &[f32], padded: &mut [f32]) -> std::ops::Range<usize> {
         padded.fill(0.0);
+        self.copy_padded_span(grad, padded)
+    }
+
+    /// [`Plan::fill_padded_span`] into a buffer whose zeros are already in place (see [`Plan::copy_sources`]).
+    #[inline(always)]
+    fn copy_padded_span(&self, grad: &[f32], padded: &mut [f32]) -> std::ops::Range<usize> {
         let r = self.margin..self.margin + self.span;
-        self.fill_span(grad, &mut padded[r.clone()]);
+        self.copy_span(grad, &mut padded[r.clone()]);
         r
     }
 
@@ -166,6 +179,12 @@ impl Plan {
     #[inline(always)]
     fn fill_span(&self, grad: &[f32], span: &mut [f32]) {
         span.fill(0.0);
+        self.copy_span(grad, span);
+    }
+
+    /// The rows of an oh x ow gradient plane into a span, leaving the columns between them as they are.
+    #[inline(always)]
+    fn copy_span(&self, grad: &[f32], span: &mut [f32]) {
         let ow = self.g.out_w();
         for oy in 0..self.g.out_h() {
             span[oy * self.row..oy * self.row + ow].copy_from_slice(&grad[oy * ow..(oy + 1) * ow]);
@@ -333,7 +352,8 @@ pub struct PlaneConv {
     plan: Plan,
 }
 
-/// Per-thread buffers of a [`PlaneConv`].
+/// Per-thread buffers of a [`PlaneConv`]. They only ever hold planes of that convolution, so their padding stays
+/// zero from when they were made and each plane writes its pixels only, never zero-filling the whole buffer.
 pub struct PlaneScratch {
     src: Vec<f32>,
     acc: Vec<f32>,
@@ -367,7 +387,7 @@ impl PlaneConv {
         with_simd(
             #[inline(always)]
             || {
-                p.fill_sources(inp, &mut s.src);
+                p.copy_sources(inp, &mut s.src);
                 correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
                 for oy in 0..oh {
                     out[oy * ow..(oy + 1) * ow].copy_from_slice(&s.acc[oy * p.row..oy * p.row + ow]);
@@ -392,8 +412,8 @@ impl PlaneConv {
         with_simd(
             #[inline(always)]
             || {
-                p.fill_sources(inp, &mut s.src);
-                let span = p.fill_padded_span(grad, &mut s.padded);
+                p.copy_sources(inp, &mut s.src);
+                let span = p.copy_padded_span(grad, &mut s.padded);
                 // Rounded up to whole blocks: the floats past the span are zeros (see `scratch`).
                 let g = &s.padded[span.start..span.start + span.len().div_ceil(16) * 16];
                 match p.starts.len() {
