@@ -6,7 +6,7 @@ use crate::arch::ArchSpec;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward, pointwise_forward_with};
 use crate::kernels::depthwise::{self as dw, Geometry};
-use crate::kernels::{add_assign, with_simd, Act};
+use crate::kernels::{add_assign, simd, Act};
 use crate::layers::BN_EPS;
 use crate::model::MobileNetV3;
 use candle_core::Result;
@@ -215,15 +215,7 @@ const IMAGE_GROUP: usize = 1;
 
 /// In place: x *= hsigmoid(W2 relu(W1 mean(x) + b1) + b2), per image and channel.
 fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], n: usize, c: usize, hw: usize) {
-    let pooled: Vec<f32> = x
-        .par_chunks(hw)
-        .map(|p| {
-            with_simd(
-                #[inline(always)]
-                || p.iter().sum::<f32>(),
-            ) / hw as f32
-        })
-        .collect();
+    let pooled: Vec<f32> = x.par_chunks(hw).map(|p| simd!(p.iter().sum::<f32>()) / hw as f32).collect();
     let mut hidden = vec![0f32; n * se.mid];
     matmul(n, se.mid, c, &mut hidden, &pooled, (c, 1), &se.w1, (1, c), false, false);
     for row in hidden.chunks_mut(se.mid) {
@@ -234,10 +226,5 @@ fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], n: usize, c: usize, hw: usi
     for row in gate.chunks_mut(c) {
         row.iter_mut().zip(&se.b2).for_each(|(v, b)| *v = (*v + b + 3.0).clamp(0.0, 6.0) / 6.0);
     }
-    x.par_chunks_mut(hw).zip(gate.par_iter()).for_each(|(p, g)| {
-        with_simd(
-            #[inline(always)]
-            || p.iter_mut().for_each(|v| *v *= g),
-        )
-    });
+    x.par_chunks_mut(hw).zip(gate.par_iter()).for_each(|(p, g)| simd!(p.iter_mut().for_each(|v| *v *= g)));
 }

@@ -20,7 +20,7 @@ use crate::kernels::batchnorm::{self as bn, BackwardCoeffs, Dims, MomentSums, Tr
 use crate::kernels::dense::{matmul, pointwise_backward_fused};
 use crate::kernels::depthwise::{dot, Geometry, PlaneConv};
 use crate::kernels::profile::timed;
-use crate::kernels::{add_assign, image_ranges, uninit_buffer, with_simd, Act, SharedMut};
+use crate::kernels::{add_assign, image_ranges, simd, uninit_buffer, Act, SharedMut};
 use crate::layers::BN_EPS;
 use candle_core::Result;
 use rayon::prelude::*;
@@ -70,7 +70,7 @@ fn batch_norm(p: &Params, prefix: &str, moments: &MomentSums, act: Act, count: u
     update_running(p.model, prefix, &mean, &var, count)?;
     let gamma = p.get(&format!("{prefix}.weight"))?;
     let beta = p.get(&format!("{prefix}.bias"))?;
-    Ok(TrainNorm::new(mean, var, gamma, beta, act, BN_EPS as f32))
+    Ok(TrainNorm::new(mean, &var, gamma, beta, act, BN_EPS as f32))
 }
 
 /// Forward of bottleneck `i`; its input is the last entry of the tape, its output is pushed onto it.
@@ -302,10 +302,7 @@ fn project_forward(
                 se_gate(se, &y, c, hw, pooled, hidden, pre_gate, gate);
                 for ch in 0..c {
                     let gv = gate[ch];
-                    with_simd(
-                        #[inline(always)]
-                        || y[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v *= gv),
-                    );
+                    simd!(y[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v *= gv));
                 }
             }
             // SAFETY: image `img`'s slice of z3 is written by this thread only (length asserted above).
@@ -338,25 +335,13 @@ fn se_gate(
     gate: &mut [f32],
 ) {
     for ch in 0..c {
-        pooled[ch] = with_simd(
-            #[inline(always)]
-            || y[ch * hw..(ch + 1) * hw].iter().sum::<f32>(),
-        ) / hw as f32;
+        pooled[ch] = simd!(y[ch * hw..(ch + 1) * hw].iter().sum::<f32>()) / hw as f32;
     }
     for (j, h) in hidden.iter_mut().enumerate() {
-        *h = (se.b1[j]
-            + with_simd(
-                #[inline(always)]
-                || dot(&se.w1[j * c..(j + 1) * c], pooled),
-            ))
-        .max(0.0);
+        *h = (se.b1[j] + simd!(dot(&se.w1[j * c..(j + 1) * c], pooled))).max(0.0);
     }
     for ch in 0..c {
-        pre_gate[ch] = se.b2[ch]
-            + with_simd(
-                #[inline(always)]
-                || dot(&se.w2[ch * se.mid..(ch + 1) * se.mid], hidden),
-            );
+        pre_gate[ch] = se.b2[ch] + simd!(dot(&se.w2[ch * se.mid..(ch + 1) * se.mid], hidden));
         gate[ch] = hsigmoid(pre_gate[ch]);
     }
 }
@@ -420,10 +405,7 @@ fn project_backward(c: &BottleneckCache, coeffs3: &BackwardCoeffs, d_out: &[f32]
                 for ch in 0..ce {
                     let gv = t.gate[img * ce + ch];
                     let r = ch * hw..(ch + 1) * hw;
-                    with_simd(
-                        #[inline(always)]
-                        || yg[r.clone()].iter_mut().zip(&y[r]).for_each(|(o, v)| *o = v * gv),
-                    );
+                    simd!(yg[r.clone()].iter_mut().zip(&y[r]).for_each(|(o, v)| *o = v * gv));
                 }
                 &yg
             } else {
@@ -438,9 +420,10 @@ fn project_backward(c: &BottleneckCache, coeffs3: &BackwardCoeffs, d_out: &[f32]
             }
             for ch in 0..ce {
                 let r = ch * hw..(ch + 1) * hw;
-                let (s1, s2) = c.bn2.backward_plane_sums(ch, &c.z2[(img * ce + ch) * hw..][..hw], &d[r]);
-                acc.sums[ch].0 += s1 as f64;
-                acc.sums[ch].1 += s2 as f64;
+                add_plane_sums(
+                    &mut acc.sums[ch],
+                    c.bn2.backward_plane_sums(ch, &c.z2[(img * ce + ch) * hw..][..hw], &d[r]),
+                );
             }
         }
         acc
@@ -452,16 +435,27 @@ fn project_backward(c: &BottleneckCache, coeffs3: &BackwardCoeffs, d_out: &[f32]
         if let (Some(t), Some(p)) = (total.se.as_mut(), &part.se) {
             t.add(p);
         }
-        for (t, p) in total.sums.iter_mut().zip(&part.sums) {
-            t.0 += p.0;
-            t.1 += p.1;
-        }
+        add_sums(&mut total.sums, &part.sums);
     }
     total
 }
 
 fn add_into(dst: &mut [f32], src: &[f32]) {
     dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+}
+
+/// One plane's BatchNorm backward sums added to its channel's, in f64.
+fn add_plane_sums(acc: &mut (f64, f64), (s1, s2): (f32, f32)) {
+    acc.0 += s1 as f64;
+    acc.1 += s2 as f64;
+}
+
+/// One part's per-channel BatchNorm backward sums added to another's.
+fn add_sums(dst: &mut [(f64, f64)], src: &[(f64, f64)]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.0 += s.0;
+        d.1 += s.1;
+    }
 }
 
 /// Squeeze-excite backward for one image, in place: `d` holds the gradient of the gated output and becomes the
@@ -485,10 +479,7 @@ fn se_backward(
     // Through the gate: d gate = sum over the plane of d * y, then the hard-sigmoid.
     for (ch, dv) in du.iter_mut().enumerate() {
         let r = ch * hw..(ch + 1) * hw;
-        let dgate = with_simd(
-            #[inline(always)]
-            || dot(&d[r.clone()], &y[r]),
-        );
+        let dgate = simd!(dot(&d[r.clone()], &y[r]));
         let u = t.pre_gate[img * c + ch];
         *dv = if u > -3.0 && u < 3.0 { dgate / 6.0 } else { 0.0 };
     }
@@ -515,10 +506,7 @@ fn se_backward(
     // d y = d * gate + d pooled / hw.
     for ch in 0..c {
         let (gv, add) = (t.gate[img * c + ch], dpooled[ch] / hw as f32);
-        with_simd(
-            #[inline(always)]
-            || d[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v = *v * gv + add),
-        );
+        simd!(d[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v = *v * gv + add));
     }
 }
 
@@ -549,9 +537,7 @@ fn depthwise_backward(
                 // SAFETY: plane `plane` of dy1 is written by this thread only (length asserted above).
                 let dxp = unsafe { out.slice(plane * hw, hw) };
                 conv.backward(&y, &dz, &c.wd[ch * kk..(ch + 1) * kk], &mut dw[ch * kk..(ch + 1) * kk], dxp, &mut s);
-                let (s1, s2) = c.bn1.backward_plane_sums(ch, &c.z1[ri], dxp);
-                sums[ch].0 += s1 as f64;
-                sums[ch].1 += s2 as f64;
+                add_plane_sums(&mut sums[ch], c.bn1.backward_plane_sums(ch, &c.z1[ri], dxp));
             }
         }
         (dw, sums)
@@ -560,10 +546,7 @@ fn depthwise_backward(
     let mut sums = vec![(0f64, 0f64); g.c];
     for (pdw, psums) in parts {
         dw.iter_mut().zip(pdw).for_each(|(a, b)| *a += b);
-        sums.iter_mut().zip(psums).for_each(|(a, b)| {
-            a.0 += b.0;
-            a.1 += b.1
-        });
+        add_sums(&mut sums, &psums);
     }
     (dw.into_iter().map(|v| v as f32).collect(), sums)
 }

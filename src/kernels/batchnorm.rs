@@ -4,7 +4,7 @@
 //! pass that recomputes the normalised input instead of storing it. Evaluation: y = act(x * scale + shift).
 //! The activation is a type parameter, so each inner loop is branch-free and vectorises.
 
-use super::{with_simd, Act};
+use super::Act;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +105,7 @@ pub fn batch_stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
             let mut acc = vec![(0f64, 0f64); d.c];
             for img in range {
                 for (ch, a) in acc.iter_mut().enumerate() {
-                    let (s1, s2) = with_simd(
-                        #[inline(always)]
-                        || shifted_sums(&x[d.plane(img, ch)], shift[ch]),
-                    );
+                    let (s1, s2) = simd!(shifted_sums(&x[d.plane(img, ch)], shift[ch]));
                     a.0 += s1 as f64;
                     a.1 += s2 as f64;
                 }
@@ -161,13 +158,10 @@ pub fn train_forward(
     inv_std: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let (mean, var) = batch_stats(d, x);
-    for ch in 0..d.c {
-        inv_std[ch] = 1.0 / (var[ch] + eps).sqrt();
-    }
-    let scale: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * inv_std[ch]).collect();
-    let shift: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-    affine_act(d, x, &scale, &shift, act, y);
-    (mean, var)
+    let norm = TrainNorm::new(mean, &var, gamma.to_vec(), beta.to_vec(), act, eps);
+    inv_std[..d.c].copy_from_slice(&norm.inv_std);
+    affine_act(d, x, &norm.scale, &norm.shift, act, y);
+    (norm.mean, var)
 }
 
 /// y = act(x * scale[c] + shift[c]): evaluation-mode BatchNorm (and the second half of the training forward).
@@ -179,10 +173,7 @@ fn affine_act_t<A: Activation>(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32]
     y.par_chunks_mut(d.hw).zip(x.par_chunks(d.hw)).enumerate().for_each(|(plane, (out, inp))| {
         let ch = plane % d.c;
         let (a, b) = (scale[ch], shift[ch]);
-        with_simd(
-            #[inline(always)]
-            || out.iter_mut().zip(inp).for_each(|(o, v)| *o = A::apply(v * a + b)),
-        );
+        simd!(out.iter_mut().zip(inp).for_each(|(o, v)| *o = A::apply(v * a + b)));
     });
 }
 
@@ -194,10 +185,7 @@ pub fn bias_act_inplace(d: &Dims, y: &mut [f32], bias: &[f32], act: Act) {
 fn bias_act_t<A: Activation>(d: &Dims, y: &mut [f32], bias: &[f32]) {
     y.par_chunks_mut(d.hw).enumerate().for_each(|(plane, out)| {
         let b = bias[plane % d.c];
-        with_simd(
-            #[inline(always)]
-            || out.iter_mut().for_each(|o| *o = A::apply(*o + b)),
-        );
+        simd!(out.iter_mut().for_each(|o| *o = A::apply(*o + b)));
     });
 }
 
@@ -248,16 +236,13 @@ impl BackwardCoeffs {
 fn plane_grad_t<A: Activation>(c: &BackwardCoeffs, ch: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let (m, is, g, b) = (c.mean[ch], c.inv_std[ch], c.gamma[ch], c.beta[ch]);
     let (mdz, mdzx, k) = (c.mdz[ch], c.mdzx[ch], g * is);
-    with_simd(
-        #[inline(always)]
-        || {
-            for ((ov, xv), gv) in dx.iter_mut().zip(x).zip(dy) {
-                let xh = (xv - m) * is;
-                let dz = gv * A::derivative(xh * g + b);
-                *ov = k * (dz - mdz - xh * mdzx);
-            }
-        },
-    );
+    simd!({
+        for ((ov, xv), gv) in dx.iter_mut().zip(x).zip(dy) {
+            let xh = (xv - m) * is;
+            let dz = gv * A::derivative(xh * g + b);
+            *ov = k * (dz - mdz - xh * mdzx);
+        }
+    });
 }
 
 /// The first pass of the backward: per channel, the sums of dz = dy * act'(x_hat * gamma + beta) and of
@@ -330,10 +315,14 @@ fn backward_sums_t<A: Activation>(
             for img in range {
                 for (ch, a) in acc.iter_mut().enumerate() {
                     let r = d.plane(img, ch);
-                    let (s1, s2) = with_simd(
-                        #[inline(always)]
-                        || plane_backward_sums::<A>(&x[r.clone()], &dy[r], mean[ch], inv_std[ch], gamma[ch], beta[ch]),
-                    );
+                    let (s1, s2) = simd!(plane_backward_sums::<A>(
+                        &x[r.clone()],
+                        &dy[r],
+                        mean[ch],
+                        inv_std[ch],
+                        gamma[ch],
+                        beta[ch]
+                    ));
                     a.0 += s1 as f64;
                     a.1 += s2 as f64;
                 }
@@ -393,10 +382,7 @@ impl MomentSums {
 
     #[inline]
     pub fn add_plane(&mut self, ch: usize, v: &[f32]) {
-        let (m, m2) = with_simd(
-            #[inline(always)]
-            || plane_moments(v),
-        );
+        let (m, m2) = simd!(plane_moments(v));
         let n = v.len() as f64;
         self.s1[ch] += n * m as f64;
         self.q[ch] += m2 as f64 + n * (m as f64) * (m as f64);
@@ -450,7 +436,6 @@ fn plane_moments(v: &[f32]) -> (f32, f32) {
 /// (inside the layer that consumes it) and gives the per-plane sums of its backward pass.
 pub struct TrainNorm {
     pub mean: Vec<f32>,
-    pub var: Vec<f32>,
     pub inv_std: Vec<f32>,
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
@@ -460,11 +445,12 @@ pub struct TrainNorm {
 }
 
 impl TrainNorm {
-    pub fn new(mean: Vec<f32>, var: Vec<f32>, gamma: Vec<f32>, beta: Vec<f32>, act: Act, eps: f32) -> Self {
+    /// From the batch mean and biased variance.
+    pub fn new(mean: Vec<f32>, var: &[f32], gamma: Vec<f32>, beta: Vec<f32>, act: Act, eps: f32) -> Self {
         let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, i)| g * i).collect();
         let shift: Vec<f32> = (0..gamma.len()).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
-        TrainNorm { mean, var, inv_std, gamma, beta, scale, shift, act }
+        TrainNorm { mean, inv_std, gamma, beta, scale, shift, act }
     }
 
     /// y = act(BN(z)) for one plane of channel `ch`.
@@ -487,17 +473,11 @@ impl TrainNorm {
 }
 
 fn apply_plane_t<A: Activation>(z: &[f32], a: f32, b: f32, y: &mut [f32]) {
-    with_simd(
-        #[inline(always)]
-        || y.iter_mut().zip(z).for_each(|(o, v)| *o = A::apply(v * a + b)),
-    );
+    simd!(y.iter_mut().zip(z).for_each(|(o, v)| *o = A::apply(v * a + b)));
 }
 
 fn backward_plane_sums_simd<A: Activation>(z: &[f32], dy: &[f32], m: f32, is: f32, g: f32, b: f32) -> (f32, f32) {
-    with_simd(
-        #[inline(always)]
-        || plane_backward_sums::<A>(z, dy, m, is, g, b),
-    )
+    simd!(plane_backward_sums::<A>(z, dy, m, is, g, b))
 }
 
 #[cfg(test)]
@@ -550,7 +530,7 @@ mod tests {
         let dy = data(3 * 2 * 37, 5, 0.0);
         let (gamma, beta) = (vec![1.3f32, -0.4], vec![0.2f32, 1.0]);
         let (mean, var) = batch_stats(&d, &x);
-        let norm = TrainNorm::new(mean.clone(), var, gamma.clone(), beta.clone(), Act::HardSwish, 1e-5);
+        let norm = TrainNorm::new(mean.clone(), &var, gamma.clone(), beta.clone(), Act::HardSwish, 1e-5);
         let (mut dg, mut db) = ([0f32; 2], [0f32; 2]);
         let whole = backward_sums(&d, &x, &dy, &gamma, &beta, &mean, &norm.inv_std, Act::HardSwish, &mut dg, &mut db);
         let mut sums = vec![(0f64, 0f64); 2];

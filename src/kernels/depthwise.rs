@@ -7,7 +7,7 @@
 //! with rows `row` floats apart; the columns past the output width are scratch and are dropped. Short rows
 //! (8x8 planes) therefore still run in long vector loops.
 
-use super::{with_simd, Act};
+use super::Act;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -275,22 +275,19 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
         let b = bias.map(|b| b[ch]).unwrap_or(0.0);
         let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
         with_scratch(plan.phases * plan.src_len, plan.span, |src, acc| {
-            with_simd(
-                #[inline(always)]
-                || {
-                    plan.fill_sources(inp, src);
-                    correlate(acc, src, &plan.starts, wk, b);
-                    for oy in 0..oh {
-                        let o = &mut out[oy * ow..(oy + 1) * ow];
-                        let a = &acc[oy * plan.row..oy * plan.row + ow];
-                        match act {
-                            Act::None => o.copy_from_slice(a),
-                            Act::Relu => o.iter_mut().zip(a).for_each(|(o, v)| *o = v.max(0.0)),
-                            Act::HardSwish => o.iter_mut().zip(a).for_each(|(o, v)| *o = Act::HardSwish.apply(*v)),
-                        }
+            simd!({
+                plan.fill_sources(inp, src);
+                correlate(acc, src, &plan.starts, wk, b);
+                for oy in 0..oh {
+                    let o = &mut out[oy * ow..(oy + 1) * ow];
+                    let a = &acc[oy * plan.row..oy * plan.row + ow];
+                    match act {
+                        Act::None => o.copy_from_slice(a),
+                        Act::Relu => o.iter_mut().zip(a).for_each(|(o, v)| *o = v.max(0.0)),
+                        Act::HardSwish => o.iter_mut().zip(a).for_each(|(o, v)| *o = Act::HardSwish.apply(*v)),
                     }
-                },
-            )
+                }
+            })
         });
     });
 }
@@ -304,14 +301,11 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         let wk = &w[ch * kk..(ch + 1) * kk];
         let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
         with_scratch(plan.phases * plan.src_len, plan.padded_span_len(), |src, padded| {
-            with_simd(
-                #[inline(always)]
-                || {
-                    plan.fill_padded_span(grad, padded);
-                    plan.transpose(padded, wk, src);
-                    plan.gather_sources(src, out);
-                },
-            )
+            simd!({
+                plan.fill_padded_span(grad, padded);
+                plan.transpose(padded, wk, src);
+                plan.gather_sources(src, out);
+            })
         });
     });
 }
@@ -327,17 +321,14 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 let plane = img * g.c + ch;
                 let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
                 let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-                with_simd(
-                    #[inline(always)]
-                    || {
-                        plan.fill_sources(inp, src);
-                        plan.fill_span(grad, span);
-                        for (t, &(ph, off)) in plan.taps.iter().enumerate() {
-                            let s = &src[ph * plan.src_len + off..];
-                            acc[t] += dot(span, &s[..plan.span]) as f64;
-                        }
-                    },
-                )
+                simd!({
+                    plan.fill_sources(inp, src);
+                    plan.fill_span(grad, span);
+                    for (t, &(ph, off)) in plan.taps.iter().enumerate() {
+                        let s = &src[ph * plan.src_len + off..];
+                        acc[t] += dot(span, &s[..plan.span]) as f64;
+                    }
+                })
             }
         });
         for (o, a) in out.iter_mut().zip(acc) {
@@ -384,16 +375,13 @@ impl PlaneConv {
     pub fn forward(&self, inp: &[f32], wk: &[f32], out: &mut [f32], s: &mut PlaneScratch) {
         let p = &self.plan;
         let (oh, ow) = (p.g.out_h(), p.g.out_w());
-        with_simd(
-            #[inline(always)]
-            || {
-                p.copy_sources(inp, &mut s.src);
-                correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
-                for oy in 0..oh {
-                    out[oy * ow..(oy + 1) * ow].copy_from_slice(&s.acc[oy * p.row..oy * p.row + ow]);
-                }
-            },
-        )
+        simd!({
+            p.copy_sources(inp, &mut s.src);
+            correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
+            for oy in 0..oh {
+                out[oy * ow..(oy + 1) * ow].copy_from_slice(&s.acc[oy * p.row..oy * p.row + ow]);
+            }
+        })
     }
 
     /// From one plane's output gradient `grad` (oh*ow) and its input: adds the filter's gradient into `dw_acc`
@@ -409,26 +397,23 @@ impl PlaneConv {
         s: &mut PlaneScratch,
     ) {
         let p = &self.plan;
-        with_simd(
-            #[inline(always)]
-            || {
-                p.copy_sources(inp, &mut s.src);
-                let span = p.copy_padded_span(grad, &mut s.padded);
-                // Rounded up to whole blocks: the floats past the span are zeros (see `scratch`).
-                let g = &s.padded[span.start..span.start + span.len().div_ceil(16) * 16];
-                match p.starts.len() {
-                    9 => tap_dots::<3>(g, &s.src, &p.starts, dw_acc),
-                    25 => tap_dots::<5>(g, &s.src, &p.starts, dw_acc),
-                    _ => {
-                        for (a, &st) in dw_acc.iter_mut().zip(&p.starts) {
-                            *a += dot(g, &s.src[st..st + g.len()]) as f64;
-                        }
+        simd!({
+            p.copy_sources(inp, &mut s.src);
+            let span = p.copy_padded_span(grad, &mut s.padded);
+            // Rounded up to whole blocks: the floats past the span are zeros (see `scratch`).
+            let g = &s.padded[span.start..span.start + span.len().div_ceil(16) * 16];
+            match p.starts.len() {
+                9 => tap_dots::<3>(g, &s.src, &p.starts, dw_acc),
+                25 => tap_dots::<5>(g, &s.src, &p.starts, dw_acc),
+                _ => {
+                    for (a, &st) in dw_acc.iter_mut().zip(&p.starts) {
+                        *a += dot(g, &s.src[st..st + g.len()]) as f64;
                     }
                 }
-                p.transpose(&s.padded, wk, &mut s.dsrc);
-                p.gather_sources(&s.dsrc, dx);
-            },
-        )
+            }
+            p.transpose(&s.padded, wk, &mut s.dsrc);
+            p.gather_sources(&s.dsrc, dx);
+        })
     }
 }
 

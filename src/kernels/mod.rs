@@ -3,6 +3,16 @@
 //!
 //! Parallelism: rayon over independent planes or channels, so each task owns a disjoint part of the output.
 
+/// Evaluates the expression (or block) compiled for the widest vector unit the CPU has: [`with_simd`] on a
+/// closure that is always inlined into its target-feature wrappers. Kernels use this, never `with_simd` itself:
+/// a closure that LLVM compiles on its own gets the crate's baseline target (SSE2), whatever the caller enables.
+macro_rules! simd {
+    ($($body:tt)*) => {
+        $crate::kernels::with_simd(#[inline(always)] || $($body)*)
+    };
+}
+pub(crate) use simd;
+
 pub mod batchnorm;
 pub mod dense;
 pub mod depthwise;
@@ -100,21 +110,18 @@ pub(crate) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
 /// dst += src, elementwise, in parallel (the residual connection and its gradient).
 pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
     use rayon::prelude::*;
-    dst.par_chunks_mut(4096).zip(src.par_chunks(4096)).for_each(|(o, x)| {
-        with_simd(
-            #[inline(always)]
-            || o.iter_mut().zip(x).for_each(|(o, x)| *o += x),
-        )
-    });
+    dst.par_chunks_mut(4096)
+        .zip(src.par_chunks(4096))
+        .for_each(|(o, x)| simd!(o.iter_mut().zip(x).for_each(|(o, x)| *o += x)));
 }
 
 /// Runs `f` compiled for the widest vector unit the CPU has (checked once): AVX-512 (16 floats), else AVX2 +
 /// FMA (8 floats), else the baseline target.
 ///
-/// `f` must be marked `#[inline(always)]` (`with_simd(#[inline(always)] || ...)`) and call only
-/// `#[inline(always)]` code: the closure is called from three places here, so LLVM does not inline a large one on
-/// its own, and a closure compiled on its own gets the crate's baseline target (SSE2, 4 floats) whatever the
-/// caller enables. The crate itself builds for baseline x86-64 so the binary runs on any machine.
+/// Call it through [`simd!`], which marks the closure `#[inline(always)]`, and give it only `#[inline(always)]`
+/// code: the closure is called from three places here, so LLVM does not inline a large one on its own, and a
+/// closure compiled on its own gets the crate's baseline target (SSE2, 4 floats) whatever the caller enables.
+/// The crate itself builds for baseline x86-64 so the binary runs on any machine.
 #[inline(always)]
 pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
