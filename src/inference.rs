@@ -5,8 +5,8 @@
 use crate::arch::ArchSpec;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward, pointwise_forward_with};
-use crate::kernels::depthwise::{self as dw, Geometry};
-use crate::kernels::{add_assign, simd, Act};
+use crate::kernels::depthwise::{self as dw, dot, Geometry};
+use crate::kernels::{add_assign, lane_sum, simd, Act};
 use crate::layers::BN_EPS;
 use crate::model::MobileNetV3;
 use candle_core::Result;
@@ -175,7 +175,7 @@ impl InferencePlan {
             side = g.out_h();
             let hw = side * side;
             if let Some(se) = &b.se {
-                squeeze_excite(se, &mut d, n, b.exp, hw);
+                squeeze_excite(se, &mut d, b.exp, hw, nested);
             }
             let mut out = pointwise(&d, &b.project.w, b.exp, b.out_c, hw);
             bn::bias_act_inplace(&Dims { n, c: b.out_c, hw }, &mut out, &b.project.b, Act::None);
@@ -188,7 +188,7 @@ impl InferencePlan {
         let cl = spec.last_out;
         let mut f = pointwise(&a, &self.last.w, spec.last_in, cl, hw);
         bn::bias_act_inplace(&Dims { n, c: cl, hw }, &mut f, &self.last.b, Act::HardSwish);
-        f.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect()
+        f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect()
     }
 
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).
@@ -213,18 +213,31 @@ impl InferencePlan {
 /// L2 cache on every layer; measured best against 2, 4 and whole-batch layers (`latency --batch 128`).
 const IMAGE_GROUP: usize = 1;
 
-/// In place: x *= hsigmoid(W2 relu(W1 mean(x) + b1) + b2), per image and channel.
-fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], n: usize, c: usize, hw: usize) {
-    let pooled: Vec<f32> = x.par_chunks(hw).map(|p| simd!(p.iter().sum::<f32>()) / hw as f32).collect();
-    let mut hidden = vec![0f32; n * se.mid];
-    matmul(n, se.mid, c, &mut hidden, &pooled, (c, 1), &se.w1, (1, c), false, false);
-    for row in hidden.chunks_mut(se.mid) {
-        row.iter_mut().zip(&se.b1).for_each(|(v, b)| *v = (*v + b).max(0.0));
+/// In place: x *= hsigmoid(W2 relu(W1 mean(x) + b1) + b2), per image and channel. The two layers are
+/// matrix-vector products of a few hundred channels: plain dot products, where a matrix-product call would
+/// cost more in set-up than in arithmetic. `nested`: on a worker thread already (one image of a batch).
+fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], c: usize, hw: usize, nested: bool) {
+    // Plain loops, no iterator closures: a closure that LLVM leaves out of line loses `simd!`'s target.
+    let excite = |img: &mut [f32]| {
+        let (mut pooled, mut hidden) = (vec![0f32; c], vec![0f32; se.mid]);
+        simd!({
+            for (p, plane) in pooled.iter_mut().zip(img.chunks(hw)) {
+                *p = lane_sum(plane) / hw as f32;
+            }
+            for ((h, w), b) in hidden.iter_mut().zip(se.w1.chunks(c)).zip(&se.b1) {
+                *h = (dot(w, &pooled) + b).max(0.0);
+            }
+            for ((plane, w), b) in img.chunks_mut(hw).zip(se.w2.chunks(se.mid)).zip(&se.b2) {
+                let gate = (dot(w, &hidden) + b + 3.0).clamp(0.0, 6.0) / 6.0;
+                for v in plane.iter_mut() {
+                    *v *= gate;
+                }
+            }
+        })
+    };
+    if nested {
+        x.chunks_mut(c * hw).for_each(excite);
+    } else {
+        x.par_chunks_mut(c * hw).for_each(excite);
     }
-    let mut gate = vec![0f32; n * c];
-    matmul(n, c, se.mid, &mut gate, &hidden, (se.mid, 1), &se.w2, (1, se.mid), false, false);
-    for row in gate.chunks_mut(c) {
-        row.iter_mut().zip(&se.b2).for_each(|(v, b)| *v = (*v + b + 3.0).clamp(0.0, 6.0) / 6.0);
-    }
-    x.par_chunks_mut(hw).zip(gate.par_iter()).for_each(|(p, g)| simd!(p.iter_mut().for_each(|v| *v *= g)));
 }

@@ -20,7 +20,7 @@ use crate::kernels::batchnorm::{self as bn, BackwardCoeffs, Dims, MomentSums, Tr
 use crate::kernels::dense::{matmul, pointwise_backward_fused};
 use crate::kernels::depthwise::{dot, Geometry, PlaneConv};
 use crate::kernels::profile::timed;
-use crate::kernels::{add_assign, image_ranges, simd, uninit_buffer, Act, SharedMut};
+use crate::kernels::{add_assign, image_ranges, lane_sum, simd, uninit_buffer, Act, SharedMut};
 use crate::layers::BN_EPS;
 use candle_core::Result;
 use rayon::prelude::*;
@@ -335,7 +335,7 @@ fn se_gate(
     gate: &mut [f32],
 ) {
     for ch in 0..c {
-        pooled[ch] = simd!(y[ch * hw..(ch + 1) * hw].iter().sum::<f32>()) / hw as f32;
+        pooled[ch] = simd!(lane_sum(&y[ch * hw..(ch + 1) * hw])) / hw as f32;
     }
     for (j, h) in hidden.iter_mut().enumerate() {
         *h = (se.b1[j] + simd!(dot(&se.w1[j * c..(j + 1) * c], pooled))).max(0.0);

@@ -15,7 +15,7 @@ use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_backward_fused, pointwise_forward};
 use crate::kernels::depthwise::Geometry;
 use crate::kernels::profile::timed;
-use crate::kernels::{uninit_buffer, Act};
+use crate::kernels::{lane_sum, simd, uninit_buffer, Act};
 use crate::layers::BN_EPS;
 use crate::model::MobileNetV3;
 use candle_core::backprop::GradStore;
@@ -177,7 +177,7 @@ fn train_step_on_pool(
 
     // Head: global pool, 1x1 conv (bias) + hswish, dropout, classifier.
     let (cl, hid, classes) = (spec.last_out, spec.hidden, spec.num_classes);
-    let pooled: Vec<f32> = tape[feat].chunks(hw).map(|pl| pl.iter().sum::<f32>() / hw as f32).collect();
+    let pooled: Vec<f32> = tape[feat].chunks(hw).map(|pl| simd!(lane_sum(pl)) / hw as f32).collect();
     let w3 = p.get("conv_3.1.weight")?;
     let b3 = p.get("conv_3.1.bias")?;
     let mut pre_h = vec![0f32; n * hid];

@@ -4,7 +4,7 @@
 //! pass that recomputes the normalised input instead of storing it. Evaluation: y = act(x * scale + shift).
 //! The activation is a type parameter, so each inner loop is branch-free and vectorises.
 
-use super::Act;
+use super::{hsum, Act};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ fn shifted_sums(v: &[f32], k: f32) -> (f32, f32) {
             b[l] += t * t;
         }
     }
-    let (mut s1, mut s2): (f32, f32) = (a.iter().sum(), b.iter().sum());
+    let (mut s1, mut s2): (f32, f32) = (hsum(a), hsum(b));
     for t in rest {
         s1 += t - k;
         s2 += (t - k) * (t - k);
@@ -354,7 +354,7 @@ fn plane_backward_sums<A: Activation>(xs: &[f32], gs: &[f32], m: f32, is: f32, g
             bs[l] += dz * xh;
         }
     }
-    let (mut s1, mut s2): (f32, f32) = (a.iter().sum(), bs.iter().sum());
+    let (mut s1, mut s2): (f32, f32) = (hsum(a), hsum(bs));
     for (x, d) in xr.iter().zip(gr) {
         let xh = (x - m) * is;
         let dz = d * A::derivative(xh * g + b);
@@ -426,7 +426,7 @@ fn plane_moments(v: &[f32]) -> (f32, f32) {
             a[l] += c[l];
         }
     }
-    let m = (a.iter().sum::<f32>() + rest.iter().sum::<f32>()) / v.len().max(1) as f32;
+    let m = (hsum(a) + rest.iter().sum::<f32>()) / v.len().max(1) as f32;
     let (s1, s2) = shifted_sums(v, m);
     // s1 is the rounding residue of the mean; removing it keeps M2 exact to first order.
     (m, s2 - s1 * s1 / v.len().max(1) as f32)

@@ -7,7 +7,8 @@
 //! with rows `row` floats apart; the columns past the output width are scratch and are dropped. Short rows
 //! (8x8 planes) therefore still run in long vector loops.
 
-use super::Act;
+use super::depthwise_rows::{Lane16, RowPlan};
+use super::{hsum, Act};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -194,6 +195,22 @@ impl Plan {
 
 thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static ROWS: RefCell<(Vec<Lane16>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with a thread-local shifted-row buffer for `rows` and k*k floats of scratch.
+fn with_rows<R>(rows: &RowPlan, kk: usize, f: impl FnOnce(&mut [Lane16], &mut [f32]) -> R) -> R {
+    ROWS.with(|s| {
+        let mut s = s.borrow_mut();
+        let (b, w) = &mut *s;
+        if b.len() < rows.buffer_len() {
+            b.resize(rows.buffer_len(), Lane16::default());
+        }
+        if w.len() < kk {
+            w.resize(kk, 0.0);
+        }
+        f(&mut b[..rows.buffer_len()], &mut w[..kk])
+    })
 }
 
 /// Runs `f` with two thread-local buffers of the given lengths (contents unspecified).
@@ -223,52 +240,100 @@ fn correlate(acc: &mut [f32], src: &[f32], starts: &[usize], w: &[f32], bias: f3
 }
 
 /// [`correlate`] with fused multiply-adds or without (where the CPU has none, `mul_add` is a slow library call).
+///
+/// The span runs as blocks of 128 outputs, and what is left as one block that overlaps the one before (the
+/// overlap is written twice with the same values): a scalar or narrow tail would cost as much as all the wide
+/// blocks on an 8x8 plane. The block width is about latency: each vector of sums is a chain of k*k dependent
+/// multiply-adds, and the CPU needs about eight chains in flight to keep its FMA units busy.
 #[inline(always)]
 fn correlate_with<const FMA: bool>(acc: &mut [f32], src: &[f32], starts: &[usize], w: &[f32], bias: f32) {
     let span = acc.len();
     let mut i = 0;
-    i = correlate_blocks::<64, FMA>(acc, src, starts, w, bias, i);
-    i = correlate_blocks::<16, FMA>(acc, src, starts, w, bias, i);
-    if i < span && span >= 16 {
-        // The last few outputs as one more block that overlaps the previous one (the overlap is written twice with
-        // the same values): a scalar tail would cost as much as all the blocks on an 8x8 plane.
-        correlate_blocks::<16, FMA>(acc, src, starts, w, bias, span - 16);
+    while i + 128 <= span {
+        correlate_block::<128, FMA>(acc, src, starts, w, bias, i);
+        i += 128;
+    }
+    let left = span - i;
+    if left == 0 {
+        return;
+    }
+    if left > 64 && span >= 128 {
+        correlate_block::<128, FMA>(acc, src, starts, w, bias, span - 128);
+    } else if span >= 64 {
+        if left > 64 {
+            correlate_block::<64, FMA>(acc, src, starts, w, bias, i);
+        }
+        correlate_block::<64, FMA>(acc, src, starts, w, bias, span - 64);
+    } else if span >= 16 {
+        while i + 16 <= span {
+            correlate_block::<16, FMA>(acc, src, starts, w, bias, i);
+            i += 16;
+        }
+        if i < span {
+            correlate_block::<16, FMA>(acc, src, starts, w, bias, span - 16);
+        }
     } else {
-        for (j, out) in acc.iter_mut().enumerate().take(span).skip(i) {
+        for (j, out) in acc.iter_mut().enumerate() {
             *out = starts.iter().zip(w).fold(bias, |v, (&st, &wt)| v + wt * src[st + j]);
         }
     }
 }
 
-/// Blocks of B outputs from `from` on, while a whole block fits; returns where it stopped.
+/// The B outputs from `at` on. Blocks narrower than 128 sum the even and the odd taps in two sets of vectors,
+/// added at the end, so that they too keep enough independent chains of multiply-adds in flight.
 #[inline(always)]
-fn correlate_blocks<const B: usize, const FMA: bool>(
+fn correlate_block<const B: usize, const FMA: bool>(
     acc: &mut [f32],
     src: &[f32],
     starts: &[usize],
     w: &[f32],
     bias: f32,
-    from: usize,
-) -> usize {
-    let mut i = from;
-    while i + B <= acc.len() {
-        let mut a = [bias; B];
-        for (&st, &wt) in starts.iter().zip(w) {
-            let s = &src[st + i..st + i + B];
-            for l in 0..B {
-                a[l] = if FMA { wt.mul_add(s[l], a[l]) } else { a[l] + wt * s[l] };
-            }
+    at: usize,
+) {
+    #[inline(always)]
+    fn madd<const B: usize, const FMA: bool>(a: &mut [f32; B], wt: f32, s: &[f32]) {
+        let s = &s[..B];
+        for l in 0..B {
+            a[l] = if FMA { wt.mul_add(s[l], a[l]) } else { a[l] + wt * s[l] };
         }
-        acc[i..i + B].copy_from_slice(&a);
-        i += B;
     }
-    i
+    let mut a = [bias; B];
+    if B >= 128 {
+        for (&st, &wt) in starts.iter().zip(w) {
+            madd::<B, FMA>(&mut a, wt, &src[st + at..]);
+        }
+    } else {
+        let mut b = [0f32; B];
+        let (pairs, odd) = (starts.len() / 2, starts.len() % 2 == 1);
+        for p in 0..pairs {
+            madd::<B, FMA>(&mut a, w[2 * p], &src[starts[2 * p] + at..]);
+            madd::<B, FMA>(&mut b, w[2 * p + 1], &src[starts[2 * p + 1] + at..]);
+        }
+        if odd {
+            madd::<B, FMA>(&mut a, w[2 * pairs], &src[starts[2 * pairs] + at..]);
+        }
+        for l in 0..B {
+            a[l] += b[l];
+        }
+    }
+    acc[at..at + B].copy_from_slice(&a);
 }
 
 /// y = act(depthwise(x, w) + bias). x: n*c*h*w, w: c*k*k, y: n*c*oh*ow.
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Act, y: &mut [f32]) {
-    let plan = Plan::new(g);
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
+    if let Some(rows) = RowPlan::new(g) {
+        y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
+            let ch = plane % g.c;
+            let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            with_rows(&rows, kk, |buf, _| {
+                rows.shift(inp, buf);
+                rows.correlate(buf, &w[ch * kk..(ch + 1) * kk], bias.map(|b| b[ch]).unwrap_or(0.0), act, out);
+            })
+        });
+        return;
+    }
+    let plan = Plan::new(g);
     y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
         let ch = plane % g.c;
         let wk = &w[ch * kk..(ch + 1) * kk];
@@ -294,8 +359,16 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
 
 /// dx = depthwise_transpose(dy, w). dy: n*c*oh*ow, dx: n*c*h*w.
 pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let plan = Plan::new(g);
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
+    if let Some(rows) = RowPlan::new(g).filter(RowPlan::has_input_grad) {
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, out)| {
+            let ch = plane % g.c;
+            let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
+            with_rows(&rows, kk, |buf, rotated| rows.input_grad(grad, &w[ch * kk..(ch + 1) * kk], buf, rotated, out))
+        });
+        return;
+    }
+    let plan = Plan::new(g);
     dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, out)| {
         let ch = plane % g.c;
         let wk = &w[ch * kk..(ch + 1) * kk];
@@ -312,8 +385,24 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 
 /// dw[c] = sum over the batch of correlate(x[., c], dy[., c]); per-plane sums in f32, across planes in f64.
 pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let plan = Plan::new(g);
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
+    if let Some(rows) = RowPlan::new(g) {
+        dw.par_chunks_mut(kk).enumerate().for_each(|(ch, out)| {
+            let mut acc = vec![0f64; kk];
+            with_rows(&rows, kk, |buf, _| {
+                for img in 0..g.n {
+                    let plane = img * g.c + ch;
+                    rows.shift(&x[plane * g.h * g.w..(plane + 1) * g.h * g.w], buf);
+                    rows.weight_grad(buf, &dy[plane * oh * ow..(plane + 1) * oh * ow], &mut acc);
+                }
+            });
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = a as f32;
+            }
+        });
+        return;
+    }
+    let plan = Plan::new(g);
     dw.par_chunks_mut(kk).enumerate().for_each(|(ch, out)| {
         let mut acc = vec![0f64; kk];
         with_scratch(plan.phases * plan.src_len, plan.span, |src, span| {
@@ -341,6 +430,8 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 /// the caller prepares each input plane (e.g. BatchNorm + activation applied in cache) and owns the scratch.
 pub struct PlaneConv {
     plan: Plan,
+    /// The row kernel where the shape has one.
+    rows: Option<RowPlan>,
 }
 
 /// Per-thread buffers of a [`PlaneConv`]. They only ever hold planes of that convolution, so their padding stays
@@ -350,11 +441,13 @@ pub struct PlaneScratch {
     acc: Vec<f32>,
     padded: Vec<f32>,
     dsrc: Vec<f32>,
+    shifted: Vec<Lane16>,
+    rotated: Vec<f32>,
 }
 
 impl PlaneConv {
     pub fn new(g: &Geometry) -> Self {
-        PlaneConv { plan: Plan::new(g) }
+        PlaneConv { plan: Plan::new(g), rows: RowPlan::new(g) }
     }
 
     pub fn scratch(&self) -> PlaneScratch {
@@ -367,12 +460,19 @@ impl PlaneConv {
             acc: vec![0.0; p.span],
             padded: vec![0.0; p.padded_span_len() + 16],
             dsrc: vec![0.0; src_len],
+            shifted: vec![Lane16::default(); self.rows.map_or(0, |r| r.buffer_len())],
+            rotated: vec![0.0; p.g.k * p.g.k],
         }
     }
 
     /// out (oh*ow) = the correlation of one h*w input plane with its k*k filter `wk`.
     #[inline]
     pub fn forward(&self, inp: &[f32], wk: &[f32], out: &mut [f32], s: &mut PlaneScratch) {
+        if let Some(rows) = &self.rows {
+            rows.shift(inp, &mut s.shifted);
+            rows.correlate(&s.shifted, wk, 0.0, Act::None, out);
+            return;
+        }
         let p = &self.plan;
         let (oh, ow) = (p.g.out_h(), p.g.out_w());
         simd!({
@@ -397,6 +497,20 @@ impl PlaneConv {
         s: &mut PlaneScratch,
     ) {
         let p = &self.plan;
+        if let Some(rows) = &self.rows {
+            rows.shift(inp, &mut s.shifted);
+            rows.weight_grad(&s.shifted, grad, dw_acc);
+            if rows.has_input_grad() {
+                rows.input_grad(grad, wk, &mut s.shifted, &mut s.rotated, dx);
+            } else {
+                simd!({
+                    p.copy_padded_span(grad, &mut s.padded);
+                    p.transpose(&s.padded, wk, &mut s.dsrc);
+                    p.gather_sources(&s.dsrc, dx);
+                })
+            }
+            return;
+        }
         simd!({
             p.copy_sources(inp, &mut s.src);
             let span = p.copy_padded_span(grad, &mut s.padded);
@@ -439,27 +553,36 @@ fn tap_dots<const G: usize>(grad: &[f32], src: &[f32], starts: &[usize], out: &m
         }
         for j in 0..G {
             let tail: f32 = (i..n).map(|x| grad[x] * srcs[j][x]).sum();
-            outs[j] += (acc[j].iter().sum::<f32>() + tail) as f64;
+            outs[j] += (hsum(acc[j]) + tail) as f64;
         }
     }
 }
 
-/// A dot product in 16 independent lanes, so the compiler can vectorise it.
+/// A dot product in 64 independent lanes (four vectors of sums, so that the adds do not wait on each other),
+/// which the compiler can vectorise.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut lanes = [0f32; 16];
-    let chunks = n / 16;
-    for i in 0..chunks {
-        let (ca, cb) = (&a[i * 16..i * 16 + 16], &b[i * 16..i * 16 + 16]);
+    let mut lanes = [0f32; 64];
+    let mut i = 0;
+    while i + 64 <= n {
+        let (ca, cb) = (&a[i..i + 64], &b[i..i + 64]);
+        for l in 0..64 {
+            lanes[l] += ca[l] * cb[l];
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        let (ca, cb) = (&a[i..i + 16], &b[i..i + 16]);
         for l in 0..16 {
             lanes[l] += ca[l] * cb[l];
         }
+        i += 16;
     }
-    let mut s: f32 = lanes.iter().sum();
-    for i in chunks * 16..n {
-        s += a[i] * b[i];
+    let mut s = hsum(lanes);
+    for j in i..n {
+        s += a[j] * b[j];
     }
     s
 }
@@ -534,8 +657,9 @@ mod tests {
         }
     }
 
-    /// Odd shapes: stride 2, 5x5, channels not a multiple of the vector width, batch 1, odd sides, 1x1 input.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    /// Odd shapes: stride 2, 5x5, channels not a multiple of the vector width, batch 1, odd sides, 1x1 input;
+    /// then every plane shape of the CIFAR layout, which the row kernel takes where the CPU has AVX-512.
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 17] = [
         (1, 3, 7, 5, 3, 1),
         (2, 5, 9, 9, 5, 2),
         (3, 17, 8, 6, 3, 2),
@@ -543,7 +667,31 @@ mod tests {
         (2, 3, 2, 2, 5, 2),
         (1, 2, 32, 32, 5, 1),
         (2, 9, 11, 16, 3, 2),
+        (2, 3, 8, 8, 3, 1),
+        (2, 3, 8, 8, 5, 1),
+        (2, 3, 16, 16, 3, 1),
+        (1, 3, 16, 16, 5, 1),
+        (2, 3, 32, 32, 3, 1),
+        (1, 3, 32, 32, 5, 1),
+        (2, 3, 16, 16, 3, 2),
+        (2, 3, 16, 16, 5, 2),
+        (1, 3, 32, 32, 3, 2),
+        (2, 3, 32, 32, 5, 2),
     ];
+
+    /// The CIFAR shapes above do run the row kernel on a CPU that has it (so the tests above check it).
+    #[test]
+    fn row_kernel_takes_the_cifar_planes() {
+        for &(n, c, h, w, k, s) in &SHAPES[7..] {
+            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
+            assert_eq!(RowPlan::new(&g).is_some(), crate::kernels::has_avx512(), "{g:?}");
+        }
+        // The odd shapes (except the 32x32 one) take the general kernel.
+        for &(n, c, h, w, k, s) in SHAPES[..7].iter().filter(|s| s.2 != 32) {
+            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
+            assert!(RowPlan::new(&g).is_none(), "{g:?}");
+        }
+    }
 
     #[test]
     fn forward_matches_the_definition_on_odd_shapes() {
@@ -596,15 +744,18 @@ mod tests {
 
     #[test]
     fn fused_bias_and_activation() {
-        let g = Geometry { n: 1, c: 2, h: 5, w: 5, k: 3, stride: 1, pad: 1 };
-        let (x, wt) = (data(50, 4), data(18, 5));
-        let bias = [0.5f32, -0.25];
-        let mut y = vec![0f32; g.out_len()];
-        forward(&g, &x, &wt, Some(&bias), Act::HardSwish, &mut y);
-        let r = naive_forward(&g, &x, &wt);
-        for (i, (a, b)) in y.iter().zip(&r).enumerate() {
-            let e = Act::HardSwish.apply(b + bias[i / 25]);
-            assert!((a - e).abs() < 1e-5);
+        // A 5x5 plane (general kernel) and a 16x16 one (row kernel with AVX-512).
+        for (side, act) in [(5, Act::HardSwish), (16, Act::HardSwish), (16, Act::Relu), (8, Act::HardSwish)] {
+            let g = Geometry { n: 1, c: 2, h: side, w: side, k: 3, stride: 1, pad: 1 };
+            let (x, wt) = (data(2 * side * side, 4), data(18, 5));
+            let bias = [0.5f32, -0.25];
+            let mut y = vec![0f32; g.out_len()];
+            forward(&g, &x, &wt, Some(&bias), act, &mut y);
+            let r = naive_forward(&g, &x, &wt);
+            for (i, (a, b)) in y.iter().zip(&r).enumerate() {
+                let e = act.apply(b + bias[i / (side * side)]);
+                assert!((a - e).abs() < 1e-5, "{side} {act:?} at {i}: {a} vs {e}");
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) use simd;
 pub mod batchnorm;
 pub mod dense;
 pub mod depthwise;
+pub(crate) mod depthwise_rows;
 pub mod profile;
 
 /// The activation fused into a kernel.
@@ -107,6 +108,34 @@ pub(crate) fn image_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
     (0..parts).map(|p| p * per..((p + 1) * per).min(n)).collect()
 }
 
+/// The sum of `v` in 16 independent lanes: `iter().sum()` adds one float at a time (the compiler may not
+/// reorder float additions), a chain of dependent adds that costs four cycles per element.
+#[inline(always)]
+pub(crate) fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    hsum(lanes) + chunks.remainder().iter().sum::<f32>()
+}
+
+/// The sum of N lanes (a power of two) as a tree of vector adds: `iter().sum()` over the lanes would be N
+/// dependent adds, several times the cost of the loop that filled them on a small plane.
+#[inline(always)]
+pub(crate) fn hsum<const N: usize>(mut lanes: [f32; N]) -> f32 {
+    let mut n = N;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            lanes[i] += lanes[i + n];
+        }
+    }
+    lanes[0]
+}
+
 /// dst += src, elementwise, in parallel (the residual connection and its gradient).
 pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
     use rayon::prelude::*;
@@ -155,6 +184,19 @@ pub(crate) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         simd_level() >= 2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`with_simd`] runs with AVX-512F (the row kernels of [`depthwise_rows`] need it).
+#[inline(always)]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_level() == 3
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,0 +1,319 @@
+//! Depthwise convolution one plane at a time with whole rows in AVX-512 registers, for the planes of the CIFAR
+//! layout: output rows of 8, 16 or 32 pixels, 3x3 or 5x5 filters, stride 1 or 2.
+//!
+//! The general kernel ([`super::depthwise`]) reads every tap as an unaligned load from a zero-padded copy of
+//! the plane, one per output vector and tap, most of them split across two cache lines, and computes the
+//! padding columns too. Here each input row is loaded once and its k horizontally shifted copies are made in
+//! registers (`valignd` against zeros, which also supplies the padding; stride 2 first splits the row into its
+//! even and odd pixels with one permute each) and kept in a small aligned buffer of *shifted rows*. Every
+//! output row is then k*k multiply-adds of aligned rows of that buffer, eight output vectors at a time so that
+//! enough independent chains of multiply-adds are in flight; bias and activation are applied before the single
+//! store. The same buffer gives the weight gradient (per tap, the dot product of the output gradient with the
+//! shifted rows) and, at stride 1, the input gradient (the forward of the output gradient with the filter
+//! rotated by 180 degrees).
+
+use super::depthwise::Geometry;
+use super::Act;
+
+/// Sixteen floats on a 64-byte boundary: one row vector of the shifted-row buffer.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub(crate) struct Lane16(pub [f32; 16]);
+
+/// A plane shape the row kernel handles, or `None` (another shape, or a CPU without AVX-512).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowPlan {
+    k: usize,
+    stride: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    /// Vectors per output row: 1 (8 or 16 pixels) or 2 (32).
+    v: usize,
+}
+
+impl RowPlan {
+    pub(crate) fn new(g: &Geometry) -> Option<RowPlan> {
+        if !super::has_avx512() || !matches!(g.k, 3 | 5) || g.pad != (g.k - 1) / 2 {
+            return None;
+        }
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let v = match (g.stride, ow, g.w) {
+            (1, 8, 8) | (1, 16, 16) | (2, 8, 16) | (2, 16, 32) => 1,
+            (1, 32, 32) => 2,
+            _ => return None,
+        };
+        // Output rows go in groups of 8 vectors.
+        if oh % (8 / v) != 0 || g.h != oh * g.stride {
+            return None;
+        }
+        Some(RowPlan { k: g.k, stride: g.stride, h: g.h, w: g.w, oh, ow, v })
+    }
+
+    /// Row vectors in the shifted-row buffer: k shifted copies of each padded input row.
+    pub(crate) fn buffer_len(&self) -> usize {
+        (self.h + self.k - 1) * self.k * self.v
+    }
+
+    /// The shifted rows of an h x w plane (of the input, or at stride 1 of an output gradient).
+    #[inline]
+    pub(crate) fn shift(&self, plane: &[f32], buf: &mut [Lane16]) {
+        assert!(plane.len() >= self.h * self.w && buf.len() >= self.buffer_len());
+        // SAFETY: AVX-512F is present (checked in `new`); the asserts bound every access.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use avx512::*;
+            match (self.k, self.stride, self.v) {
+                (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, buf),
+                (3, 1, _) => shift_rows::<3, 1, 2>(self, plane, buf),
+                (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, buf),
+                (5, 1, _) => shift_rows::<5, 1, 2>(self, plane, buf),
+                (3, _, _) => shift_rows::<3, 2, 1>(self, plane, buf),
+                _ => shift_rows::<5, 2, 1>(self, plane, buf),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+    }
+
+    /// out (oh x ow) = act(bias + the correlation of the shifted plane with the k x k filter `wk`).
+    #[inline]
+    pub(crate) fn correlate(&self, buf: &[Lane16], wk: &[f32], bias: f32, act: Act, out: &mut [f32]) {
+        assert!(buf.len() >= self.buffer_len() && wk.len() >= self.k * self.k && out.len() >= self.oh * self.ow);
+        // SAFETY: as in `shift`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use avx512::*;
+            match (self.k, self.v) {
+                (3, 1) => correlate_rows::<3, 1, 8>(self, buf, wk, bias, act, out),
+                (3, _) => correlate_rows::<3, 2, 4>(self, buf, wk, bias, act, out),
+                (5, 1) => correlate_rows::<5, 1, 8>(self, buf, wk, bias, act, out),
+                _ => correlate_rows::<5, 2, 4>(self, buf, wk, bias, act, out),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+    }
+
+    /// dw_acc[t] += sum over the plane of grad * (the input's shifted rows for tap t).
+    #[inline]
+    pub(crate) fn weight_grad(&self, buf: &[Lane16], grad: &[f32], dw_acc: &mut [f64]) {
+        assert!(buf.len() >= self.buffer_len() && grad.len() >= self.oh * self.ow && dw_acc.len() >= self.k * self.k);
+        // SAFETY: as in `shift`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use avx512::*;
+            match (self.k, self.v) {
+                (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
+                (3, _) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
+                (5, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
+                _ => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+    }
+
+    /// Whether [`input_grad`](Self::input_grad) applies: at stride 1 the input gradient is a correlation too.
+    pub(crate) fn has_input_grad(&self) -> bool {
+        self.stride == 1
+    }
+
+    /// Stride 1: dx (h x w) = the correlation of the output gradient with the filter rotated by 180 degrees.
+    /// `buf` is scratch; `rotated` holds k*k floats.
+    #[inline]
+    pub(crate) fn input_grad(&self, grad: &[f32], wk: &[f32], buf: &mut [Lane16], rotated: &mut [f32], dx: &mut [f32]) {
+        assert_eq!(self.stride, 1, "the row kernel's input gradient is for stride 1");
+        let kk = self.k * self.k;
+        for (r, w) in rotated[..kk].iter_mut().zip(wk[..kk].iter().rev()) {
+            *r = *w;
+        }
+        self.shift(grad, buf);
+        self.correlate(buf, rotated, 0.0, Act::None, dx);
+    }
+}
+
+/// The AVX-512 kernels; [`RowPlan::new`] only returns a plan where they can run.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Act, Lane16, RowPlan};
+    use std::arch::x86_64::*;
+
+    /// Lanes below `n` set.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// out[i] = p[i + d], zero where i + d falls outside 0..16 (|d| <= 2).
+    #[inline(always)]
+    unsafe fn shift1(p: __m512, d: isize) -> __m512 {
+        let (z, pi) = (_mm512_setzero_si512(), _mm512_castps_si512(p));
+        _mm512_castsi512_ps(match d {
+            -2 => _mm512_alignr_epi32::<14>(pi, z),
+            -1 => _mm512_alignr_epi32::<15>(pi, z),
+            1 => _mm512_alignr_epi32::<1>(z, pi),
+            2 => _mm512_alignr_epi32::<2>(z, pi),
+            _ => pi,
+        })
+    }
+
+    /// The two halves of a 32-pixel row [lo, hi] shifted by d (|d| <= 2), zeros shifted in at both ends.
+    #[inline(always)]
+    unsafe fn shift2(lo: __m512, hi: __m512, d: isize) -> (__m512, __m512) {
+        let (z, l, h) = (_mm512_setzero_si512(), _mm512_castps_si512(lo), _mm512_castps_si512(hi));
+        let (a, b) = match d {
+            -2 => (_mm512_alignr_epi32::<14>(l, z), _mm512_alignr_epi32::<14>(h, l)),
+            -1 => (_mm512_alignr_epi32::<15>(l, z), _mm512_alignr_epi32::<15>(h, l)),
+            1 => (_mm512_alignr_epi32::<1>(h, l), _mm512_alignr_epi32::<1>(z, h)),
+            2 => (_mm512_alignr_epi32::<2>(h, l), _mm512_alignr_epi32::<2>(z, h)),
+            _ => (l, h),
+        };
+        (_mm512_castsi512_ps(a), _mm512_castsi512_ps(b))
+    }
+
+    /// buf[(y + pad) * K * V + kx * V + j] = vector j of input row y shifted for tap column kx; the pad rows above
+    /// and below are zeros.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
+        p: &RowPlan,
+        plane: &[f32],
+        buf: &mut [Lane16],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let out = buf.as_mut_ptr() as *mut __m512;
+        let zero = _mm512_setzero_ps();
+        for r in (0..pad).chain(p.h + pad..p.h + 2 * pad) {
+            for i in 0..per_row {
+                _mm512_store_ps(out.add(r * per_row + i) as *mut f32, zero);
+            }
+        }
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for y in 0..p.h {
+            let src = plane.as_ptr().add(y * p.w);
+            let dst = out.add((y + pad) * per_row);
+            if S == 1 {
+                if V == 1 {
+                    let row = _mm512_maskz_loadu_ps(lanes(p.w), src);
+                    for kx in 0..K {
+                        _mm512_store_ps(dst.add(kx) as *mut f32, shift1(row, kx as isize - pad as isize));
+                    }
+                } else {
+                    let (lo, hi) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+                    for kx in 0..K {
+                        let (a, b) = shift2(lo, hi, kx as isize - pad as isize);
+                        _mm512_store_ps(dst.add(2 * kx) as *mut f32, a);
+                        _mm512_store_ps(dst.add(2 * kx + 1) as *mut f32, b);
+                    }
+                }
+            } else {
+                // Stride 2: output pixel x reads input column 2x + d, i.e. the even pixels shifted by d/2 for even d
+                // and the odd ones by (d-1)/2 for odd d. A 16-pixel row leaves lanes 8.. of both at zero.
+                let (even, odd) = if p.w == 32 {
+                    let (lo, hi) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+                    (_mm512_permutex2var_ps(lo, evens, hi), _mm512_permutex2var_ps(lo, odds, hi))
+                } else {
+                    let row = _mm512_loadu_ps(src);
+                    (_mm512_maskz_permutexvar_ps(0x00ff, evens, row), _mm512_maskz_permutexvar_ps(0x00ff, odds, row))
+                };
+                for kx in 0..K {
+                    let d = kx as isize - pad as isize;
+                    let phase = if d.rem_euclid(2) == 0 { even } else { odd };
+                    _mm512_store_ps(dst.add(kx) as *mut f32, shift1(phase, d.div_euclid(2)));
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn activate(v: __m512, act: Act) -> __m512 {
+        match act {
+            Act::None => v,
+            Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+            Act::HardSwish => {
+                // Same operations in the same order as `Act::apply`: z * clamp(z + 3, 0, 6) * (1/6).
+                let r = _mm512_min_ps(
+                    _mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.0)), _mm512_setzero_ps()),
+                    _mm512_set1_ps(6.0),
+                );
+                _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.0 / 6.0))
+            }
+        }
+    }
+
+    /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
+        p: &RowPlan,
+        buf: &[Lane16],
+        wk: &[f32],
+        bias: f32,
+        act: Act,
+        out: &mut [f32],
+    ) {
+        let rows = buf.as_ptr() as *const __m512;
+        let per_row = K * V;
+        let mask = lanes(p.ow);
+        let mut oy = 0;
+        while oy < p.oh {
+            let mut acc = [[_mm512_set1_ps(bias); V]; R];
+            for ky in 0..K {
+                for kx in 0..K {
+                    let w = _mm512_set1_ps(*wk.get_unchecked(ky * K + kx));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let src = rows.add(((oy + r) * p.stride + ky) * per_row + kx * V);
+                        for (j, a) in acc_r.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(w, *src.add(j), *a);
+                        }
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                let dst = out.as_mut_ptr().add((oy + r) * p.ow);
+                for (j, a) in acc_r.iter().enumerate() {
+                    _mm512_mask_storeu_ps(dst.add(16 * j), mask, activate(*a, act));
+                }
+            }
+            oy += R;
+        }
+    }
+
+    /// Two sets of K sums (even and odd output rows) per filter row, so that 2K chains are in flight.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
+        p: &RowPlan,
+        buf: &[Lane16],
+        grad: &[f32],
+        dw_acc: &mut [f64],
+    ) {
+        let rows = buf.as_ptr() as *const __m512;
+        let per_row = K * V;
+        let mask = lanes(p.ow);
+        for ky in 0..K {
+            let mut acc = [[_mm512_setzero_ps(); K]; 2];
+            // Output rows in pairs (every plan has an even number of them), one set of sums each.
+            for pair in (0..p.oh).step_by(2) {
+                for (half, sums) in acc.iter_mut().enumerate() {
+                    let oy = pair + half;
+                    let src = rows.add((oy * p.stride + ky) * per_row);
+                    for j in 0..V {
+                        let g = _mm512_maskz_loadu_ps(mask, grad.as_ptr().add(oy * p.ow + 16 * j));
+                        for (kx, a) in sums.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(g, *src.add(kx * V + j), *a);
+                        }
+                    }
+                }
+            }
+            for kx in 0..K {
+                dw_acc[ky * K + kx] += _mm512_reduce_add_ps(_mm512_add_ps(acc[0][kx], acc[1][kx])) as f64;
+            }
+        }
+    }
+}
