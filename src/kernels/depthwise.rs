@@ -360,7 +360,7 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
 /// dx = depthwise_transpose(dy, w). dy: n*c*oh*ow, dx: n*c*h*w.
 pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
-    if let Some(rows) = RowPlan::new(g).filter(RowPlan::has_input_grad) {
+    if let Some(rows) = RowPlan::new(g) {
         dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, out)| {
             let ch = plane % g.c;
             let grad = &dy[plane * oh * ow..(plane + 1) * oh * ow];
@@ -500,15 +500,7 @@ impl PlaneConv {
         if let Some(rows) = &self.rows {
             rows.shift(inp, &mut s.shifted);
             rows.weight_grad(&s.shifted, grad, dw_acc);
-            if rows.has_input_grad() {
-                rows.input_grad(grad, wk, &mut s.shifted, &mut s.rotated, dx);
-            } else {
-                simd!({
-                    p.copy_padded_span(grad, &mut s.padded);
-                    p.transpose(&s.padded, wk, &mut s.dsrc);
-                    p.gather_sources(&s.dsrc, dx);
-                })
-            }
+            rows.input_grad(grad, wk, &mut s.shifted, &mut s.rotated, dx);
             return;
         }
         simd!({

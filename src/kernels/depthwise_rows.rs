@@ -51,9 +51,11 @@ impl RowPlan {
         Some(RowPlan { k: g.k, stride: g.stride, h: g.h, w: g.w, oh, ow, v })
     }
 
-    /// Row vectors in the shifted-row buffer: k shifted copies of each padded input row.
+    /// Row vectors in the shifted-row buffer: k shifted copies of each padded input row (or, for the input
+    /// gradient at stride 2, of each upsampled gradient row).
     pub(crate) fn buffer_len(&self) -> usize {
-        (self.h + self.k - 1) * self.k * self.v
+        let upsampled = if self.stride == 2 { (self.oh + 2) * self.k * (self.w / 16) } else { 0 };
+        ((self.h + self.k - 1) * self.k * self.v).max(upsampled)
     }
 
     /// The shifted rows of an h x w plane (of the input, or at stride 1 of an output gradient).
@@ -115,22 +117,36 @@ impl RowPlan {
         unreachable!("a RowPlan exists only on x86-64 with AVX-512")
     }
 
-    /// Whether [`input_grad`](Self::input_grad) applies: at stride 1 the input gradient is a correlation too.
-    pub(crate) fn has_input_grad(&self) -> bool {
-        self.stride == 1
-    }
-
-    /// Stride 1: dx (h x w) = the correlation of the output gradient with the filter rotated by 180 degrees.
-    /// `buf` is scratch; `rotated` holds k*k floats.
+    /// dx (h x w) from the output gradient (oh x ow). At stride 1 it is the correlation of the gradient with the
+    /// filter rotated by 180 degrees. At stride 2 each gradient row is first spread onto the even pixels of an
+    /// input-width row (zeros between), and input row y sums the taps whose output row (y + pad - ky) / 2 is
+    /// whole. `buf` is scratch; `rotated` holds k*k floats.
     #[inline]
     pub(crate) fn input_grad(&self, grad: &[f32], wk: &[f32], buf: &mut [Lane16], rotated: &mut [f32], dx: &mut [f32]) {
-        assert_eq!(self.stride, 1, "the row kernel's input gradient is for stride 1");
         let kk = self.k * self.k;
-        for (r, w) in rotated[..kk].iter_mut().zip(wk[..kk].iter().rev()) {
-            *r = *w;
+        assert!(grad.len() >= self.oh * self.ow && wk.len() >= kk && buf.len() >= self.buffer_len());
+        assert!(dx.len() >= self.h * self.w);
+        if self.stride == 1 {
+            for (r, w) in rotated[..kk].iter_mut().zip(wk[..kk].iter().rev()) {
+                *r = *w;
+            }
+            self.shift(grad, buf);
+            self.correlate(buf, rotated, 0.0, Act::None, dx);
+            return;
         }
-        self.shift(grad, buf);
-        self.correlate(buf, rotated, 0.0, Act::None, dx);
+        // SAFETY: as in `shift`; the asserts above bound every access.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use avx512::*;
+            match (self.k, self.w) {
+                (3, 16) => transpose_s2::<3, 1, 8>(self, grad, wk, buf, dx),
+                (3, _) => transpose_s2::<3, 2, 4>(self, grad, wk, buf, dx),
+                (5, 16) => transpose_s2::<5, 1, 8>(self, grad, wk, buf, dx),
+                _ => transpose_s2::<5, 2, 4>(self, grad, wk, buf, dx),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
     }
 }
 
@@ -314,6 +330,93 @@ mod avx512 {
             for kx in 0..K {
                 dw_acc[ky * K + kx] += _mm512_reduce_add_ps(_mm512_add_ps(acc[0][kx], acc[1][kx])) as f64;
             }
+        }
+    }
+
+    /// Stride-2 input gradient, R input rows of V vectors at a time (w = 16 V). Buffer row i holds gradient row
+    /// i - 1 (rows -1 and oh are zeros), upsampled (pixel ox at 2 ox) and shifted for each tap column.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_s2<const K: usize, const V: usize, const R: usize>(
+        p: &RowPlan,
+        grad: &[f32],
+        wk: &[f32],
+        buf: &mut [Lane16],
+        dx: &mut [f32],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let rows = buf.as_mut_ptr() as *mut __m512;
+        let zero = _mm512_setzero_ps();
+        // Lane x of the upsampled row is gradient pixel x / 2 for even x, zero (index 16 of the pair) for odd x.
+        let spread_lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
+        let spread_hi = _mm512_setr_epi32(8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
+        for i in 0..p.oh + 2 {
+            let dst = rows.add(i * per_row);
+            if i == 0 || i == p.oh + 1 {
+                for j in 0..per_row {
+                    _mm512_store_ps(dst.add(j) as *mut f32, zero);
+                }
+                continue;
+            }
+            let g = _mm512_maskz_loadu_ps(lanes(p.ow), grad.as_ptr().add((i - 1) * p.ow));
+            let lo = _mm512_permutex2var_ps(g, spread_lo, zero);
+            // Tap column kx reads upsampled pixel x + pad - kx.
+            for kx in 0..K {
+                let d = pad as isize - kx as isize;
+                if V == 1 {
+                    _mm512_store_ps(dst.add(kx) as *mut f32, shift1(lo, d));
+                } else {
+                    let (a, b) = shift2(lo, _mm512_permutex2var_ps(g, spread_hi, zero), d);
+                    _mm512_store_ps(dst.add(2 * kx) as *mut f32, a);
+                    _mm512_store_ps(dst.add(2 * kx + 1) as *mut f32, b);
+                }
+            }
+        }
+        let rows = rows as *const __m512;
+        let mut y = 0;
+        while y < p.h {
+            let mut acc = [[zero; V]; R];
+            // Row y + r takes filter row ky when y + r + pad - ky is even; y is even, so that depends on r and on
+            // the parity of ky only, which the two passes make a constant.
+            accumulate_s2::<K, V, R, 0>(rows, wk, y, &mut acc);
+            accumulate_s2::<K, V, R, 1>(rows, wk, y, &mut acc);
+            for (r, acc_r) in acc.iter().enumerate() {
+                let dst = dx.as_mut_ptr().add((y + r) * p.w);
+                for (j, a) in acc_r.iter().enumerate() {
+                    _mm512_storeu_ps(dst.add(16 * j), *a);
+                }
+            }
+            y += R;
+        }
+    }
+
+    /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
+    #[inline(always)]
+    unsafe fn accumulate_s2<const K: usize, const V: usize, const R: usize, const PAR: usize>(
+        rows: *const __m512,
+        wk: &[f32],
+        y: usize,
+        acc: &mut [[__m512; V]; R],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let mut ky = PAR;
+        while ky < K {
+            for kx in 0..K {
+                let w = _mm512_set1_ps(*wk.get_unchecked(ky * K + kx));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    if (r + pad + PAR) % 2 != 0 {
+                        continue;
+                    }
+                    // Gradient row (y + r + pad - ky) / 2, at buffer row one below.
+                    let i = (y + r + pad + 2 - ky) / 2;
+                    let src = rows.add(i * per_row + kx * V);
+                    for (j, a) in acc_r.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(w, *src.add(j), *a);
+                    }
+                }
+            }
+            ky += 2;
         }
     }
 }
