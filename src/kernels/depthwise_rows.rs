@@ -405,7 +405,7 @@ mod avx512 {
             for kx in 0..K {
                 let w = _mm512_set1_ps(*wk.get_unchecked(ky * K + kx));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    if (r + pad + PAR) % 2 != 0 {
+                    if !(r + pad + PAR).is_multiple_of(2) {
                         continue;
                     }
                     // Gradient row (y + r + pad - ky) / 2, at buffer row one below.
