@@ -476,38 +476,51 @@ fn se_backward(
     let (c, mid) = (du.len(), w.mid);
     let pooled = &t.pooled[img * c..(img + 1) * c];
     let hidden = &t.hidden[img * mid..(img + 1) * mid];
-    // Through the gate: d gate = sum over the plane of d * y, then the hard-sigmoid.
-    for (ch, dv) in du.iter_mut().enumerate() {
-        let r = ch * hw..(ch + 1) * hw;
-        let dgate = simd!(dot(&d[r.clone()], &y[r]));
-        let u = t.pre_gate[img * c + ch];
-        *dv = if u > -3.0 && u < 3.0 { dgate / 6.0 } else { 0.0 };
-    }
-    // Second 1x1 (c x mid) and its bias.
-    dh.fill(0.0);
-    for (ch, &dv) in du.iter().enumerate() {
-        let row = &mut acc.dw2[ch * mid..(ch + 1) * mid];
-        row.iter_mut().zip(hidden).for_each(|(a, h)| *a += dv * h);
-        acc.db2[ch] += dv;
-        dh.iter_mut().zip(&w.w2[ch * mid..(ch + 1) * mid]).for_each(|(a, wv)| *a += dv * wv);
-    }
-    dh.iter_mut().zip(hidden).for_each(|(a, h)| {
-        if *h <= 0.0 {
-            *a = 0.0
+    // One vectorised region, plain loops: a closure LLVM leaves out of line would lose `simd!`'s target.
+    simd!({
+        // Through the gate: d gate = sum over the plane of d * y, then the hard-sigmoid.
+        for (ch, dv) in du.iter_mut().enumerate() {
+            let r = ch * hw..(ch + 1) * hw;
+            let dgate = dot(&d[r.clone()], &y[r]);
+            let u = t.pre_gate[img * c + ch];
+            *dv = if u > -3.0 && u < 3.0 { dgate / 6.0 } else { 0.0 };
         }
-    });
-    // First 1x1 (mid x c) and its bias.
-    dpooled.fill(0.0);
-    for (j, &dv) in dh.iter().enumerate() {
-        acc.dw1[j * c..(j + 1) * c].iter_mut().zip(pooled).for_each(|(a, p)| *a += dv * p);
-        acc.db1[j] += dv;
-        dpooled.iter_mut().zip(&w.w1[j * c..(j + 1) * c]).for_each(|(a, wv)| *a += dv * wv);
-    }
-    // d y = d * gate + d pooled / hw.
-    for ch in 0..c {
-        let (gv, add) = (t.gate[img * c + ch], dpooled[ch] / hw as f32);
-        simd!(d[ch * hw..(ch + 1) * hw].iter_mut().for_each(|v| *v = *v * gv + add));
-    }
+        // Second 1x1 (c x mid) and its bias.
+        dh.fill(0.0);
+        for (ch, &dv) in du.iter().enumerate() {
+            let row = &mut acc.dw2[ch * mid..(ch + 1) * mid];
+            for (a, h) in row.iter_mut().zip(hidden) {
+                *a += dv * h;
+            }
+            acc.db2[ch] += dv;
+            for (a, wv) in dh.iter_mut().zip(&w.w2[ch * mid..(ch + 1) * mid]) {
+                *a += dv * wv;
+            }
+        }
+        for (a, h) in dh.iter_mut().zip(hidden) {
+            if *h <= 0.0 {
+                *a = 0.0
+            }
+        }
+        // First 1x1 (mid x c) and its bias.
+        dpooled.fill(0.0);
+        for (j, &dv) in dh.iter().enumerate() {
+            for (a, p) in acc.dw1[j * c..(j + 1) * c].iter_mut().zip(pooled) {
+                *a += dv * p;
+            }
+            acc.db1[j] += dv;
+            for (a, wv) in dpooled.iter_mut().zip(&w.w1[j * c..(j + 1) * c]) {
+                *a += dv * wv;
+            }
+        }
+        // d y = d * gate + d pooled / hw.
+        for ch in 0..c {
+            let (gv, add) = (t.gate[img * c + ch], dpooled[ch] / hw as f32);
+            for v in d[ch * hw..(ch + 1) * hw].iter_mut() {
+                *v = *v * gv + add;
+            }
+        }
+    })
 }
 
 /// Phase B': per plane, the gradient of z2 (BN2's second pass), BN1 + activation recomputed from z1, the
