@@ -166,11 +166,12 @@ impl InferencePlan {
         let mut side = oh;
         for b in &self.blocks {
             let hw = side * side;
-            let mut e = pointwise(&a, &b.expand.w, b.in_c, b.exp, hw);
-            bn::bias_act_inplace(&Dims { n, c: b.exp, hw }, &mut e, &b.expand.b, b.act);
+            // The expand layer's bias and activation are applied by the depthwise kernel as it reads.
+            let e = pointwise(&a, &b.expand.w, b.in_c, b.exp, hw);
             let g = Geometry { n, c: b.exp, h: side, w: side, k: b.kernel, stride: b.stride, pad: (b.kernel - 1) / 2 };
             let mut d = crate::kernels::uninit_buffer(g.out_len());
-            dw::forward(&g, &e, &b.depthwise.w, Some(&b.depthwise.b), b.act, &mut d);
+            let expanded = Some((&b.expand.b[..], b.act));
+            dw::forward_with(&g, &e, expanded, &b.depthwise.w, Some(&b.depthwise.b), b.act, &mut d);
             drop(e);
             side = g.out_h();
             let hw = side * side;

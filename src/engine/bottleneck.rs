@@ -18,7 +18,7 @@ use super::{update_running, Params};
 use crate::arch::BottleneckSpec;
 use crate::kernels::batchnorm::{self as bn, BackwardCoeffs, Dims, MomentSums, TrainNorm};
 use crate::kernels::dense::{matmul, pointwise_backward_fused};
-use crate::kernels::depthwise::{dot, Geometry, PlaneConv};
+use crate::kernels::depthwise::{dot, Geometry, PlaneConv, Prologue};
 use crate::kernels::profile::timed;
 use crate::kernels::{add_assign, image_ranges, lane_sum, simd, uninit_buffer, Act, SharedMut};
 use crate::layers::BN_EPS;
@@ -243,19 +243,23 @@ fn depthwise_forward(g: &Geometry, z1: &[f32], bn1: &TrainNorm, wd: &[f32], z2: 
     MomentSums::merge(per_thread(g.n, |range| {
         let mut m = MomentSums::new(g.c);
         let mut s = conv.scratch();
-        let mut y = vec![0f32; hw];
         for img in range {
             for ch in 0..g.c {
                 let plane = img * g.c + ch;
-                bn1.apply_plane(ch, &z1[plane * hw..(plane + 1) * hw], &mut y);
                 // SAFETY: plane `plane` of z2 is written by this thread only (length asserted above).
                 let zo = unsafe { out.slice(plane * ohw, ohw) };
-                conv.forward(&y, &wd[ch * kk..(ch + 1) * kk], zo, &mut s);
+                let zi = &z1[plane * hw..(plane + 1) * hw];
+                conv.forward(zi, Some(prologue(bn1, ch)), &wd[ch * kk..(ch + 1) * kk], zo, &mut s);
                 m.add_plane(ch, zo);
             }
         }
         m
     }))
+}
+
+/// BN1 + activation of channel `ch`, applied by the depthwise kernel as it reads each plane of z1.
+fn prologue(bn: &TrainNorm, ch: usize) -> Prologue {
+    Prologue { scale: bn.scale[ch], shift: bn.shift[ch], act: bn.act }
 }
 
 /// Phase C: each image's z2 through BN2 + activation (in cache), squeeze-excite, the project product, and the
@@ -540,16 +544,16 @@ fn depthwise_backward(
         let mut dw = vec![0f64; g.c * kk];
         let mut sums = vec![(0f64, 0f64); g.c];
         let mut s = conv.scratch();
-        let (mut y, mut dz) = (vec![0f32; hw], vec![0f32; ohw]);
+        let mut dz = vec![0f32; ohw];
         for img in range {
             for ch in 0..g.c {
                 let plane = img * g.c + ch;
                 let (ri, ro) = (plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
                 coeffs2.plane_grad(ch, &c.z2[ro.clone()], &dy2[ro], &mut dz);
-                c.bn1.apply_plane(ch, &c.z1[ri.clone()], &mut y);
                 // SAFETY: plane `plane` of dy1 is written by this thread only (length asserted above).
                 let dxp = unsafe { out.slice(plane * hw, hw) };
-                conv.backward(&y, &dz, &c.wd[ch * kk..(ch + 1) * kk], &mut dw[ch * kk..(ch + 1) * kk], dxp, &mut s);
+                let (zi, wk) = (&c.z1[ri.clone()], &c.wd[ch * kk..(ch + 1) * kk]);
+                conv.backward(zi, Some(prologue(&c.bn1, ch)), &dz, wk, &mut dw[ch * kk..(ch + 1) * kk], dxp, &mut s);
                 add_plane_sums(&mut sums[ch], c.bn1.backward_plane_sums(ch, &c.z1[ri], dxp));
             }
         }

@@ -319,15 +319,52 @@ fn correlate_block<const B: usize, const FMA: bool>(
     acc[at..at + B].copy_from_slice(&a);
 }
 
+/// A per-channel affine map and activation applied to a depthwise input plane as it is read,
+/// act(z * scale + shift): the preceding layer's BatchNorm (or folded bias), so that its output is never
+/// written out in full.
+#[derive(Clone, Copy, Debug)]
+pub struct Prologue {
+    pub scale: f32,
+    pub shift: f32,
+    pub act: Act,
+}
+
+impl Prologue {
+    /// y = act(z * scale + shift), elementwise.
+    #[inline(always)]
+    fn apply(&self, z: &[f32], y: &mut [f32]) {
+        let (a, b, act) = (self.scale, self.shift, self.act);
+        for (o, v) in y.iter_mut().zip(z) {
+            *o = act.apply(v * a + b);
+        }
+    }
+}
+
 /// y = act(depthwise(x, w) + bias). x: n*c*h*w, w: c*k*k, y: n*c*oh*ow.
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Act, y: &mut [f32]) {
+    forward_with(g, x, None, w, bias, act, y)
+}
+
+/// [`forward`] of act_in(x + bias_in), per channel, without writing that input out: the inference plan passes
+/// the expand layer's folded bias and activation here.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    g: &Geometry,
+    x: &[f32],
+    input: Option<(&[f32], Act)>,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Act,
+    y: &mut [f32],
+) {
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
+    let pre = |ch: usize| input.map(|(b, a)| Prologue { scale: 1.0, shift: b[ch], act: a });
     if let Some(rows) = RowPlan::new(g) {
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
             let ch = plane % g.c;
             let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
             with_rows(&rows, kk, |buf, _| {
-                rows.shift(inp, buf);
+                rows.shift(inp, pre(ch), buf);
                 rows.correlate(buf, &w[ch * kk..(ch + 1) * kk], bias.map(|b| b[ch]).unwrap_or(0.0), act, out);
             })
         });
@@ -339,9 +376,17 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
         let wk = &w[ch * kk..(ch + 1) * kk];
         let b = bias.map(|b| b[ch]).unwrap_or(0.0);
         let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-        with_scratch(plan.phases * plan.src_len, plan.span, |src, acc| {
+        with_scratch(plan.phases * plan.src_len, plan.span.max(g.h * g.w), |src, acc| {
             simd!({
-                plan.fill_sources(inp, src);
+                if let Some(pre) = pre(ch) {
+                    // The prologue's output goes into the span buffer, which `correlate` only writes later.
+                    let y = &mut acc[..g.h * g.w];
+                    pre.apply(inp, y);
+                    plan.fill_sources(y, src);
+                } else {
+                    plan.fill_sources(inp, src);
+                }
+                let acc = &mut acc[..plan.span];
                 correlate(acc, src, &plan.starts, wk, b);
                 for oy in 0..oh {
                     let o = &mut out[oy * ow..(oy + 1) * ow];
@@ -392,7 +437,7 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
             with_rows(&rows, kk, |buf, _| {
                 for img in 0..g.n {
                     let plane = img * g.c + ch;
-                    rows.shift(&x[plane * g.h * g.w..(plane + 1) * g.h * g.w], buf);
+                    rows.shift(&x[plane * g.h * g.w..(plane + 1) * g.h * g.w], None, buf);
                     rows.weight_grad(buf, &dy[plane * oh * ow..(plane + 1) * oh * ow], &mut acc);
                 }
             });
@@ -443,6 +488,8 @@ pub struct PlaneScratch {
     dsrc: Vec<f32>,
     shifted: Vec<Lane16>,
     rotated: Vec<f32>,
+    /// The input plane through the prologue, for the general kernel.
+    input: Vec<f32>,
 }
 
 impl PlaneConv {
@@ -462,20 +509,28 @@ impl PlaneConv {
             dsrc: vec![0.0; src_len],
             shifted: vec![Lane16::default(); self.rows.map_or(0, |r| r.buffer_len())],
             rotated: vec![0.0; p.g.k * p.g.k],
+            input: vec![0.0; if self.rows.is_some() { 0 } else { p.g.h * p.g.w }],
         }
     }
 
-    /// out (oh*ow) = the correlation of one h*w input plane with its k*k filter `wk`.
+    /// out (oh*ow) = the correlation of one h*w input plane, through `pre`, with its k*k filter `wk`.
     #[inline]
-    pub fn forward(&self, inp: &[f32], wk: &[f32], out: &mut [f32], s: &mut PlaneScratch) {
+    pub fn forward(&self, inp: &[f32], pre: Option<Prologue>, wk: &[f32], out: &mut [f32], s: &mut PlaneScratch) {
         if let Some(rows) = &self.rows {
-            rows.shift(inp, &mut s.shifted);
+            rows.shift(inp, pre, &mut s.shifted);
             rows.correlate(&s.shifted, wk, 0.0, Act::None, out);
             return;
         }
         let p = &self.plan;
         let (oh, ow) = (p.g.out_h(), p.g.out_w());
         simd!({
+            let inp = match pre {
+                Some(pre) => {
+                    pre.apply(inp, &mut s.input);
+                    &s.input
+                }
+                None => inp,
+            };
             p.copy_sources(inp, &mut s.src);
             correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
             for oy in 0..oh {
@@ -484,12 +539,14 @@ impl PlaneConv {
         })
     }
 
-    /// From one plane's output gradient `grad` (oh*ow) and its input: adds the filter's gradient into `dw_acc`
-    /// (k*k) and writes the input gradient `dx` (h*w).
+    /// From one plane's output gradient `grad` (oh*ow) and its input (through `pre`, as in the forward): adds
+    /// the filter's gradient into `dw_acc` (k*k) and writes the input gradient `dx` (h*w).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn backward(
         &self,
         inp: &[f32],
+        pre: Option<Prologue>,
         grad: &[f32],
         wk: &[f32],
         dw_acc: &mut [f64],
@@ -498,12 +555,19 @@ impl PlaneConv {
     ) {
         let p = &self.plan;
         if let Some(rows) = &self.rows {
-            rows.shift(inp, &mut s.shifted);
+            rows.shift(inp, pre, &mut s.shifted);
             rows.weight_grad(&s.shifted, grad, dw_acc);
             rows.input_grad(grad, wk, &mut s.shifted, &mut s.rotated, dx);
             return;
         }
         simd!({
+            let inp = match pre {
+                Some(pre) => {
+                    pre.apply(inp, &mut s.input);
+                    &s.input
+                }
+                None => inp,
+            };
             p.copy_sources(inp, &mut s.src);
             let span = p.copy_padded_span(grad, &mut s.padded);
             // Rounded up to whole blocks: the floats past the span are zeros (see `scratch`).
@@ -725,12 +789,58 @@ mod tests {
             for plane in 0..n * c {
                 let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
                 let wk = &wt[ch * kk..(ch + 1) * kk];
-                conv.forward(&x[ri.clone()], wk, &mut y[ro.clone()], &mut sc);
-                conv.backward(&x[ri.clone()], &dy[ro], wk, &mut dw[ch * kk..(ch + 1) * kk], &mut dx[ri], &mut sc);
+                conv.forward(&x[ri.clone()], None, wk, &mut y[ro.clone()], &mut sc);
+                conv.backward(&x[ri.clone()], None, &dy[ro], wk, &mut dw[ch * kk..(ch + 1) * kk], &mut dx[ri], &mut sc);
             }
             close(&y, &naive_forward(&g, &x, &wt), "plane forward", &g);
             close(&dx, &rdx, "plane input grad", &g);
             close(&dw.iter().map(|v| *v as f32).collect::<Vec<_>>(), &rdw, "plane weight grad", &g);
+        }
+    }
+
+    /// A prologue gives exactly what normalising the input first and convolving it gives (same operations in
+    /// the same order), in the plane form (training) and the batch form (inference), for every shape.
+    #[test]
+    fn prologue_equals_normalising_first() {
+        for &(n, c, h, w, k, s) in &SHAPES {
+            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
+            let (x, wt, dy) = (data(n * c * h * w, 1), data(c * k * k, 2), data(g.out_len(), 3));
+            let (scale, shift) = (data(c, 4), data(c, 5));
+            let (hw, ohw, kk) = (h * w, g.out_h() * g.out_w(), k * k);
+            for act in [Act::HardSwish, Act::Relu] {
+                let pre = |ch: usize| Prologue { scale: scale[ch] * 3.0, shift: shift[ch], act };
+                let mut normalised = vec![0f32; x.len()];
+                for plane in 0..n * c {
+                    pre(plane % c)
+                        .apply(&x[plane * hw..(plane + 1) * hw], &mut normalised[plane * hw..(plane + 1) * hw]);
+                }
+                let conv = PlaneConv::new(&g);
+                let mut sc = conv.scratch();
+                for plane in 0..n * c {
+                    let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
+                    let wk = &wt[ch * kk..(ch + 1) * kk];
+                    let (mut y1, mut y2) = (vec![0f32; ohw], vec![0f32; ohw]);
+                    conv.forward(&x[ri.clone()], Some(pre(ch)), wk, &mut y1, &mut sc);
+                    conv.forward(&normalised[ri.clone()], None, wk, &mut y2, &mut sc);
+                    assert_eq!(y1, y2, "plane forward {g:?} {act:?}");
+                    let (mut dx1, mut dx2, mut dw1, mut dw2) =
+                        (vec![0f32; hw], vec![0f32; hw], vec![0f64; kk], vec![0f64; kk]);
+                    conv.backward(&x[ri.clone()], Some(pre(ch)), &dy[ro.clone()], wk, &mut dw1, &mut dx1, &mut sc);
+                    conv.backward(&normalised[ri], None, &dy[ro], wk, &mut dw2, &mut dx2, &mut sc);
+                    assert_eq!((dx1, dw1), (dx2, dw2), "plane backward {g:?} {act:?}");
+                }
+                // The batch form takes a bias (scale 1).
+                let bias_in: Vec<f32> = shift.clone();
+                let mut biased = vec![0f32; x.len()];
+                for plane in 0..n * c {
+                    let p = Prologue { scale: 1.0, shift: bias_in[plane % c], act };
+                    p.apply(&x[plane * hw..(plane + 1) * hw], &mut biased[plane * hw..(plane + 1) * hw]);
+                }
+                let (mut y1, mut y2) = (vec![0f32; g.out_len()], vec![0f32; g.out_len()]);
+                forward_with(&g, &x, Some((&bias_in, act)), &wt, Some(&scale), Act::HardSwish, &mut y1);
+                forward(&g, &biased, &wt, Some(&scale), Act::HardSwish, &mut y2);
+                assert_eq!(y1, y2, "batch forward {g:?} {act:?}");
+            }
         }
     }
 

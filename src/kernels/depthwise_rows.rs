@@ -12,7 +12,7 @@
 //! shifted rows) and, at stride 1, the input gradient (the forward of the output gradient with the filter
 //! rotated by 180 degrees).
 
-use super::depthwise::Geometry;
+use super::depthwise::{Geometry, Prologue};
 use super::Act;
 
 /// Sixteen floats on a 64-byte boundary: one row vector of the shifted-row buffer.
@@ -58,21 +58,22 @@ impl RowPlan {
         ((self.h + self.k - 1) * self.k * self.v).max(upsampled)
     }
 
-    /// The shifted rows of an h x w plane (of the input, or at stride 1 of an output gradient).
+    /// The shifted rows of an h x w plane (of the input, or at stride 1 of an output gradient), with `pre`
+    /// applied to each pixel as it is read.
     #[inline]
-    pub(crate) fn shift(&self, plane: &[f32], buf: &mut [Lane16]) {
+    pub(crate) fn shift(&self, plane: &[f32], pre: Option<Prologue>, buf: &mut [Lane16]) {
         assert!(plane.len() >= self.h * self.w && buf.len() >= self.buffer_len());
         // SAFETY: AVX-512F is present (checked in `new`); the asserts bound every access.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             use avx512::*;
             match (self.k, self.stride, self.v) {
-                (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, buf),
-                (3, 1, _) => shift_rows::<3, 1, 2>(self, plane, buf),
-                (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, buf),
-                (5, 1, _) => shift_rows::<5, 1, 2>(self, plane, buf),
-                (3, _, _) => shift_rows::<3, 2, 1>(self, plane, buf),
-                _ => shift_rows::<5, 2, 1>(self, plane, buf),
+                (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
+                (3, 1, _) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
+                (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, pre, buf),
+                (5, 1, _) => shift_rows::<5, 1, 2>(self, plane, pre, buf),
+                (3, _, _) => shift_rows::<3, 2, 1>(self, plane, pre, buf),
+                _ => shift_rows::<5, 2, 1>(self, plane, pre, buf),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -130,7 +131,7 @@ impl RowPlan {
             for (r, w) in rotated[..kk].iter_mut().zip(wk[..kk].iter().rev()) {
                 *r = *w;
             }
-            self.shift(grad, buf);
+            self.shift(grad, None, buf);
             self.correlate(buf, rotated, 0.0, Act::None, dx);
             return;
         }
@@ -153,7 +154,7 @@ impl RowPlan {
 /// The AVX-512 kernels; [`RowPlan::new`] only returns a plan where they can run.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Act, Lane16, RowPlan};
+    use super::{Act, Lane16, Prologue, RowPlan};
     use std::arch::x86_64::*;
 
     /// Lanes below `n` set.
@@ -193,12 +194,24 @@ mod avx512 {
         (_mm512_castsi512_ps(a), _mm512_castsi512_ps(b))
     }
 
-    /// buf[(y + pad) * K * V + kx * V + j] = vector j of input row y shifted for tap column kx; the pad rows above
-    /// and below are zeros.
+    /// act(v * scale + shift), with the same operations in the same order as `TrainNorm::apply_plane`.
+    #[inline(always)]
+    unsafe fn prologue(v: __m512, pre: Option<Prologue>) -> __m512 {
+        match pre {
+            None => v,
+            Some(p) => {
+                activate(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(p.scale)), _mm512_set1_ps(p.shift)), p.act)
+            }
+        }
+    }
+
+    /// buf[(y + pad) * K * V + kx * V + j] = vector j of input row y (through `pre`) shifted for tap column kx;
+    /// the pad rows above and below are zeros.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
         p: &RowPlan,
         plane: &[f32],
+        pre: Option<Prologue>,
         buf: &mut [Lane16],
     ) {
         let pad = (K - 1) / 2;
@@ -217,12 +230,13 @@ mod avx512 {
             let dst = out.add((y + pad) * per_row);
             if S == 1 {
                 if V == 1 {
-                    let row = _mm512_maskz_loadu_ps(lanes(p.w), src);
+                    // The lanes past the row stay zero: they are the right padding.
+                    let row = _mm512_maskz_mov_ps(lanes(p.w), prologue(_mm512_maskz_loadu_ps(lanes(p.w), src), pre));
                     for kx in 0..K {
                         _mm512_store_ps(dst.add(kx) as *mut f32, shift1(row, kx as isize - pad as isize));
                     }
                 } else {
-                    let (lo, hi) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+                    let (lo, hi) = (prologue(_mm512_loadu_ps(src), pre), prologue(_mm512_loadu_ps(src.add(16)), pre));
                     for kx in 0..K {
                         let (a, b) = shift2(lo, hi, kx as isize - pad as isize);
                         _mm512_store_ps(dst.add(2 * kx) as *mut f32, a);
@@ -233,10 +247,10 @@ mod avx512 {
                 // Stride 2: output pixel x reads input column 2x + d, i.e. the even pixels shifted by d/2 for even d
                 // and the odd ones by (d-1)/2 for odd d. A 16-pixel row leaves lanes 8.. of both at zero.
                 let (even, odd) = if p.w == 32 {
-                    let (lo, hi) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+                    let (lo, hi) = (prologue(_mm512_loadu_ps(src), pre), prologue(_mm512_loadu_ps(src.add(16)), pre));
                     (_mm512_permutex2var_ps(lo, evens, hi), _mm512_permutex2var_ps(lo, odds, hi))
                 } else {
-                    let row = _mm512_loadu_ps(src);
+                    let row = prologue(_mm512_loadu_ps(src), pre);
                     (_mm512_maskz_permutexvar_ps(0x00ff, evens, row), _mm512_maskz_permutexvar_ps(0x00ff, odds, row))
                 };
                 for kx in 0..K {
