@@ -236,9 +236,25 @@ fn squeeze_excite(se: &SqueezeExcite, x: &mut [f32], c: usize, hw: usize, nested
             }
         })
     };
+    let n = x.len() / (c * hw).max(1);
     if nested {
         x.chunks_mut(c * hw).for_each(excite);
-    } else {
+    } else if n >= rayon::current_num_threads() {
         x.par_chunks_mut(c * hw).for_each(excite);
+    } else {
+        // Fewer images than threads (batch 1): each of the three steps split across the threads by channel.
+        for img in x.chunks_mut(c * hw) {
+            let pooled: Vec<f32> =
+                img.par_chunks(hw).with_min_len(32).map(|p| simd!(lane_sum(p)) / hw as f32).collect();
+            let hidden: Vec<f32> = (se.w1.par_chunks(c).zip(se.b1.par_iter()).with_min_len(8))
+                .map(|(w, b)| (simd!(dot(w, &pooled)) + b).max(0.0))
+                .collect();
+            (img.par_chunks_mut(hw).zip(se.w2.par_chunks(se.mid)).zip(se.b2.par_iter()).with_min_len(32)).for_each(
+                |((plane, w), b)| {
+                    let gate = (simd!(dot(w, &hidden)) + b + 3.0).clamp(0.0, 6.0) / 6.0;
+                    simd!(plane.iter_mut().for_each(|v| *v *= gate));
+                },
+            );
+        }
     }
 }
