@@ -2,7 +2,7 @@
 //! g = grad + wd * p; buf = momentum * buf + g (buf = g on the first step); p -= lr * (nesterov ? g + momentum * buf : buf).
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor, Var};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
@@ -37,11 +37,24 @@ impl Sgd {
 
     /// Applies one update from the gradients of a backward pass. Parameters without a gradient are skipped.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_with(grads, true)
+    }
+
+    /// [`step`](Self::step); `in_place`: update CPU parameters and momentum buffers in place, two passes over
+    /// each (otherwise five tensor operations, each allocating its result).
+    fn step_with(&mut self, grads: &GradStore, in_place: bool) -> Result<()> {
         let c = self.config.clone();
         for ((_, p), buf) in self.params.iter().zip(self.momentum.iter_mut()) {
             let Some(g) = grads.get(p.as_tensor()) else {
                 continue;
             };
+            if let (true, Some(b)) = (in_place && c.momentum != 0.0 && p.device().is_cpu(), buf.as_ref()) {
+                let (m, wd, lr) = (c.momentum as f32, c.weight_decay as f32, c.lr as f32);
+                b.as_tensor().inplace_op3(g, p.as_tensor(), &MomentumUpdate { momentum: m, weight_decay: wd })?;
+                let update = ParamUpdate { lr, momentum: m, weight_decay: wd, nesterov: c.nesterov };
+                p.as_tensor().inplace_op3(b.as_tensor(), g, &update)?;
+                continue;
+            }
             let mut g = g.clone();
             if c.weight_decay != 0.0 {
                 g = (g + (p.as_tensor() * c.weight_decay)?)?;
@@ -88,6 +101,116 @@ impl Sgd {
             if let Some(t) = state.get(&format!("momentum.{n}")) {
                 let t = t.to_device(p.device())?.to_dtype(p.dtype())?.reshape(p.shape())?;
                 *buf = Some(Var::from_tensor(&t.copy()?)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The elements of a contiguous f32 CPU tensor.
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: expects contiguous f32 tensors"),
+    }
+}
+
+/// In place on the momentum buffer: buf = momentum * buf + (g + weight_decay * p).
+struct MomentumUpdate {
+    momentum: f32,
+    weight_decay: f32,
+}
+
+impl InplaceOp3 for MomentumUpdate {
+    fn name(&self) -> &'static str {
+        "sgd-momentum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let (g, p) = (f32s(s2, l2, self.name())?, f32s(s3, l3, self.name())?);
+        let (CpuStorage::F32(v), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
+            candle_core::bail!("sgd-momentum: expects a contiguous f32 buffer")
+        };
+        let buf = &mut v[a..b];
+        if buf.len() != g.len() || buf.len() != p.len() {
+            candle_core::bail!("sgd-momentum: shapes differ");
+        }
+        let (m, wd) = (self.momentum, self.weight_decay);
+        for ((b, g), p) in buf.iter_mut().zip(g).zip(p) {
+            *b = *b * m + (g + p * wd);
+        }
+        Ok(())
+    }
+}
+
+/// In place on the parameter: p -= lr * (nesterov ? (g + weight_decay * p) + momentum * buf : buf).
+struct ParamUpdate {
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    nesterov: bool,
+}
+
+impl InplaceOp3 for ParamUpdate {
+    fn name(&self) -> &'static str {
+        "sgd-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let (buf, g) = (f32s(s2, l2, self.name())?, f32s(s3, l3, self.name())?);
+        let (CpuStorage::F32(v), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
+            candle_core::bail!("sgd-update: expects a contiguous f32 parameter")
+        };
+        let p = &mut v[a..b];
+        if p.len() != g.len() || p.len() != buf.len() {
+            candle_core::bail!("sgd-update: shapes differ");
+        }
+        let (lr, m, wd) = (self.lr, self.momentum, self.weight_decay);
+        for ((p, b), g) in p.iter_mut().zip(buf).zip(g) {
+            let update = if self.nesterov { (g + *p * wd) + b * m } else { *b };
+            *p -= update * lr;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// The in-place update follows the tensor-operation one (PyTorch's rule) over several steps.
+    #[test]
+    fn in_place_step_matches_the_tensor_operations() -> Result<()> {
+        for (wd, nesterov) in [(0.0, false), (5e-4, false), (5e-4, true)] {
+            let config = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: wd, nesterov };
+            let init = Tensor::randn(0f32, 1.0, (7, 5), &Device::Cpu)?;
+            let (a, b) = (Var::from_tensor(&init.copy()?)?, Var::from_tensor(&init.copy()?)?);
+            let mut fast = Sgd::new(vec![("w".into(), a.clone())], config.clone());
+            let mut slow = Sgd::new(vec![("w".into(), b.clone())], config);
+            for step in 0..4 {
+                let g = Tensor::randn(0f32, 1.0, (7, 5), &Device::Cpu)?;
+                let (la, lb) = ((a.as_tensor() * &g)?.sum_all()?, (b.as_tensor() * &g)?.sum_all()?);
+                fast.step_with(&la.backward()?, true)?;
+                slow.step_with(&lb.backward()?, false)?;
+                let diff = (a.as_tensor() - b.as_tensor())?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-6, "step {step} wd {wd} nesterov {nesterov}: {diff}");
             }
         }
         Ok(())
