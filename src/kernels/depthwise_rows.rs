@@ -9,8 +9,8 @@
 //! output row is then k*k multiply-adds of aligned rows of that buffer, eight output vectors at a time so that
 //! enough independent chains of multiply-adds are in flight; bias and activation are applied before the single
 //! store. The same buffer gives the weight gradient (per tap, the dot product of the output gradient with the
-//! shifted rows) and, at stride 1, the input gradient (the forward of the output gradient with the filter
-//! rotated by 180 degrees).
+//! shifted rows). The input gradient is, at stride 1, the forward of the output gradient with the filter rotated
+//! by 180 degrees; at stride 2, the same sums over gradient rows first spread onto the even pixels.
 
 use super::depthwise::{Geometry, Prologue};
 use super::Act;
