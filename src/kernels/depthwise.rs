@@ -714,7 +714,7 @@ mod tests {
     }
 
     /// Odd shapes: stride 2, 5x5, channels not a multiple of the vector width, batch 1, odd sides, 1x1 input;
-    /// then every plane shape of the CIFAR layout, which the row kernel takes where the CPU has AVX-512.
+    /// then every plane shape of the CIFAR layout, which the row kernel takes where the CPU has AVX2 or AVX-512.
     const SHAPES: [(usize, usize, usize, usize, usize, usize); 17] = [
         (1, 3, 7, 5, 3, 1),
         (2, 5, 9, 9, 5, 2),
@@ -740,7 +740,7 @@ mod tests {
     fn row_kernel_takes_the_cifar_planes() {
         for &(n, c, h, w, k, s) in &SHAPES[7..] {
             let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
-            assert_eq!(RowPlan::new(&g).is_some(), crate::kernels::has_avx512(), "{g:?}");
+            assert_eq!(RowPlan::new(&g).is_some(), crate::kernels::has_fma(), "{g:?}");
         }
         // The odd shapes (except the 32x32 one) take the general kernel.
         for &(n, c, h, w, k, s) in SHAPES[..7].iter().filter(|s| s.2 != 32) {
@@ -846,7 +846,7 @@ mod tests {
 
     #[test]
     fn fused_bias_and_activation() {
-        // A 5x5 plane (general kernel) and a 16x16 one (row kernel with AVX-512).
+        // A 5x5 plane (general kernel) and 16x16 and 8x8 ones (the row kernel, with AVX2 or AVX-512).
         for (side, act) in [(5, Act::HardSwish), (16, Act::HardSwish), (16, Act::Relu), (8, Act::HardSwish)] {
             let g = Geometry { n: 1, c: 2, h: side, w: side, k: 3, stride: 1, pad: 1 };
             let (x, wt) = (data(2 * side * side, 4), data(18, 5));

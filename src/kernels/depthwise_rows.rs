@@ -1,5 +1,5 @@
-//! Depthwise convolution one plane at a time with whole rows in AVX-512 registers, for the planes of the CIFAR
-//! layout: output rows of 8, 16 or 32 pixels, 3x3 or 5x5 filters, stride 1 or 2.
+//! Depthwise convolution one plane at a time with whole rows in vector registers (AVX-512, or AVX2 + FMA), for
+//! the planes of the CIFAR layout: output rows of 8, 16 or 32 pixels, 3x3 or 5x5 filters, stride 1 or 2.
 //!
 //! The general kernel ([`super::depthwise`]) reads every tap as an unaligned load from a zero-padded copy of
 //! the plane, one per output vector and tap, most of them split across two cache lines, and computes the
@@ -20,7 +20,7 @@ use super::Act;
 #[repr(C, align(64))]
 pub(crate) struct Lane16(pub [f32; 16]);
 
-/// A plane shape the row kernel handles, or `None` (another shape, or a CPU without AVX-512).
+/// A plane shape the row kernel handles, or `None` (another shape, or a CPU without AVX2).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RowPlan {
     k: usize,
@@ -29,33 +29,42 @@ pub(crate) struct RowPlan {
     w: usize,
     oh: usize,
     ow: usize,
-    /// Vectors per output row: 1 (8 or 16 pixels) or 2 (32).
+    /// Floats per vector: 16 (AVX-512) or 8 (AVX2 + FMA).
+    lanes: usize,
+    /// Vectors per output row: with AVX-512 1 (8 or 16 pixels) or 2 (32), with AVX2 ow / 8.
     v: usize,
 }
 
 impl RowPlan {
     pub(crate) fn new(g: &Geometry) -> Option<RowPlan> {
-        if !super::has_avx512() || !matches!(g.k, 3 | 5) || g.pad != (g.k - 1) / 2 {
+        let lanes = if super::has_avx512() {
+            16
+        } else if super::has_fma() {
+            8
+        } else {
+            return None;
+        };
+        if !matches!(g.k, 3 | 5) || g.pad != (g.k - 1) / 2 {
             return None;
         }
         let (oh, ow) = (g.out_h(), g.out_w());
-        let v = match (g.stride, ow, g.w) {
-            (1, 8, 8) | (1, 16, 16) | (2, 8, 16) | (2, 16, 32) => 1,
-            (1, 32, 32) => 2,
-            _ => return None,
-        };
+        if !matches!((g.stride, ow, g.w), (1, 8, 8) | (1, 16, 16) | (1, 32, 32) | (2, 8, 16) | (2, 16, 32)) {
+            return None;
+        }
+        let v = ow.div_ceil(lanes);
         // Output rows go in groups of 8 vectors.
         if oh % (8 / v) != 0 || g.h != oh * g.stride {
             return None;
         }
-        Some(RowPlan { k: g.k, stride: g.stride, h: g.h, w: g.w, oh, ow, v })
+        Some(RowPlan { k: g.k, stride: g.stride, h: g.h, w: g.w, oh, ow, lanes, v })
     }
 
-    /// Row vectors in the shifted-row buffer: k shifted copies of each padded input row (or, for the input
-    /// gradient at stride 2, of each upsampled gradient row).
+    /// Length in [`Lane16`]s of the shifted-row buffer: k shifted copies of each padded input row (or, for the
+    /// input gradient at stride 2, of each upsampled gradient row).
     pub(crate) fn buffer_len(&self) -> usize {
-        let upsampled = if self.stride == 2 { (self.oh + 2) * self.k * (self.w / 16) } else { 0 };
-        ((self.h + self.k - 1) * self.k * self.v).max(upsampled)
+        let upsampled = if self.stride == 2 { (self.oh + 2) * self.k * (self.w / self.lanes) } else { 0 };
+        let vectors = ((self.h + self.k - 1) * self.k * self.v).max(upsampled);
+        (vectors * self.lanes).div_ceil(16)
     }
 
     /// The shifted rows of an h x w plane (of the input, or at stride 1 of an output gradient), with `pre`
@@ -63,9 +72,24 @@ impl RowPlan {
     #[inline]
     pub(crate) fn shift(&self, plane: &[f32], pre: Option<Prologue>, buf: &mut [Lane16]) {
         assert!(plane.len() >= self.h * self.w && buf.len() >= self.buffer_len());
-        // SAFETY: AVX-512F is present (checked in `new`); the asserts bound every access.
+        // SAFETY: the CPU has the kernels' vector unit (checked in `new`); the asserts bound every access.
         #[cfg(target_arch = "x86_64")]
         unsafe {
+            if self.lanes == 8 {
+                use avx2::*;
+                return match (self.k, self.stride, self.v) {
+                    (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
+                    (3, 1, 2) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
+                    (3, 1, _) => shift_rows::<3, 1, 4>(self, plane, pre, buf),
+                    (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, pre, buf),
+                    (5, 1, 2) => shift_rows::<5, 1, 2>(self, plane, pre, buf),
+                    (5, 1, _) => shift_rows::<5, 1, 4>(self, plane, pre, buf),
+                    (3, _, 1) => shift_rows::<3, 2, 1>(self, plane, pre, buf),
+                    (3, _, _) => shift_rows::<3, 2, 2>(self, plane, pre, buf),
+                    (5, _, 1) => shift_rows::<5, 2, 1>(self, plane, pre, buf),
+                    _ => shift_rows::<5, 2, 2>(self, plane, pre, buf),
+                };
+            }
             use avx512::*;
             match (self.k, self.stride, self.v) {
                 (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
@@ -77,7 +101,7 @@ impl RowPlan {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+        unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
     }
 
     /// out (oh x ow) = act(bias + the correlation of the shifted plane with the k x k filter `wk`).
@@ -87,6 +111,17 @@ impl RowPlan {
         // SAFETY: as in `shift`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
+            if self.lanes == 8 {
+                use avx2::*;
+                return match (self.k, self.v) {
+                    (3, 1) => correlate_rows::<3, 1, 8>(self, buf, wk, bias, act, out),
+                    (3, 2) => correlate_rows::<3, 2, 4>(self, buf, wk, bias, act, out),
+                    (3, _) => correlate_rows::<3, 4, 2>(self, buf, wk, bias, act, out),
+                    (5, 1) => correlate_rows::<5, 1, 8>(self, buf, wk, bias, act, out),
+                    (5, 2) => correlate_rows::<5, 2, 4>(self, buf, wk, bias, act, out),
+                    _ => correlate_rows::<5, 4, 2>(self, buf, wk, bias, act, out),
+                };
+            }
             use avx512::*;
             match (self.k, self.v) {
                 (3, 1) => correlate_rows::<3, 1, 8>(self, buf, wk, bias, act, out),
@@ -96,7 +131,7 @@ impl RowPlan {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+        unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
     }
 
     /// dw_acc[t] += sum over the plane of grad * (the input's shifted rows for tap t).
@@ -106,6 +141,17 @@ impl RowPlan {
         // SAFETY: as in `shift`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
+            if self.lanes == 8 {
+                use avx2::*;
+                return match (self.k, self.v) {
+                    (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
+                    (3, 2) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
+                    (3, _) => weight_grad_rows::<3, 4>(self, buf, grad, dw_acc),
+                    (5, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
+                    (5, 2) => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
+                    _ => weight_grad_rows::<5, 4>(self, buf, grad, dw_acc),
+                };
+            }
             use avx512::*;
             match (self.k, self.v) {
                 (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
@@ -115,7 +161,7 @@ impl RowPlan {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+        unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
     }
 
     /// dx (h x w) from the output gradient (oh x ow). At stride 1 it is the correlation of the gradient with the
@@ -138,6 +184,15 @@ impl RowPlan {
         // SAFETY: as in `shift`; the asserts above bound every access.
         #[cfg(target_arch = "x86_64")]
         unsafe {
+            if self.lanes == 8 {
+                use avx2::*;
+                return match (self.k, self.w) {
+                    (3, 16) => transpose_s2::<3, 2, 4>(self, grad, wk, buf, dx),
+                    (3, _) => transpose_s2::<3, 4, 2>(self, grad, wk, buf, dx),
+                    (5, 16) => transpose_s2::<5, 2, 4>(self, grad, wk, buf, dx),
+                    _ => transpose_s2::<5, 4, 2>(self, grad, wk, buf, dx),
+                };
+            }
             use avx512::*;
             match (self.k, self.w) {
                 (3, 16) => transpose_s2::<3, 1, 8>(self, grad, wk, buf, dx),
@@ -147,7 +202,7 @@ impl RowPlan {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("a RowPlan exists only on x86-64 with AVX-512")
+        unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
     }
 }
 
@@ -427,6 +482,259 @@ mod avx512 {
                     let src = rows.add(i * per_row + kx * V);
                     for (j, a) in acc_r.iter_mut().enumerate() {
                         *a = _mm512_fmadd_ps(w, *src.add(j), *a);
+                    }
+                }
+            }
+            ky += 2;
+        }
+    }
+}
+
+/// The same kernels with AVX2 + FMA (8 floats a vector), for CPUs without AVX-512. AVX2 has no rotation across
+/// a whole vector, so each row goes into a small zero-margined array and its shifted copies are unaligned loads
+/// from it (the buffer they are stored into stays aligned); stride 2 splits a row with two shuffles and a
+/// permute per 16 pixels.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Act, Lane16, Prologue, RowPlan};
+    use std::arch::x86_64::*;
+
+    /// Zeros before (and after) a row in its temporary array: at least the largest shift.
+    const MARGIN: usize = 8;
+    const ROW: usize = MARGIN + 32 + MARGIN;
+
+    #[inline(always)]
+    unsafe fn activate(v: __m256, act: Act) -> __m256 {
+        match act {
+            Act::None => v,
+            Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
+            Act::HardSwish => {
+                // Same operations in the same order as `Act::apply`: z * clamp(z + 3, 0, 6) * (1/6).
+                let r = _mm256_min_ps(
+                    _mm256_max_ps(_mm256_add_ps(v, _mm256_set1_ps(3.0)), _mm256_setzero_ps()),
+                    _mm256_set1_ps(6.0),
+                );
+                _mm256_mul_ps(_mm256_mul_ps(v, r), _mm256_set1_ps(1.0 / 6.0))
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn prologue(v: __m256, pre: Option<Prologue>) -> __m256 {
+        match pre {
+            None => v,
+            Some(p) => {
+                activate(_mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(p.scale)), _mm256_set1_ps(p.shift)), p.act)
+            }
+        }
+    }
+
+    /// The even and the odd pixels of the 16 in [a, b].
+    #[inline(always)]
+    unsafe fn split(a: __m256, b: __m256) -> (__m256, __m256) {
+        let even = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
+        let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a, b));
+        (_mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(even)), _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)))
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let mut a = [0f32; 8];
+        _mm256_storeu_ps(a.as_mut_ptr(), v);
+        crate::kernels::hsum(a)
+    }
+
+    /// As the AVX-512 `shift_rows`, with V = ow / 8 vectors a row.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
+        p: &RowPlan,
+        plane: &[f32],
+        pre: Option<Prologue>,
+        buf: &mut [Lane16],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let out = buf.as_mut_ptr() as *mut __m256;
+        let zero = _mm256_setzero_ps();
+        for r in (0..pad).chain(p.h + pad..p.h + 2 * pad) {
+            for i in 0..per_row {
+                _mm256_store_ps(out.add(r * per_row + i) as *mut f32, zero);
+            }
+        }
+        // The row (stride 2: its even pixels in `a`, its odd ones in `b`) between zero margins.
+        let (mut a, mut b) = ([0f32; ROW], [0f32; ROW]);
+        let (ta, tb) = (a.as_mut_ptr().add(MARGIN), b.as_mut_ptr().add(MARGIN));
+        for y in 0..p.h {
+            let src = plane.as_ptr().add(y * p.w);
+            let dst = out.add((y + pad) * per_row);
+            for j in 0..V {
+                if S == 1 {
+                    _mm256_storeu_ps(ta.add(8 * j), prologue(_mm256_loadu_ps(src.add(8 * j)), pre));
+                } else {
+                    let lo = prologue(_mm256_loadu_ps(src.add(16 * j)), pre);
+                    let hi = prologue(_mm256_loadu_ps(src.add(16 * j + 8)), pre);
+                    let (even, odd) = split(lo, hi);
+                    _mm256_storeu_ps(ta.add(8 * j), even);
+                    _mm256_storeu_ps(tb.add(8 * j), odd);
+                }
+            }
+            for kx in 0..K {
+                let d = kx as isize - pad as isize;
+                // Stride 1: pixel x + d. Stride 2: input column 2x + d, i.e. even pixel x + d/2 or odd x + (d-1)/2.
+                let (row, e) = if S == 1 {
+                    (ta as *const f32, d)
+                } else if d.rem_euclid(2) == 0 {
+                    (ta as *const f32, d.div_euclid(2))
+                } else {
+                    (tb as *const f32, d.div_euclid(2))
+                };
+                for j in 0..V {
+                    let v = _mm256_loadu_ps(row.offset(8 * j as isize + e));
+                    _mm256_store_ps(dst.add(kx * V + j) as *mut f32, v);
+                }
+            }
+        }
+    }
+
+    /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
+        p: &RowPlan,
+        buf: &[Lane16],
+        wk: &[f32],
+        bias: f32,
+        act: Act,
+        out: &mut [f32],
+    ) {
+        let rows = buf.as_ptr() as *const __m256;
+        let per_row = K * V;
+        let mut oy = 0;
+        while oy < p.oh {
+            let mut acc = [[_mm256_set1_ps(bias); V]; R];
+            for ky in 0..K {
+                for kx in 0..K {
+                    let w = _mm256_set1_ps(*wk.get_unchecked(ky * K + kx));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let src = rows.add(((oy + r) * p.stride + ky) * per_row + kx * V);
+                        for (j, a) in acc_r.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(w, *src.add(j), *a);
+                        }
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                let dst = out.as_mut_ptr().add((oy + r) * p.ow);
+                for (j, a) in acc_r.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(8 * j), activate(*a, act));
+                }
+            }
+            oy += R;
+        }
+    }
+
+    /// Two sets of K sums (even and odd output rows) per filter row, as the AVX-512 version.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
+        p: &RowPlan,
+        buf: &[Lane16],
+        grad: &[f32],
+        dw_acc: &mut [f64],
+    ) {
+        let rows = buf.as_ptr() as *const __m256;
+        let per_row = K * V;
+        for ky in 0..K {
+            let mut acc = [[_mm256_setzero_ps(); K]; 2];
+            for pair in (0..p.oh).step_by(2) {
+                for (half, sums) in acc.iter_mut().enumerate() {
+                    let oy = pair + half;
+                    let src = rows.add((oy * p.stride + ky) * per_row);
+                    for j in 0..V {
+                        let g = _mm256_loadu_ps(grad.as_ptr().add(oy * p.ow + 8 * j));
+                        for (kx, a) in sums.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(g, *src.add(kx * V + j), *a);
+                        }
+                    }
+                }
+            }
+            for kx in 0..K {
+                dw_acc[ky * K + kx] += hsum(_mm256_add_ps(acc[0][kx], acc[1][kx])) as f64;
+            }
+        }
+    }
+
+    /// Stride-2 input gradient, R input rows of V vectors at a time (w = 8 V), as the AVX-512 version.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn transpose_s2<const K: usize, const V: usize, const R: usize>(
+        p: &RowPlan,
+        grad: &[f32],
+        wk: &[f32],
+        buf: &mut [Lane16],
+        dx: &mut [f32],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let rows = buf.as_mut_ptr() as *mut __m256;
+        let zero = _mm256_setzero_ps();
+        // The upsampled row: gradient pixel x at 2x, zeros between and in the margins (never written).
+        let mut up = [0f32; ROW];
+        let t = up.as_mut_ptr().add(MARGIN);
+        for i in 0..p.oh + 2 {
+            let dst = rows.add(i * per_row);
+            if i == 0 || i == p.oh + 1 {
+                for j in 0..per_row {
+                    _mm256_store_ps(dst.add(j) as *mut f32, zero);
+                }
+                continue;
+            }
+            let g = grad.as_ptr().add((i - 1) * p.ow);
+            for x in 0..p.ow {
+                *t.add(2 * x) = *g.add(x);
+            }
+            for kx in 0..K {
+                let d = pad as isize - kx as isize;
+                for j in 0..V {
+                    _mm256_store_ps(dst.add(kx * V + j) as *mut f32, _mm256_loadu_ps(t.offset(8 * j as isize + d)));
+                }
+            }
+        }
+        let rows = rows as *const __m256;
+        let mut y = 0;
+        while y < p.h {
+            let mut acc = [[zero; V]; R];
+            accumulate_s2::<K, V, R, 0>(rows, wk, y, &mut acc);
+            accumulate_s2::<K, V, R, 1>(rows, wk, y, &mut acc);
+            for (r, acc_r) in acc.iter().enumerate() {
+                let dst = dx.as_mut_ptr().add((y + r) * p.w);
+                for (j, a) in acc_r.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(8 * j), *a);
+                }
+            }
+            y += R;
+        }
+    }
+
+    /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
+    #[inline(always)]
+    unsafe fn accumulate_s2<const K: usize, const V: usize, const R: usize, const PAR: usize>(
+        rows: *const __m256,
+        wk: &[f32],
+        y: usize,
+        acc: &mut [[__m256; V]; R],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let mut ky = PAR;
+        while ky < K {
+            for kx in 0..K {
+                let w = _mm256_set1_ps(*wk.get_unchecked(ky * K + kx));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    if !(r + pad + PAR).is_multiple_of(2) {
+                        continue;
+                    }
+                    let i = (y + r + pad + 2 - ky) / 2;
+                    let src = rows.add(i * per_row + kx * V);
+                    for (j, a) in acc_r.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(w, *src.add(j), *a);
                     }
                 }
             }

@@ -204,7 +204,8 @@ pub(crate) fn has_avx512() -> bool {
     }
 }
 
-/// 3: AVX-512F + AVX2 + FMA, 2: AVX2 + FMA, 1: baseline. `MBV3_SIMD=avx2` caps it at AVX2 (to compare).
+/// 3: AVX-512F + AVX2 + FMA, 2: AVX2 + FMA, 1: baseline. `MBV3_SIMD=avx2` caps it at AVX2 and `MBV3_SIMD=none`
+/// at the baseline (to compare, and to test the other kernels on a CPU that has AVX-512).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn simd_level() -> u8 {
@@ -216,10 +217,14 @@ fn simd_level() -> u8 {
     }
     let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
     let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
-    let capped = std::env::var("MBV3_SIMD").is_ok_and(|v| v == "avx2");
-    let level = if avx512 && !capped {
+    let cap = match std::env::var("MBV3_SIMD").as_deref() {
+        Ok("avx2") => 2,
+        Ok("none") => 1,
+        _ => 3,
+    };
+    let level = if avx512 && cap >= 3 {
         3
-    } else if avx2 {
+    } else if avx2 && cap >= 2 {
         2
     } else {
         1
