@@ -206,11 +206,221 @@ impl RowPlan {
     }
 }
 
+/// What the kernels below need of a vector unit: implemented for AVX-512's and AVX2's vectors, whose modules
+/// call the kernels (all `#[inline(always)]`) from functions compiled for that unit.
+#[cfg(target_arch = "x86_64")]
+mod kernels {
+    use super::{Act, Lane16, Prologue, RowPlan};
+
+    pub(super) trait Lanes: Copy {
+        /// Floats per vector.
+        const N: usize;
+        unsafe fn splat(x: f32) -> Self;
+        unsafe fn add(a: Self, b: Self) -> Self;
+        unsafe fn mul(a: Self, b: Self) -> Self;
+        unsafe fn max(a: Self, b: Self) -> Self;
+        unsafe fn min(a: Self, b: Self) -> Self;
+        /// a * b + c, one rounding.
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+        /// The first `n` floats at `p` (all N when n >= N), zeros in the other lanes.
+        unsafe fn load(p: *const f32, n: usize) -> Self;
+        /// The first `n` lanes of `v` (all when n >= N) to `p`.
+        unsafe fn store(p: *mut f32, v: Self, n: usize);
+        unsafe fn sum(v: Self) -> f32;
+    }
+
+    /// The same operations in the same order as `Act::apply`: z * clamp(z + 3, 0, 6) * (1/6) for hard-swish.
+    #[inline(always)]
+    pub(super) unsafe fn activate<L: Lanes>(v: L, act: Act) -> L {
+        match act {
+            Act::None => v,
+            Act::Relu => L::max(v, L::splat(0.0)),
+            Act::HardSwish => {
+                let r = L::min(L::max(L::add(v, L::splat(3.0)), L::splat(0.0)), L::splat(6.0));
+                L::mul(L::mul(v, r), L::splat(1.0 / 6.0))
+            }
+        }
+    }
+
+    /// act(v * scale + shift), with the same operations in the same order as `TrainNorm::apply_plane`.
+    #[inline(always)]
+    pub(super) unsafe fn prologue<L: Lanes>(v: L, pre: Option<Prologue>) -> L {
+        match pre {
+            None => v,
+            Some(p) => activate(L::add(L::mul(v, L::splat(p.scale)), L::splat(p.shift)), p.act),
+        }
+    }
+
+    /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
+    #[inline(always)]
+    pub(super) unsafe fn correlate_rows<L: Lanes, const K: usize, const V: usize, const R: usize>(
+        p: &RowPlan,
+        buf: &[Lane16],
+        wk: &[f32],
+        bias: f32,
+        act: Act,
+        out: &mut [f32],
+    ) {
+        let rows = buf.as_ptr() as *const L;
+        let per_row = K * V;
+        let mut oy = 0;
+        while oy < p.oh {
+            let mut acc = [[L::splat(bias); V]; R];
+            for ky in 0..K {
+                for kx in 0..K {
+                    let w = L::splat(*wk.get_unchecked(ky * K + kx));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let src = rows.add(((oy + r) * p.stride + ky) * per_row + kx * V);
+                        for (j, a) in acc_r.iter_mut().enumerate() {
+                            *a = L::fmadd(w, *src.add(j), *a);
+                        }
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                let dst = out.as_mut_ptr().add((oy + r) * p.ow);
+                for (j, a) in acc_r.iter().enumerate() {
+                    L::store(dst.add(L::N * j), activate(*a, act), p.ow - L::N * j);
+                }
+            }
+            oy += R;
+        }
+    }
+
+    /// Two sets of K sums (even and odd output rows) per filter row, so that 2K chains are in flight.
+    #[inline(always)]
+    pub(super) unsafe fn weight_grad_rows<L: Lanes, const K: usize, const V: usize>(
+        p: &RowPlan,
+        buf: &[Lane16],
+        grad: &[f32],
+        dw_acc: &mut [f64],
+    ) {
+        let rows = buf.as_ptr() as *const L;
+        let per_row = K * V;
+        for ky in 0..K {
+            let mut acc = [[L::splat(0.0); K]; 2];
+            // Output rows in pairs (every plan has an even number of them), one set of sums each.
+            for pair in (0..p.oh).step_by(2) {
+                for (half, sums) in acc.iter_mut().enumerate() {
+                    let oy = pair + half;
+                    let src = rows.add((oy * p.stride + ky) * per_row);
+                    for j in 0..V {
+                        let g = L::load(grad.as_ptr().add(oy * p.ow + L::N * j), p.ow - L::N * j);
+                        for (kx, a) in sums.iter_mut().enumerate() {
+                            *a = L::fmadd(g, *src.add(kx * V + j), *a);
+                        }
+                    }
+                }
+            }
+            for kx in 0..K {
+                dw_acc[ky * K + kx] += L::sum(L::add(acc[0][kx], acc[1][kx])) as f64;
+            }
+        }
+    }
+
+    /// The stride-2 input gradient from the upsampled, shifted gradient rows (buffer row i holds gradient row
+    /// i - 1), R input rows of V vectors at a time (w = N V).
+    #[inline(always)]
+    pub(super) unsafe fn transpose_rows<L: Lanes, const K: usize, const V: usize, const R: usize>(
+        p: &RowPlan,
+        rows: *const L,
+        wk: &[f32],
+        dx: &mut [f32],
+    ) {
+        let mut y = 0;
+        while y < p.h {
+            let mut acc = [[L::splat(0.0); V]; R];
+            // Row y + r takes filter row ky when y + r + pad - ky is even; y is even, so that depends on r and on
+            // the parity of ky only, which the two passes make a constant.
+            accumulate_s2::<L, K, V, R, 0>(rows, wk, y, &mut acc);
+            accumulate_s2::<L, K, V, R, 1>(rows, wk, y, &mut acc);
+            for (r, acc_r) in acc.iter().enumerate() {
+                let dst = dx.as_mut_ptr().add((y + r) * p.w);
+                for (j, a) in acc_r.iter().enumerate() {
+                    L::store(dst.add(L::N * j), *a, L::N);
+                }
+            }
+            y += R;
+        }
+    }
+
+    /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
+    #[inline(always)]
+    unsafe fn accumulate_s2<L: Lanes, const K: usize, const V: usize, const R: usize, const PAR: usize>(
+        rows: *const L,
+        wk: &[f32],
+        y: usize,
+        acc: &mut [[L; V]; R],
+    ) {
+        let pad = (K - 1) / 2;
+        let per_row = K * V;
+        let mut ky = PAR;
+        while ky < K {
+            for kx in 0..K {
+                let w = L::splat(*wk.get_unchecked(ky * K + kx));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    if !(r + pad + PAR).is_multiple_of(2) {
+                        continue;
+                    }
+                    // Gradient row (y + r + pad - ky) / 2, at buffer row one below.
+                    let i = (y + r + pad + 2 - ky) / 2;
+                    let src = rows.add(i * per_row + kx * V);
+                    for (j, a) in acc_r.iter_mut().enumerate() {
+                        *a = L::fmadd(w, *src.add(j), *a);
+                    }
+                }
+            }
+            ky += 2;
+        }
+    }
+}
+
 /// The AVX-512 kernels; [`RowPlan::new`] only returns a plan where they can run.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::kernels::{self, prologue, Lanes};
     use super::{Act, Lane16, Prologue, RowPlan};
     use std::arch::x86_64::*;
+
+    impl Lanes for __m512 {
+        const N: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            _mm512_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            _mm512_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn min(a: Self, b: Self) -> Self {
+            _mm512_min_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32, n: usize) -> Self {
+            _mm512_maskz_loadu_ps(lanes(n), p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self, n: usize) {
+            _mm512_mask_storeu_ps(p, lanes(n), v)
+        }
+        #[inline(always)]
+        unsafe fn sum(v: Self) -> f32 {
+            _mm512_reduce_add_ps(v)
+        }
+    }
 
     /// Lanes below `n` set.
     #[inline(always)]
@@ -247,17 +457,6 @@ mod avx512 {
             _ => (l, h),
         };
         (_mm512_castsi512_ps(a), _mm512_castsi512_ps(b))
-    }
-
-    /// act(v * scale + shift), with the same operations in the same order as `TrainNorm::apply_plane`.
-    #[inline(always)]
-    unsafe fn prologue(v: __m512, pre: Option<Prologue>) -> __m512 {
-        match pre {
-            None => v,
-            Some(p) => {
-                activate(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(p.scale)), _mm512_set1_ps(p.shift)), p.act)
-            }
-        }
     }
 
     /// buf[(y + pad) * K * V + kx * V + j] = vector j of input row y (through `pre`) shifted for tap column kx;
@@ -317,23 +516,6 @@ mod avx512 {
         }
     }
 
-    #[inline(always)]
-    unsafe fn activate(v: __m512, act: Act) -> __m512 {
-        match act {
-            Act::None => v,
-            Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
-            Act::HardSwish => {
-                // Same operations in the same order as `Act::apply`: z * clamp(z + 3, 0, 6) * (1/6).
-                let r = _mm512_min_ps(
-                    _mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(3.0)), _mm512_setzero_ps()),
-                    _mm512_set1_ps(6.0),
-                );
-                _mm512_mul_ps(_mm512_mul_ps(v, r), _mm512_set1_ps(1.0 / 6.0))
-            }
-        }
-    }
-
-    /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -343,34 +525,9 @@ mod avx512 {
         act: Act,
         out: &mut [f32],
     ) {
-        let rows = buf.as_ptr() as *const __m512;
-        let per_row = K * V;
-        let mask = lanes(p.ow);
-        let mut oy = 0;
-        while oy < p.oh {
-            let mut acc = [[_mm512_set1_ps(bias); V]; R];
-            for ky in 0..K {
-                for kx in 0..K {
-                    let w = _mm512_set1_ps(*wk.get_unchecked(ky * K + kx));
-                    for (r, acc_r) in acc.iter_mut().enumerate() {
-                        let src = rows.add(((oy + r) * p.stride + ky) * per_row + kx * V);
-                        for (j, a) in acc_r.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(w, *src.add(j), *a);
-                        }
-                    }
-                }
-            }
-            for (r, acc_r) in acc.iter().enumerate() {
-                let dst = out.as_mut_ptr().add((oy + r) * p.ow);
-                for (j, a) in acc_r.iter().enumerate() {
-                    _mm512_mask_storeu_ps(dst.add(16 * j), mask, activate(*a, act));
-                }
-            }
-            oy += R;
-        }
+        kernels::correlate_rows::<__m512, K, V, R>(p, buf, wk, bias, act, out)
     }
 
-    /// Two sets of K sums (even and odd output rows) per filter row, so that 2K chains are in flight.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
         p: &RowPlan,
@@ -378,28 +535,7 @@ mod avx512 {
         grad: &[f32],
         dw_acc: &mut [f64],
     ) {
-        let rows = buf.as_ptr() as *const __m512;
-        let per_row = K * V;
-        let mask = lanes(p.ow);
-        for ky in 0..K {
-            let mut acc = [[_mm512_setzero_ps(); K]; 2];
-            // Output rows in pairs (every plan has an even number of them), one set of sums each.
-            for pair in (0..p.oh).step_by(2) {
-                for (half, sums) in acc.iter_mut().enumerate() {
-                    let oy = pair + half;
-                    let src = rows.add((oy * p.stride + ky) * per_row);
-                    for j in 0..V {
-                        let g = _mm512_maskz_loadu_ps(mask, grad.as_ptr().add(oy * p.ow + 16 * j));
-                        for (kx, a) in sums.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(g, *src.add(kx * V + j), *a);
-                        }
-                    }
-                }
-            }
-            for kx in 0..K {
-                dw_acc[ky * K + kx] += _mm512_reduce_add_ps(_mm512_add_ps(acc[0][kx], acc[1][kx])) as f64;
-            }
-        }
+        kernels::weight_grad_rows::<__m512, K, V>(p, buf, grad, dw_acc)
     }
 
     /// Stride-2 input gradient, R input rows of V vectors at a time (w = 16 V). Buffer row i holds gradient row
@@ -441,52 +577,7 @@ mod avx512 {
                 }
             }
         }
-        let rows = rows as *const __m512;
-        let mut y = 0;
-        while y < p.h {
-            let mut acc = [[zero; V]; R];
-            // Row y + r takes filter row ky when y + r + pad - ky is even; y is even, so that depends on r and on
-            // the parity of ky only, which the two passes make a constant.
-            accumulate_s2::<K, V, R, 0>(rows, wk, y, &mut acc);
-            accumulate_s2::<K, V, R, 1>(rows, wk, y, &mut acc);
-            for (r, acc_r) in acc.iter().enumerate() {
-                let dst = dx.as_mut_ptr().add((y + r) * p.w);
-                for (j, a) in acc_r.iter().enumerate() {
-                    _mm512_storeu_ps(dst.add(16 * j), *a);
-                }
-            }
-            y += R;
-        }
-    }
-
-    /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
-    #[inline(always)]
-    unsafe fn accumulate_s2<const K: usize, const V: usize, const R: usize, const PAR: usize>(
-        rows: *const __m512,
-        wk: &[f32],
-        y: usize,
-        acc: &mut [[__m512; V]; R],
-    ) {
-        let pad = (K - 1) / 2;
-        let per_row = K * V;
-        let mut ky = PAR;
-        while ky < K {
-            for kx in 0..K {
-                let w = _mm512_set1_ps(*wk.get_unchecked(ky * K + kx));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    if !(r + pad + PAR).is_multiple_of(2) {
-                        continue;
-                    }
-                    // Gradient row (y + r + pad - ky) / 2, at buffer row one below.
-                    let i = (y + r + pad + 2 - ky) / 2;
-                    let src = rows.add(i * per_row + kx * V);
-                    for (j, a) in acc_r.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(w, *src.add(j), *a);
-                    }
-                }
-            }
-            ky += 2;
-        }
+        kernels::transpose_rows::<__m512, K, V, R>(p, rows as *const __m512, wk, dx)
     }
 }
 
@@ -496,38 +587,56 @@ mod avx512 {
 /// permute per 16 pixels.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::kernels::{self, prologue, Lanes};
     use super::{Act, Lane16, Prologue, RowPlan};
     use std::arch::x86_64::*;
+
+    impl Lanes for __m256 {
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            _mm256_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            _mm256_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn min(a: Self, b: Self) -> Self {
+            _mm256_min_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        /// Rows here are whole vectors (8, 16 or 32 pixels), so `n` is always at least 8.
+        #[inline(always)]
+        unsafe fn load(p: *const f32, _n: usize) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self, _n: usize) {
+            _mm256_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn sum(v: Self) -> f32 {
+            let mut a = [0f32; 8];
+            _mm256_storeu_ps(a.as_mut_ptr(), v);
+            crate::kernels::hsum(a)
+        }
+    }
 
     /// Zeros before (and after) a row in its temporary array: at least the largest shift.
     const MARGIN: usize = 8;
     const ROW: usize = MARGIN + 32 + MARGIN;
-
-    #[inline(always)]
-    unsafe fn activate(v: __m256, act: Act) -> __m256 {
-        match act {
-            Act::None => v,
-            Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
-            Act::HardSwish => {
-                // Same operations in the same order as `Act::apply`: z * clamp(z + 3, 0, 6) * (1/6).
-                let r = _mm256_min_ps(
-                    _mm256_max_ps(_mm256_add_ps(v, _mm256_set1_ps(3.0)), _mm256_setzero_ps()),
-                    _mm256_set1_ps(6.0),
-                );
-                _mm256_mul_ps(_mm256_mul_ps(v, r), _mm256_set1_ps(1.0 / 6.0))
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn prologue(v: __m256, pre: Option<Prologue>) -> __m256 {
-        match pre {
-            None => v,
-            Some(p) => {
-                activate(_mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(p.scale)), _mm256_set1_ps(p.shift)), p.act)
-            }
-        }
-    }
 
     /// The even and the odd pixels of the 16 in [a, b].
     #[inline(always)]
@@ -535,13 +644,6 @@ mod avx2 {
         let even = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
         let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a, b));
         (_mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(even)), _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let mut a = [0f32; 8];
-        _mm256_storeu_ps(a.as_mut_ptr(), v);
-        crate::kernels::hsum(a)
     }
 
     /// As the AVX-512 `shift_rows`, with V = ow / 8 vectors a row.
@@ -596,7 +698,6 @@ mod avx2 {
         }
     }
 
-    /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -606,33 +707,9 @@ mod avx2 {
         act: Act,
         out: &mut [f32],
     ) {
-        let rows = buf.as_ptr() as *const __m256;
-        let per_row = K * V;
-        let mut oy = 0;
-        while oy < p.oh {
-            let mut acc = [[_mm256_set1_ps(bias); V]; R];
-            for ky in 0..K {
-                for kx in 0..K {
-                    let w = _mm256_set1_ps(*wk.get_unchecked(ky * K + kx));
-                    for (r, acc_r) in acc.iter_mut().enumerate() {
-                        let src = rows.add(((oy + r) * p.stride + ky) * per_row + kx * V);
-                        for (j, a) in acc_r.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(w, *src.add(j), *a);
-                        }
-                    }
-                }
-            }
-            for (r, acc_r) in acc.iter().enumerate() {
-                let dst = out.as_mut_ptr().add((oy + r) * p.ow);
-                for (j, a) in acc_r.iter().enumerate() {
-                    _mm256_storeu_ps(dst.add(8 * j), activate(*a, act));
-                }
-            }
-            oy += R;
-        }
+        kernels::correlate_rows::<__m256, K, V, R>(p, buf, wk, bias, act, out)
     }
 
-    /// Two sets of K sums (even and odd output rows) per filter row, as the AVX-512 version.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
         p: &RowPlan,
@@ -640,26 +717,7 @@ mod avx2 {
         grad: &[f32],
         dw_acc: &mut [f64],
     ) {
-        let rows = buf.as_ptr() as *const __m256;
-        let per_row = K * V;
-        for ky in 0..K {
-            let mut acc = [[_mm256_setzero_ps(); K]; 2];
-            for pair in (0..p.oh).step_by(2) {
-                for (half, sums) in acc.iter_mut().enumerate() {
-                    let oy = pair + half;
-                    let src = rows.add((oy * p.stride + ky) * per_row);
-                    for j in 0..V {
-                        let g = _mm256_loadu_ps(grad.as_ptr().add(oy * p.ow + 8 * j));
-                        for (kx, a) in sums.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(g, *src.add(kx * V + j), *a);
-                        }
-                    }
-                }
-            }
-            for kx in 0..K {
-                dw_acc[ky * K + kx] += hsum(_mm256_add_ps(acc[0][kx], acc[1][kx])) as f64;
-            }
-        }
+        kernels::weight_grad_rows::<__m256, K, V>(p, buf, grad, dw_acc)
     }
 
     /// Stride-2 input gradient, R input rows of V vectors at a time (w = 8 V), as the AVX-512 version.
@@ -697,48 +755,6 @@ mod avx2 {
                 }
             }
         }
-        let rows = rows as *const __m256;
-        let mut y = 0;
-        while y < p.h {
-            let mut acc = [[zero; V]; R];
-            accumulate_s2::<K, V, R, 0>(rows, wk, y, &mut acc);
-            accumulate_s2::<K, V, R, 1>(rows, wk, y, &mut acc);
-            for (r, acc_r) in acc.iter().enumerate() {
-                let dst = dx.as_mut_ptr().add((y + r) * p.w);
-                for (j, a) in acc_r.iter().enumerate() {
-                    _mm256_storeu_ps(dst.add(8 * j), *a);
-                }
-            }
-            y += R;
-        }
-    }
-
-    /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
-    #[inline(always)]
-    unsafe fn accumulate_s2<const K: usize, const V: usize, const R: usize, const PAR: usize>(
-        rows: *const __m256,
-        wk: &[f32],
-        y: usize,
-        acc: &mut [[__m256; V]; R],
-    ) {
-        let pad = (K - 1) / 2;
-        let per_row = K * V;
-        let mut ky = PAR;
-        while ky < K {
-            for kx in 0..K {
-                let w = _mm256_set1_ps(*wk.get_unchecked(ky * K + kx));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    if !(r + pad + PAR).is_multiple_of(2) {
-                        continue;
-                    }
-                    let i = (y + r + pad + 2 - ky) / 2;
-                    let src = rows.add(i * per_row + kx * V);
-                    for (j, a) in acc_r.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(w, *src.add(j), *a);
-                    }
-                }
-            }
-            ky += 2;
-        }
+        kernels::transpose_rows::<__m256, K, V, R>(p, rows as *const __m256, wk, dx)
     }
 }
