@@ -115,6 +115,24 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// The three operands of an in-place SGD op as slices of one length: the one updated, then the two read.
+fn operands<'a>(
+    op: &str,
+    (s1, l1): (&'a mut CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> Result<(&'a mut [f32], &'a [f32], &'a [f32])> {
+    let (x, y) = (f32s(s2, l2, op)?, f32s(s3, l3, op)?);
+    let (CpuStorage::F32(v), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
+        candle_core::bail!("{op}: expects contiguous f32 tensors")
+    };
+    let dst = &mut v[a..b];
+    if dst.len() != x.len() || dst.len() != y.len() {
+        candle_core::bail!("{op}: shapes differ");
+    }
+    Ok((dst, x, y))
+}
+
 /// In place on the momentum buffer: buf = momentum * buf + (g + weight_decay * p).
 struct MomentumUpdate {
     momentum: f32,
@@ -135,14 +153,7 @@ impl InplaceOp3 for MomentumUpdate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let (g, p) = (f32s(s2, l2, self.name())?, f32s(s3, l3, self.name())?);
-        let (CpuStorage::F32(v), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
-            candle_core::bail!("sgd-momentum: expects a contiguous f32 buffer")
-        };
-        let buf = &mut v[a..b];
-        if buf.len() != g.len() || buf.len() != p.len() {
-            candle_core::bail!("sgd-momentum: shapes differ");
-        }
+        let (buf, g, p) = operands(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let (m, wd) = (self.momentum, self.weight_decay);
         for ((b, g), p) in buf.iter_mut().zip(g).zip(p) {
             *b = *b * m + (g + p * wd);
@@ -173,14 +184,7 @@ impl InplaceOp3 for ParamUpdate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let (buf, g) = (f32s(s2, l2, self.name())?, f32s(s3, l3, self.name())?);
-        let (CpuStorage::F32(v), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
-            candle_core::bail!("sgd-update: expects a contiguous f32 parameter")
-        };
-        let p = &mut v[a..b];
-        if p.len() != g.len() || p.len() != buf.len() {
-            candle_core::bail!("sgd-update: shapes differ");
-        }
+        let (p, buf, g) = operands(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let (lr, m, wd) = (self.lr, self.momentum, self.weight_decay);
         for ((p, b), g) in p.iter_mut().zip(buf).zip(g) {
             let update = if self.nesterov { (g + *p * wd) + b * m } else { *b };

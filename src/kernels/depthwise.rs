@@ -330,6 +330,18 @@ pub struct Prologue {
 }
 
 impl Prologue {
+    /// The plane the kernel reads: `z` itself, or `pre` applied to it in `scratch`.
+    #[inline(always)]
+    fn input<'a>(pre: Option<Prologue>, z: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
+        match pre {
+            Some(pre) => {
+                pre.apply(z, scratch);
+                scratch
+            }
+            None => z,
+        }
+    }
+
     /// y = act(z * scale + shift), elementwise.
     #[inline(always)]
     fn apply(&self, z: &[f32], y: &mut [f32]) {
@@ -378,14 +390,8 @@ pub fn forward_with(
         let inp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
         with_scratch(plan.phases * plan.src_len, plan.span.max(g.h * g.w), |src, acc| {
             simd!({
-                if let Some(pre) = pre(ch) {
-                    // The prologue's output goes into the span buffer, which `correlate` only writes later.
-                    let y = &mut acc[..g.h * g.w];
-                    pre.apply(inp, y);
-                    plan.fill_sources(y, src);
-                } else {
-                    plan.fill_sources(inp, src);
-                }
+                // The prologue's output goes into the span buffer, which `correlate` only writes later.
+                plan.fill_sources(Prologue::input(pre(ch), inp, &mut acc[..g.h * g.w]), src);
                 let acc = &mut acc[..plan.span];
                 correlate(acc, src, &plan.starts, wk, b);
                 for oy in 0..oh {
@@ -524,13 +530,7 @@ impl PlaneConv {
         let p = &self.plan;
         let (oh, ow) = (p.g.out_h(), p.g.out_w());
         simd!({
-            let inp = match pre {
-                Some(pre) => {
-                    pre.apply(inp, &mut s.input);
-                    &s.input
-                }
-                None => inp,
-            };
+            let inp = Prologue::input(pre, inp, &mut s.input);
             p.copy_sources(inp, &mut s.src);
             correlate(&mut s.acc, &s.src, &p.starts, wk, 0.0);
             for oy in 0..oh {
@@ -561,13 +561,7 @@ impl PlaneConv {
             return;
         }
         simd!({
-            let inp = match pre {
-                Some(pre) => {
-                    pre.apply(inp, &mut s.input);
-                    &s.input
-                }
-                None => inp,
-            };
+            let inp = Prologue::input(pre, inp, &mut s.input);
             p.copy_sources(inp, &mut s.src);
             let span = p.copy_padded_span(grad, &mut s.padded);
             // Rounded up to whole blocks: the floats past the span are zeros (see `scratch`).
