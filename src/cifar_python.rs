@@ -7,20 +7,26 @@
 //! `coarse_labels` (lists of N ints), plus `filenames` and `batch_label`, which are not needed. `meta` holds
 //! `fine_label_names` and `coarse_label_names`.
 
-mod pickle;
-
 use crate::data::{parse_split, Cifar100, DataError, Split, IMAGE_BYTES, TEST_IMAGES, TRAIN_IMAGES};
 use crate::labels::CIFAR100_FINE;
-use pickle::{NdArray, Value};
+use crate::pickle::{self, NdArray, Value};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The folder the python archive unpacks to.
 pub const PYTHON_DIR: &str = "cifar-100-python";
-/// Largest archive member read into memory: the real ones are at most 155 MB; this stops a corrupt or hostile
-/// header from asking for more.
-const MAX_MEMBER_BYTES: u64 = 1 << 30;
+/// Largest file read for each member of the data set, a little above the real files' sizes (python `train`
+/// 155.2 MB, `test` 31.0 MB, `meta` 1.5 KB; `train.bin` 153.7 MB, `test.bin` 30.7 MB): a corrupt or hostile
+/// archive header or file is refused before anything is read into memory.
+fn max_member_bytes(name: &str) -> u64 {
+    match name {
+        "train" | "train.bin" => 160_000_000,
+        "test" | "test.bin" => 32_000_000,
+        "meta" => 1 << 20,
+        _ => 1 << 16,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PythonDataError {
@@ -166,7 +172,16 @@ pub fn load_tar_gz_expecting(path: &Path, expected: Expected) -> Result<Cifar100
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PythonDataError> {
-    std::fs::read(path).map_err(|source| PythonDataError::Io { path: path.into(), source })
+    let io = |source| PythonDataError::Io { path: path.into(), source };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (len, max) = (std::fs::metadata(path).map_err(io)?.len(), max_member_bytes(&name));
+    if len > max {
+        return Err(PythonDataError::Format {
+            path: path.into(),
+            message: format!("{len} bytes; CIFAR-100's {name} has at most {max}"),
+        });
+    }
+    std::fs::read(path).map_err(io)
 }
 
 fn parse_pickle(path: &Path, bytes: &[u8]) -> Result<Value, PythonDataError> {
@@ -272,10 +287,11 @@ fn read_members(path: &Path) -> Result<HashMap<&'static str, (String, Vec<u8>)>,
         let name = member.rsplit('/').next().unwrap_or_default();
         let Some(&key) = WANTED.iter().find(|&&w| w == name) else { continue };
         let size = entry.header().size().map_err(broken)?;
-        if size > MAX_MEMBER_BYTES {
+        let max = max_member_bytes(key);
+        if size > max {
             return Err(PythonDataError::Archive {
                 path: path.into(),
-                message: format!("member {member} claims {size} bytes, far more than CIFAR-100 needs"),
+                message: format!("member {member} claims {size} bytes; CIFAR-100's {key} has at most {max}"),
             });
         }
         let mut bytes = Vec::with_capacity(size as usize);
@@ -371,7 +387,9 @@ mod tests {
     fn labels_and_shapes_are_checked() {
         let p = Path::new("x");
         let ints = |v: &[i64]| {
-            Value::List(std::rc::Rc::new(std::cell::RefCell::new(v.iter().map(|&i| Value::Int(i)).collect())))
+            Value::List(std::rc::Rc::new(std::cell::RefCell::new(crate::pickle::Items(
+                v.iter().map(|&i| Value::Int(i)).collect(),
+            ))))
         };
         assert_eq!(parse_labels(p, &ints(&[0, 99]), 2, "fine", 99).unwrap(), vec![0, 99]);
         let err = parse_labels(p, &ints(&[0, 100]), 2, "fine", 99).unwrap_err().to_string();

@@ -107,6 +107,16 @@ pub fn load(dir: &Path) -> Result<Cifar100, DataError> {
 
 /// Reads one binary split file; `expected` records if given.
 pub fn read_split(path: &Path, expected: Option<usize>) -> Result<Split, DataError> {
+    // The size is checked before the file is read: a wrong file is refused without loading it.
+    let len = std::fs::metadata(path).map_err(|source| DataError::Io { path: path.into(), source })?.len();
+    let max = expected.unwrap_or(TRAIN_IMAGES) as u64 * RECORD_BYTES as u64;
+    if len > max {
+        return Err(DataError::WrongCount {
+            path: path.into(),
+            found: (len / RECORD_BYTES as u64) as usize,
+            expected: expected.unwrap_or(TRAIN_IMAGES),
+        });
+    }
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })?;
     parse_split(path, &bytes, expected)
 }

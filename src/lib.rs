@@ -21,7 +21,9 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod paths;
+pub(crate) mod pickle;
 pub mod preprocess;
+pub mod pth;
 pub mod train;
 pub mod weights;
 

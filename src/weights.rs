@@ -28,6 +28,8 @@ pub enum WeightsError {
     WrongVariant { path: PathBuf, expected: String, found: String },
     #[error("{path} does not fit {expected}: {details}")]
     Mismatch { path: PathBuf, expected: String, details: String },
+    #[error("{path} holds weights that are not all finite (NaN or infinity, first in {tensor}): it comes from a run that diverged and cannot classify")]
+    NotFinite { path: PathBuf, tensor: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -94,7 +96,7 @@ impl ModelMeta {
 }
 
 #[derive(Default)]
-struct PartialMeta {
+pub(crate) struct PartialMeta {
     class_names: Option<Vec<String>>,
     mean: Option<[f32; 3]>,
     std: Option<[f32; 3]>,
@@ -118,69 +120,213 @@ pub struct LoadedModel {
     pub path: PathBuf,
 }
 
+/// What a weight file says of one tensor, read from its header (safetensors) or pickle (`.pth`) before any
+/// tensor data is read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorMeta {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// Anything with a shape and an element type: a tensor read, or one only described.
+pub trait Shaped {
+    fn shape_dims(&self) -> &[usize];
+    fn elem_dtype(&self) -> DType;
+}
+
+impl Shaped for Tensor {
+    fn shape_dims(&self) -> &[usize] {
+        self.dims()
+    }
+    fn elem_dtype(&self) -> DType {
+        self.dtype()
+    }
+}
+
+impl Shaped for TensorMeta {
+    fn shape_dims(&self) -> &[usize] {
+        &self.shape
+    }
+    fn elem_dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+/// The largest weight file read: MobileNetV3-Large at width 2 with its optimizer state is ~140 MB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// The largest safetensors header read (a model's is a few tens of KB with its metadata).
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+/// A weight file's tensor descriptions and header, read without its tensor data.
+pub struct FileIndex {
+    pub tensors: HashMap<String, TensorMeta>,
+    pub header: Option<HashMap<String, String>>,
+    pth: Option<crate::pth::PthIndex>,
+}
+
 /// The raw content of a weight file.
 pub struct RawWeights {
     pub tensors: HashMap<String, Tensor>,
     pub header: Option<HashMap<String, String>>,
 }
 
-/// Reads the tensors of a safetensors or PyTorch zip file (detected from the content, not the name).
-pub fn read_raw(path: &Path) -> Result<RawWeights> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+fn safetensors_dtype(s: &str) -> Option<DType> {
+    Some(match s {
+        "F32" => DType::F32,
+        "F64" => DType::F64,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "I64" => DType::I64,
+        "U32" => DType::U32,
+        "U8" => DType::U8,
+        _ => return None,
+    })
+}
+
+/// Reads what a file holds without reading tensor data: for safetensors the JSON header (every tensor's dtype,
+/// shape and byte range checked against each other and the file's length, in checked arithmetic), for a
+/// PyTorch zip its pickle ([`crate::pth::PthIndex`]).
+pub fn inspect(path: &Path) -> Result<FileIndex> {
+    use std::io::Read;
+    let io = |source| WeightsError::Io { path: path.into(), source };
     let not_model = |reason: String| WeightsError::NotAModel { path: path.into(), reason };
-    if bytes.starts_with(b"PK\x03\x04") {
-        let list = candle_core::pickle::read_all(path)
-            .map_err(|e| not_model(format!("a zip file, but not a PyTorch state_dict ({e})")))?;
-        if list.is_empty() {
+    let file_len = std::fs::metadata(path).map_err(io)?.len();
+    if file_len > MAX_FILE_BYTES {
+        return Err(not_model(format!("{file_len} bytes, more than any MobileNetV3 weight file ({MAX_FILE_BYTES})")));
+    }
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut first = [0u8; 8];
+    let got = f.read(&mut first).map_err(io)?;
+    if got >= 4 && first.starts_with(b"PK\x03\x04") {
+        let index = crate::pth::PthIndex::open(path)
+            .map_err(|e| not_model(format!("a zip file, but not a readable PyTorch checkpoint: {e}")))?;
+        if index.tensors.is_empty() {
             return Err(not_model("a PyTorch file without tensors".into()));
         }
-        return Ok(RawWeights { tensors: list.into_iter().collect(), header: None });
+        let tensors = index
+            .tensors
+            .iter()
+            .map(|(n, i)| (n.clone(), TensorMeta { shape: i.shape.clone(), dtype: i.dtype }))
+            .collect();
+        return Ok(FileIndex { tensors, header: None, pth: Some(index) });
     }
-    if bytes.len() < 8 {
-        return Err(not_model(format!("only {} bytes long", bytes.len())));
+    if file_len < 8 || got < 8 {
+        return Err(not_model(format!("only {file_len} bytes long")));
     }
+    let n = u64::from_le_bytes(first);
+    let neither = "neither a safetensors file nor a PyTorch zip checkpoint";
+    if n > MAX_HEADER_BYTES || n > file_len - 8 {
+        return Err(not_model(format!("{neither} (its first 8 bytes announce a header of {n} bytes)")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| not_model(format!("{neither} (header: {e})")))?;
+    let obj = json.as_object().ok_or_else(|| not_model(format!("{neither} (its header is not a JSON object)")))?;
+    let data_len = file_len - 8 - n;
+    let mut tensors = HashMap::new();
+    let mut meta = None;
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            meta = v.as_object().map(|m| {
+                m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect::<HashMap<_, _>>()
+            });
+            continue;
+        }
+        let t = tensor_entry(name, v, data_len).map_err(|e| not_model(format!("tensor {name}: {e}")))?;
+        tensors.insert(name.clone(), t);
+    }
+    Ok(FileIndex { tensors, header: Some(meta.unwrap_or_default()), pth: None })
+}
+
+/// One tensor entry of a safetensors header: `{"dtype", "shape", "data_offsets"}`, consistent with itself and
+/// with the `data_len` bytes that follow the header.
+fn tensor_entry(name: &str, v: &serde_json::Value, data_len: u64) -> std::result::Result<TensorMeta, String> {
+    let dtype_name = v["dtype"].as_str().ok_or("no dtype")?;
+    let dtype = safetensors_dtype(dtype_name).ok_or_else(|| format!("element type {dtype_name} is not supported"))?;
+    let shape = v["shape"]
+        .as_array()
+        .ok_or("no shape")?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or("a shape that is not a list of sizes")?;
+    let offsets = v["data_offsets"].as_array().ok_or("no data_offsets")?;
+    let [Some(begin), Some(end)] = [offsets.first().and_then(|x| x.as_u64()), offsets.get(1).and_then(|x| x.as_u64())]
+    else {
+        return Err("data_offsets is not two byte positions".into());
+    };
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size_in_bytes() as u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| format!("shape {shape:?} is larger than any file"))?;
+    if end < begin || end > data_len || end - begin != bytes {
+        return Err(format!(
+            "shape {shape:?} of {dtype_name} needs {bytes} bytes, but its data_offsets are {begin}..{end} of {data_len}"
+        ));
+    }
+    let _ = name;
+    Ok(TensorMeta { shape, dtype })
+}
+
+/// Reads the tensors of a safetensors or PyTorch zip file (detected from the content, not the name).
+pub fn read_raw(path: &Path) -> Result<RawWeights> {
+    let index = inspect(path)?;
+    read_data(path, index, None)
+}
+
+/// Reads the data of the tensors an [`inspect`] described (only those in `only`, when given).
+fn read_data(path: &Path, index: FileIndex, only: Option<&BTreeSet<String>>) -> Result<RawWeights> {
+    let not_model = |reason: String| WeightsError::NotAModel { path: path.into(), reason };
+    let wanted = |n: &String| only.is_none_or(|o| o.contains(n));
+    if let Some(pth) = &index.pth {
+        let names: Vec<String> = index.tensors.keys().filter(|n| wanted(n)).cloned().collect();
+        let tensors = pth.read(names).map_err(not_model)?;
+        return Ok(RawWeights { tensors, header: None });
+    }
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| not_model(format!("neither a safetensors file nor a PyTorch zip checkpoint ({e})")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| not_model(format!("unreadable safetensors header ({e})")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
+        if !wanted(&name) {
+            continue;
+        }
         let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
             .map_err(|e| not_model(format!("tensor {name} cannot be read ({e})")))?;
         tensors.insert(name, t);
     }
-    Ok(RawWeights { tensors, header: header.metadata().clone() })
+    Ok(RawWeights { tensors, header: index.header })
 }
 
 /// The metadata header of a safetensors file, without reading its tensors (None for other formats).
 pub fn read_header(path: &Path) -> Result<Option<HashMap<String, String>>> {
-    use std::io::Read;
-    let io = |source| WeightsError::Io { path: path.into(), source };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut len = [0u8; 8];
-    if f.read_exact(&mut len).is_err() {
-        return Ok(None);
+    match inspect(path) {
+        Ok(index) => Ok(index.header),
+        Err(WeightsError::Io { path, source }) => Err(WeightsError::Io { path, source }),
+        Err(_) => Ok(None),
     }
-    let n = u64::from_le_bytes(len);
-    if n == 0 || n > 100_000_000 {
-        return Ok(None);
+}
+
+/// The first tensor of `tensors` (by name) that holds a NaN or an infinity.
+pub fn first_non_finite(tensors: &HashMap<String, Tensor>) -> candle_core::Result<Option<String>> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if v.iter().any(|x| !x.is_finite()) {
+            return Ok(Some(name.clone()));
+        }
     }
-    let mut header = vec![0u8; n as usize];
-    if f.read_exact(&mut header).is_err() {
-        return Ok(None);
-    }
-    let v: serde_json::Value = match serde_json::from_slice(&header) {
-        Ok(v) => v,
-        Err(_) => return Ok(None),
-    };
-    let meta = v.get("__metadata__").and_then(|m| m.as_object()).map(|m| {
-        m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect::<HashMap<_, _>>()
-    });
-    Ok(Some(meta.unwrap_or_default()))
+    Ok(None)
 }
 
 /// Checks that `tensors` holds exactly what `spec` needs: every name, each shape, a numeric dtype.
-pub fn check_tensors(tensors: &HashMap<String, Tensor>, spec: &ArchSpec) -> std::result::Result<(), String> {
+pub fn check_tensors<T: Shaped>(tensors: &HashMap<String, T>, spec: &ArchSpec) -> std::result::Result<(), String> {
     let specs = spec.tensors();
     let expected: BTreeSet<&str> = specs.iter().map(|t| t.name.as_str()).collect();
     let mut problems = Vec::new();
@@ -198,17 +344,18 @@ pub fn check_tensors(tensors: &HashMap<String, Tensor>, spec: &ArchSpec) -> std:
         let Some(found) = tensors.get(&t.name) else {
             continue;
         };
+        let dims = found.shape_dims();
         // PyTorch stores num_batches_tracked as a 0-d tensor; accept a 1-element one too.
-        let fits = found.dims() == t.shape.as_slice() || (t.shape.is_empty() && found.elem_count() == 1);
+        let fits = dims == t.shape.as_slice() || (t.shape.is_empty() && dims.iter().product::<usize>() == 1);
         if !fits {
-            shapes.push(format!("{} is {:?}, expected {:?}", t.name, found.dims(), t.shape));
+            shapes.push(format!("{} is {:?}, expected {:?}", t.name, dims, t.shape));
         }
         let numeric_ok = match t.role {
             TensorRole::BnBatchCount => true,
-            _ => found.dtype().is_float(),
+            _ => found.elem_dtype().is_float(),
         };
         if !numeric_ok {
-            shapes.push(format!("{} has dtype {:?}, expected a float type", t.name, found.dtype()));
+            shapes.push(format!("{} has dtype {:?}, expected a float type", t.name, found.elem_dtype()));
         }
     }
     if !shapes.is_empty() {
@@ -231,9 +378,15 @@ fn list(items: &[&str]) -> String {
     s
 }
 
+/// The most stem channels any allowed width gives (16 x 2).
+const MAX_STEM: usize = 32;
+
 /// Works out variant and width from the tensor shapes alone (PyTorch files carry no metadata).
 /// `name_hint` is the file name: a width written in it (`..._0.75_...`) is preferred when the shapes allow it.
-pub fn detect_config(tensors: &HashMap<String, Tensor>, name_hint: &str) -> std::result::Result<ModelConfig, String> {
+pub fn detect_config<T: Shaped>(
+    tensors: &HashMap<String, T>,
+    name_hint: &str,
+) -> std::result::Result<ModelConfig, String> {
     let mut blocks = BTreeSet::new();
     for name in tensors.keys() {
         if let Some(rest) = name.strip_prefix("bottlenecks_1.") {
@@ -251,30 +404,33 @@ pub fn detect_config(tensors: &HashMap<String, Tensor>, name_hint: &str) -> std:
     let stem = tensors
         .get("conv_0.0.weight")
         .ok_or("no stem convolution conv_0.0.weight")?
-        .dims()
+        .shape_dims()
         .first()
         .copied()
         .unwrap_or(0);
-    // Every width w with int(16 w) == stem lies in [stem/16, (stem+1)/16); try the likely ones first.
+    if stem == 0 || stem > MAX_STEM {
+        return Err(format!(
+            "the stem convolution conv_0.0.weight has {stem} output channels; MobileNetV3 at widths up to 2 has \
+             1 to {MAX_STEM}"
+        ));
+    }
+    // Every width w with int(16 w) == stem lies in [stem/16, (stem+1)/16): enumerate the ones with up to four
+    // decimals as integers (k / 10^d), after the likely ones.
     let mut candidates: Vec<f64> = width_hints(name_hint);
     candidates.extend([0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]);
-    let (lo, hi) = (stem as f64 / 16.0, (stem + 1) as f64 / 16.0);
-    for digits in 1..=4 {
-        let step = 10f64.powi(-digits);
-        let mut w = (lo / step).floor() * step;
-        while w < hi + step {
-            candidates.push((w * 10f64.powi(digits)).round() / 10f64.powi(digits));
-            w += step;
-        }
+    for digits in 1..=4u32 {
+        let scale = 10usize.pow(digits);
+        let (first, last) = (stem * scale / 16, ((stem + 1) * scale).div_ceil(16));
+        candidates.extend((first..=last).map(|k| k as f64 / scale as f64));
     }
     for w in candidates {
         let cfg = ModelConfig::new(variant, w);
-        if cfg.validate().is_ok() && check_tensors(tensors, &cfg.spec()).is_ok() {
+        if arch::scale(16, w) == stem && cfg.validate().is_ok() && check_tensors(tensors, &cfg.spec()).is_ok() {
             return Ok(cfg);
         }
     }
     // Say what the closest guess lacks.
-    let guess = ModelConfig::new(variant, lo.max(0.01));
+    let guess = ModelConfig::new(variant, (stem as f64 / 16.0).max(0.01));
     Err(format!(
         "the shapes fit no width of MobileNetV3-{variant} (stem has {stem} channels); against {}: {}",
         guess.name(),
@@ -288,24 +444,38 @@ fn width_hints(name: &str) -> Vec<f64> {
         .filter(|s| s.contains('.'))
         .filter_map(|s| s.trim_matches('.').parse::<f64>().ok())
         .filter(|w| *w > 0.0 && *w <= 2.0)
+        .take(8)
         .collect()
 }
 
-/// Loads a model file (safetensors or `.pth`) onto `device`, checking it against the architecture.
-pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedModel> {
-    let raw = read_raw(path)?;
+/// What a model file is, found from its header or pickle alone (no tensor data read): its configuration and
+/// header, with every tensor's name, shape and element type checked against the architecture.
+pub struct ModelSummary {
+    pub config: ModelConfig,
+    pub header: Option<HashMap<String, String>>,
+}
+
+/// Describes a model file without reading its tensor data (the model list of the app and the CLI).
+pub fn describe(path: &Path, opts: &LoadOptions) -> Result<ModelSummary> {
+    let index = inspect(path)?;
+    let config = config_of(path, &index, opts)?;
+    Ok(ModelSummary { config, header: index.header })
+}
+
+/// The configuration a file holds, checked against the tensors it describes.
+fn config_of(path: &Path, index: &FileIndex, opts: &LoadOptions) -> Result<ModelConfig> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let unrecognised = |reason: String| WeightsError::Unrecognised { path: path.into(), reason };
-    let (h_variant, h_width, h_si, partial) = match &raw.header {
+    let (h_variant, h_width, h_si, partial) = match &index.header {
         Some(h) => ModelMeta::from_header(h),
         None => (None, None, None, PartialMeta::default()),
     };
     let mut config = match (h_variant, h_width) {
         (Some(v), Some(w)) => ModelConfig::new(v, w),
-        _ => detect_config(&raw.tensors, &file_name).map_err(unrecognised)?,
+        _ => detect_config(&index.tensors, &file_name).map_err(unrecognised)?,
     };
     config.initial_stride = h_si.or(opts.initial_stride).unwrap_or(1);
-    if let Some(classes) = raw.tensors.get("conv_4.bias").and_then(|t| t.dims().first().copied()) {
+    if let Some(classes) = index.tensors.get("conv_4.bias").and_then(|t| t.shape.first().copied()) {
         config.num_classes = classes;
     }
     if let Some(p) = partial.dropout {
@@ -321,12 +491,25 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
             });
         }
     }
-    let spec = config.spec();
-    check_tensors(&raw.tensors, &spec).map_err(|details| WeightsError::Mismatch {
+    check_tensors(&index.tensors, &config.spec()).map_err(|details| WeightsError::Mismatch {
         path: path.into(),
         expected: format!("MobileNetV3-{} width {}", config.variant, arch::format_width(config.width)),
         details,
     })?;
+    Ok(config)
+}
+
+/// Loads a model file (safetensors or `.pth`) onto `device`, checking it against the architecture from its
+/// header or pickle before any tensor data is read, and refusing weights that are not all finite.
+pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedModel> {
+    let index = inspect(path)?;
+    let config = config_of(path, &index, opts)?;
+    let partial = index.header.as_ref().map(|h| ModelMeta::from_header(h).3).unwrap_or_default();
+    let raw = read_data(path, index, None)?;
+    if let Some(tensor) = first_non_finite(&raw.tensors)? {
+        return Err(WeightsError::NotFinite { path: path.into(), tensor });
+    }
+    let spec = config.spec();
     let mut meta = ModelMeta::cifar100(&config);
     if let Some(names) = partial.class_names {
         if names.len() == config.num_classes {
@@ -336,8 +519,8 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
     if meta.class_names.len() != config.num_classes {
         meta.class_names = (0..config.num_classes).map(|i| format!("class_{i}")).collect();
     }
-    meta.mean = partial.mean.unwrap_or(meta.mean);
-    meta.std = partial.std.unwrap_or(meta.std);
+    meta.mean = partial.mean.filter(|m| m.iter().all(|x| x.is_finite())).unwrap_or(meta.mean);
+    meta.std = partial.std.filter(|s| s.iter().all(|x| x.is_finite() && *x > 0.0)).unwrap_or(meta.std);
     meta.training = partial.training;
     let params = ParamStore::from_tensors(&spec, raw.tensors, device)?;
     Ok(LoadedModel { model: MobileNetV3::from_params(&config, params), meta, path: path.into() })
@@ -351,6 +534,12 @@ pub fn to_safetensors_bytes(params: &ParamStore, meta: &ModelMeta) -> Result<Vec
         let t = t.to_device(&Device::Cpu)?;
         let t = if t.dtype() == DType::I64 { t } else { t.to_dtype(DType::F32)? };
         tensors.push((name, t));
+    }
+    let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
+    if let Some(tensor) = first_non_finite(&map)? {
+        return Err(WeightsError::Invalid(format!(
+            "the weights are not all finite (NaN or infinity, first in {tensor}): a model that diverged is not saved"
+        )));
     }
     safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta.to_header()))
         .map_err(|e| WeightsError::Invalid(format!("cannot serialise the weights: {e}")))

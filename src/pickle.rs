@@ -1,12 +1,20 @@
 //! A minimal pickle reader: just enough of Python's pickle machine (protocols 2 to 5) to read CIFAR-100's python
-//! files, whether Python 2's cPickle wrote them (as the official ones) or a Python 3 re-saved them.
+//! files (whether Python 2's cPickle wrote them, as the official ones, or a Python 3 re-saved them) and the
+//! `data.pkl` of a PyTorch checkpoint (a state_dict of tensors).
 //!
 //! It never runs code. Pickles name Python callables (`GLOBAL`) and ask for them to be called (`REDUCE`); this
-//! reader knows only the few a numpy array and a byte string need (`numpy.dtype`, numpy's array
-//! reconstructors, `_codecs.encode`) and rebuilds their results as plain data. Any other callable is an error.
+//! reader knows only the few a numpy array, a byte string and a torch tensor need (`numpy.dtype`, numpy's
+//! array reconstructors, `_codecs.encode`, `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, the
+//! torch storage classes) and rebuilds their results as plain data. Any other callable is an error.
+//!
+//! Hostile input is bounded: every length is checked against the bytes that are left before anything is
+//! allocated, and [`Limits`] caps the stack, the memo, the number of containers and the number of values. No
+//! code walks the parsed tree recursively, and tearing it down is iterative too (see [`Items`]), so a pickle
+//! of 100,000 nested tuples is refused by the container limit and could not overflow the stack anyway.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
 /// A value on the pickle machine's stack. Lists, dicts and arrays are shared (`Rc`), as in Python: the memo
@@ -20,14 +28,130 @@ pub(crate) enum Value {
     Float(#[allow(dead_code)] f64),
     Bytes(Rc<Vec<u8>>),
     Str(Rc<str>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
+    Tuple(Rc<Items>),
+    List(Rc<RefCell<Items>>),
     /// Entries in insertion order; a repeated key's last entry wins, as in Python.
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Dict(Rc<RefCell<Pairs>>),
     Global(Global),
     /// A numpy dtype, by its type string (`"u1"`, `"<i8"`, ...).
     Dtype(Rc<str>),
     Array(Rc<RefCell<NdArray>>),
+    /// A torch storage named by a persistent id: its element type, its record in the zip, its length.
+    Storage(Rc<TorchStorage>),
+    /// A torch tensor: a view (offset, size, stride, in elements) of a storage.
+    Tensor(Rc<TorchTensor>),
+}
+
+/// The items of a tuple or list. Dropping them is iterative: a container that holds the last reference to
+/// another hands that one's items to a work list instead of recursing, so no nesting depth can overflow the
+/// stack while a parse tree is freed.
+#[derive(Debug, Default)]
+pub(crate) struct Items(pub Vec<Value>);
+
+/// The entries of a dict, freed as iteratively as [`Items`].
+#[derive(Debug, Default)]
+pub(crate) struct Pairs(pub Vec<(Value, Value)>);
+
+impl Deref for Items {
+    type Target = Vec<Value>;
+    fn deref(&self) -> &Vec<Value> {
+        &self.0
+    }
+}
+
+impl DerefMut for Items {
+    fn deref_mut(&mut self) -> &mut Vec<Value> {
+        &mut self.0
+    }
+}
+
+impl Deref for Pairs {
+    type Target = Vec<(Value, Value)>;
+    fn deref(&self) -> &Vec<(Value, Value)> {
+        &self.0
+    }
+}
+
+impl DerefMut for Pairs {
+    fn deref_mut(&mut self) -> &mut Vec<(Value, Value)> {
+        &mut self.0
+    }
+}
+
+impl Drop for Items {
+    fn drop(&mut self) {
+        dismantle(std::mem::take(&mut self.0));
+    }
+}
+
+impl Drop for Pairs {
+    fn drop(&mut self) {
+        dismantle(std::mem::take(&mut self.0).into_iter().flat_map(|(k, v)| [k, v]).collect());
+    }
+}
+
+/// Frees values with a work list: each container whose last reference is here gives up its children to the
+/// list before it is dropped (empty), so the drop of one value never runs the drop of a nested one.
+fn dismantle(mut work: Vec<Value>) {
+    while let Some(v) = work.pop() {
+        match v {
+            Value::Tuple(rc) => {
+                if let Ok(mut items) = Rc::try_unwrap(rc) {
+                    work.append(&mut items.0);
+                }
+            }
+            Value::List(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    work.append(&mut cell.into_inner().0);
+                }
+            }
+            Value::Dict(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    let mut pairs = cell.into_inner();
+                    work.extend(std::mem::take(&mut pairs.0).into_iter().flat_map(|(k, v)| [k, v]));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A storage of a PyTorch checkpoint, as its persistent id describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TorchStorage {
+    /// numpy-style type code of its elements: `f4`, `f8`, `f2`, `bf2`, `i8`, `i4`, `u1`, ...
+    pub dtype: &'static str,
+    /// The record under `<archive>/data/` that holds its bytes.
+    pub key: String,
+    /// Number of elements the storage claims.
+    pub numel: u64,
+}
+
+/// A tensor of a PyTorch checkpoint: a strided view of a storage.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TorchTensor {
+    pub storage: TorchStorage,
+    pub offset: u64,
+    pub size: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+/// Caps on what one pickle may make the reader hold. The defaults are sized to the real files with wide
+/// headroom: CIFAR-100's training pickle holds ~150,000 values (50,000 file names, 100,000 labels), ~50,000
+/// memo entries, under 20 containers and a stack under 1,100 deep; a state_dict of MobileNetV3-Large ~300
+/// tensors, each a handful of tuples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub max_stack: usize,
+    pub max_memo: usize,
+    pub max_containers: usize,
+    pub max_values: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_stack: 100_000, max_memo: 1_000_000, max_containers: 50_000, max_values: 5_000_000 }
+    }
 }
 
 /// The Python callables this reader can rebuild.
@@ -43,6 +167,14 @@ pub(crate) enum Global {
     Reconstruct,
     /// `numpy.core.numeric._frombuffer`: a whole array at once (protocol 5).
     FromBuffer,
+    /// `collections.OrderedDict`: the type of a state_dict (and of a tensor's empty backward hooks).
+    OrderedDict,
+    /// `torch._utils._rebuild_tensor_v2`: a tensor from (storage, offset, size, stride, ...).
+    RebuildTensor,
+    /// `torch._utils._rebuild_parameter`: an `nn.Parameter` around a tensor.
+    RebuildParameter,
+    /// `torch.FloatStorage` and its kin, by element type code.
+    TorchStorage(&'static str),
 }
 
 /// A numpy array as pickled: shape, dtype, memory order and raw bytes.
@@ -79,6 +211,8 @@ impl Value {
             Value::Global(_) => "class or function",
             Value::Dtype(_) => "numpy dtype",
             Value::Array(_) => "numpy array",
+            Value::Storage(_) => "torch storage",
+            Value::Tensor(_) => "torch tensor",
         }
     }
 
@@ -101,8 +235,8 @@ impl Value {
     /// The items of a list or tuple.
     pub fn items(&self) -> Option<Vec<Value>> {
         match self {
-            Value::List(l) => Some(l.borrow().clone()),
-            Value::Tuple(t) => Some(t.as_ref().clone()),
+            Value::List(l) => Some(l.borrow().0.clone()),
+            Value::Tuple(t) => Some(t.0.clone()),
             _ => None,
         }
     }
@@ -120,8 +254,13 @@ impl NdArray {
 const PROTO: u8 = 0x80;
 const STOP: u8 = b'.';
 
-/// Reads a whole pickle and returns the object it describes.
+/// Reads a whole pickle and returns the object it describes, within the default [`Limits`].
 pub(crate) fn parse(data: &[u8]) -> Result<Value, PickleError> {
+    parse_with(data, Limits::default())
+}
+
+/// Reads a whole pickle within `limits`.
+pub(crate) fn parse_with(data: &[u8], limits: Limits) -> Result<Value, PickleError> {
     match data.first() {
         Some(&PROTO) => {}
         Some(&b) => {
@@ -132,7 +271,17 @@ pub(crate) fn parse(data: &[u8]) -> Result<Value, PickleError> {
         }
         None => return Err(PickleError { offset: 0, message: "the file is empty".into() }),
     }
-    let mut m = Machine { data, pos: 0, op_at: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine {
+        data,
+        pos: 0,
+        op_at: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        limits,
+        containers: 0,
+        values: 0,
+    };
     loop {
         m.op_at = m.pos;
         if m.pos == data.len() {
@@ -155,6 +304,11 @@ struct Machine<'a> {
     /// Stack lengths at each `MARK`.
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
+    limits: Limits,
+    /// Tuples, lists and dicts made so far.
+    containers: usize,
+    /// Values pushed so far.
+    values: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -209,8 +363,29 @@ impl<'a> Machine<'a> {
         std::str::from_utf8(&rest[..end]).map_err(|_| self.err(format!("{what} is not text")))
     }
 
-    fn push(&mut self, v: Value) {
+    /// Pushes a value, within the limits on the stack, the values and the containers.
+    fn push(&mut self, v: Value) -> Result<(), PickleError> {
+        self.values += 1;
+        if matches!(v, Value::Tuple(_) | Value::List(_) | Value::Dict(_)) {
+            self.containers += 1;
+            if self.containers > self.limits.max_containers {
+                return Err(self.err(format!(
+                    "more than {} tuples, lists and dicts: far more than the files read here hold",
+                    self.limits.max_containers
+                )));
+            }
+        }
+        if self.values > self.limits.max_values {
+            return Err(self
+                .err(format!("more than {} values: far more than the files read here hold", self.limits.max_values)));
+        }
+        if self.stack.len() >= self.limits.max_stack {
+            return Err(
+                self.err(format!("the stack grows past {} values: the pickle is malformed", self.limits.max_stack))
+            );
+        }
         self.stack.push(v);
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Value, PickleError> {
@@ -257,22 +432,22 @@ impl<'a> Machine<'a> {
             }
             b'2' => {
                 let v = self.top()?.clone();
-                self.push(v);
+                self.push(v)?;
             }
-            b'N' => self.push(Value::None),
-            0x88 => self.push(Value::Bool(true)),
-            0x89 => self.push(Value::Bool(false)),
+            b'N' => self.push(Value::None)?,
+            0x88 => self.push(Value::Bool(true))?,
+            0x89 => self.push(Value::Bool(false))?,
             b'J' => {
                 let v = i32::from_le_bytes(self.array("BININT")?);
-                self.push(Value::Int(v.into()));
+                self.push(Value::Int(v.into()))?;
             }
             b'K' => {
                 let v = self.u8("BININT1")?;
-                self.push(Value::Int(v.into()));
+                self.push(Value::Int(v.into()))?;
             }
             b'M' => {
                 let v = u16::from_le_bytes(self.array("BININT2")?);
-                self.push(Value::Int(v.into()));
+                self.push(Value::Int(v.into()))?;
             }
             0x8a => {
                 let n = self.u8("LONG1")?.into();
@@ -284,7 +459,7 @@ impl<'a> Machine<'a> {
             }
             b'G' => {
                 let v = f64::from_be_bytes(self.array("BINFLOAT")?);
-                self.push(Value::Float(v));
+                self.push(Value::Float(v))?;
             }
             _ => return self.step_text_or_container(op),
         }
@@ -318,19 +493,19 @@ impl<'a> Machine<'a> {
                 let n = self.u64("BINUNICODE8")?;
                 self.unicode(n)?;
             }
-            b')' => self.push(Value::Tuple(Rc::new(Vec::new()))),
+            b')' => self.push(Value::Tuple(Rc::default()))?,
             b't' => {
                 let items = self.pop_mark()?;
-                self.push(Value::Tuple(Rc::new(items)));
+                self.push(Value::Tuple(Rc::new(Items(items))))?;
             }
             0x85..=0x87 => {
                 let items = self.pop_n(usize::from(op - 0x84))?;
-                self.push(Value::Tuple(Rc::new(items)));
+                self.push(Value::Tuple(Rc::new(Items(items))))?;
             }
-            b']' => self.push(Value::List(Rc::default())),
+            b']' => self.push(Value::List(Rc::default()))?,
             b'l' => {
                 let items = self.pop_mark()?;
-                self.push(Value::List(Rc::new(RefCell::new(items))));
+                self.push(Value::List(Rc::new(RefCell::new(Items(items)))))?;
             }
             b'a' => {
                 let v = self.pop()?;
@@ -340,10 +515,10 @@ impl<'a> Machine<'a> {
                 let items = self.pop_mark()?;
                 self.extend_list(items)?;
             }
-            b'}' => self.push(Value::Dict(Rc::default())),
+            b'}' => self.push(Value::Dict(Rc::default()))?,
             b'd' => {
                 let items = self.pop_mark()?;
-                self.push(Value::Dict(Rc::default()));
+                self.push(Value::Dict(Rc::default()))?;
                 self.set_items(items)?;
             }
             b's' => {
@@ -382,7 +557,13 @@ impl<'a> Machine<'a> {
                 let module = self.line("GLOBAL's module")?;
                 let name = self.line("GLOBAL's name")?;
                 let g = self.global(module, name)?;
-                self.push(Value::Global(g));
+                self.push(Value::Global(g))?;
+            }
+            // BINPERSID: a reference to data outside the pickle; in a torch checkpoint, a storage record.
+            b'Q' => {
+                let pid = self.pop()?;
+                let storage = self.persistent(pid)?;
+                self.push(Value::Storage(Rc::new(storage)))?;
             }
             0x93 => {
                 let parts = self.pop_n(2)?;
@@ -390,14 +571,14 @@ impl<'a> Machine<'a> {
                     return Err(self.err("STACK_GLOBAL needs two strings"));
                 };
                 let g = self.global(module, name)?;
-                self.push(Value::Global(g));
+                self.push(Value::Global(g))?;
             }
             // REDUCE calls f(*args); NEWOBJ calls cls.__new__(cls, *args): the same for the classes known here.
             b'R' | 0x81 => {
                 let args = self.pop()?;
                 let f = self.pop()?;
                 let v = self.call(f, args)?;
-                self.push(v);
+                self.push(v)?;
             }
             b'b' => {
                 let state = self.pop()?;
@@ -421,13 +602,13 @@ impl<'a> Machine<'a> {
         let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) { 0xff } else { 0 };
         let mut a = [fill; 8];
         a[..b.len()].copy_from_slice(b);
-        self.push(Value::Int(i64::from_le_bytes(a)));
+        self.push(Value::Int(i64::from_le_bytes(a)))?;
         Ok(())
     }
 
     fn bytes(&mut self, n: u64) -> Result<(), PickleError> {
         let b = self.take(n, "a byte string")?;
-        self.push(Value::Bytes(Rc::new(b.to_vec())));
+        self.push(Value::Bytes(Rc::new(b.to_vec())))?;
         Ok(())
     }
 
@@ -438,7 +619,7 @@ impl<'a> Machine<'a> {
             offset: at + e.valid_up_to(),
             message: "a text string is not valid UTF-8".into(),
         })?;
-        self.push(Value::Str(s.into()));
+        self.push(Value::Str(s.into()))?;
         Ok(())
     }
 
@@ -469,13 +650,16 @@ impl<'a> Machine<'a> {
 
     fn put(&mut self, i: u64) -> Result<(), PickleError> {
         let v = self.top()?.clone();
+        if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&i) {
+            return Err(self.err(format!("more than {} memo entries: the pickle is malformed", self.limits.max_memo)));
+        }
         self.memo.insert(i, v);
         Ok(())
     }
 
     fn get(&mut self, i: u64) -> Result<(), PickleError> {
         let v = self.memo.get(&i).cloned().ok_or_else(|| self.err(format!("memo entry {i} was never stored")))?;
-        self.push(v);
+        self.push(v)?;
         Ok(())
     }
 
@@ -488,6 +672,13 @@ impl<'a> Machine<'a> {
             ("numpy", "dtype") => Global::Dtype,
             ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::Reconstruct,
             ("numpy.core.numeric" | "numpy._core.numeric", "_frombuffer") => Global::FromBuffer,
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensor,
+            ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
+            ("torch", storage) if storage.ends_with("Storage") => Global::TorchStorage(
+                storage_dtype(storage)
+                    .ok_or_else(|| self.err(format!("torch.{storage} is not a storage type this reader knows")))?,
+            ),
             _ => return Err(self.err(format!("the pickle refers to {module}.{name}, which this reader does not know"))),
         };
         Ok(g)
@@ -510,6 +701,19 @@ impl<'a> Machine<'a> {
                 Ok(Value::Bytes(Rc::new(b.ok_or_else(|| bad("a character beyond latin1"))?)))
             }
             (Global::Bytes, []) => Ok(Value::Bytes(Rc::default())),
+            (Global::OrderedDict, []) => Ok(Value::Dict(Rc::default())),
+            // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+            (Global::RebuildTensor, [Value::Storage(storage), Value::Int(offset), size, stride, ..])
+                if args.len() >= 4 =>
+            {
+                let offset = u64::try_from(*offset).map_err(|_| bad("a negative storage offset"))?;
+                let (size, stride) = (self.shape(size)?, self.shape(stride)?);
+                if size.len() != stride.len() {
+                    return Err(bad("size and stride of different lengths"));
+                }
+                Ok(Value::Tensor(Rc::new(TorchTensor { storage: storage.as_ref().clone(), offset, size, stride })))
+            }
+            (Global::RebuildParameter, [t @ Value::Tensor(_), ..]) => Ok(t.clone()),
             (Global::Dtype, [name, ..]) => Ok(Value::Dtype(name.text().ok_or_else(|| bad("dtype name"))?.into())),
             (Global::Reconstruct, [Value::Global(Global::NdArray), ..]) => {
                 Ok(Value::Array(Rc::new(RefCell::new(NdArray::default()))))
@@ -535,6 +739,8 @@ impl<'a> Machine<'a> {
         match obj {
             // A dtype's state (byte order, field names, ...) changes nothing for the plain dtypes read here.
             Value::Dtype(_) => Ok(()),
+            // A state_dict's state is its `_metadata` (module versions): not needed to read the tensors.
+            Value::Dict(_) => Ok(()),
             Value::Array(a) => {
                 let Value::Tuple(s) = state else {
                     return Err(self.err(format!("an array's state is a {}, not a tuple", state.kind())));
@@ -566,6 +772,23 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// A torch persistent id: `('storage', torch.FloatStorage, key, location, numel)`.
+    fn persistent(&self, pid: Value) -> Result<TorchStorage, PickleError> {
+        let Value::Tuple(t) = &pid else {
+            return Err(self.err(format!("a persistent id is a {}, not a tuple", pid.kind())));
+        };
+        match t.as_slice() {
+            [tag, Value::Global(Global::TorchStorage(dtype)), key, _location, Value::Int(numel)]
+                if tag.text().as_deref() == Some("storage") =>
+            {
+                let key = key.text().ok_or_else(|| self.err("a storage key that is not text"))?;
+                let numel = u64::try_from(*numel).map_err(|_| self.err("a storage of negative size"))?;
+                Ok(TorchStorage { dtype, key, numel })
+            }
+            _ => Err(self.err("a persistent id that is not ('storage', type, key, location, size)")),
+        }
+    }
+
     fn shape(&self, v: &Value) -> Result<Vec<usize>, PickleError> {
         let items = v.items().ok_or_else(|| self.err(format!("an array's shape is a {}, not a tuple", v.kind())))?;
         items
@@ -592,6 +815,23 @@ impl<'a> Machine<'a> {
         }
         Ok(())
     }
+}
+
+/// The element type code of a torch storage class.
+fn storage_dtype(class: &str) -> Option<&'static str> {
+    Some(match class {
+        "FloatStorage" => "f4",
+        "DoubleStorage" => "f8",
+        "HalfStorage" => "f2",
+        "BFloat16Storage" => "bf2",
+        "LongStorage" => "i8",
+        "IntStorage" => "i4",
+        "ShortStorage" => "i2",
+        "CharStorage" => "i1",
+        "ByteStorage" => "u1",
+        "BoolStorage" => "b1",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -649,5 +889,54 @@ mod tests {
         let items = l.items().unwrap();
         assert_eq!(items.len(), 2);
         assert!(items.iter().all(|i| i.items().unwrap().len() == 1));
+    }
+
+    #[test]
+    fn a_deep_nesting_is_refused_and_freed_without_recursion() {
+        // 100,000 nested one-element tuples: over the container limit.
+        let mut p = b"\x80\x02)".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 100_000));
+        p.push(b'.');
+        let e = parse(&p).unwrap_err();
+        assert!(e.message.contains("tuples, lists and dicts"), "{e:?}");
+        // Within generous limits the same tree parses, and is freed on a thread with a small stack.
+        let limits = Limits { max_containers: usize::MAX, ..Limits::default() };
+        let handle = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let v = parse_with(&p, limits).unwrap();
+                assert_eq!(v.kind(), "tuple");
+                drop(v);
+            })
+            .unwrap();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn stack_memo_and_value_counts_are_bounded() {
+        let small = Limits { max_stack: 10, max_memo: 3, max_containers: 5, max_values: 50 };
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 20));
+        let e = parse_with(&p, small).unwrap_err();
+        assert!(e.message.contains("stack grows past 10"), "{e:?}");
+        let e = parse_with(b"\x80\x02Nq\x00q\x01q\x02q\x03.", small).unwrap_err();
+        assert!(e.message.contains("more than 3 memo entries"), "{e:?}");
+        let mut p = b"\x80\x02".to_vec();
+        for _ in 0..60 {
+            p.extend(b"N0");
+        }
+        let e = parse_with(&p, small).unwrap_err();
+        assert!(e.message.contains("more than 50 values"), "{e:?}");
+    }
+
+    #[test]
+    fn a_torch_state_dict_entry_becomes_a_tensor_description() {
+        // OrderedDict({'w': _rebuild_tensor_v2(('storage', FloatStorage, '0', 'cpu', 6), 0, (2, 3), (3, 1), False,
+        // OrderedDict())}), as torch.save writes it.
+        let p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQK\x00K\x02K\x03\x86K\x03K\x01\x86\x89h\x00)RtRs.";
+        let v = parse(p).unwrap();
+        let Some(Value::Tensor(t)) = v.get("w") else { panic!("{v:?}") };
+        assert_eq!((t.storage.dtype, t.storage.key.as_str(), t.storage.numel), ("f4", "0", 6));
+        assert_eq!((t.offset, t.size.clone(), t.stride.clone()), (0, vec![2, 3], vec![3, 1]));
     }
 }
