@@ -10,6 +10,8 @@ use crate::layers::Mode;
 use crate::model::MobileNetV3;
 use crate::optim::{Sgd, SgdConfig};
 use crate::weights::{self, ModelMeta};
+
+pub mod runfiles;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -177,12 +179,28 @@ pub struct History {
     pub device: String,
     pub started_unix: u64,
     pub epochs: Vec<EpochRecord>,
-    /// Training loss of every step, in order.
+    /// Training loss of every step, in order (a non-finite one, the step that diverged, is stored as `null`).
+    #[serde(with = "finite_or_null")]
     pub step_losses: Vec<f32>,
     pub best_epoch: Option<usize>,
     pub checkpoint: Option<PathBuf>,
-    /// "running", "finished", "stopped" or "failed: ...".
+    /// "running", "finished", "stopped" or "failed: <reason>".
     pub status: String,
+}
+
+/// JSON has no NaN: non-finite losses are written as `null` and read back as NaN, so that the history of a run
+/// that diverged stays readable.
+mod finite_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        let v: Vec<Option<f32>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect())
+    }
 }
 
 impl History {
@@ -200,6 +218,8 @@ impl History {
 pub enum TrainEvent {
     Started {
         name: String,
+        /// The run's epoch count (a resumed run's own, not the caller's).
+        epochs: usize,
         steps_per_epoch: usize,
         train_images: usize,
         test_images: usize,
@@ -416,14 +436,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<Cifar100> {
 /// File stem of a run's checkpoint: `mobilenetv3_small_0.25`, or `..._2`, `..._3` when that name belongs to
 /// another run (a new run never overwrites an earlier run's model).
 pub fn choose_stem(out_dir: &Path, model: &ModelConfig) -> String {
-    let base = format!("mobilenetv3_{}", model.name());
-    let taken = |stem: &str| {
-        out_dir.join(format!("{stem}.safetensors")).exists() || out_dir.join(format!("{stem}.history.json")).exists()
-    };
-    if !taken(&base) {
-        return base;
-    }
-    (2..).map(|i| format!("{base}_{i}")).find(|s| !taken(s)).unwrap_or(base)
+    runfiles::free_names(out_dir, &format!("mobilenetv3_{}", model.name())).next().unwrap_or_default()
 }
 
 fn resume_path(out_dir: &Path, stem: &str) -> PathBuf {
@@ -460,6 +473,41 @@ fn load_resume(path: &Path) -> Result<(HashMap<String, Tensor>, ResumeHeader)> {
     Ok((raw.tensors, header))
 }
 
+/// The config a resumed run continues with: the recipe from the resume file, where files go from the caller.
+/// The file's run name must be a plain file name (it becomes the stem of every file the run writes), the model
+/// must have CIFAR-100's 100 classes, and the data folder must exist.
+fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainConfig) -> Result<TrainConfig> {
+    let name = &header.history.name;
+    if !runfiles::is_plain_name(name) {
+        bail!(
+            "{}: the run name {name:?} is not a plain file name; the file is damaged or not from this app",
+            path.display()
+        );
+    }
+    let mut cfg = header.history.config.clone();
+    if cfg.model.num_classes != crate::labels::CIFAR100_FINE.len() {
+        bail!(
+            "{}: the run is for {} classes; training here is for CIFAR-100's {}",
+            path.display(),
+            cfg.model.num_classes,
+            crate::labels::CIFAR100_FINE.len()
+        );
+    }
+    if header.history.epochs.len() > cfg.epochs {
+        bail!("{}: the run records {} epochs of {}", path.display(), header.history.epochs.len(), cfg.epochs);
+    }
+    cfg.out_dir = caller.out_dir.clone();
+    if caller.data_dir.is_some() {
+        cfg.data_dir = caller.data_dir.clone();
+    }
+    if let Some(d) = &cfg.data_dir {
+        if !d.exists() {
+            bail!("the run's data folder {} does not exist: pass --data with the CIFAR-100 folder", d.display());
+        }
+    }
+    Ok(cfg)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -484,11 +532,13 @@ fn run_inner(
     control: &TrainControl,
     on_event: &mut impl FnMut(TrainEvent),
 ) -> Result<History> {
-    // Resuming takes the saved run's config (so the recipe cannot silently change mid-run).
+    // Resuming takes the saved run's recipe (so it cannot silently change mid-run), but where files go comes from
+    // the caller: the file supplies only its run's name, checked to be a plain file name.
     let (cfg, resumed) = match resume {
         Some(p) => {
             let (tensors, header) = load_resume(p)?;
-            (header.history.config.clone(), Some((tensors, header)))
+            let cfg = resumed_config(p, &header, cfg)?;
+            (cfg, Some((tensors, header)))
         }
         None => (cfg.clone(), None),
     };
@@ -502,20 +552,25 @@ fn run_inner(
     }
     let train = Arc::new(ds.train);
     let test = Arc::new(ds.test);
-    std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    // Before any epoch: the output folder must take files, with room for the checkpoints; temp files that
+    // crashed runs left behind are removed.
+    let checkpoint_bytes = cfg.model.spec().parameter_count() as u64 * 4;
+    runfiles::prepare_out_dir(&cfg.out_dir, checkpoint_bytes)?;
 
     let model = MobileNetV3::new_with(&cfg.model, &dev, cfg.seed, cfg.init)?;
     let mut opt = Sgd::new(model.params().trainable(), cfg.sgd.clone());
-    let (mut history, mut best_metric) = match resumed {
+    let (mut history, mut best_metric, _lock) = match resumed {
         Some((tensors, header)) => {
+            let lock = runfiles::RunLock::acquire(&cfg.out_dir, &header.history.name)?;
             model.params().copy_from(&tensors)?;
             opt.load_state(&tensors)?;
-            (header.history, header.best_metric)
+            let mut h = header.history;
+            h.config = cfg.clone();
+            (h, header.best_metric.filter(|m| m.is_finite()), lock)
         }
         None => {
-            let name = choose_stem(&cfg.out_dir, &cfg.model);
-            let h = History {
-                name,
+            let mut h = History {
+                name: String::new(),
                 config: cfg.clone(),
                 device: cfg.device.clone(),
                 started_unix: unix_now(),
@@ -525,7 +580,11 @@ fn run_inner(
                 checkpoint: None,
                 status: "running".into(),
             };
-            (h, None)
+            let lock = runfiles::reserve_name(&cfg.out_dir, &format!("mobilenetv3_{}", cfg.model.name()), |name| {
+                h.name = name.to_string();
+                Ok(serde_json::to_string_pretty(&h)?.into_bytes())
+            })?;
+            (h, None, lock)
         }
     };
     history.status = "running".into();
@@ -533,9 +592,16 @@ fn run_inner(
     let ckpt_path = cfg.out_dir.join(format!("{stem}.safetensors"));
     let history_path = cfg.out_dir.join(format!("{stem}.history.json"));
     let state_path = resume_path(&cfg.out_dir, &stem);
+    // From here on a failure is recorded in the run's history ("failed: <reason>") before it is reported.
+    let fail = |history: &mut History, e: anyhow::Error| -> anyhow::Error {
+        history.status = format!("failed: {e:#}");
+        let _ = save_history(&history_path, history);
+        e
+    };
     let steps_per_epoch = data::batches_per_epoch(train.len(), cfg.batch_size, true);
     on_event(TrainEvent::Started {
         name: stem.clone(),
+        epochs: cfg.epochs,
         steps_per_epoch,
         train_images: train.len(),
         test_images: test.len(),
@@ -548,6 +614,7 @@ fn run_inner(
     let run_start = Instant::now();
     // Seconds per training step and per evaluation, smoothed, for the ETA.
     let mut step_s: Option<f64> = None;
+    let mut divergence = DivergenceGuard::default();
     let mut eval_s: Option<f64> = None;
     for epoch in start_epoch..cfg.epochs {
         let epoch_start = Instant::now();
@@ -593,6 +660,18 @@ fn run_inner(
                 let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 (loss.to_scalar::<f32>()?, pred, loss.backward()?)
             };
+            if let Some(what) = divergence.check(loss_v) {
+                history.step_losses.push(loss_v);
+                let e = anyhow::anyhow!(
+                    "{what} at epoch {}, step {} (learning rate {lr}): the run diverged. {} Try a lower learning \
+                     rate (e.g. --lr {})",
+                    epoch + 1,
+                    b.index + 1,
+                    kept(&history),
+                    lr / 10.0
+                );
+                return Err(fail(&mut history, e));
+            }
             opt.step(&grads)?;
             correct += pred.iter().zip(&b.labels).filter(|(a, b)| a == b).count();
             loss_sum += loss_v as f64 * n as f64;
@@ -625,6 +704,17 @@ fn run_inner(
             return finish_stopped(history, &history_path, epoch, on_event);
         };
         eval_s = Some(t_eval.elapsed().as_secs_f64());
+        if !ev.loss.is_finite() {
+            let e = anyhow::anyhow!(
+                "the validation loss became {} after epoch {} (learning rate {lr}): the run diverged. {} Try a \
+                 lower learning rate (e.g. --lr {})",
+                ev.loss,
+                epoch + 1,
+                kept(&history),
+                lr / 10.0
+            );
+            return Err(fail(&mut history, e));
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -642,18 +732,24 @@ fn run_inner(
             SelectBy::ValLoss => -ev.loss,
             SelectBy::Top1 => ev.top1,
         };
-        if best_metric.is_none_or(|b| metric > b) {
+        if metric.is_finite() && best_metric.is_none_or(|b| metric > b) {
             best_metric = Some(metric);
             history.best_epoch = Some(epoch + 1);
             history.checkpoint = Some(ckpt_path.clone());
             let mut meta = ModelMeta::cifar100(&cfg.model);
             meta.class_names = ds.class_names.clone();
             meta.training = Some(training_summary(&history, &record));
-            weights::save_model(&ckpt_path, &model, &meta)?;
+            if let Err(e) = weights::save_model(&ckpt_path, &model, &meta) {
+                return Err(fail(&mut history, e.into()));
+            }
             on_event(TrainEvent::Checkpoint { path: ckpt_path.clone(), epoch: epoch + 1 });
         }
-        save_history(&history_path, &history)?;
-        save_resume(&state_path, &model, &opt, &ResumeHeader { history: history.clone(), best_metric })?;
+        let saved = save_history(&history_path, &history).and_then(|()| {
+            save_resume(&state_path, &model, &opt, &ResumeHeader { history: history.clone(), best_metric })
+        });
+        if let Err(e) = saved {
+            return Err(fail(&mut history, e));
+        }
     }
     history.status = "finished".into();
     save_history(&history_path, &history)?;
@@ -661,6 +757,46 @@ fn run_inner(
     let _ = std::fs::remove_file(&state_path);
     on_event(TrainEvent::Finished { history: Box::new(history.clone()) });
     Ok(history)
+}
+
+/// Stops a run whose loss is not finite, or that jumps far above its running mean: a run that diverges goes
+/// from ~4 to 10^13 within a few steps before it reaches NaN, and nothing it does after that is worth keeping.
+#[derive(Default)]
+struct DivergenceGuard {
+    mean: f64,
+    steps: usize,
+}
+
+impl DivergenceGuard {
+    /// How far above the running mean a loss may jump, once the mean has settled.
+    const JUMP: f64 = 50.0;
+    const SETTLE_STEPS: usize = 20;
+
+    /// What is wrong with this step's loss, if anything.
+    fn check(&mut self, loss: f32) -> Option<String> {
+        let l = f64::from(loss);
+        if !l.is_finite() {
+            return Some(format!("the loss became {loss}"));
+        }
+        if self.steps >= Self::SETTLE_STEPS && l > Self::JUMP * self.mean {
+            return Some(format!(
+                "the loss jumped to {loss:.4e}, {:.0} times its running mean {:.3}",
+                l / self.mean,
+                self.mean
+            ));
+        }
+        self.mean = if self.steps == 0 { l } else { 0.98 * self.mean + 0.02 * l };
+        self.steps += 1;
+        None
+    }
+}
+
+/// What a failed run leaves, for its message.
+fn kept(h: &History) -> String {
+    match h.best_epoch {
+        Some(e) => format!("The best checkpoint (epoch {e}) is kept."),
+        None => "No checkpoint was saved.".to_string(),
+    }
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -741,6 +877,19 @@ mod tests {
         assert!(s.lr(0.1, 0, 0.0, 10) < 0.001);
         assert!((s.lr(0.1, 2, 0.0, 10) - 0.1).abs() < 1e-9);
         assert!(s.lr(0.1, 9, 0.999, 10) < 1e-4);
+    }
+
+    #[test]
+    fn the_divergence_guard_stops_non_finite_losses_and_jumps_but_not_noise() {
+        let mut g = DivergenceGuard::default();
+        for i in 0..200 {
+            // A normal run: ~4.6 falling to ~2, with step-to-step noise of a factor of 2.
+            let l = 4.6 - 2.5 * (i as f32 / 200.0) * if i % 2 == 0 { 1.0 } else { 0.5 };
+            assert_eq!(g.check(l), None, "step {i}");
+        }
+        assert!(g.check(500.0).unwrap().contains("times its running mean"));
+        assert!(DivergenceGuard::default().check(f32::NAN).unwrap().contains("NaN"));
+        assert!(DivergenceGuard::default().check(f32::INFINITY).unwrap().contains("inf"));
     }
 
     #[test]

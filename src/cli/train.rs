@@ -150,13 +150,23 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         let c = Arc::clone(&control);
         let _ = ctrlc_handler(move || c.stop());
     }
-    let epochs = cfg.epochs;
+    // A resumed run reports its own epoch count in `Started`.
+    let mut epochs = cfg.epochs;
     let out_dir = cfg.out_dir.clone();
     let mut resume_hint: Option<(PathBuf, String)> = None;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_draw = std::time::Instant::now() - std::time::Duration::from_secs(1);
     let result = train::run(&cfg, a.resume.as_deref(), &control, |ev| match ev {
-        TrainEvent::Started { name, steps_per_epoch, train_images, test_images, params, device } => {
+        TrainEvent::Started {
+            name,
+            epochs: run_epochs,
+            steps_per_epoch,
+            train_images,
+            test_images,
+            params,
+            device,
+        } => {
+            epochs = run_epochs;
             resume_hint = Some((out_dir.clone(), name.clone()));
             eprintln!(
                 "run {name}: {params} parameters on {device}; {train_images} training / {test_images} test images, {steps_per_epoch} steps per epoch"
