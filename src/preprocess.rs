@@ -16,8 +16,23 @@ pub fn has_image_extension(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Decodes an image file (format from its content), applying its EXIF orientation.
+/// The largest image decoded, in pixels: an 8000 x 8000 photo. Checked from the file's header before decoding,
+/// so a small file that claims a huge image (a 65 KB PNG of 23,000 x 23,000 pixels) costs nothing.
+pub const MAX_PIXELS: u64 = 64_000_000;
+/// The largest image file read.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Decodes an image file (format from its content), applying its EXIF orientation. Files over
+/// [`MAX_FILE_BYTES`] and images over [`MAX_PIXELS`] are refused before decoding.
 pub fn decode(path: &Path) -> Result<DynamicImage, String> {
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(format!(
+            "{:.0} MB: larger than the {} MB image files this app reads",
+            len as f64 / 1e6,
+            MAX_FILE_BYTES >> 20
+        ));
+    }
     let reader = ImageReader::open(path)
         .map_err(|e| format!("cannot open: {e}"))?
         .with_guessed_format()
@@ -26,24 +41,35 @@ pub fn decode(path: &Path) -> Result<DynamicImage, String> {
         return Err("not an image (unknown format)".into());
     }
     let mut decoder = reader.into_decoder().map_err(|e| format!("not a readable image: {e}"))?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!(
+            "{w} x {h} pixels ({:.0} megapixels): larger than the {} megapixels this app decodes",
+            f64::from(w) * f64::from(h) / 1e6,
+            MAX_PIXELS / 1_000_000
+        ));
+    }
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("not a readable image: {e}"))?;
     img.apply_orientation(orientation);
     Ok(img)
 }
 
-/// Decodes from memory (for images that did not come from a file, e.g. dropped bytes).
-pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, String> {
-    image::load_from_memory(bytes).map_err(|e| format!("not a readable image: {e}"))
-}
-
 /// RGB at `size`x`size`, antialiased bilinear (a triangle filter whose support grows with the scale factor).
+/// An 8-bit RGB image is resized in place of a copy; other pixel types are converted once first.
 pub fn resize_rgb(img: &DynamicImage, size: u32) -> RgbImage {
-    let rgb = img.to_rgb8();
+    let converted;
+    let rgb = match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => {
+            converted = other.to_rgb8();
+            &converted
+        }
+    };
     if rgb.width() == size && rgb.height() == size {
-        return rgb;
+        return rgb.clone();
     }
-    image::imageops::resize(&rgb, size, size, FilterType::Triangle)
+    image::imageops::resize(rgb, size, size, FilterType::Triangle)
 }
 
 /// CHW floats, normalised: (pixel / 255 - mean) / std.
