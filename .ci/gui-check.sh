@@ -37,4 +37,44 @@ colors=$(convert "$out/screenshot.png" -format %k info:)
 echo "screenshot: $out/screenshot.png ($colors colours)"
 [ "$colors" -gt 50 ] || { echo "the window did not draw"; exit 1; }
 kill -0 "$app_pid" || { echo "the app exited"; cat "$out/app.log"; exit 1; }
+# The same app started in a folder whose trained_models/ also holds hostile files: it must open, offer the good
+# model (and classify the samples with it), and name each bad file with its reason.
+hostile="$PWD/$out/hostile"
+rm -rf "$hostile" && mkdir -p "$hostile/trained_models" "$hostile/test_images"
+cp trained_models/mobilenetv3_small_0.25.safetensors "$hostile/trained_models/"
+cp test_images/rocket.jpg test_images/apple.jpg "$hostile/test_images/"
+/usr/bin/python3 - "$hostile/trained_models" <<'PY'
+import json, struct, sys, os
+d = sys.argv[1]
+good = open(os.path.join(d, "mobilenetv3_small_0.25.safetensors"), "rb").read()
+# A 1 KB header whose stem claims 2^44 channels (zero elements, so it parses).
+h = {"conv_0.0.weight": {"dtype": "F32", "shape": [2**44, 0, 3, 3], "data_offsets": [0, 0]}}
+for i in range(11):
+    h["bottlenecks_1.%d.pointwise_0.0.weight" % i] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+j = json.dumps(h).encode()
+open(os.path.join(d, "a_huge_stem.safetensors"), "wb").write(struct.pack("<Q", len(j)) + j)
+# The good model with one NaN weight, claiming a top-1 of 99% so that it would be picked first.
+n = struct.unpack("<Q", good[:8])[0]
+hdr = json.loads(good[8:8 + n])
+b, e = hdr["conv_4.bias"]["data_offsets"]
+hdr["__metadata__"]["training"] = json.dumps({"top1": 0.99})
+j = json.dumps(hdr).encode()
+data = bytearray(good[8 + n:])
+data[b:b + 4] = struct.pack("<f", float("nan"))
+open(os.path.join(d, "b_nan.safetensors"), "wb").write(struct.pack("<Q", len(j)) + j + bytes(data))
+open(os.path.join(d, "c_junk.pth"), "wb").write(b"PK\x03\x04" + os.urandom(600))
+open(os.path.join(d, "d_empty.safetensors"), "wb").write(b"")
+PY
+(cd "$hostile" && timeout 120 "$OLDPWD/$bin" >"$OLDPWD/$out/hostile.log" 2>&1) &
+hostile_pid=$!
+for _ in $(seq 120); do grep -q "classified .*rocket.jpg" "$out/hostile.log" && break; sleep 0.5; done
+kill "$hostile_pid" 2>/dev/null || true
+wait "$hostile_pid" 2>/dev/null || true
+cat "$out/hostile.log"
+grep -q "classified .*rocket.jpg" "$out/hostile.log" || { echo "with hostile model files, nothing was classified"; exit 1; }
+for f in a_huge_stem.safetensors c_junk.pth d_empty.safetensors; do
+  grep -q "cannot use model file .*$f" "$out/hostile.log" || { echo "$f was not reported"; exit 1; }
+done
+grep -q "b_nan.safetensors.*not all finite" "$out/hostile.log" || { echo "the NaN model was not refused"; exit 1; }
+echo "hostile trained_models/ check passed"
 echo "real-window check passed"

@@ -15,6 +15,8 @@ pub struct ImageCard {
 #[derive(Default)]
 pub struct ClassifyTab {
     pub models: Vec<ModelEntry>,
+    /// Model files that cannot be used, with the reason (shown under the picker).
+    pub rejected: Vec<(PathBuf, String)>,
     pub selected: Option<PathBuf>,
     pub loaded: Option<String>,
     pub model_error: Option<String>,
@@ -60,8 +62,9 @@ impl ClassifyTab {
         worker.send(Command::LoadModel(path));
     }
 
-    pub fn on_models(&mut self, worker: &Worker, models: Vec<ModelEntry>) {
+    pub fn on_models(&mut self, worker: &Worker, models: Vec<ModelEntry>, rejected: Vec<(PathBuf, String)>) {
         self.models = models;
+        self.rejected = rejected;
         let still_there = self.selected.as_ref().is_some_and(|s| self.models.iter().any(|m| &m.path == s));
         if !still_there {
             // Prefer the most accurate model.
@@ -83,10 +86,22 @@ impl ClassifyTab {
         }
     }
 
-    pub fn on_model_failed(&mut self, path: PathBuf, error: String) {
+    /// A model that fails to load (e.g. weights that are not finite) leaves the picker for the list of
+    /// unusable files, and the next most accurate model is chosen.
+    pub fn on_model_failed(&mut self, worker: &Worker, path: PathBuf, error: String) {
         if self.selected.as_ref() == Some(&path) {
             self.loaded = None;
-            self.model_error = Some(error);
+            self.model_error = Some(error.clone());
+        }
+        if self.models.iter().any(|m| m.path == path) {
+            self.models.retain(|m| m.path != path);
+            self.rejected.push((path.clone(), error));
+            if self.selected.as_ref() == Some(&path) {
+                self.selected = None;
+                let models = std::mem::take(&mut self.models);
+                let rejected = std::mem::take(&mut self.rejected);
+                self.on_models(worker, models, rejected);
+            }
         }
     }
 
@@ -158,6 +173,18 @@ impl ClassifyTab {
                 self.cards.clear();
             }
         });
+        if !self.rejected.is_empty() {
+            let title = format!("{} file(s) in trained_models/ cannot be used", self.rejected.len());
+            egui::CollapsingHeader::new(egui::RichText::new(title).color(Color32::from_rgb(200, 120, 60)))
+                .id_salt("rejected-models")
+                .show(ui, |ui| {
+                    for (path, reason) in &self.rejected {
+                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        ui.label(egui::RichText::new(name).strong());
+                        ui.label(egui::RichText::new(reason).small());
+                    }
+                });
+        }
         if let Some(e) = &self.model_error {
             ui.colored_label(Color32::from_rgb(220, 80, 60), e);
         }

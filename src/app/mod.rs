@@ -99,9 +99,9 @@ impl StudioApp {
     fn drain_events(&mut self, ctx: &egui::Context) {
         while let Ok(ev) = self.worker.rx.try_recv() {
             match ev {
-                Event::Models(m) => self.classify.on_models(&self.worker, m),
+                Event::Models { models, rejected } => self.classify.on_models(&self.worker, models, rejected),
                 Event::ModelLoaded { path, name } => self.classify.on_model_loaded(&self.worker, path, name),
-                Event::ModelFailed { path, error } => self.classify.on_model_failed(path, error),
+                Event::ModelFailed { path, error } => self.classify.on_model_failed(&self.worker, path, error),
                 Event::Queued(files) => self.classify.on_queued(files),
                 Event::Classified { id, model, outcome, thumbnail } => {
                     self.classify.on_classified(ctx, id, model, outcome, thumbnail)

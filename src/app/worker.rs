@@ -12,7 +12,7 @@ use crate::{device, preprocess};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 /// A model file and what its header says.
@@ -64,7 +64,11 @@ pub struct Thumbnail {
 
 /// What the worker reports.
 pub enum Event {
-    Models(Vec<ModelEntry>),
+    /// The usable model files, and each file that cannot be used with the reason.
+    Models {
+        models: Vec<ModelEntry>,
+        rejected: Vec<(PathBuf, String)>,
+    },
     ModelLoaded {
         path: PathBuf,
         name: String,
@@ -109,7 +113,8 @@ impl Worker {
     /// Starts the worker thread; `repaint` wakes the UI when an event is sent.
     pub fn start(models_dir: PathBuf, repaint: impl Fn() + Send + Sync + 'static) -> Worker {
         let (tx, cmd_rx) = channel::<Command>();
-        let (ev_tx, rx) = channel::<Event>();
+        // Bounded: a worker that gets ahead of the UI waits for it (progress events are dropped instead).
+        let (ev_tx, rx) = sync_channel::<Event>(EVENT_QUEUE);
         let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(repaint);
         let train_control = TrainControl::new();
         let latency_cancel = Arc::new(AtomicBool::new(false));
@@ -134,15 +139,27 @@ impl Worker {
     }
 }
 
+/// Events waiting for the UI at most; the UI drains them every frame.
+const EVENT_QUEUE: usize = 1024;
+
 #[derive(Clone)]
 struct Notifier {
-    tx: Sender<Event>,
+    tx: SyncSender<Event>,
     repaint: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Notifier {
+    /// Sends an event the UI must see, waiting while the queue is full (it fails only once the UI is gone).
     fn send(&self, e: Event) {
+        (self.repaint)();
         let _ = self.tx.send(e);
+        (self.repaint)();
+    }
+
+    /// Sends a progress event that a newer one supersedes: dropped when the queue is full, so that a window
+    /// that is not drawing (minimised) never holds up training or a benchmark.
+    fn offer(&self, e: Event) {
+        let _ = self.tx.try_send(e);
         (self.repaint)();
     }
 }
@@ -182,7 +199,7 @@ impl WorkerState {
 
     fn handle(&mut self, c: Command) {
         match c {
-            Command::RefreshModels => self.events.send(Event::Models(list_models(&self.models_dir))),
+            Command::RefreshModels => self.events.send(models_event(&self.models_dir)),
             Command::LoadModel(p) => self.load(&p),
             Command::AddPaths(paths) => {
                 let files: Vec<(u64, PathBuf)> = classify::collect_images(&paths)
@@ -212,7 +229,10 @@ impl WorkerState {
                 self.model = Some(Ready { path: path.to_path_buf(), plan, meta });
                 self.events.send(Event::ModelLoaded { path: path.to_path_buf(), name });
             }
-            Err(error) => self.events.send(Event::ModelFailed { path: path.to_path_buf(), error }),
+            Err(error) => {
+                eprintln!("cannot load model {}: {error}", path.display());
+                self.events.send(Event::ModelFailed { path: path.to_path_buf(), error })
+            }
         }
     }
 
@@ -245,10 +265,14 @@ impl WorkerState {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 train::run(&cfg, None, &control, |ev| {
                     let saved = matches!(ev, TrainEvent::Checkpoint { .. });
-                    events.send(Event::Train(ev));
+                    if matches!(ev, TrainEvent::Step { .. }) {
+                        events.offer(Event::Train(ev));
+                    } else {
+                        events.send(Event::Train(ev));
+                    }
                     if saved {
                         // A new best model appears in the Classify tab's list at once.
-                        events.send(Event::Models(list_models(&models_dir)));
+                        events.send(models_event(&models_dir));
                     }
                 })
             }));
@@ -290,7 +314,7 @@ fn run_latency(r: &LatencyRequest, cancel: &AtomicBool, events: &Notifier) -> Re
         let dev = device::open(dev_name).map_err(|e| e.to_string())?;
         for cfg in &r.variants {
             for &b in &r.batches {
-                events.send(Event::LatencyProgress {
+                events.offer(Event::LatencyProgress {
                     done,
                     total,
                     current: format!("{} on {dev_name}, batch {b}", cfg.name()),
@@ -307,29 +331,35 @@ fn run_latency(r: &LatencyRequest, cancel: &AtomicBool, events: &Notifier) -> Re
     Ok(false)
 }
 
-/// Every model file in the folder, with what its header says (native files are not read past the header).
-pub fn list_models(dir: &Path) -> Vec<ModelEntry> {
-    classify::list_models(dir)
-        .into_iter()
-        .filter_map(|path| {
-            let header = weights::read_header(&path).ok().flatten();
-            let (name, header) = match header {
-                Some(h) if h.contains_key("variant") && h.contains_key("width") => {
-                    (format!("{}_{}", h["variant"], h["width"]), h)
-                }
-                _ => {
-                    let raw = weights::read_raw(&path).ok()?;
-                    let name = weights::detect_config(&raw.tensors, &path.to_string_lossy()).ok()?.name();
-                    (name, raw.header.unwrap_or_default())
-                }
-            };
-            let top1 = header
-                .get("training")
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                .and_then(|v| v["top1"].as_f64());
-            Some(ModelEntry { path, name, top1 })
-        })
-        .collect()
+fn models_event(dir: &Path) -> Event {
+    let (models, rejected) = list_models(dir);
+    for (path, reason) in &rejected {
+        eprintln!("cannot use model file {}: {reason}", path.display());
+    }
+    Event::Models { models, rejected }
+}
+
+/// Every model file in the folder, with what its header says, and the files that cannot be used with the
+/// reason. Only headers (safetensors) and pickles (`.pth`) are read, never tensor data, and every tensor's name,
+/// shape and type is checked against the architecture, so a hostile file costs little and hides no good one.
+pub fn list_models(dir: &Path) -> (Vec<ModelEntry>, Vec<(PathBuf, String)>) {
+    let (mut models, mut rejected) = (Vec::new(), Vec::new());
+    for path in classify::list_models(dir) {
+        match weights::describe(&path, &LoadOptions::default()) {
+            Ok(summary) => {
+                let top1 = summary
+                    .header
+                    .as_ref()
+                    .and_then(|h| h.get("training"))
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+                    .and_then(|v| v["top1"].as_f64())
+                    .filter(|t| t.is_finite());
+                models.push(ModelEntry { path, name: summary.config.name(), top1 });
+            }
+            Err(e) => rejected.push((path, e.to_string())),
+        }
+    }
+    (models, rejected)
 }
 
 fn thumbnail(img: &image::DynamicImage, side: u32) -> Thumbnail {
