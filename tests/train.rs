@@ -110,7 +110,7 @@ fn sigkill_during_checkpoint_writes_leaves_a_loadable_model() {
     let cfg = ModelConfig::new(Variant::Large, 1.0);
     weights::save_model(&path, &MobileNetV3::new(&cfg, &Device::Cpu, 99).unwrap(), &ModelMeta::cifar100(&cfg)).unwrap();
     let mut written_by_child = 0;
-    for (round, delay_ms) in [300u64, 420, 550, 700, 830, 960, 1100, 1330].into_iter().enumerate() {
+    for (round, delay_ms) in [300u64, 420, 550, 700, 830, 960, 1100, 1330, 2000, 3100].into_iter().enumerate() {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "checkpoint_writer_child", "--nocapture", "--test-threads=1"])
             .env("MBV3_CRASH_TEST_PATH", &path)
