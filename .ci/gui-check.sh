@@ -22,6 +22,8 @@ export DISPLAY=$display
 for _ in $(seq 50); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
 # A fresh settings folder, so the check starts as a new user would.
 export XDG_DATA_HOME="$PWD/$out/xdg-data" XDG_CONFIG_HOME="$PWD/$out/xdg-config"
+# One log line per classified image, which this check reads.
+export MBV3_VERBOSE=1
 "$bin" >"$out/app.log" 2>&1 &
 app_pid=$!
 wid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
@@ -37,6 +39,22 @@ colors=$(convert "$out/screenshot.png" -format %k info:)
 echo "screenshot: $out/screenshot.png ($colors colours)"
 [ "$colors" -gt 50 ] || { echo "the window did not draw"; exit 1; }
 kill -0 "$app_pid" || { echo "the app exited"; cat "$out/app.log"; exit 1; }
+# Opened from the file manager: the launcher's Exec line with a photo for %F, as the desktop runs it.
+launched="$PWD/$out/launched-rocket.jpg"
+cp test_images/rocket.jpg "$launched"
+exec_line=$(sed -n 's/^Exec=//p' assets/mobilenetv3-studio.desktop)
+[ "$exec_line" = "mobilenetv3 %F" ] || { echo "unexpected Exec line: $exec_line"; exit 1; }
+timeout 120 "$bin" "$launched" >"$out/launched.log" 2>&1 &
+launched_pid=$!
+for _ in $(seq 120); do grep -q "classified $launched" "$out/launched.log" && break; sleep 0.5; done
+kill "$launched_pid" 2>/dev/null || true
+wait "$launched_pid" 2>/dev/null || true
+grep "classified $launched" "$out/launched.log" || { echo "a photo opened with the app was not classified"; cat "$out/launched.log"; exit 1; }
+if grep -q "classified .*test_images/" "$out/launched.log"; then
+  echo "opened with a photo, the app should show that photo, not the samples"; exit 1
+fi
+echo "opened-with-a-file check passed"
+
 # The same app started in a folder whose trained_models/ also holds hostile files: it must open, offer the good
 # model (and classify the samples with it), and name each bad file with its reason.
 hostile="$PWD/$out/hostile"

@@ -378,6 +378,9 @@ fn list(items: &[&str]) -> String {
     s
 }
 
+/// The most classes a model file may have.
+const MAX_CLASSES: usize = 100_000;
+
 /// The most stem channels any allowed width gives (16 x 2).
 const MAX_STEM: usize = 32;
 
@@ -476,6 +479,11 @@ fn config_of(path: &Path, index: &FileIndex, opts: &LoadOptions) -> Result<Model
     };
     config.initial_stride = h_si.or(opts.initial_stride).unwrap_or(1);
     if let Some(classes) = index.tensors.get("conv_4.bias").and_then(|t| t.shape.first().copied()) {
+        if !(1..=MAX_CLASSES).contains(&classes) {
+            return Err(unrecognised(format!(
+                "the classifier conv_4 has {classes} outputs; 1 to {MAX_CLASSES} are supported"
+            )));
+        }
         config.num_classes = classes;
     }
     if let Some(p) = partial.dropout {

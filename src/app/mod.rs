@@ -65,7 +65,22 @@ impl StudioApp {
         Self::with_settings(&cc.egui_ctx, paths, settings)
     }
 
+    /// The app opened with image files or folders (from the command line or the desktop launcher): on Classify,
+    /// with those classified instead of the sample photos.
+    pub fn with_images(ctx: &egui::Context, paths: AppPaths, settings: Settings, images: &[PathBuf]) -> Self {
+        let mut app = Self::build(ctx, paths, settings, !images.is_empty());
+        if !images.is_empty() {
+            app.tab = Tab::Classify;
+            app.classify.add_paths(&app.worker, images);
+        }
+        app
+    }
+
     pub fn with_settings(ctx: &egui::Context, paths: AppPaths, settings: Settings) -> Self {
+        Self::build(ctx, paths, settings, false)
+    }
+
+    fn build(ctx: &egui::Context, paths: AppPaths, settings: Settings, skip_samples: bool) -> Self {
         let repaint_ctx = ctx.clone();
         let worker = Worker::start(paths.models.clone(), move || repaint_ctx.request_repaint());
         let mut classify = ClassifyTab::default();
@@ -73,8 +88,10 @@ impl StudioApp {
             classify.select_model(&worker, m);
         }
         worker.send(Command::RefreshModels);
-        // The bundled sample photos are there on first start.
-        classify.add_paths(&worker, std::slice::from_ref(&paths.samples));
+        // The bundled sample photos are shown at start, where there are any.
+        if !skip_samples && paths.samples.is_dir() {
+            classify.add_paths(&worker, std::slice::from_ref(&paths.samples));
+        }
         StudioApp {
             tab: settings.tab.unwrap_or(Tab::Classify),
             train: TrainTab::new(settings.train, paths.models.clone()),
@@ -211,7 +228,7 @@ impl eframe::App for StudioApp {
 }
 
 /// Opens the app window; returns when it is closed.
-pub fn run(paths: AppPaths, tab: Option<Tab>) -> Result<(), String> {
+pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<(), String> {
     let icon = eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png")).ok();
     let mut viewport = egui::ViewportBuilder::default()
         .with_title(APP_TITLE)
@@ -227,7 +244,8 @@ pub fn run(paths: AppPaths, tab: Option<Tab>) -> Result<(), String> {
         APP_TITLE,
         options,
         Box::new(move |cc| {
-            let mut app = StudioApp::new(cc, paths);
+            let settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+            let mut app = StudioApp::with_images(&cc.egui_ctx, paths, settings, &images);
             if let Some(t) = tab {
                 app.tab = t;
             }

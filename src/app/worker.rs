@@ -248,10 +248,16 @@ impl WorkerState {
                     (m.path.clone(), Ok(classify::predict(&m.plan, &m.meta, &input, 5)))
                 }
             };
-            // One log line per image: what scripts (and the real-window check) read.
-            match &outcome {
-                Ok(top) => eprintln!("classified {}: {} ({:.1}%)", path.display(), top[0].label, top[0].prob * 100.0),
-                Err(e) => eprintln!("could not classify {}: {e}", path.display()),
+            // With MBV3_VERBOSE=1, one log line per image: what scripts (and the real-window check) read.
+            if verbose() {
+                match &outcome {
+                    Ok(top) => {
+                        if let Some(t) = top.first() {
+                            eprintln!("classified {}: {} ({:.1}%)", path.display(), t.label, t.prob * 100.0)
+                        }
+                    }
+                    Err(e) => eprintln!("could not classify {}: {e}", path.display()),
+                }
             }
             self.events.send(Event::Classified { id, model: model_path, outcome, thumbnail });
         }
@@ -329,6 +335,12 @@ fn run_latency(r: &LatencyRequest, cancel: &AtomicBool, events: &Notifier) -> Re
         }
     }
     Ok(false)
+}
+
+/// Whether `MBV3_VERBOSE=1` asks for a log line per classified image.
+fn verbose() -> bool {
+    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VERBOSE.get_or_init(|| std::env::var("MBV3_VERBOSE").is_ok_and(|v| v == "1"))
 }
 
 fn models_event(dir: &Path) -> Event {

@@ -12,10 +12,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mobilenetv3", version, about = "MobileNetV3 Studio: train, run and time MobileNetV3 on CIFAR-100")]
+#[command(
+    name = "mobilenetv3",
+    version,
+    about = "MobileNetV3 Studio: train, run and time MobileNetV3 on CIFAR-100",
+    after_help = "With image files or folders and no command, the app opens on Classify with them classified \
+                  (what the desktop launcher does with files opened from the file manager).",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Image files or folders to open in the app's Classify tab.
+    #[arg(value_name = "IMAGE")]
+    images: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -59,7 +69,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => open_app(None),
+        None => open_app(None, absolute(cli.images)),
         Some(Command::Gui { tab }) => {
             let tab = match tab.as_deref() {
                 None => None,
@@ -68,7 +78,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Some("latency") => Some(mobilenetv3::app::Tab::Latency),
                 Some(other) => anyhow::bail!("--tab must be train, classify or latency, got {other}"),
             };
-            open_app(tab)
+            open_app(tab, Vec::new())
         }
         Some(Command::Classify(a)) => classify::run(a),
         Some(Command::Info(a)) => info::run(a),
@@ -121,10 +131,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 pub use mobilenetv3::paths::project_dir;
 
-/// Opens the window; if no window can be opened, says why and shows the command line instead.
-fn open_app(tab: Option<mobilenetv3::app::Tab>) -> Result<ExitCode> {
+/// Paths made absolute against the current folder, so that they name the same files wherever the app looks.
+fn absolute(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect()
+}
+
+/// Opens the window (on Classify with `images` classified, when given); if no window can be opened, says why
+/// and shows the command line instead.
+fn open_app(tab: Option<mobilenetv3::app::Tab>, images: Vec<PathBuf>) -> Result<ExitCode> {
     let dir = project_dir();
-    match mobilenetv3::app::run(mobilenetv3::app::AppPaths::from_project(&dir), tab) {
+    match mobilenetv3::app::run(mobilenetv3::app::AppPaths::from_project(&dir), tab, images) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: cannot open the window ({e}); the command line still works:\n");
