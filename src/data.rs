@@ -88,6 +88,10 @@ pub fn default_dirs() -> Vec<PathBuf> {
         v.push(PathBuf::from(d));
     }
     v.push(PathBuf::from("data"));
+    // Where the app downloads it.
+    if let Some(d) = crate::download::user_data_dir() {
+        v.push(d);
+    }
     v.push(PathBuf::from("../shared/data/cifar-100-binary"));
     v
 }

@@ -1,15 +1,32 @@
 //! Downloading a data archive: streamed to `NAME.part`, checked against its MD5, and renamed to `NAME` only once
-//! complete and verified, so that a partial or corrupt file never poses as the real one.
+//! complete and verified, so that a partial or corrupt file never poses as the real one. A transfer that breaks
+//! off or is cancelled keeps its `.part`, and the next attempt asks the server for the rest (an HTTP range).
 
 use md5::{Digest, Md5};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The official CIFAR-100 python archive (161 MB), as torchvision fetches it.
 pub const CIFAR100_PYTHON_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz";
 /// Its MD5, as published with it.
 pub const CIFAR100_PYTHON_MD5: &str = "eb9058c3a382ffc7106e4002c42a8d85";
+
+/// Where the data set is fetched from and the MD5 it must have: the official archive, unless
+/// `MBV3_CIFAR_URL` (and `MBV3_CIFAR_MD5`, or none to skip the check) point elsewhere, e.g. at a mirror or a
+/// local test server.
+pub fn cifar100_source() -> (String, Option<String>) {
+    match std::env::var("MBV3_CIFAR_URL") {
+        Ok(url) if !url.trim().is_empty() => (url.trim().to_string(), std::env::var("MBV3_CIFAR_MD5").ok()),
+        _ => (CIFAR100_PYTHON_URL.to_string(), Some(CIFAR100_PYTHON_MD5.to_string())),
+    }
+}
+
+/// The folder the app downloads the data set into: `<user data folder>/data` (XDG).
+pub fn user_data_dir() -> Option<PathBuf> {
+    crate::bundled::user_dir().map(|d| d.join("data"))
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A read that waits longer than this means the transfer has stalled.
@@ -28,8 +45,10 @@ pub enum DownloadError {
     Status { host: String, url: String, status: u16 },
     #[error("downloading {url} failed: {detail}")]
     Http { url: String, detail: String },
-    #[error("the download of {url} broke off after {received} of {expected} bytes: {detail}; nothing was kept, run it again")]
+    #[error("the download of {url} broke off after {received} of {expected} bytes: {detail}; what arrived is kept, and running it again continues from there")]
     Interrupted { url: String, received: u64, expected: String, detail: String },
+    #[error("the download of {url} was cancelled after {received} bytes; starting it again continues from there")]
+    Cancelled { url: String, received: u64 },
     #[error("{url} gave a file whose MD5 is {actual}, not the expected {expected}: the download is corrupt or the file changed; it was deleted")]
     Checksum { url: String, expected: String, actual: String },
     #[error("cannot write {path}: {source}")]
@@ -48,6 +67,17 @@ pub fn download(
     expected_md5: Option<&str>,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<PathBuf, DownloadError> {
+    download_cancellable(url, dest_dir, expected_md5, progress, &AtomicBool::new(false))
+}
+
+/// [`download`] that stops (keeping its `.part`) once `cancel` is set.
+pub fn download_cancellable(
+    url: &str,
+    dest_dir: &Path,
+    expected_md5: Option<&str>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+    cancel: &AtomicBool,
+) -> Result<PathBuf, DownloadError> {
     let (host, name) = host_and_name(url)?;
     let dest = dest_dir.join(name);
     if let Some(len) = already_there(&dest, expected_md5)? {
@@ -56,9 +86,13 @@ pub fn download(
     }
     std::fs::create_dir_all(dest_dir).map_err(|source| DownloadError::Io { path: dest_dir.into(), source })?;
     let part = dest_dir.join(format!("{name}.part"));
-    let result = fetch(url, &host, &part, progress).and_then(|md5| verify(url, expected_md5, md5));
+    let result = fetch(url, &host, &part, progress, cancel).and_then(|md5| verify(url, expected_md5, md5));
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&part); // nothing useful is left in it; no resume
+        // A transfer that broke off or was cancelled keeps what arrived, for the next attempt; a wrong file or
+        // a refused request leaves nothing.
+        if !matches!(e, DownloadError::Interrupted { .. } | DownloadError::Cancelled { .. }) {
+            let _ = std::fs::remove_file(&part);
+        }
         return Err(e);
     }
     std::fs::rename(&part, &dest).map_err(|source| DownloadError::Io { path: dest.clone(), source })?;
@@ -122,30 +156,71 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// Streams the body into `part`, returning its MD5.
+/// Streams the body into `part` (after the bytes it already holds, when the server sends the rest), returning the
+/// MD5 of the whole file.
 fn fetch(
     url: &str,
     host: &str,
     part: &Path,
     progress: &mut dyn FnMut(u64, Option<u64>),
+    cancel: &AtomicBool,
 ) -> Result<String, DownloadError> {
-    let mut response = agent().get(url).call().map_err(|e| request_error(url, host, e))?;
-    let total = response.body().content_length();
     let io = |source| DownloadError::Io { path: part.into(), source };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(part).map_err(io)?);
-    let mut reader = response.body_mut().as_reader();
+    let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let mut request = agent().get(url);
+    if have > 0 {
+        request = request.header("Range", format!("bytes={have}-"));
+    }
+    let mut response = match request.call() {
+        // The part is already whole (or longer than the file): start over.
+        Err(ureq::Error::StatusCode(416)) if have > 0 => {
+            std::fs::remove_file(part).map_err(io)?;
+            return fetch(url, host, part, progress, cancel);
+        }
+        r => r.map_err(|e| request_error(url, host, e))?,
+    };
+    let resumed = have > 0 && response.status().as_u16() == 206;
+    let start = if resumed { have } else { 0 };
+    let total = response.body().content_length().map(|n| n + start);
     let mut h = Md5::new();
+    let file = if resumed {
+        // The bytes already there are part of the checksum.
+        let mut f = std::fs::File::open(part).map_err(io)?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        std::fs::OpenOptions::new().append(true).open(part).map_err(io)?
+    } else {
+        std::fs::File::create(part).map_err(io)?
+    };
+    let mut out = std::io::BufWriter::new(file);
+    let mut reader = response.body_mut().as_reader();
     let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
+    let mut done = start;
     let interrupted = |received, detail: String| DownloadError::Interrupted {
         url: url.into(),
         received,
         expected: total.map_or("an unknown number of".into(), |t| t.to_string()),
         detail,
     };
-    progress(0, total);
+    progress(done, total);
     loop {
-        let n = reader.read(&mut buf).map_err(|e| interrupted(done, e.to_string()))?;
+        if cancel.load(Ordering::Relaxed) {
+            out.flush().map_err(io)?;
+            return Err(DownloadError::Cancelled { url: url.into(), received: done });
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                out.flush().map_err(io)?;
+                return Err(interrupted(done, e.to_string()));
+            }
+        };
         if n == 0 {
             break;
         }
@@ -156,6 +231,7 @@ fn fetch(
     }
     // ureq already checks the length against Content-Length; this keeps the promise if that ever changes.
     if total.is_some_and(|t| t != done) {
+        out.flush().map_err(io)?;
         return Err(interrupted(done, "the connection closed early".into()));
     }
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;

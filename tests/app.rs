@@ -2,6 +2,7 @@
 
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
+use md5::Digest;
 use mobilenetv3::app::{AppPaths, Settings, StudioApp, Tab};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -194,8 +195,10 @@ fn a_one_variant_latency_run_shows_a_row_and_exports() {
     assert_eq!(h.state().latency.rows.len(), 1);
     h.get_by_label("small_0.25");
     h.get_by_label("CSV").click();
-    // The "saved" message moves the buttons down a line: let the layout settle before the next click.
+    // The "saved" message appears below the buttons: they stay where they were.
+    let before = h.get_by_label("SVG").rect();
     h.run_steps(3);
+    assert_eq!(h.get_by_label("SVG").rect(), before, "the export buttons moved");
     h.get_by_label("SVG").click();
     h.step();
     h.step();
@@ -208,4 +211,103 @@ fn a_one_variant_latency_run_shows_a_row_and_exports() {
         exported.iter().any(|f| f.ends_with(".csv")) && exported.iter().any(|f| f.ends_with(".svg")),
         "{exported:?} {msg}"
     );
+}
+
+/// CIFAR-100 in the official binary layout (50,000 + 10,000 records) as `cifar-100-binary.tar.gz`: plain
+/// pixels, so that it compresses to a few hundred KB.
+fn binary_archive() -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for (name, n) in [("train.bin", 50_000usize), ("test.bin", 10_000)] {
+        let mut data = Vec::with_capacity(n * 3074);
+        for i in 0..n {
+            let fine = (i % 100) as u8;
+            data.extend([fine / 5, fine]);
+            data.extend(std::iter::repeat_n(fine.wrapping_mul(2), 3072));
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("cifar-100-binary/{name}"), data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// Serves `body` once on 127.0.0.1 under `/cifar-100-binary.tar.gz`; returns the URL.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/cifar-100-binary.tar.gz", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut s = reader.into_inner();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(&body));
+    });
+    url
+}
+
+#[test]
+fn a_new_user_downloads_the_data_from_the_train_tab_and_trains_an_epoch() {
+    let dir = project();
+    let archive = binary_archive();
+    let md5: String = md5::Md5::digest(&archive).iter().map(|b| format!("{b:02x}")).collect();
+    let url = serve_once(archive);
+    let mut paths = AppPaths::from_project(dir.path());
+    paths.data = dir.path().join("user-data");
+    let mut form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
+    form.epochs = "1".into();
+    form.limit_train = "256".into();
+    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    h.state_mut().train.data_source = (url, Some(md5));
+    h.step();
+    // No data: Start is disabled, and the tab offers the download.
+    assert!(h.get_by_label("Start").accesskit_node().is_disabled());
+    h.get_by_label("Download CIFAR-100 (about 160 MiB)").click();
+    h.step();
+    wait_for(&mut h, "the download", 120, |a| !a.train.download.running && a.train.download.outcome.is_some());
+    let outcome = h.state().train.download.outcome.clone().unwrap();
+    assert!(outcome.as_ref().is_ok_and(|m| m.contains("ready")), "{outcome:?}");
+    assert_eq!(h.state().train.form.data_dir, dir.path().join("user-data").display().to_string());
+    assert!(dir.path().join("user-data/cifar-100-binary.tar.gz").is_file());
+    // With the data there, Start works with no other step.
+    h.step();
+    assert!(!h.get_by_label("Start").accesskit_node().is_disabled());
+    h.get_by_label("Start").click();
+    h.step();
+    wait_for(&mut h, "the one-epoch run", 300, |a| {
+        a.train.state == mobilenetv3::app::train_tab::RunState::Idle && !a.train.run.epochs.is_empty()
+    });
+    assert!(h.state().train.run.message.starts_with("finished"), "{}", h.state().train.run.message);
+    assert!(dir.path().join("trained_models/mobilenetv3_small_0.25.safetensors").is_file());
+}
+
+#[test]
+fn offline_the_train_tab_says_so_and_how_to_get_the_data_by_hand() {
+    let dir = project();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut paths = AppPaths::from_project(dir.path());
+    paths.data = dir.path().join("user-data");
+    let form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
+    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    h.state_mut().train.data_source = (format!("http://127.0.0.1:{port}/cifar-100-python.tar.gz"), None);
+    h.step();
+    h.get_by_label("Download CIFAR-100 (about 160 MiB)").click();
+    h.step();
+    wait_for(&mut h, "the failed download", 60, |a| !a.train.download.running && a.train.download.outcome.is_some());
+    h.get_by_label_contains("are you offline?");
+    h.get_by_label_contains("copy it into the data folder");
+    assert!(h.get_by_label("Start").accesskit_node().is_disabled());
 }

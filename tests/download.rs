@@ -40,31 +40,48 @@ enum Reply {
     NotFound,
 }
 
-/// Serves `body` to exactly `requests` connections on 127.0.0.1, then stops. Returns the base URL.
-fn serve(body: Vec<u8>, reply: Reply, requests: usize) -> (String, JoinHandle<()>) {
+/// Serves `body` to exactly `requests` connections on 127.0.0.1, then stops. Returns the base URL and, from the
+/// thread, the start of each request's `Range: bytes=N-` (None without one). A whole reply honours the range
+/// with `206 Partial Content`, as the official server does.
+fn serve(body: Vec<u8>, reply: Reply, requests: usize) -> (String, JoinHandle<Vec<Option<usize>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let handle = std::thread::spawn(move || {
+        let mut ranges = Vec::new();
         for _ in 0..requests {
             let (stream, _) = listener.accept().unwrap();
             let mut reader = BufReader::new(stream);
             let mut line = String::new();
+            let mut range = None;
             while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-                line.clear(); // skip the request line and headers
+                let lower = line.to_ascii_lowercase();
+                if let Some(r) = lower.strip_prefix("range: bytes=") {
+                    range = r.trim().trim_end_matches('-').parse::<usize>().ok();
+                }
+                line.clear();
             }
+            ranges.push(range);
             let mut s = reader.into_inner();
+            let from = range.filter(|_| matches!(reply, Reply::Whole)).unwrap_or(0).min(body.len());
             let (status, send) = match reply {
+                Reply::Whole if from > 0 => ("206 Partial Content", &body[from..]),
                 Reply::Whole => ("200 OK", &body[..]),
                 Reply::Half => ("200 OK", &body[..body.len() / 2]),
                 Reply::NotFound => ("404 Not Found", &b""[..]),
             };
-            let len = if matches!(reply, Reply::NotFound) { 0 } else { body.len() };
+            let len = if matches!(reply, Reply::NotFound) { 0 } else { body.len() - from };
+            let extra = if from > 0 {
+                format!("Content-Range: bytes {from}-{}/{}\r\n", body.len() - 1, body.len())
+            } else {
+                String::new()
+            };
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/x-gzip\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 {status}\r\nContent-Type: application/x-gzip\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n"
             );
             // The client may hang up first when it sees an error; that is fine.
             let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(send)).and_then(|_| s.flush());
         }
+        ranges
     });
     (base, handle)
 }
@@ -131,7 +148,7 @@ fn nothing_listening_means_offline() {
 }
 
 #[test]
-fn a_body_cut_short_is_an_error_and_never_renamed() {
+fn a_body_cut_short_is_kept_as_part_and_the_next_attempt_fetches_only_the_rest() {
     let body = archive();
     let md5 = md5_hex(&body);
     let (base, server) = serve(body.clone(), Reply::Half, 1);
@@ -141,17 +158,44 @@ fn a_body_cut_short_is_an_error_and_never_renamed() {
     server.join().unwrap();
     assert!(matches!(err, DownloadError::Interrupted { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&format!("of {} bytes", body.len())), "{msg}");
+    assert!(msg.contains(&format!("of {} bytes", body.len())) && msg.contains("continues"), "{msg}");
     assert!(last < body.len() as u64);
+    // Never the final name; the part received is kept.
     assert!(!dir.path().join(NAME).exists());
-    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    let part = dir.path().join(format!("{NAME}.part"));
+    assert_eq!(std::fs::read(&part).unwrap(), &body[..body.len() / 2]);
 
-    // Without a checksum too, a short body never becomes the final file.
-    let (base, server) = serve(body, Reply::Half, 1);
-    let err = download(&format!("{base}/{NAME}"), dir.path(), None, &mut |_, _| {}).unwrap_err();
+    // The next attempt asks for the rest, checks the MD5 of the whole file, and renames it.
+    let (base, server) = serve(body.clone(), Reply::Whole, 1);
+    let mut first = None;
+    let path = download(&format!("{base}/{NAME}"), dir.path(), Some(&md5), &mut |d, t| {
+        first.get_or_insert((d, t));
+    })
+    .unwrap();
+    assert_eq!(server.join().unwrap(), vec![Some(body.len() / 2)]);
+    assert_eq!(first, Some(((body.len() / 2) as u64, Some(body.len() as u64))));
+    assert_eq!(std::fs::read(path).unwrap(), body);
+    assert_eq!(entries(dir.path()), vec![NAME.to_string()]);
+}
+
+#[test]
+fn a_cancelled_download_keeps_its_part() {
+    let body = archive();
+    let (base, server) = serve(body.clone(), Reply::Whole, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let err = mobilenetv3::download::download_cancellable(
+        &format!("{base}/{NAME}"),
+        dir.path(),
+        None,
+        &mut |_, _| {},
+        &cancel,
+    )
+    .unwrap_err();
     server.join().unwrap();
-    assert!(matches!(err, DownloadError::Interrupted { .. }), "{err:?}");
-    assert!(entries(dir.path()).is_empty());
+    assert!(matches!(err, DownloadError::Cancelled { .. }), "{err:?}");
+    assert!(err.to_string().contains("continues"), "{err}");
+    assert_eq!(entries(dir.path()), vec![format!("{NAME}.part")]);
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub struct ClassifyTab {
     pub cards: Vec<ImageCard>,
     /// AddPaths requests not answered yet.
     pub pending_adds: usize,
+    /// The "Open images…" dialog while it is open.
+    open_dialog: Option<super::dialog::Pending>,
 }
 
 impl ClassifyTab {
@@ -127,6 +129,12 @@ impl ClassifyTab {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+        if let Some(files) = self.open_dialog.as_ref().and_then(super::dialog::Pending::poll) {
+            self.open_dialog = None;
+            if !files.is_empty() {
+                self.add_paths(worker, &files);
+            }
+        }
         ui.horizontal(|ui| {
             ui.label("Model:");
             let current = self
@@ -161,13 +169,8 @@ impl ClassifyTab {
                 worker.send(Command::RefreshModels);
             }
             ui.separator();
-            if ui.button("Open images…").clicked() {
-                if let Some(files) = rfd::FileDialog::new()
-                    .add_filter("images", &["png", "jpg", "jpeg", "bmp", "gif", "webp"])
-                    .pick_files()
-                {
-                    self.add_paths(worker, &files);
-                }
+            if ui.add_enabled(self.open_dialog.is_none(), egui::Button::new("Open images…")).clicked() {
+                self.open_dialog = Some(super::dialog::Pending::images(ui.ctx()));
             }
             if ui.add_enabled(!self.cards.is_empty(), egui::Button::new("Clear")).clicked() {
                 self.cards.clear();

@@ -73,6 +73,8 @@ pub struct LatencyTab {
     chart_rect: Option<egui::Rect>,
     screenshot: Option<Receiver<Arc<egui::ColorImage>>>,
     pending_png: Option<(PathBuf, egui::Rect, f32)>,
+    /// The export folder dialog while it is open.
+    folder_dialog: Option<super::dialog::Pending>,
 }
 
 impl LatencyTab {
@@ -125,9 +127,6 @@ impl LatencyTab {
                 ui.add(egui::ProgressBar::new(*done as f32 / (*total).max(1) as f32).text(format!("{done}/{total}")));
                 ui.label(RichText::new(cur).small());
             }
-            if !self.message.is_empty() {
-                ui.label(&self.message);
-            }
             ui.separator();
             ui.strong("Export");
             ui.add_enabled_ui(!self.rows.is_empty(), |ui| {
@@ -148,10 +147,18 @@ impl LatencyTab {
                 });
             });
             ui.label(RichText::new(format!("to {}", self.export_dir.display())).small().weak());
-            if ui.small_button("Change folder…").clicked() {
-                if let Some(d) = rfd::FileDialog::new().pick_folder() {
+            if ui.add_enabled(self.folder_dialog.is_none(), egui::Button::new("Change folder…").small()).clicked() {
+                self.folder_dialog = Some(super::dialog::Pending::folder(ui.ctx()));
+            }
+            if let Some(d) = self.folder_dialog.as_ref().and_then(super::dialog::Pending::poll) {
+                self.folder_dialog = None;
+                if let Some(d) = d.into_iter().next() {
                     self.export_dir = d;
                 }
+            }
+            // Below the buttons, so that a message never moves them under the pointer.
+            if !self.message.is_empty() {
+                ui.label(&self.message);
             }
         });
         egui::CentralPanel::no_frame().show(ui, |ui| {

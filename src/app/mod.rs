@@ -2,6 +2,7 @@
 //! drop, over one struct per tab. Model work happens on the background [`worker`].
 
 pub mod classify_tab;
+pub mod dialog;
 pub mod latency_tab;
 pub mod train_tab;
 pub mod worker;
@@ -39,11 +40,18 @@ pub struct AppPaths {
     pub models: PathBuf,
     pub samples: PathBuf,
     pub exports: PathBuf,
+    /// Where the data set is downloaded to: the user's data folder (XDG), else the project's `data/`.
+    pub data: PathBuf,
 }
 
 impl AppPaths {
     pub fn from_project(dir: &std::path::Path) -> Self {
-        AppPaths { models: dir.join("trained_models"), samples: dir.join("test_images"), exports: dir.join("exports") }
+        AppPaths {
+            models: dir.join("trained_models"),
+            samples: dir.join("test_images"),
+            exports: dir.join("exports"),
+            data: crate::download::user_data_dir().unwrap_or_else(|| dir.join("data")),
+        }
     }
 }
 
@@ -94,7 +102,7 @@ impl StudioApp {
         }
         StudioApp {
             tab: settings.tab.unwrap_or(Tab::Classify),
-            train: TrainTab::new(settings.train, paths.models.clone()),
+            train: TrainTab::new(settings.train, paths.models.clone(), paths.data.clone()),
             latency: LatencyTab::new(settings.latency, paths.exports.clone()),
             classify,
             worker,
@@ -126,6 +134,8 @@ impl StudioApp {
                 Event::Train(e) => self.train.on_event(e),
                 Event::TrainingEnded => self.train.on_ended(),
                 Event::Error(e) => self.error = Some(e),
+                Event::DownloadProgress { done, total } => self.train.on_download_progress(done, total),
+                Event::DownloadDone(result) => self.train.on_download_done(result),
                 Event::LatencyProgress { done, total, current } => self.latency.on_progress(done, total, current),
                 Event::LatencyRow(r) => self.latency.on_row(r),
                 Event::LatencyDone { cancelled, error } => self.latency.on_done(cancelled, error),
@@ -163,7 +173,14 @@ impl StudioApp {
 
     fn status_line(&self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            ui.label("device: cpu");
+            // The device that is working: the training run's while one runs, else the CPU (classification and
+            // the plan run there).
+            let device = if self.train.state != train_tab::RunState::Idle && !self.train.run.device.is_empty() {
+                self.train.run.device.clone()
+            } else {
+                "cpu".to_string()
+            };
+            ui.label(format!("device: {device}"));
             ui.separator();
             let model = match (&self.classify.loaded, &self.classify.selected, &self.classify.model_error) {
                 (Some(n), _, _) => n.clone(),

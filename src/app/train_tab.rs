@@ -1,5 +1,6 @@
 //! Train tab: the run's form (checked field by field), start / pause / resume / stop, live curves, progress.
 
+use super::dialog::Pending;
 use super::worker::{Command, Worker};
 use crate::arch::{ModelConfig, Variant};
 use crate::data::Augment;
@@ -199,6 +200,8 @@ pub struct RunView {
     pub img_per_s: f64,
     pub eta_s: f64,
     pub message: String,
+    /// The device the run trains on.
+    pub device: String,
 }
 
 pub struct TrainTab {
@@ -210,10 +213,28 @@ pub struct TrainTab {
     pub out_dir: PathBuf,
     /// The last data folder checked and whether it holds CIFAR-100 (checked when the field changes only).
     data_check: (String, bool),
+    /// Where the data set is downloaded to, and from where (URL, expected MD5).
+    pub data_home: PathBuf,
+    pub data_source: (String, Option<String>),
+    pub download: DownloadState,
+    /// A folder dialog that is open (the data set folder).
+    folder_pick: Option<Pending>,
+}
+
+/// The data set download, as the tab shows it.
+#[derive(Default)]
+pub struct DownloadState {
+    pub running: bool,
+    pub done: u64,
+    pub total: Option<u64>,
+    /// When the transfer started and the bytes it started from (a resumed one starts past 0), for speed and ETA.
+    started: Option<(std::time::Instant, u64)>,
+    /// The last outcome: Ok(message) or Err(message).
+    pub outcome: Option<Result<String, String>>,
 }
 
 impl TrainTab {
-    pub fn new(form: TrainForm, out_dir: PathBuf) -> Self {
+    pub fn new(form: TrainForm, out_dir: PathBuf, data_home: PathBuf) -> Self {
         let mut t = TrainTab {
             form,
             state: RunState::Idle,
@@ -221,7 +242,14 @@ impl TrainTab {
             past: Vec::new(),
             out_dir,
             data_check: (String::from("\u{0}"), false),
+            data_home,
+            data_source: crate::download::cifar100_source(),
+            download: DownloadState::default(),
+            folder_pick: None,
         };
+        if t.form.data_dir.trim().is_empty() && crate::train::has_dataset(&t.data_home) {
+            t.form.data_dir = t.data_home.display().to_string();
+        }
         t.scan_past_runs();
         t
     }
@@ -251,8 +279,8 @@ impl TrainTab {
 
     pub fn on_event(&mut self, ev: TrainEvent) {
         match ev {
-            TrainEvent::Started { name, steps_per_epoch, .. } => {
-                self.run = RunView { name, steps_per_epoch, message: "training".into(), ..Default::default() };
+            TrainEvent::Started { name, steps_per_epoch, device, .. } => {
+                self.run = RunView { name, steps_per_epoch, device, message: "training".into(), ..Default::default() };
                 self.state = RunState::Running;
             }
             TrainEvent::Step { epoch, step, steps_per_epoch, loss, lr, img_per_s, eta_s } => {
@@ -307,7 +335,80 @@ impl TrainTab {
         }
     }
 
+    pub fn on_download_progress(&mut self, done: u64, total: Option<u64>) {
+        let d = &mut self.download;
+        if d.started.is_none() {
+            d.started = Some((std::time::Instant::now(), done));
+        }
+        d.done = done;
+        d.total = total;
+    }
+
+    pub fn on_download_done(&mut self, result: Result<PathBuf, String>) {
+        self.download.running = false;
+        self.download.started = None;
+        self.download.outcome = Some(match result {
+            Ok(archive) => {
+                let folder = archive.parent().map(Path::to_path_buf).unwrap_or_default();
+                self.form.data_dir = folder.display().to_string();
+                Ok(format!("CIFAR-100 is ready in {}", folder.display()))
+            }
+            Err(e) => Err(e),
+        });
+    }
+
+    fn start_download(&mut self, worker: &Worker) {
+        worker.download_cancel.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (url, md5) = self.data_source.clone();
+        worker.send(Command::DownloadData { url, md5, dir: self.data_home.clone() });
+        self.download = DownloadState { running: true, ..Default::default() };
+    }
+
+    /// What the tab offers while no data set is found: download it, or point at a folder that has it.
+    fn data_ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+        ui.group(|ui| {
+            ui.label(RichText::new("CIFAR-100 is needed to train").strong());
+            let d = &self.download;
+            if d.running {
+                let fraction = d.total.map(|t| d.done as f32 / t.max(1) as f32).unwrap_or(0.0);
+                ui.add(egui::ProgressBar::new(fraction).show_percentage());
+                ui.label(download_line(d));
+                if ui.button("Cancel").clicked() {
+                    worker.download_cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            } else {
+                if ui
+                    .button("Download CIFAR-100 (about 160 MiB)")
+                    .on_hover_text(format!("{}\nMD5-checked; an interrupted download continues", self.data_source.0))
+                    .clicked()
+                {
+                    self.start_download(worker);
+                }
+                let picking = self.folder_pick.is_some();
+                if ui.add_enabled(!picking, egui::Button::new("Use a folder I already have…")).clicked() {
+                    self.folder_pick = Some(Pending::folder(ui.ctx()));
+                }
+                ui.label(RichText::new(format!("into {}", self.data_home.display())).small().weak());
+            }
+            match &self.download.outcome {
+                Some(Err(e)) => {
+                    ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+                }
+                Some(Ok(m)) => {
+                    ui.label(m);
+                }
+                None => {}
+            }
+        });
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+        if let Some(paths) = self.folder_pick.as_ref().and_then(Pending::poll) {
+            self.folder_pick = None;
+            if let Some(d) = paths.into_iter().next() {
+                self.form.data_dir = d.display().to_string();
+            }
+        }
         let dir = self.form.data_dir.trim().to_string();
         if self.data_check.0 != dir {
             self.data_check = (dir.clone(), crate::train::has_dataset(Path::new(&dir)));
@@ -318,7 +419,14 @@ impl TrainTab {
         let idle = self.state == RunState::Idle;
         egui::Panel::left("train-form").resizable(false).exact_size(300.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
-                ui.add_enabled_ui(idle, |ui| form_ui(ui, &mut self.form, &errors));
+                if !ok || self.download.running {
+                    self.data_ui(ui, worker);
+                }
+                let mut pick_folder = false;
+                ui.add_enabled_ui(idle, |ui| form_ui(ui, &mut self.form, &errors, &mut pick_folder));
+                if pick_folder && self.folder_pick.is_none() {
+                    self.folder_pick = Some(Pending::folder(ui.ctx()));
+                }
                 ui.separator();
                 self.controls(ui, worker, checked.ok());
                 ui.separator();
@@ -445,16 +553,28 @@ impl TrainTab {
             ui.end_row();
             ui.vertical(|ui| {
                 ui.strong("Test accuracy per epoch (%)");
-                Plot::new("accuracy").height(h).width(w).legend(Legend::default()).x_axis_label("epoch").show(
-                    ui,
-                    |p| {
+                // The highest point shown, so that the top of the curves is never cut off.
+                let top = self
+                    .run
+                    .epochs
+                    .iter()
+                    .map(|r| r.top5)
+                    .chain(overlays.iter().flat_map(|o| o.epochs.iter().map(|r| r.top1)))
+                    .fold(0.0f64, f64::max)
+                    * 100.0;
+                Plot::new("accuracy")
+                    .height(h)
+                    .width(w)
+                    .legend(Legend::default())
+                    .x_axis_label("epoch")
+                    .include_y((top + 3.0).min(101.0))
+                    .show(ui, |p| {
                         p.line(epoch_line("top-1".into(), &self.run.epochs, &|r| r.top1 * 100.0));
                         p.line(epoch_line("top-5".into(), &self.run.epochs, &|r| r.top5 * 100.0));
                         for o in &overlays {
                             p.line(epoch_line(format!("{} top-1", o.name), &o.epochs, &|r| r.top1 * 100.0));
                         }
-                    },
-                );
+                    });
             });
             ui.vertical(|ui| {
                 ui.strong("Learning rate");
@@ -489,6 +609,27 @@ fn smoothed_steps(h: &History) -> Vec<[f64; 2]> {
         .collect()
 }
 
+/// "12.3 / 161.1 MiB · 4.2 MiB/s · 0:35 left" for a download in progress.
+fn download_line(d: &DownloadState) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let done = d.done as f64 / MIB;
+    let mut s = match d.total {
+        Some(t) => format!("{done:.1} / {:.1} MiB", t as f64 / MIB),
+        None => format!("{done:.1} MiB"),
+    };
+    if let Some((t0, from)) = d.started {
+        let secs = t0.elapsed().as_secs_f64();
+        let rate = d.done.saturating_sub(from) as f64 / secs.max(1e-3);
+        if secs > 0.5 && rate > 0.0 {
+            s.push_str(&format!(" · {:.1} MiB/s", rate / MIB));
+            if let Some(t) = d.total {
+                s.push_str(&format!(" · {} left", hms(t.saturating_sub(d.done) as f64 / rate)));
+            }
+        }
+    }
+    s
+}
+
 fn hms(s: f64) -> String {
     let s = s.max(0.0) as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -516,7 +657,8 @@ fn text(ui: &mut egui::Ui, value: &mut String) -> egui::Response {
     ui.add(egui::TextEdit::singleline(value).desired_width(140.0))
 }
 
-fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, String>) {
+/// The form's fields; `pick_folder` is set when the data set folder's "…" button is clicked.
+fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, String>, pick_folder: &mut bool) {
     ui.strong("Model");
     field(ui, "Variant", errors, "variant", |ui| {
         egui::ComboBox::from_id_salt("variant")
@@ -572,9 +714,7 @@ fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, 
     field(ui, "Dataset folder", errors, "data", |ui| {
         let r = ui.add(egui::TextEdit::singleline(&mut f.data_dir).desired_width(100.0));
         if ui.button("…").on_hover_text("Choose the CIFAR-100 folder").clicked() {
-            if let Some(d) = rfd::FileDialog::new().pick_folder() {
-                f.data_dir = d.display().to_string();
-            }
+            *pick_folder = true;
         }
         r
     });

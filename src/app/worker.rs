@@ -45,6 +45,12 @@ pub enum Command {
     StartTraining(Box<TrainConfig>),
     /// Start a benchmark; the UI has reset the cancel flag before sending this.
     RunLatency(LatencyRequest),
+    /// Download the data set archive from `url` into `dir`; the UI has reset the cancel flag before sending this.
+    DownloadData {
+        url: String,
+        md5: Option<String>,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +103,13 @@ pub enum Event {
         cancelled: bool,
         error: Option<String>,
     },
+    /// Bytes of the data set received so far, and the total when the server said.
+    DownloadProgress {
+        done: u64,
+        total: Option<u64>,
+    },
+    /// The archive's path once downloaded and verified, or why not.
+    DownloadDone(Result<PathBuf, String>),
     /// Something went wrong outside any request that could report it.
     Error(String),
 }
@@ -107,6 +120,7 @@ pub struct Worker {
     pub rx: Receiver<Event>,
     pub train_control: Arc<TrainControl>,
     pub latency_cancel: Arc<AtomicBool>,
+    pub download_cancel: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -118,6 +132,7 @@ impl Worker {
         let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(repaint);
         let train_control = TrainControl::new();
         let latency_cancel = Arc::new(AtomicBool::new(false));
+        let download_cancel = Arc::new(AtomicBool::new(false));
         let state = WorkerState {
             models_dir,
             model: None,
@@ -125,12 +140,13 @@ impl Worker {
             events: Notifier { tx: ev_tx, repaint },
             train_control: train_control.clone(),
             latency_cancel: latency_cancel.clone(),
+            download_cancel: download_cancel.clone(),
         };
         std::thread::Builder::new()
             .name("model-worker".into())
             .spawn(move || state.run(cmd_rx))
             .expect("spawning the model worker");
-        Worker { tx, rx, train_control, latency_cancel }
+        Worker { tx, rx, train_control, latency_cancel, download_cancel }
     }
 
     pub fn send(&self, c: Command) {
@@ -178,6 +194,7 @@ struct WorkerState {
     events: Notifier,
     train_control: Arc<TrainControl>,
     latency_cancel: Arc<AtomicBool>,
+    download_cancel: Arc<AtomicBool>,
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -215,6 +232,7 @@ impl WorkerState {
             Command::Classify(files) => self.classify(files),
             Command::StartTraining(cfg) => self.start_training(*cfg),
             Command::RunLatency(r) => self.start_latency(r),
+            Command::DownloadData { url, md5, dir } => self.start_download(url, md5, dir),
         }
     }
 
@@ -291,6 +309,28 @@ impl WorkerState {
         if let Err(e) = spawned {
             self.events.send(Event::Train(TrainEvent::Failed { message: format!("cannot start a thread: {e}") }));
             self.events.send(Event::TrainingEnded);
+        }
+    }
+
+    fn start_download(&mut self, url: String, md5: Option<String>, dir: PathBuf) {
+        let cancel = self.download_cancel.clone();
+        let events = self.events.clone();
+        let spawned = std::thread::Builder::new().name("download".into()).spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                crate::download::download_cancellable(
+                    &url,
+                    &dir,
+                    md5.as_deref(),
+                    &mut |done, total| events.offer(Event::DownloadProgress { done, total }),
+                    &cancel,
+                )
+                .map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
+            events.send(Event::DownloadDone(result));
+        });
+        if let Err(e) = spawned {
+            self.events.send(Event::DownloadDone(Err(format!("cannot start a thread: {e}"))));
         }
     }
 
