@@ -439,7 +439,8 @@ pub fn choose_stem(out_dir: &Path, model: &ModelConfig) -> String {
     runfiles::free_names(out_dir, &format!("mobilenetv3_{}", model.name())).next().unwrap_or_default()
 }
 
-fn resume_path(out_dir: &Path, stem: &str) -> PathBuf {
+/// Where a run's resume state lives: `<out_dir>/runs/<stem>.resume.safetensors`.
+pub fn resume_path(out_dir: &Path, stem: &str) -> PathBuf {
     out_dir.join("runs").join(format!("{stem}.resume.safetensors"))
 }
 

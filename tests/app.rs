@@ -311,3 +311,55 @@ fn offline_the_train_tab_says_so_and_how_to_get_the_data_by_hand() {
     h.get_by_label_contains("copy it into the data folder");
     assert!(h.get_by_label("Start").accesskit_node().is_disabled());
 }
+
+#[test]
+fn a_stopped_run_is_continued_from_past_runs() {
+    use mobilenetv3::train::{self, History, TrainConfig, TrainControl, TrainEvent};
+    let dir = project();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("cifar-100-binary.tar.gz"), binary_archive()).unwrap();
+    let mut cfg = TrainConfig::reference(mobilenetv3::ModelConfig::new(mobilenetv3::Variant::Small, 0.25));
+    cfg.epochs = 2;
+    cfg.limit_train = Some(256);
+    cfg.limit_test = Some(256);
+    cfg.data_dir = Some(data.clone());
+    cfg.out_dir = dir.path().join("trained_models");
+    // A run stopped after its first epoch, as Ctrl-C or the Stop button leaves it.
+    let control = TrainControl::new();
+    let c = control.clone();
+    let stopped = train::run(&cfg, None, &control, |ev| {
+        if let TrainEvent::Epoch(_) = ev {
+            c.stop()
+        }
+    })
+    .unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.epochs.len()), ("stopped", 1));
+
+    let mut h = harness(dir.path(), Tab::Train);
+    h.step();
+    h.get_by_label("Continue").click();
+    h.step();
+    wait_for(&mut h, "the continued run", 300, |a| {
+        a.train.state == mobilenetv3::app::train_tab::RunState::Idle && a.train.run.message.starts_with("finished")
+    });
+    let history = History::load(&dir.path().join("trained_models/mobilenetv3_small_0.25.history.json")).unwrap();
+    assert_eq!((history.status.as_str(), history.epochs.len()), ("finished", 2));
+}
+
+#[test]
+fn closing_the_window_during_a_run_asks_first() {
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Train);
+    h.step();
+    h.state_mut().train.state = mobilenetv3::app::train_tab::RunState::Running;
+    h.input_mut().viewports.entry(egui::ViewportId::ROOT).or_default().events.push(egui::ViewportEvent::Close);
+    h.step();
+    h.step();
+    assert!(h.state().confirm_close);
+    h.get_by_label("A run is training");
+    h.get_by_label("Keep training").click();
+    h.step();
+    assert!(!h.state().confirm_close);
+    assert!(!h.state().worker.train_control.is_stopped(), "keeping the run must not stop it");
+}

@@ -65,6 +65,8 @@ pub struct StudioApp {
     pub frame_ms: f32,
     /// An error the worker reported outside any request.
     pub error: Option<String>,
+    /// The window was asked to close while a run trains: the question is on screen.
+    pub confirm_close: bool,
 }
 
 impl StudioApp {
@@ -108,6 +110,7 @@ impl StudioApp {
             worker,
             frame_ms: 0.0,
             error: None,
+            confirm_close: false,
         }
     }
 
@@ -141,6 +144,42 @@ impl StudioApp {
                 Event::LatencyDone { cancelled, error } => self.latency.on_done(cancelled, error),
             }
         }
+    }
+
+    /// Closing the window while a run trains asks first: the run would stop (it can be continued later from
+    /// its last finished epoch).
+    fn guard_close(&mut self, ctx: &egui::Context) {
+        let training = self.train.state != train_tab::RunState::Idle;
+        if ctx.input(|i| i.viewport().close_requested()) && training && !self.confirm_close {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.confirm_close = true;
+        }
+        if !self.confirm_close {
+            return;
+        }
+        if !training {
+            self.confirm_close = false;
+            return;
+        }
+        egui::Modal::new(egui::Id::unique("confirm-close")).show(ctx, |ui| {
+            ui.heading("A run is training");
+            ui.label(format!(
+                "Closing stops {} after its current step. The best checkpoint is kept, and the run can be continued \
+                 from its last finished epoch (Train tab, Past runs).",
+                self.train.run.name
+            ));
+            ui.horizontal(|ui| {
+                if ui.button("Stop the run and close").clicked() {
+                    self.worker.train_control.stop();
+                    self.train.state = train_tab::RunState::Idle;
+                    self.confirm_close = false;
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+                if ui.button("Keep training").clicked() {
+                    self.confirm_close = false;
+                }
+            });
+        });
     }
 
     /// Files dropped anywhere on the window go to the Classify tab.
@@ -235,6 +274,7 @@ impl eframe::App for StudioApp {
             Tab::Latency => self.latency.ui(ui, &self.worker),
         });
         self.drop_hint(&ctx);
+        self.guard_close(&ctx);
         let ms = started.elapsed().as_secs_f32() * 1e3;
         self.frame_ms = if ms > self.frame_ms { ms } else { 0.9 * self.frame_ms + 0.1 * ms };
     }

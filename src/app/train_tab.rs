@@ -430,7 +430,7 @@ impl TrainTab {
                 ui.separator();
                 self.controls(ui, worker, checked.ok());
                 ui.separator();
-                self.past_runs_ui(ui);
+                self.past_runs_ui(ui, worker, ok);
             });
         });
         egui::CentralPanel::no_frame().show(ui, |ui| self.curves(ui));
@@ -493,7 +493,9 @@ impl TrainTab {
         }
     }
 
-    fn past_runs_ui(&mut self, ui: &mut egui::Ui) {
+    /// Past runs, each with a checkbox to overlay its curves and, where a stopped or interrupted run left its
+    /// resume state, a Continue button (the same engine as `train --resume`).
+    fn past_runs_ui(&mut self, ui: &mut egui::Ui, worker: &Worker, data_ok: bool) {
         ui.horizontal(|ui| {
             ui.strong("Past runs");
             if ui.small_button("Rescan").on_hover_text("Rescan trained_models/").clicked() {
@@ -503,13 +505,41 @@ impl TrainTab {
         if self.past.is_empty() {
             ui.label(RichText::new("none yet").weak());
         }
+        let idle = self.state == RunState::Idle;
+        let mut resume = None;
         for (h, on) in &mut self.past {
             let best = h.best().map(|b| format!(" · top-1 {:.1}%", b.top1 * 100.0)).unwrap_or_default();
-            ui.checkbox(on, format!("{}{best}", h.name)).on_hover_text(format!(
-                "{} epochs, {}",
-                h.epochs.len(),
-                h.status
-            ));
+            ui.horizontal(|ui| {
+                ui.checkbox(on, format!("{}{best}", h.name)).on_hover_text(format!(
+                    "{} of {} epochs, {}",
+                    h.epochs.len(),
+                    h.config.epochs,
+                    h.status
+                ));
+                let state = crate::train::resume_path(&self.out_dir, &h.name);
+                if h.status != "finished" && state.is_file() {
+                    let b = ui.add_enabled(idle, egui::Button::new("Continue").small()).on_hover_text(format!(
+                        "Continue from epoch {} of {}",
+                        h.epochs.len(),
+                        h.config.epochs
+                    ));
+                    if b.clicked() {
+                        resume = Some((h.config.clone(), state));
+                    }
+                }
+            });
+        }
+        if let Some((mut cfg, state)) = resume {
+            cfg.out_dir = self.out_dir.clone();
+            // The run's own data folder, while it exists; else the one the form names.
+            if cfg.data_dir.as_ref().is_none_or(|d| !d.exists()) && data_ok {
+                cfg.data_dir = Some(PathBuf::from(self.form.data_dir.trim()));
+            }
+            self.run = RunView { message: "continuing…".into(), ..Default::default() };
+            self.state = RunState::Running;
+            worker.train_control.clear_stop();
+            worker.train_control.resume();
+            worker.send(Command::ResumeTraining { cfg: Box::new(cfg), resume: state });
         }
     }
 

@@ -43,6 +43,12 @@ pub enum Command {
     Classify(Vec<(u64, PathBuf)>),
     /// Start a run; the UI has reset the shared control before sending this.
     StartTraining(Box<TrainConfig>),
+    /// Continue a stopped or interrupted run from its resume file (`cfg` gives where files go and the data);
+    /// the UI has reset the shared control before sending this.
+    ResumeTraining {
+        cfg: Box<TrainConfig>,
+        resume: PathBuf,
+    },
     /// Start a benchmark; the UI has reset the cancel flag before sending this.
     RunLatency(LatencyRequest),
     /// Download the data set archive from `url` into `dir`; the UI has reset the cancel flag before sending this.
@@ -230,7 +236,8 @@ impl WorkerState {
                 self.classify(files);
             }
             Command::Classify(files) => self.classify(files),
-            Command::StartTraining(cfg) => self.start_training(*cfg),
+            Command::StartTraining(cfg) => self.start_training(*cfg, None),
+            Command::ResumeTraining { cfg, resume } => self.start_training(*cfg, Some(resume)),
             Command::RunLatency(r) => self.start_latency(r),
             Command::DownloadData { url, md5, dir } => self.start_download(url, md5, dir),
         }
@@ -281,13 +288,13 @@ impl WorkerState {
         }
     }
 
-    fn start_training(&mut self, cfg: TrainConfig) {
+    fn start_training(&mut self, cfg: TrainConfig, resume: Option<PathBuf>) {
         let control = self.train_control.clone();
         let events = self.events.clone();
         let models_dir = self.models_dir.clone();
         let spawned = std::thread::Builder::new().name("training".into()).spawn(move || {
             let result = catch_unwind(AssertUnwindSafe(|| {
-                train::run(&cfg, None, &control, |ev| {
+                train::run(&cfg, resume.as_deref(), &control, |ev| {
                     let saved = matches!(ev, TrainEvent::Checkpoint { .. });
                     if matches!(ev, TrainEvent::Step { .. }) {
                         events.offer(Event::Train(ev));

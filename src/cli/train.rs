@@ -212,8 +212,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         }
         TrainEvent::Checkpoint { path, epoch } => println!("  saved best model (epoch {epoch}) to {}", path.display()),
         TrainEvent::Stopped { epoch } => {
-            let state =
-                resume_hint.as_ref().map(|(dir, name)| dir.join("runs").join(format!("{name}.resume.safetensors")));
+            let state = resume_hint.as_ref().map(|(dir, name)| train::resume_path(dir, name));
             match state.filter(|p| p.is_file()) {
                 Some(p) => eprintln!(
                     "\nstopped during epoch {epoch}; continue from the last finished epoch with --resume {}",
