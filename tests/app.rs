@@ -363,3 +363,45 @@ fn closing_the_window_during_a_run_asks_first() {
     assert!(!h.state().confirm_close);
     assert!(!h.state().worker.train_control.is_stopped(), "keeping the run must not stop it");
 }
+
+#[test]
+fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mistakes() {
+    let dir = project();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("cifar-100-binary.tar.gz"), binary_archive()).unwrap();
+    let mut h = harness(dir.path(), Tab::Evaluate);
+    h.state_mut().train.form.data_dir = data.display().to_string();
+    wait_for(&mut h, "the model list", 30, |a| !a.classify.models.is_empty());
+    h.get_by_label("Run evaluation").click();
+    h.step();
+    wait_for(&mut h, "the evaluation", 120, |a| !a.evaluate.running && a.evaluate.report.is_some());
+    let r = &h.state().evaluate.report.as_ref().unwrap().result;
+    assert_eq!(r.images, 10_000);
+    assert_eq!(r.mistakes.len(), mobilenetv3::train::MISTAKES_KEPT);
+    assert!(r.mistakes.windows(2).all(|w| w[0].confidence >= w[1].confidence));
+    // The same figures as the command line.
+    let model = dir.path().join("trained_models/fixture_small.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mobilenetv3"))
+        .args(["evaluate", "--json", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["top1"].as_f64().unwrap(), r.top1);
+    assert_eq!(cli["top5"].as_f64().unwrap(), r.top5);
+    // What a user sees: the headline, the sortable table, the mistakes.
+    h.get_by_label_contains(&format!("top-1 {:.2}%", r.top1 * 100.0));
+    h.get_by_label("class");
+    h.get_by_label("top-1 (down)");
+    let worst = &r.mistakes[0];
+    let names = &h.state().evaluate.report.as_ref().unwrap().class_names;
+    assert!(h.query_all_by_label(&format!("said {}", names[worst.predicted])).count() >= 1);
+    h.get_by_label("Export CSV").click();
+    h.step();
+    assert!(dir.path().join("exports/fixture_small.confusion.csv").is_file());
+    assert!(dir.path().join("exports/fixture_small.per_class.csv").is_file());
+}

@@ -3,11 +3,13 @@
 
 pub mod classify_tab;
 pub mod dialog;
+pub mod evaluate_tab;
 pub mod latency_tab;
 pub mod train_tab;
 pub mod worker;
 
 use classify_tab::ClassifyTab;
+use evaluate_tab::EvaluateTab;
 use latency_tab::{LatencyForm, LatencyTab};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ pub enum Tab {
     Train,
     Classify,
     Latency,
+    Evaluate,
 }
 
 /// What survives a restart (eframe persistence).
@@ -61,6 +64,7 @@ pub struct StudioApp {
     pub train: TrainTab,
     pub classify: ClassifyTab,
     pub latency: LatencyTab,
+    pub evaluate: EvaluateTab,
     /// Time of the slowest recent frame, for the status line (the UI must never wait on the model).
     pub frame_ms: f32,
     /// An error the worker reported outside any request.
@@ -106,6 +110,7 @@ impl StudioApp {
             tab: settings.tab.unwrap_or(Tab::Classify),
             train: TrainTab::new(settings.train, paths.models.clone(), paths.data.clone()),
             latency: LatencyTab::new(settings.latency, paths.exports.clone()),
+            evaluate: EvaluateTab::new(paths.exports.clone()),
             classify,
             worker,
             frame_ms: 0.0,
@@ -138,6 +143,8 @@ impl StudioApp {
                 Event::TrainingEnded => self.train.on_ended(),
                 Event::Error(e) => self.error = Some(e),
                 Event::DownloadProgress { done, total } => self.train.on_download_progress(done, total),
+                Event::EvalProgress { done, total } => self.evaluate.on_progress(done, total),
+                Event::EvalDone(result) => self.evaluate.on_done(ctx, result),
                 Event::DownloadDone(result) => self.train.on_download_done(result),
                 Event::LatencyProgress { done, total, current } => self.latency.on_progress(done, total, current),
                 Event::LatencyRow(r) => self.latency.on_row(r),
@@ -262,7 +269,12 @@ impl eframe::App for StudioApp {
             ui.horizontal(|ui| {
                 ui.heading(APP_TITLE);
                 ui.add_space(16.0);
-                for (tab, label) in [(Tab::Train, "Train"), (Tab::Classify, "Classify"), (Tab::Latency, "Latency")] {
+                for (tab, label) in [
+                    (Tab::Train, "Train"),
+                    (Tab::Classify, "Classify"),
+                    (Tab::Evaluate, "Evaluate"),
+                    (Tab::Latency, "Latency"),
+                ] {
                     ui.selectable_value(&mut self.tab, tab, egui::RichText::new(label).size(16.0));
                 }
             });
@@ -272,6 +284,10 @@ impl eframe::App for StudioApp {
             Tab::Train => self.train.ui(ui, &self.worker),
             Tab::Classify => self.classify.ui(ui, &self.worker),
             Tab::Latency => self.latency.ui(ui, &self.worker),
+            Tab::Evaluate => {
+                let data = self.train.data_folder();
+                self.evaluate.ui(ui, &self.worker, &self.classify.models, data)
+            }
         });
         self.drop_hint(&ctx);
         self.guard_close(&ctx);

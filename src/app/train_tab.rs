@@ -402,6 +402,15 @@ impl TrainTab {
         });
     }
 
+    /// The data folder the form names, when it holds CIFAR-100 (checked again only when the field changes).
+    pub fn data_folder(&mut self) -> Option<PathBuf> {
+        let dir = self.form.data_dir.trim().to_string();
+        if self.data_check.0 != dir {
+            self.data_check = (dir.clone(), crate::train::has_dataset(Path::new(&dir)));
+        }
+        self.data_check.1.then(|| PathBuf::from(dir))
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
         if let Some(paths) = self.folder_pick.as_ref().and_then(Pending::poll) {
             self.folder_pick = None;

@@ -51,6 +51,11 @@ pub enum Command {
     },
     /// Start a benchmark; the UI has reset the cancel flag before sending this.
     RunLatency(LatencyRequest),
+    /// Evaluate a model on the CIFAR-100 test split; the UI has reset the cancel flag before sending this.
+    Evaluate {
+        model: PathBuf,
+        data_dir: Option<PathBuf>,
+    },
     /// Download the data set archive from `url` into `dir`; the UI has reset the cancel flag before sending this.
     DownloadData {
         url: String,
@@ -109,6 +114,13 @@ pub enum Event {
         cancelled: bool,
         error: Option<String>,
     },
+    /// Test images evaluated so far, of the total.
+    EvalProgress {
+        done: usize,
+        total: usize,
+    },
+    /// The evaluation's report, None if it was cancelled, or why it failed.
+    EvalDone(Result<Option<Box<EvalReport>>, String>),
     /// Bytes of the data set received so far, and the total when the server said.
     DownloadProgress {
         done: u64,
@@ -120,6 +132,16 @@ pub enum Event {
     Error(String),
 }
 
+/// What the Evaluate tab shows: the figures of `mobilenetv3 evaluate` and the images of the worst mistakes.
+pub struct EvalReport {
+    pub model: PathBuf,
+    pub name: String,
+    pub class_names: Vec<String>,
+    pub result: crate::train::EvalResult,
+    /// 32x32 RGB pixels (interleaved) of each of `result.mistakes`, in order.
+    pub mistake_images: Vec<Vec<u8>>,
+}
+
 /// The UI's handle on the worker.
 pub struct Worker {
     tx: Sender<Command>,
@@ -127,6 +149,7 @@ pub struct Worker {
     pub train_control: Arc<TrainControl>,
     pub latency_cancel: Arc<AtomicBool>,
     pub download_cancel: Arc<AtomicBool>,
+    pub eval_cancel: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -139,6 +162,7 @@ impl Worker {
         let train_control = TrainControl::new();
         let latency_cancel = Arc::new(AtomicBool::new(false));
         let download_cancel = Arc::new(AtomicBool::new(false));
+        let eval_cancel = Arc::new(AtomicBool::new(false));
         let state = WorkerState {
             models_dir,
             model: None,
@@ -147,12 +171,13 @@ impl Worker {
             train_control: train_control.clone(),
             latency_cancel: latency_cancel.clone(),
             download_cancel: download_cancel.clone(),
+            eval_cancel: eval_cancel.clone(),
         };
         std::thread::Builder::new()
             .name("model-worker".into())
             .spawn(move || state.run(cmd_rx))
             .expect("spawning the model worker");
-        Worker { tx, rx, train_control, latency_cancel, download_cancel }
+        Worker { tx, rx, train_control, latency_cancel, download_cancel, eval_cancel }
     }
 
     pub fn send(&self, c: Command) {
@@ -201,6 +226,7 @@ struct WorkerState {
     train_control: Arc<TrainControl>,
     latency_cancel: Arc<AtomicBool>,
     download_cancel: Arc<AtomicBool>,
+    eval_cancel: Arc<AtomicBool>,
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -240,6 +266,7 @@ impl WorkerState {
             Command::ResumeTraining { cfg, resume } => self.start_training(*cfg, Some(resume)),
             Command::RunLatency(r) => self.start_latency(r),
             Command::DownloadData { url, md5, dir } => self.start_download(url, md5, dir),
+            Command::Evaluate { model, data_dir } => self.start_evaluation(model, data_dir),
         }
     }
 
@@ -319,6 +346,19 @@ impl WorkerState {
         }
     }
 
+    fn start_evaluation(&mut self, model: PathBuf, data_dir: Option<PathBuf>) {
+        let cancel = self.eval_cancel.clone();
+        let events = self.events.clone();
+        let spawned = std::thread::Builder::new().name("evaluate".into()).spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| evaluate_report(&model, data_dir, &cancel, &events)))
+                .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
+            events.send(Event::EvalDone(result));
+        });
+        if let Err(e) = spawned {
+            self.events.send(Event::EvalDone(Err(format!("cannot start a thread: {e}"))));
+        }
+    }
+
     fn start_download(&mut self, url: String, md5: Option<String>, dir: PathBuf) {
         let cancel = self.download_cancel.clone();
         let events = self.events.clone();
@@ -357,6 +397,44 @@ impl WorkerState {
             self.events.send(Event::LatencyDone { cancelled: false, error: Some(e.to_string()) });
         }
     }
+}
+
+/// Loads the model and the test split and evaluates, as `mobilenetv3 evaluate` does; Ok(None) if cancelled.
+fn evaluate_report(
+    path: &Path,
+    data_dir: Option<PathBuf>,
+    cancel: &AtomicBool,
+    events: &Notifier,
+) -> Result<Option<Box<EvalReport>>, String> {
+    let loaded =
+        weights::load_model(path, &candle_core::Device::Cpu, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let mut cfg = TrainConfig::reference(loaded.meta.config.clone());
+    cfg.data_dir = data_dir;
+    let ds = train::load_data(&cfg).map_err(|e| format!("{e:#}"))?;
+    let test = Arc::new(ds.test);
+    let result = train::evaluate_with_progress(
+        &loaded.model,
+        &test,
+        256,
+        || cancel.load(Ordering::SeqCst),
+        |done, total| events.offer(Event::EvalProgress { done, total }),
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let Some(result) = result else { return Ok(None) };
+    let mistake_images = result.mistakes.iter().map(|m| planar_to_rgb(test.image(m.index))).collect();
+    Ok(Some(Box::new(EvalReport {
+        model: path.to_path_buf(),
+        name: loaded.meta.config.name(),
+        class_names: loaded.meta.class_names,
+        result,
+        mistake_images,
+    })))
+}
+
+/// CIFAR's channel-planar 32x32 image as interleaved RGB.
+fn planar_to_rgb(planar: &[u8]) -> Vec<u8> {
+    let plane = planar.len() / 3;
+    (0..plane).flat_map(|i| [planar[i], planar[plane + i], planar[2 * plane + i]]).collect()
 }
 
 /// Runs the benchmark; Ok(true) if it was cancelled.

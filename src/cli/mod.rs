@@ -45,7 +45,7 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Open the desktop app (what running with no subcommand does), optionally on a given tab.
     Gui {
-        /// train, classify or latency.
+        /// train, classify, evaluate or latency.
         #[arg(long)]
         tab: Option<String>,
     },
@@ -76,7 +76,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Some("train") => Some(mobilenetv3::app::Tab::Train),
                 Some("classify") => Some(mobilenetv3::app::Tab::Classify),
                 Some("latency") => Some(mobilenetv3::app::Tab::Latency),
-                Some(other) => anyhow::bail!("--tab must be train, classify or latency, got {other}"),
+                Some("evaluate") => Some(mobilenetv3::app::Tab::Evaluate),
+                Some(other) => anyhow::bail!("--tab must be train, classify, evaluate or latency, got {other}"),
             };
             open_app(tab, Vec::new())
         }

@@ -302,19 +302,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     let test = Arc::new(ds.test);
     let r = train::evaluate(&loaded.model, &test, 256, || false)?.context("evaluation stopped")?;
     if let Some(p) = &a.confusion {
-        let mut s = String::from("true\\predicted");
-        for n in &loaded.meta.class_names {
-            s.push(',');
-            s.push_str(n);
-        }
-        s.push('\n');
-        for (i, row) in r.confusion.iter().enumerate() {
-            s.push_str(&loaded.meta.class_names[i]);
-            for v in row {
-                s.push_str(&format!(",{v}"));
-            }
-            s.push('\n');
-        }
+        let s = train::confusion_csv(&r.confusion, &loaded.meta.class_names);
         mobilenetv3::fsutil::write_atomic(p, s.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
     }
     if a.json {
