@@ -24,8 +24,21 @@ shoot() { # tab, file, seconds to wait, optional xdotool click "X Y"
   import -window "$wid" "$out/$2"
   kill $app; wait $app 2>/dev/null || true
 }
-only="${ONLY:-classify train latency}"
+only="${ONLY:-classify train evaluate latency}"
 [[ $only == *classify* ]] && shoot classify classify.png 6
 [[ $only == *train* ]] && shoot train train.png 3
+# Evaluate: press "Run evaluation" (needs CIFAR-100 where the Train tab looks for it), hover the heatmap.
+if [[ $only == *evaluate* ]]; then
+  target/release/mobilenetv3 gui --tab evaluate >"$tmp/evaluate.log" 2>&1 &
+  app=$!
+  wid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
+  sleep 3
+  xdotool mousemove --window "$wid" 508 45 click 1
+  sleep "${EVALUATE_WAIT:-15}"
+  xdotool mousemove --window "$wid" 560 330
+  sleep 1
+  import -window "$wid" "$out/evaluate.png"
+  kill $app; wait $app 2>/dev/null || true
+fi
 [[ $only == *latency* ]] && shoot latency latency.png "${LATENCY_WAIT:-40}" "${LATENCY_RUN_AT:-35 225}"
 echo "screenshots in $out"
