@@ -5,6 +5,7 @@ pub mod app;
 pub mod arch;
 pub mod bench;
 pub mod bundled;
+pub mod chart;
 pub mod cifar_python;
 pub mod classify;
 pub mod data;

@@ -211,6 +211,27 @@ fn a_one_variant_latency_run_shows_a_row_and_exports() {
         exported.iter().any(|f| f.ends_with(".csv")) && exported.iter().any(|f| f.ends_with(".svg")),
         "{exported:?} {msg}"
     );
+    let svg = exported.iter().find(|f| f.ends_with(".svg")).unwrap();
+    let svg = std::fs::read_to_string(dir.path().join("exports").join(svg)).unwrap();
+    for want in
+        ["MobileNetV3 inference latency", ">small_0.25</text>", ">milliseconds</text>", ">cpu</text>", "Measured by"]
+    {
+        assert!(svg.contains(want), "{want} missing from the SVG");
+    }
+    // The PNG is the same chart drawn off screen: full size, with its text, not a crop of the window.
+    h.run_steps(2);
+    h.get_by_label("PNG").click();
+    h.step();
+    let png = std::fs::read_dir(dir.path().join("exports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .expect("a PNG export");
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.width(), 1000);
+    assert!(img.height() >= 300);
+    let dark = img.pixels().filter(|p| p[0] < 100 && p[1] < 100 && p[2] < 100).count();
+    assert!(dark > 500, "only {dark} dark (text and axis) pixels");
 }
 
 /// CIFAR-100 in the official binary layout (50,000 + 10,000 records) as `cifar-100-binary.tar.gz`: plain

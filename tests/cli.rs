@@ -124,3 +124,20 @@ fn evaluate_gives_the_accuracy_the_readme_claims_for_each_bundled_model() {
         assert_eq!((pct("top1"), pct("top5")), (top1, top5), "{file}: evaluate vs README");
     }
 }
+
+#[test]
+fn latency_draws_its_bar_chart_with_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("latency.svg");
+    let out = bin()
+        .args(["latency", "--variants", "small_0.25", "--batch", "1", "--runs", "3", "--warmup", "1", "--plot"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains(">small_0.25</text>") && text.contains("batch 1:") && text.contains("Measured by"), "{text}");
+    let out = bin().args(["latency", "--variants", "small_0.25", "--plot", "chart.pdf"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".png or .svg"));
+}

@@ -5,11 +5,9 @@ use super::worker::{Command, LatencyRequest, Worker};
 use crate::arch::{ModelConfig, Variant};
 use crate::bench::{self, LatencyRow};
 use egui::{Color32, RichText};
-use egui_plot::{BoxElem, BoxPlot, BoxSpread, Legend, Plot};
+use egui_plot::{Bar, BarChart, BoxElem, BoxPlot, BoxSpread, Legend, Line, Plot, PlotPoints};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 pub const WIDTHS: [&str; 4] = ["0.25", "0.5", "0.75", "1.0"];
 
@@ -70,9 +68,8 @@ pub struct LatencyTab {
     pub progress: (usize, usize, String),
     pub message: String,
     pub export_dir: PathBuf,
-    chart_rect: Option<egui::Rect>,
-    screenshot: Option<Receiver<Arc<egui::ColorImage>>>,
-    pending_png: Option<(PathBuf, egui::Rect, f32)>,
+    /// Box plots (median, p10-p90, min-max) instead of bars (mean +-std).
+    pub boxes: bool,
     /// The export folder dialog while it is open.
     folder_dialog: Option<super::dialog::Pending>,
 }
@@ -100,7 +97,6 @@ impl LatencyTab {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
-        self.finish_png();
         egui::Panel::left("latency-form").resizable(false).exact_size(250.0).show(ui, |ui| {
             ui.add_enabled_ui(!self.running, |ui| form_ui(ui, &mut self.form));
             ui.separator();
@@ -131,11 +127,11 @@ impl LatencyTab {
             ui.strong("Export");
             ui.add_enabled_ui(!self.rows.is_empty(), |ui| {
                 ui.horizontal_wrapped(|ui| {
-                    if ui.button("PNG").on_hover_text("The chart as shown on screen").clicked() {
-                        self.request_png(ui.ctx());
+                    if ui.button("PNG").on_hover_text("The bar chart, with title, axes, legend and caption").clicked() {
+                        self.export_chart("png");
                     }
-                    if ui.button("SVG").clicked() {
-                        self.export("svg", svg_chart(&self.rows).into_bytes());
+                    if ui.button("SVG").on_hover_text("The bar chart, with title, axes, legend and caption").clicked() {
+                        self.export_chart("svg");
                     }
                     if ui.button("CSV").clicked() {
                         self.export("csv", bench::to_csv(&self.rows).into_bytes());
@@ -162,64 +158,127 @@ impl LatencyTab {
             }
         });
         egui::CentralPanel::no_frame().show(ui, |ui| {
-            let chart_h = (ui.available_height() * 0.6).max(200.0);
-            let r = Plot::new("latency-chart")
-                .height(chart_h)
-                .legend(Legend::default())
-                .y_axis_label("ms per batch (box: p10-p90, line: median, whiskers: min-max)")
-                .x_axis_formatter({
-                    let names: Vec<String> = self.variant_names();
-                    move |mark, _| names.get(mark.value.round() as usize).cloned().unwrap_or_default()
-                })
-                .show(ui, |p| {
-                    for (series, color) in self.series() {
-                        p.box_plot(series.color(color));
-                    }
-                });
-            self.chart_rect = Some(r.response.rect);
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.boxes, false, "Bars: mean ± std");
+                ui.selectable_value(&mut self.boxes, true, "Boxes: median, p10–p90, min–max");
+            });
+            // One panel per batch size: batch 1 and batch 128 differ by two orders of magnitude.
+            let mut batches: Vec<usize> = self.rows.iter().map(|r| r.batch).collect();
+            batches.sort_unstable();
+            batches.dedup();
+            let chart_h = ((ui.available_height() * 0.62) / batches.len().max(1) as f32).max(140.0);
+            for &batch in &batches {
+                ui.strong(format!("batch {batch}"));
+                self.panel(ui, batch, chart_h);
+            }
             ui.separator();
             table(ui, &self.rows);
         });
     }
 
-    fn variant_names(&self) -> Vec<String> {
+    /// Variants in the order they were measured.
+    fn variants(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         for r in &self.rows {
-            let key = format!("{} b{}", r.variant, r.batch);
-            if !v.contains(&key) {
-                v.push(key);
+            if !v.contains(&r.variant) {
+                v.push(r.variant.clone());
             }
         }
         v
     }
 
-    /// One box series per device, one box per variant and batch.
-    fn series(&self) -> Vec<(BoxPlot, Color32)> {
-        let names = self.variant_names();
-        let mut devices: Vec<String> = self.rows.iter().map(|r| r.device.clone()).collect();
-        devices.dedup();
-        let colors = [Color32::from_rgb(66, 133, 244), Color32::from_rgb(52, 168, 83), Color32::from_rgb(234, 67, 53)];
-        devices
-            .iter()
-            .enumerate()
-            .map(|(di, dev)| {
-                let offset = (di as f64 - (devices.len() as f64 - 1.0) / 2.0) * 0.3;
-                let boxes = self
-                    .rows
-                    .iter()
-                    .filter(|r| &r.device == dev)
-                    .map(|r| {
-                        let x =
-                            names.iter().position(|n| *n == format!("{} b{}", r.variant, r.batch)).unwrap_or(0) as f64;
-                        let max = r.samples_ms.iter().cloned().fold(r.p90_ms, f64::max);
-                        BoxElem::new(x + offset, BoxSpread::new(r.min_ms, r.p10_ms, r.median_ms, r.p90_ms, max))
-                            .box_width(0.25)
-                            .name(format!("{} {} b{}", r.variant, r.device, r.batch))
-                    })
-                    .collect();
-                (BoxPlot::new(dev.clone(), boxes), colors[di % colors.len()])
+    fn devices(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.rows {
+            if !v.contains(&r.device) {
+                v.push(r.device.clone());
+            }
+        }
+        v
+    }
+
+    /// The chart of one batch size: a group per variant, a bar (or box) per device in the device's colour.
+    fn panel(&self, ui: &mut egui::Ui, batch: usize, height: f32) {
+        let variants = self.variants();
+        let devices = self.devices();
+        let y_label = if self.boxes { "ms per batch (median, p10-p90, min-max)" } else { "ms per batch (mean ± std)" };
+        Plot::new(("latency-chart", batch))
+            .height(height)
+            .legend(Legend::default())
+            .y_axis_label(y_label)
+            .include_y(0.0)
+            .x_axis_formatter({
+                let names = variants.clone();
+                move |mark, _| {
+                    let i = mark.value.round();
+                    if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
+                        names.get(i as usize).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                }
             })
-            .collect()
+            .show(ui, |p| {
+                for (di, dev) in devices.iter().enumerate() {
+                    let [r, g, b] = crate::chart::DEVICE_COLOURS[di % crate::chart::DEVICE_COLOURS.len()];
+                    let color = Color32::from_rgb(r, g, b);
+                    let offset = (di as f64 - (devices.len() as f64 - 1.0) / 2.0) * 0.3;
+                    let rows: Vec<(f64, &LatencyRow)> = self
+                        .rows
+                        .iter()
+                        .filter(|r| &r.device == dev && r.batch == batch)
+                        .map(|r| (variants.iter().position(|v| *v == r.variant).unwrap_or(0) as f64 + offset, r))
+                        .collect();
+                    if self.boxes {
+                        let boxes = rows
+                            .iter()
+                            .map(|(x, r)| {
+                                let max = r.samples_ms.iter().cloned().fold(r.p90_ms, f64::max);
+                                BoxElem::new(*x, BoxSpread::new(r.min_ms, r.p10_ms, r.median_ms, r.p90_ms, max))
+                                    .box_width(0.25)
+                                    .name(format!("{} {} b{}", r.variant, r.device, r.batch))
+                            })
+                            .collect();
+                        p.box_plot(BoxPlot::new(dev.clone(), boxes).color(color));
+                    } else {
+                        let bars = rows
+                            .iter()
+                            .map(|(x, r)| {
+                                Bar::new(*x, r.mean_ms).width(0.27).name(format!(
+                                    "{} {} b{}: {:.3} ± {:.3} ms",
+                                    r.variant, r.device, r.batch, r.mean_ms, r.std_ms
+                                ))
+                            })
+                            .collect();
+                        p.bar_chart(BarChart::new(dev.clone(), bars).color(color));
+                        for (x, r) in &rows {
+                            let (lo, hi) = ((r.mean_ms - r.std_ms).max(0.0), r.mean_ms + r.std_ms);
+                            let whisker = vec![
+                                [*x, lo],
+                                [*x, hi],
+                                [*x - 0.05, hi],
+                                [*x + 0.05, hi],
+                                [*x, hi],
+                                [*x, lo],
+                                [*x - 0.05, lo],
+                                [*x + 0.05, lo],
+                            ];
+                            p.line(Line::new("", PlotPoints::from(whisker)).color(Color32::from_gray(200)).width(1.0));
+                        }
+                    }
+                }
+            });
+    }
+
+    /// Writes the bar chart as PNG or SVG into the export folder (the same renderer as `latency --plot`).
+    fn export_chart(&mut self, ext: &str) {
+        let caption = crate::chart::machine_caption(&self.devices(), &crate::chart::today());
+        let chart = crate::chart::latency_bars(&self.rows, "MobileNetV3 inference latency", &caption);
+        let path = self.export_dir.join(format!("{}.{ext}", Self::stamp()));
+        self.message = match crate::chart::save(&chart, &path) {
+            Ok(()) => format!("saved {}", path.display()),
+            Err(e) => format!("could not save {e}"),
+        };
     }
 
     fn stamp() -> String {
@@ -234,49 +293,6 @@ impl LatencyTab {
             Err(e) => format!("could not save {}: {e}", path.display()),
         };
     }
-
-    fn request_png(&mut self, ctx: &egui::Context) {
-        let Some(rect) = self.chart_rect else { return };
-        let (tx, rx) = channel();
-        let repaint = ctx.clone();
-        ctx.request_screenshot(move |img| {
-            let _ = tx.send(img);
-            repaint.request_repaint();
-        });
-        self.screenshot = Some(rx);
-        self.pending_png = Some((self.export_dir.join(format!("{}.png", Self::stamp())), rect, ctx.pixels_per_point()));
-    }
-
-    /// Crops the screenshot to the chart and writes it, once the screenshot has arrived.
-    fn finish_png(&mut self) {
-        let Some(rx) = &self.screenshot else { return };
-        let Ok(img) = rx.try_recv() else { return };
-        self.screenshot = None;
-        if let Some((path, rect, ppp)) = self.pending_png.take() {
-            self.message = match save_cropped_png(&img, rect, ppp, &path) {
-                Ok(()) => format!("saved {}", path.display()),
-                Err(e) => format!("could not save {}: {e}", path.display()),
-            };
-        }
-    }
-}
-
-fn save_cropped_png(img: &egui::ColorImage, rect: egui::Rect, ppp: f32, path: &Path) -> Result<(), String> {
-    let [w, h] = img.size;
-    let x0 = ((rect.min.x * ppp).max(0.0) as usize).min(w);
-    let y0 = ((rect.min.y * ppp).max(0.0) as usize).min(h);
-    let x1 = ((rect.max.x * ppp) as usize).clamp(x0, w);
-    let y1 = ((rect.max.y * ppp) as usize).clamp(y0, h);
-    let mut out = image::RgbaImage::new((x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32);
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let c = img.pixels[y * w + x];
-            out.put_pixel((x - x0) as u32, (y - y0) as u32, image::Rgba(c.to_array()));
-        }
-    }
-    let mut bytes = Vec::new();
-    out.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| e.to_string())?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| e.to_string())
 }
 
 fn form_ui(ui: &mut egui::Ui, f: &mut LatencyForm) {
@@ -329,60 +345,4 @@ fn table(ui: &mut egui::Ui, rows: &[LatencyRow]) {
             }
         });
     });
-}
-
-/// A self-contained SVG bar chart of the medians with p10-p90 error bars.
-pub fn svg_chart(rows: &[LatencyRow]) -> String {
-    let (w, h, left, bottom, top) = (900.0, 420.0, 70.0, 110.0, 30.0);
-    let max = rows.iter().map(|r| r.p90_ms.max(r.median_ms)).fold(0.0f64, f64::max).max(1e-6) * 1.1;
-    let plot_h = h - bottom - top;
-    let slot = (w - left - 20.0) / rows.len().max(1) as f64;
-    let y = |v: f64| top + plot_h * (1.0 - v / max);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{left}\" y=\"18\" font-size=\"14\">MobileNetV3 latency (median, bars p10-p90), ms per batch</text>\n\
-         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - bottom
-    );
-    for i in 0..=4 {
-        let v = max * i as f64 / 4.0;
-        s.push_str(&format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text><line x1=\"{left}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
-            left - 6.0,
-            y(v) + 4.0,
-            y(v),
-            w - 20.0,
-            y(v)
-        ));
-    }
-    for (i, r) in rows.iter().enumerate() {
-        let cx = left + slot * (i as f64 + 0.5);
-        let bw = slot * 0.6;
-        let color = if r.device == "cpu" { "#4285f4" } else { "#34a853" };
-        s.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{} {} b{}: {:.3} ms</title></rect>\n",
-            cx - bw / 2.0,
-            y(r.median_ms),
-            (h - bottom) - y(r.median_ms),
-            r.variant,
-            r.device,
-            r.batch,
-            r.median_ms
-        ));
-        s.push_str(&format!(
-            "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n",
-            y(r.p10_ms),
-            y(r.p90_ms)
-        ));
-        s.push_str(&format!(
-            "<text transform=\"translate({cx:.1},{:.1}) rotate(-40)\" text-anchor=\"end\">{} {} b{}</text>\n",
-            h - bottom + 14.0,
-            r.variant,
-            r.device,
-            r.batch
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
 }

@@ -35,6 +35,9 @@ pub struct LatencyArgs {
     /// Write the rows as CSV to FILE (or stdout with no FILE or "-").
     #[arg(long, num_args = 0..=1, default_missing_value = "-")]
     csv: Option<String>,
+    /// Draw the bar chart (mean +-std per variant and device, a panel per batch size) to FILE.png or FILE.svg.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Initial stride of the timed models.
     #[arg(long, default_value_t = 1)]
     si: usize,
@@ -98,6 +101,12 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if let Some(p) = &a.plot {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if ext != "png" && ext != "svg" {
+            bail!("--plot {}: the chart is written as .png or .svg", p.display());
+        }
+    }
     let mut rows: Vec<LatencyRow> = Vec::new();
     for dev in &devices {
         for cfg in &variants {
@@ -123,6 +132,13 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
     }
     if let Some(target) = &a.csv {
         write_out(target, &bench::to_csv(&rows))?;
+    }
+    if let Some(p) = &a.plot {
+        let devices: Vec<String> = rows.iter().map(|r| r.device.clone()).collect();
+        let caption = mobilenetv3::chart::machine_caption(&devices, &mobilenetv3::chart::today());
+        let chart = mobilenetv3::chart::latency_bars(&rows, "MobileNetV3 inference latency", &caption);
+        mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
+        eprintln!("chart written to {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,495 @@
+//! Bar charts of latency results, drawn the same way to SVG and PNG, independent of the window: a title, one
+//! panel per batch size (milliseconds differ by orders of magnitude between batch 1 and 128), a group of bars
+//! per variant with one bar per device (mean, with a +-std whisker), y-axis ticks and title with units,
+//! variant names, a device legend, and a caption naming the machine and the date.
+//!
+//! The chart is laid out once as a list of shapes in pixels ([`Shape`]); the SVG writer prints them and the PNG
+//! rasteriser fills them (text with the UI's own font, Ubuntu Light, through `ab_glyph`).
+
+use crate::bench::LatencyRow;
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
+
+/// An RGB colour.
+pub type Rgb = [u8; 3];
+
+/// Colours of the devices' bars, in order of first appearance.
+pub const DEVICE_COLOURS: [Rgb; 4] = [[66, 133, 244], [234, 67, 53], [52, 168, 83], [251, 188, 5]];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Anchor {
+    Start,
+    Middle,
+    End,
+}
+
+/// What the chart is made of, in pixels (y down).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape {
+    Rect {
+        x: f32,
+        y: f32,
+        w: f32,
+        h: f32,
+        fill: Rgb,
+    },
+    /// Horizontal or vertical line.
+    Line {
+        x1: f32,
+        y1: f32,
+        x2: f32,
+        y2: f32,
+        stroke: Rgb,
+        width: f32,
+    },
+    /// Text with its baseline at `y`; `vertical` reads bottom to top.
+    Text {
+        x: f32,
+        y: f32,
+        size: f32,
+        anchor: Anchor,
+        text: String,
+        fill: Rgb,
+        vertical: bool,
+    },
+}
+
+/// A laid-out chart.
+pub struct Chart {
+    pub width: u32,
+    pub height: u32,
+    pub shapes: Vec<Shape>,
+}
+
+const WIDTH: f32 = 1000.0;
+const PANEL_H: f32 = 280.0;
+const TOP: f32 = 70.0;
+const LEFT: f32 = 80.0;
+const RIGHT: f32 = 30.0;
+const BOTTOM: f32 = 40.0;
+const INK: Rgb = [30, 30, 30];
+const GRID: Rgb = [225, 225, 225];
+
+/// "Nice" tick step (1, 2 or 5 times a power of ten) for about `n` ticks up to `max`.
+pub fn tick_step(max: f64, n: usize) -> f64 {
+    let raw = (max / n.max(1) as f64).max(1e-12);
+    let mag = 10f64.powf(raw.log10().floor());
+    let f = raw / mag;
+    let nice = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
+    format!("{v:.decimals$}")
+}
+
+/// Lays out the bar chart of `rows`: one panel per batch size, one group per variant (in first-seen order),
+/// one bar per device.
+pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
+    let mut variants: Vec<&str> = Vec::new();
+    let mut devices: Vec<&str> = Vec::new();
+    let mut batches: Vec<usize> = Vec::new();
+    for r in rows {
+        if !variants.contains(&r.variant.as_str()) {
+            variants.push(&r.variant);
+        }
+        if !devices.contains(&r.device.as_str()) {
+            devices.push(&r.device);
+        }
+        if !batches.contains(&r.batch) {
+            batches.push(r.batch);
+        }
+    }
+    batches.sort_unstable();
+    let height = TOP + PANEL_H * batches.len().max(1) as f32 + 30.0;
+    let mut s = vec![
+        Shape::Rect { x: 0.0, y: 0.0, w: WIDTH, h: height, fill: [255, 255, 255] },
+        Shape::Text {
+            x: WIDTH / 2.0,
+            y: 32.0,
+            size: 22.0,
+            anchor: Anchor::Middle,
+            text: title.to_string(),
+            fill: INK,
+            vertical: false,
+        },
+    ];
+    // Legend: a swatch and a name per device, top right.
+    let mut lx = WIDTH - RIGHT;
+    for (di, dev) in devices.iter().enumerate().rev() {
+        let label_w = 9.0 * dev.len() as f32 + 8.0;
+        lx -= label_w;
+        s.push(Shape::Text {
+            x: lx,
+            y: 58.0,
+            size: 15.0,
+            anchor: Anchor::Start,
+            text: dev.to_string(),
+            fill: INK,
+            vertical: false,
+        });
+        lx -= 18.0;
+        s.push(Shape::Rect { x: lx, y: 46.0, w: 13.0, h: 13.0, fill: DEVICE_COLOURS[di % DEVICE_COLOURS.len()] });
+        lx -= 14.0;
+    }
+    for (pi, &batch) in batches.iter().enumerate() {
+        let top = TOP + pi as f32 * PANEL_H + 24.0;
+        let bottom = TOP + (pi + 1) as f32 * PANEL_H - BOTTOM;
+        let (left, right) = (LEFT, WIDTH - RIGHT);
+        let of_batch: Vec<&LatencyRow> = rows.iter().filter(|r| r.batch == batch).collect();
+        let max = of_batch.iter().map(|r| r.mean_ms + r.std_ms).fold(0.0f64, f64::max).max(1e-6);
+        let step = tick_step(max * 1.05, 5);
+        let y_max = (max * 1.05 / step).ceil() * step;
+        let y_of = |v: f64| bottom - (v / y_max) as f32 * (bottom - top);
+        s.push(Shape::Text {
+            x: left,
+            y: top - 8.0,
+            size: 16.0,
+            anchor: Anchor::Start,
+            text: format!("batch {batch}: mean time per batch, whiskers +-1 std"),
+            fill: INK,
+            vertical: false,
+        });
+        let mut v = 0.0;
+        while v <= y_max + step * 0.01 {
+            let y = y_of(v);
+            s.push(Shape::Line { x1: left, y1: y, x2: right, y2: y, stroke: GRID, width: 1.0 });
+            s.push(Shape::Text {
+                x: left - 8.0,
+                y: y + 5.0,
+                size: 13.0,
+                anchor: Anchor::End,
+                text: tick_label(v, step),
+                fill: INK,
+                vertical: false,
+            });
+            v += step;
+        }
+        s.push(Shape::Text {
+            x: 24.0,
+            y: (top + bottom) / 2.0,
+            size: 14.0,
+            anchor: Anchor::Middle,
+            text: "milliseconds".into(),
+            fill: INK,
+            vertical: true,
+        });
+        let group_w = (right - left) / variants.len().max(1) as f32;
+        let bar_w = group_w * 0.7 / devices.len().max(1) as f32;
+        for (vi, variant) in variants.iter().enumerate() {
+            let gx = left + vi as f32 * group_w + group_w * 0.15;
+            for (di, dev) in devices.iter().enumerate() {
+                let Some(r) = of_batch.iter().find(|r| r.variant == *variant && r.device == *dev) else { continue };
+                let x = gx + di as f32 * bar_w;
+                let y = y_of(r.mean_ms);
+                let fill = DEVICE_COLOURS[di % DEVICE_COLOURS.len()];
+                s.push(Shape::Rect { x, y, w: bar_w * 0.9, h: bottom - y, fill });
+                let cx = x + bar_w * 0.45;
+                let (lo, hi) = (y_of((r.mean_ms - r.std_ms).max(0.0)), y_of(r.mean_ms + r.std_ms));
+                s.push(Shape::Line { x1: cx, y1: hi, x2: cx, y2: lo, stroke: INK, width: 1.5 });
+                s.push(Shape::Line { x1: cx - 5.0, y1: hi, x2: cx + 5.0, y2: hi, stroke: INK, width: 1.5 });
+                s.push(Shape::Line { x1: cx - 5.0, y1: lo, x2: cx + 5.0, y2: lo, stroke: INK, width: 1.5 });
+            }
+            s.push(Shape::Text {
+                x: left + (vi as f32 + 0.5) * group_w,
+                y: bottom + 20.0,
+                size: 14.0,
+                anchor: Anchor::Middle,
+                text: variant.to_string(),
+                fill: INK,
+                vertical: false,
+            });
+        }
+        s.push(Shape::Line { x1: left, y1: bottom, x2: right, y2: bottom, stroke: INK, width: 1.5 });
+        s.push(Shape::Line { x1: left, y1: top, x2: left, y2: bottom, stroke: INK, width: 1.5 });
+    }
+    s.push(Shape::Text {
+        x: 12.0,
+        y: height - 10.0,
+        size: 12.0,
+        anchor: Anchor::Start,
+        text: caption.to_string(),
+        fill: [90, 90, 90],
+        vertical: false,
+    });
+    Chart { width: WIDTH as u32, height: height as u32, shapes: s }
+}
+
+/// The caption of a chart: the CPU (and GPU) that was measured and when.
+pub fn machine_caption(devices: &[String], date: &str) -> String {
+    let cpu = crate::device::cpu_name();
+    let gpu = if devices.iter().any(|d| d.starts_with("cuda")) { ", CUDA device" } else { "" };
+    format!("Measured by MobileNetV3 Studio on {cpu}{gpu}, {date}")
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The calendar date of a day count since 1970-01-01 (the proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn hex(c: Rgb) -> String {
+    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
+}
+
+/// The chart as an SVG document.
+pub fn to_svg(chart: &Chart) -> String {
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         font-family=\"Ubuntu, 'DejaVu Sans', sans-serif\">\n",
+        w = chart.width,
+        h = chart.height
+    );
+    for shape in &chart.shapes {
+        match shape {
+            Shape::Rect { x, y, w, h, fill } => {
+                out.push_str(&format!(
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"{}\"/>\n",
+                    hex(*fill)
+                ))
+            }
+            Shape::Line { x1, y1, x2, y2, stroke, width } => out.push_str(&format!(
+                "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{}\" stroke-width=\"{width}\"/>\n",
+                hex(*stroke)
+            )),
+            Shape::Text { x, y, size, anchor, text, fill, vertical } => {
+                let anchor = match anchor {
+                    Anchor::Start => "start",
+                    Anchor::Middle => "middle",
+                    Anchor::End => "end",
+                };
+                let rotate = if *vertical { format!(" transform=\"rotate(-90 {x:.1} {y:.1})\"") } else { String::new() };
+                out.push_str(&format!(
+                    "<text x=\"{x:.1}\" y=\"{y:.1}\" font-size=\"{size}\" text-anchor=\"{anchor}\" fill=\"{}\"{rotate}>{}</text>\n",
+                    hex(*fill),
+                    escape(text)
+                ));
+            }
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// An RGB canvas the PNG writer paints into.
+struct Canvas {
+    w: usize,
+    h: usize,
+    px: Vec<[f32; 3]>,
+}
+
+impl Canvas {
+    fn blend(&mut self, x: i64, y: i64, c: Rgb, alpha: f32) {
+        if x < 0 || y < 0 || x as usize >= self.w || y as usize >= self.h || alpha <= 0.0 {
+            return;
+        }
+        let p = &mut self.px[y as usize * self.w + x as usize];
+        let a = alpha.min(1.0);
+        for k in 0..3 {
+            p[k] = p[k] * (1.0 - a) + c[k] as f32 * a;
+        }
+    }
+
+    fn fill(&mut self, x: f32, y: f32, w: f32, h: f32, c: Rgb) {
+        let (x0, y0) = (x.round() as i64, y.round() as i64);
+        let (x1, y1) = ((x + w).round() as i64, (y + h).round() as i64);
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                self.blend(xx, yy, c, 1.0);
+            }
+        }
+    }
+}
+
+/// Width in pixels of `text` at `size`.
+fn text_width(font: &FontRef<'_>, size: f32, text: &str) -> f32 {
+    let scaled = font.as_scaled(PxScale::from(size));
+    let mut w = 0.0;
+    let mut prev = None;
+    for ch in text.chars() {
+        let id = font.glyph_id(ch);
+        if let Some(p) = prev {
+            w += scaled.kern(p, id);
+        }
+        w += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    w
+}
+
+/// Draws `text` with its baseline starting at (`x`, `y`); `vertical` turns it to read bottom to top around
+/// that point.
+fn draw_text(canvas: &mut Canvas, font: &FontRef<'_>, x: f32, y: f32, size: f32, text: &str, c: Rgb, vertical: bool) {
+    let scaled = font.as_scaled(PxScale::from(size));
+    let mut pen = 0.0;
+    let mut prev = None;
+    for ch in text.chars() {
+        let id = font.glyph_id(ch);
+        if let Some(p) = prev {
+            pen += scaled.kern(p, id);
+        }
+        let glyph = id.with_scale_and_position(PxScale::from(size), ab_glyph::point(pen, 0.0));
+        pen += scaled.h_advance(id);
+        prev = Some(id);
+        let Some(outline) = font.outline_glyph(glyph) else { continue };
+        let b = outline.px_bounds();
+        outline.draw(|gx, gy, cov| {
+            // (u, v): the pixel's offset from the pen origin, in the text's own frame.
+            let (u, v) = (b.min.x + gx as f32, b.min.y + gy as f32);
+            let (px, py) = if vertical { (x + v, y - u) } else { (x + u, y + v) };
+            canvas.blend(px.round() as i64, py.round() as i64, c, cov);
+        });
+    }
+}
+
+/// The chart as a PNG file's bytes.
+pub fn to_png(chart: &Chart) -> Result<Vec<u8>, String> {
+    let font = FontRef::try_from_slice(epaint_default_fonts::UBUNTU_LIGHT).map_err(|e| e.to_string())?;
+    let (w, h) = (chart.width as usize, chart.height as usize);
+    let mut canvas = Canvas { w, h, px: vec![[255.0; 3]; w * h] };
+    for shape in &chart.shapes {
+        match shape {
+            Shape::Rect { x, y, w, h, fill } => canvas.fill(*x, *y, *w, *h, *fill),
+            Shape::Line { x1, y1, x2, y2, stroke, width } => {
+                let half = width / 2.0;
+                let (x0, y0) = (x1.min(*x2) - half, y1.min(*y2) - half);
+                canvas.fill(x0, y0, (x1 - x2).abs() + width, (y1 - y2).abs() + width, *stroke);
+            }
+            Shape::Text { x, y, size, anchor, text, fill, vertical } => {
+                let tw = text_width(&font, *size, text);
+                let shift = match anchor {
+                    Anchor::Start => 0.0,
+                    Anchor::Middle => tw / 2.0,
+                    Anchor::End => tw,
+                };
+                let (tx, ty) = if *vertical { (*x, y + shift) } else { (x - shift, *y) };
+                draw_text(&mut canvas, &font, tx, ty, *size, text, *fill, *vertical);
+            }
+        }
+    }
+    let bytes: Vec<u8> = canvas.px.iter().flat_map(|p| p.map(|v| v.round().clamp(0.0, 255.0) as u8)).collect();
+    let img = image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or("the chart's pixels do not fit its size")?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
+}
+
+/// Writes the chart to `path` as SVG or PNG, by the file's extension.
+pub fn save(chart: &Chart, path: &std::path::Path) -> Result<(), String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let bytes = match ext.as_str() {
+        "svg" => to_svg(chart).into_bytes(),
+        "png" => to_png(chart)?,
+        _ => return Err(format!("{}: the chart is written as .png or .svg", path.display())),
+    };
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(variant: &str, device: &str, batch: usize, mean: f64) -> LatencyRow {
+        LatencyRow {
+            variant: variant.into(),
+            device: device.into(),
+            batch,
+            runs: 10,
+            mean_ms: mean,
+            std_ms: mean / 10.0,
+            median_ms: mean,
+            p10_ms: mean,
+            p90_ms: mean,
+            min_ms: mean,
+            img_per_s: 1000.0 / mean,
+            samples_ms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn days_become_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn ticks_are_nice_numbers() {
+        assert_eq!(tick_step(11.6, 5), 5.0);
+        assert_eq!(tick_step(0.9, 5), 0.2);
+        assert_eq!(tick_step(380.0, 5), 100.0);
+        assert_eq!(tick_label(0.4, 0.2), "0.4");
+        assert_eq!(tick_label(100.0, 50.0), "100");
+    }
+
+    #[test]
+    fn one_panel_per_batch_size_with_names_ticks_and_legend() {
+        let rows = vec![
+            row("small_0.25", "cpu", 1, 0.44),
+            row("large_1.0", "cpu", 1, 4.9),
+            row("small_0.25", "cpu", 128, 19.0),
+            row("large_1.0", "cpu", 128, 380.0),
+        ];
+        let chart = latency_bars(&rows, "Latency", "Measured on a CPU, 2026-12-01");
+        let texts: Vec<&str> = chart
+            .shapes
+            .iter()
+            .filter_map(|s| if let Shape::Text { text, .. } = s { Some(text.as_str()) } else { None })
+            .collect();
+        for want in ["Latency", "milliseconds", "small_0.25", "large_1.0", "cpu", "Measured on a CPU, 2026-12-01"] {
+            assert!(texts.contains(&want), "{want} missing from {texts:?}");
+        }
+        assert!(texts.iter().any(|t| t.starts_with("batch 1:")) && texts.iter().any(|t| t.starts_with("batch 128:")));
+        // Round ticks past the highest whisker: 418 ms at batch 128, 5.4 ms at batch 1.
+        assert!(texts.contains(&"500") && texts.contains(&"6"), "{texts:?}");
+        let bars =
+            chart.shapes.iter().filter(|s| matches!(s, Shape::Rect { fill, .. } if *fill == DEVICE_COLOURS[0])).count();
+        assert_eq!(bars, 4 + 1, "four bars and the legend swatch");
+        let svg = to_svg(&chart);
+        assert!(svg.starts_with("<svg") && svg.contains(">large_1.0</text>") && svg.contains("rotate(-90"));
+    }
+
+    #[test]
+    fn the_png_is_the_whole_chart_with_its_text_drawn() {
+        let rows = vec![row("small_0.25", "cpu", 1, 0.44), row("small_0.25", "cuda", 1, 0.2)];
+        let chart = latency_bars(&rows, "Latency", "caption");
+        let png = to_png(&chart).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (chart.width, chart.height));
+        // The title's row holds dark anti-aliased text pixels; the device colours are there.
+        let dark_in_title = (0..img.width())
+            .flat_map(|x| (12..36).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y)[0] < 120)
+            .count();
+        assert!(dark_in_title > 100, "{dark_in_title}");
+        for c in &DEVICE_COLOURS[..2] {
+            assert!(img.pixels().any(|p| p.0 == *c), "{c:?}");
+        }
+    }
+}
