@@ -41,6 +41,12 @@ pub enum Shape {
         stroke: Rgb,
         width: f32,
     },
+    /// A line through points (a curve).
+    Polyline {
+        points: Vec<[f32; 2]>,
+        stroke: Rgb,
+        width: f32,
+    },
     /// Text with its baseline at `y`; `vertical` reads bottom to top.
     Text {
         x: f32,
@@ -223,6 +229,206 @@ pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
     Chart { width: WIDTH as u32, height: height as u32, shapes: s }
 }
 
+/// One curve of a line panel.
+pub struct Curve {
+    pub name: String,
+    pub points: Vec<[f64; 2]>,
+}
+
+/// Lays out line panels in a grid of two columns: each panel a title, its curves (a colour each, named in
+/// the panel's legend), ticks on both axes and the x axis title.
+pub fn line_panels(title: &str, caption: &str, panels: &[(String, String, Vec<Curve>)]) -> Chart {
+    const PW: f32 = 500.0;
+    const PH: f32 = 300.0;
+    let rows = panels.len().div_ceil(2).max(1);
+    let height = TOP + PH * rows as f32 + 30.0;
+    let mut s = vec![
+        Shape::Rect { x: 0.0, y: 0.0, w: WIDTH, h: height, fill: [255, 255, 255] },
+        Shape::Text {
+            x: WIDTH / 2.0,
+            y: 32.0,
+            size: 22.0,
+            anchor: Anchor::Middle,
+            text: title.to_string(),
+            fill: INK,
+            vertical: false,
+        },
+    ];
+    for (i, (name, x_title, curves)) in panels.iter().enumerate() {
+        let (ox, oy) = ((i % 2) as f32 * PW, TOP + (i / 2) as f32 * PH);
+        let (left, right, top, bottom) = (ox + 70.0, ox + PW - 20.0, oy + 30.0, oy + PH - 50.0);
+        let all = curves.iter().flat_map(|c| c.points.iter()).filter(|p| p[0].is_finite() && p[1].is_finite());
+        let (mut x_max, mut y_min, mut y_max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for p in all {
+            x_max = x_max.max(p[0]);
+            y_min = y_min.min(p[1]);
+            y_max = y_max.max(p[1]);
+        }
+        if !y_min.is_finite() {
+            (y_min, y_max) = (0.0, 1.0);
+        }
+        let y_step = tick_step((y_max - y_min).max(1e-9) * 1.1, 4);
+        let (y_lo, y_hi) = ((y_min / y_step).floor() * y_step, (y_max / y_step).ceil() * y_step + 1e-12);
+        let x_step = tick_step(x_max.max(1e-9), 5);
+        let x_hi = (x_max / x_step).ceil().max(1.0) * x_step;
+        let xp = |x: f64| left + (x / x_hi) as f32 * (right - left);
+        let yp = |y: f64| bottom - ((y - y_lo) / (y_hi - y_lo)) as f32 * (bottom - top);
+        s.push(Shape::Text {
+            x: left,
+            y: top - 10.0,
+            size: 15.0,
+            anchor: Anchor::Start,
+            text: name.clone(),
+            fill: INK,
+            vertical: false,
+        });
+        let mut v = y_lo;
+        while v <= y_hi + y_step * 0.01 {
+            s.push(Shape::Line { x1: left, y1: yp(v), x2: right, y2: yp(v), stroke: GRID, width: 1.0 });
+            s.push(Shape::Text {
+                x: left - 6.0,
+                y: yp(v) + 4.0,
+                size: 12.0,
+                anchor: Anchor::End,
+                text: tick_label(v, y_step),
+                fill: INK,
+                vertical: false,
+            });
+            v += y_step;
+        }
+        let mut v = 0.0;
+        while v <= x_hi + x_step * 0.01 {
+            s.push(Shape::Text {
+                x: xp(v),
+                y: bottom + 16.0,
+                size: 12.0,
+                anchor: Anchor::Middle,
+                text: tick_label(v, x_step),
+                fill: INK,
+                vertical: false,
+            });
+            v += x_step;
+        }
+        s.push(Shape::Text {
+            x: (left + right) / 2.0,
+            y: bottom + 34.0,
+            size: 13.0,
+            anchor: Anchor::Middle,
+            text: x_title.clone(),
+            fill: INK,
+            vertical: false,
+        });
+        for (ci, c) in curves.iter().enumerate() {
+            let colour = DEVICE_COLOURS[ci % DEVICE_COLOURS.len()];
+            let pts: Vec<[f32; 2]> = c
+                .points
+                .iter()
+                .filter(|p| p[0].is_finite() && p[1].is_finite())
+                .map(|p| [xp(p[0]), yp(p[1])])
+                .collect();
+            s.push(Shape::Polyline { points: pts, stroke: colour, width: 1.5 });
+            let ly = top + 14.0 + 16.0 * ci as f32;
+            s.push(Shape::Rect { x: right - 110.0, y: ly - 9.0, w: 10.0, h: 10.0, fill: colour });
+            s.push(Shape::Text {
+                x: right - 96.0,
+                y: ly,
+                size: 12.0,
+                anchor: Anchor::Start,
+                text: c.name.clone(),
+                fill: INK,
+                vertical: false,
+            });
+        }
+        s.push(Shape::Line { x1: left, y1: bottom, x2: right, y2: bottom, stroke: INK, width: 1.5 });
+        s.push(Shape::Line { x1: left, y1: top, x2: left, y2: bottom, stroke: INK, width: 1.5 });
+    }
+    s.push(Shape::Text {
+        x: 12.0,
+        y: height - 10.0,
+        size: 12.0,
+        anchor: Anchor::Start,
+        text: caption.to_string(),
+        fill: [90, 90, 90],
+        vertical: false,
+    });
+    Chart { width: WIDTH as u32, height: height as u32, shapes: s }
+}
+
+/// The four curves of a training run (loss per step, loss per epoch, accuracy, learning rate).
+pub fn training_curves(h: &crate::train::History) -> Chart {
+    let per_epoch = |f: &dyn Fn(&crate::train::EpochRecord) -> f64| -> Vec<[f64; 2]> {
+        h.epochs.iter().map(|r| [r.epoch as f64, f(r)]).collect()
+    };
+    let steps = h.step_losses.len().max(1) as f64;
+    let epochs = h.epochs.len().max(1) as f64;
+    // Smoothed step loss (exponential, 0.95), against epochs.
+    let mut smooth = Vec::new();
+    let mut m = None;
+    for (i, &l) in h.step_losses.iter().enumerate() {
+        if !l.is_finite() {
+            continue;
+        }
+        let v = match m {
+            None => f64::from(l),
+            Some(p) => 0.95 * p + 0.05 * f64::from(l),
+        };
+        m = Some(v);
+        smooth.push([(i + 1) as f64 / steps * epochs, v]);
+    }
+    let panels = vec![
+        (
+            "Training loss per step (smoothed)".to_string(),
+            "epoch".to_string(),
+            vec![Curve { name: "train".into(), points: smooth }],
+        ),
+        (
+            "Loss per epoch".to_string(),
+            "epoch".to_string(),
+            vec![
+                Curve { name: "train".into(), points: per_epoch(&|r| r.train_loss) },
+                Curve { name: "validation".into(), points: per_epoch(&|r| r.val_loss) },
+            ],
+        ),
+        (
+            "Test accuracy per epoch (%)".to_string(),
+            "epoch".to_string(),
+            vec![
+                Curve { name: "top-1".into(), points: per_epoch(&|r| r.top1 * 100.0) },
+                Curve { name: "top-5".into(), points: per_epoch(&|r| r.top5 * 100.0) },
+            ],
+        ),
+        (
+            "Learning rate".to_string(),
+            "epoch".to_string(),
+            vec![Curve { name: "lr".into(), points: per_epoch(&|r| r.lr) }],
+        ),
+    ];
+    let best = h.best().map(|b| format!(", best top-1 {:.2}% (epoch {})", b.top1 * 100.0, b.epoch)).unwrap_or_default();
+    line_panels(
+        &format!("Training run {}", h.name),
+        &format!(
+            "{} epochs of {}, {}{best}; MobileNetV3 Studio, {}",
+            h.epochs.len(),
+            h.config.epochs,
+            h.status,
+            today()
+        ),
+        &panels,
+    )
+}
+
+/// A run's history as CSV, one row per epoch.
+pub fn history_csv(h: &crate::train::History) -> String {
+    let mut s = String::from("epoch,train_loss,train_top1,val_loss,top1,top5,lr,img_per_s,elapsed_s\n");
+    for r in &h.epochs {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.epoch, r.train_loss, r.train_top1, r.val_loss, r.top1, r.top5, r.lr, r.img_per_s, r.elapsed_s
+        ));
+    }
+    s
+}
+
 /// The caption of a chart: the CPU (and GPU) that was measured and when.
 pub fn machine_caption(devices: &[String], date: &str) -> String {
     let cpu = crate::device::cpu_name();
@@ -278,6 +484,14 @@ pub fn to_svg(chart: &Chart) -> String {
                 "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{}\" stroke-width=\"{width}\"/>\n",
                 hex(*stroke)
             )),
+            Shape::Polyline { points, stroke, width } => {
+                let pts: Vec<String> = points.iter().map(|[x, y]| format!("{x:.1},{y:.1}")).collect();
+                out.push_str(&format!(
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{width}\"/>\n",
+                    pts.join(" "),
+                    hex(*stroke)
+                ));
+            }
             Shape::Text { x, y, size, anchor, text, fill, vertical } => {
                 let anchor = match anchor {
                     Anchor::Start => "start",
@@ -380,6 +594,18 @@ pub fn to_png(chart: &Chart) -> Result<Vec<u8>, String> {
                 let half = width / 2.0;
                 let (x0, y0) = (x1.min(*x2) - half, y1.min(*y2) - half);
                 canvas.fill(x0, y0, (x1 - x2).abs() + width, (y1 - y2).abs() + width, *stroke);
+            }
+            Shape::Polyline { points, stroke, width } => {
+                // Each segment as a row of small squares, half a pixel apart.
+                for seg in points.windows(2) {
+                    let ([x0, y0], [x1, y1]) = (seg[0], seg[1]);
+                    let steps = ((x1 - x0).abs().max((y1 - y0).abs()) * 2.0).ceil().max(1.0) as usize;
+                    for k in 0..=steps {
+                        let t = k as f32 / steps as f32;
+                        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
+                        canvas.fill(x - width / 2.0, y - width / 2.0, *width, *width, *stroke);
+                    }
+                }
             }
             Shape::Text { x, y, size, anchor, text, fill, vertical } => {
                 let tw = text_width(&font, *size, text);
@@ -491,5 +717,30 @@ mod tests {
         for c in &DEVICE_COLOURS[..2] {
             assert!(img.pixels().any(|p| p.0 == *c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn a_runs_curves_and_history_export_from_the_shipped_history() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trained_models/mobilenetv3_small_0.25.history.json");
+        let h = crate::train::History::load(&path).unwrap();
+        let chart = training_curves(&h);
+        let svg = to_svg(&chart);
+        for want in [
+            "Training run mobilenetv3_small_0.25",
+            "Loss per epoch",
+            "validation",
+            "top-5",
+            "Learning rate",
+            "<polyline",
+        ] {
+            assert!(svg.contains(want), "{want}");
+        }
+        let img = image::load_from_memory(&to_png(&chart).unwrap()).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (chart.width, chart.height));
+        assert!(img.pixels().any(|p| p.0 == DEVICE_COLOURS[1]), "the validation curve is drawn");
+        let csv = history_csv(&h);
+        assert_eq!(csv.lines().count(), 1 + h.epochs.len());
+        assert!(csv.lines().nth(19).unwrap().starts_with("19,"));
     }
 }

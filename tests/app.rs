@@ -426,3 +426,25 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
     assert!(dir.path().join("exports/fixture_small.confusion.csv").is_file());
     assert!(dir.path().join("exports/fixture_small.per_class.csv").is_file());
 }
+
+#[test]
+fn latency_results_of_an_earlier_run_can_be_kept_beside_a_new_one() {
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Latency);
+    {
+        let f = &mut h.state_mut().latency.form;
+        f.small = [true, false, false, false];
+        f.large = [false; 4];
+        f.runs = 3;
+        f.warmup = 1;
+    }
+    h.state_mut().latency.keep = true;
+    for _ in 0..2 {
+        h.step();
+        h.get_by_label("Run").click();
+        h.step();
+        wait_for(&mut h, "the benchmark", 60, |a| !a.latency.running);
+    }
+    let devices: Vec<&str> = h.state().latency.rows.iter().map(|r| r.device.as_str()).collect();
+    assert_eq!(devices, ["cpu", "cpu #2"]);
+}

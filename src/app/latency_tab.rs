@@ -70,6 +70,10 @@ pub struct LatencyTab {
     pub export_dir: PathBuf,
     /// Box plots (median, p10-p90, min-max) instead of bars (mean +-std).
     pub boxes: bool,
+    /// Keep the results of earlier runs: each later run's devices are shown as "cpu #2", "cpu #3", ...
+    pub keep: bool,
+    /// Runs started since the results were last cleared.
+    runs_kept: usize,
     /// The export folder dialog while it is open.
     folder_dialog: Option<super::dialog::Pending>,
 }
@@ -83,7 +87,10 @@ impl LatencyTab {
         self.progress = (done, total, current);
     }
 
-    pub fn on_row(&mut self, row: LatencyRow) {
+    pub fn on_row(&mut self, mut row: LatencyRow) {
+        if self.runs_kept > 1 {
+            row.device = format!("{} #{}", row.device, self.runs_kept);
+        }
         self.rows.push(row);
     }
 
@@ -104,7 +111,11 @@ impl LatencyTab {
             ui.horizontal(|ui| {
                 if ui.add_enabled(!self.running && req.is_some(), egui::Button::new("Run")).clicked() {
                     if let Some(r) = req.clone() {
-                        self.rows.clear();
+                        if !self.keep {
+                            self.rows.clear();
+                            self.runs_kept = 0;
+                        }
+                        self.runs_kept += 1;
                         self.running = true;
                         self.message.clear();
                         worker.latency_cancel.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -115,6 +126,8 @@ impl LatencyTab {
                     worker.latency_cancel.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             });
+            ui.checkbox(&mut self.keep, "Keep earlier results")
+                .on_hover_text("A new run adds its bars beside the earlier ones (as \"cpu #2\", ...) to compare them");
             if req.is_none() && !self.running {
                 ui.colored_label(Color32::from_rgb(220, 80, 60), "choose at least one variant, batch size and device");
             }

@@ -108,7 +108,7 @@ impl StudioApp {
         }
         StudioApp {
             tab: settings.tab.unwrap_or(Tab::Classify),
-            train: TrainTab::new(settings.train, paths.models.clone(), paths.data.clone()),
+            train: TrainTab::new(settings.train, paths.models.clone(), paths.data.clone(), paths.exports.clone()),
             latency: LatencyTab::new(settings.latency, paths.exports.clone()),
             evaluate: EvaluateTab::new(paths.exports.clone()),
             classify,

@@ -219,6 +219,9 @@ pub struct TrainTab {
     pub download: DownloadState,
     /// A folder dialog that is open (the data set folder).
     folder_pick: Option<Pending>,
+    /// Where curves and histories are exported, and what the last export said.
+    pub export_dir: PathBuf,
+    pub export_message: Option<String>,
 }
 
 /// The data set download, as the tab shows it.
@@ -234,7 +237,7 @@ pub struct DownloadState {
 }
 
 impl TrainTab {
-    pub fn new(form: TrainForm, out_dir: PathBuf, data_home: PathBuf) -> Self {
+    pub fn new(form: TrainForm, out_dir: PathBuf, data_home: PathBuf, export_dir: PathBuf) -> Self {
         let mut t = TrainTab {
             form,
             state: RunState::Idle,
@@ -246,6 +249,8 @@ impl TrainTab {
             data_source: crate::download::cifar100_source(),
             download: DownloadState::default(),
             folder_pick: None,
+            export_dir,
+            export_message: None,
         };
         if t.form.data_dir.trim().is_empty() && crate::train::has_dataset(&t.data_home) {
             t.form.data_dir = t.data_home.display().to_string();
@@ -538,6 +543,16 @@ impl TrainTab {
                 }
             });
         }
+        let checked = self.past.iter().filter(|(_, on)| *on).count();
+        let export = ui
+            .add_enabled(checked > 0, egui::Button::new("Export checked runs").small())
+            .on_hover_text("Each checked run's four curves as PNG and SVG, and its history as CSV, to exports/");
+        if export.clicked() {
+            self.export_message = Some(self.export_checked());
+        }
+        if let Some(m) = &self.export_message {
+            ui.label(RichText::new(m).small());
+        }
         if let Some((mut cfg, state)) = resume {
             cfg.out_dir = self.out_dir.clone();
             // The run's own data folder, while it exists; else the one the form names.
@@ -550,6 +565,26 @@ impl TrainTab {
             worker.train_control.resume();
             worker.send(Command::ResumeTraining { cfg: Box::new(cfg), resume: state });
         }
+    }
+
+    /// Writes each checked past run's curves (PNG, SVG) and history (CSV) into the export folder.
+    fn export_checked(&self) -> String {
+        let mut written = Vec::new();
+        for (h, _) in self.past.iter().filter(|(_, on)| *on) {
+            let chart = crate::chart::training_curves(h);
+            for ext in ["png", "svg"] {
+                let path = self.export_dir.join(format!("{}.curves.{ext}", h.name));
+                if let Err(e) = crate::chart::save(&chart, &path) {
+                    return format!("could not save {e}");
+                }
+            }
+            let csv = self.export_dir.join(format!("{}.history.csv", h.name));
+            if let Err(e) = crate::fsutil::write_atomic(&csv, crate::chart::history_csv(h).as_bytes()) {
+                return format!("could not save {}: {e}", csv.display());
+            }
+            written.push(h.name.clone());
+        }
+        format!("saved {} to {}", written.join(", "), self.export_dir.display())
     }
 
     fn curves(&self, ui: &mut egui::Ui) {
