@@ -95,4 +95,49 @@ for f in a_huge_stem.safetensors c_junk.pth d_empty.safetensors; do
 done
 grep -q "b_nan.safetensors.*not all finite" "$out/hostile.log" || { echo "the NaN model was not refused"; exit 1; }
 echo "hostile trained_models/ check passed"
+# A new user on a fresh machine gets the data from the Train tab and trains: a loopback server serves an archive
+# in the official binary layout (plain pixels), the Download button fetches it, Start trains the first epoch.
+# Only this window from here on: the first app is closed.
+kill "$app_pid" 2>/dev/null || true
+wait "$app_pid" 2>/dev/null || true
+app_pid=""
+fresh="$PWD/$out/fresh"
+rm -rf "$fresh" && mkdir -p "$fresh/trained_models" "$fresh/server"
+/usr/bin/python3 - "$fresh/server/cifar-100-binary.tar.gz" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w:gz", compresslevel=1) as tar:
+    for name, n in (("train.bin", 50000), ("test.bin", 10000)):
+        data = bytearray()
+        for i in range(n):
+            fine = i % 100
+            data += bytes((fine // 5, fine)) + bytes((fine * 2 % 256,)) * 3072
+        info = tarfile.TarInfo("cifar-100-binary/" + name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(bytes(data)))
+PY
+md5=$(md5sum "$fresh/server/cifar-100-binary.tar.gz" | cut -d' ' -f1)
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+/usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "$fresh/server" "$port" >"$out/http.log" 2>&1 &
+http_pid=$!
+for _ in $(seq 50); do /usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break; sleep 0.1; done
+(cd "$fresh" && XDG_DATA_HOME="$fresh/xdg-data" XDG_CONFIG_HOME="$fresh/xdg-config" \
+  MBV3_CIFAR_URL="http://127.0.0.1:$port/cifar-100-binary.tar.gz" MBV3_CIFAR_MD5="$md5" \
+  timeout 600 "$OLDPWD/$bin" gui --tab train >"$OLDPWD/$out/fresh.log" 2>&1) &
+fresh_pid=$!
+sleep 2
+fwid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
+sleep 2
+import -window root "$out/fresh-before.png"
+xdotool mousemove --window "$fwid" 140 72 click 1
+for _ in $(seq 240); do grep -q "downloaded\|download failed" "$out/fresh.log" && break; sleep 0.5; done
+grep -q "downloaded .*cifar-100-binary.tar.gz" "$out/fresh.log" || { echo "the download from the Train tab failed"; cat "$out/fresh.log"; exit 1; }
+sleep 2
+xdotool mousemove --window "$fwid" 38 524 click 1
+for _ in $(seq 600); do grep -q "^epoch 1:" "$out/fresh.log" && break; sleep 0.5; done
+import -window root "$out/fresh-after.png"
+kill "$fresh_pid" "$http_pid" 2>/dev/null || true
+wait "$fresh_pid" 2>/dev/null || true
+grep "^epoch 1:" "$out/fresh.log" || { echo "no epoch was trained after the download"; cat "$out/fresh.log"; exit 1; }
+ls "$fresh/trained_models/"*.safetensors >/dev/null || { echo "no checkpoint was written"; exit 1; }
+echo "download-and-train check passed"
 echo "real-window check passed"

@@ -323,6 +323,11 @@ impl WorkerState {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 train::run(&cfg, resume.as_deref(), &control, |ev| {
                     let saved = matches!(ev, TrainEvent::Checkpoint { .. });
+                    if verbose() {
+                        if let TrainEvent::Epoch(r) = &ev {
+                            eprintln!("epoch {}: val loss {:.4}, top-1 {:.2}%", r.epoch, r.val_loss, r.top1 * 100.0);
+                        }
+                    }
                     if matches!(ev, TrainEvent::Step { .. }) {
                         events.offer(Event::Train(ev));
                     } else {
@@ -374,6 +379,12 @@ impl WorkerState {
                 .map_err(|e| e.to_string())
             }))
             .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
+            if verbose() {
+                match &result {
+                    Ok(p) => eprintln!("downloaded {}", p.display()),
+                    Err(e) => eprintln!("download failed: {e}"),
+                }
+            }
             events.send(Event::DownloadDone(result));
         });
         if let Err(e) = spawned {
