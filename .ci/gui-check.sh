@@ -140,4 +140,21 @@ wait "$fresh_pid" 2>/dev/null || true
 grep "^epoch 1:" "$out/fresh.log" || { echo "no epoch was trained after the download"; cat "$out/fresh.log"; exit 1; }
 ls "$fresh/trained_models/"*.safetensors >/dev/null || { echo "no checkpoint was written"; exit 1; }
 echo "download-and-train check passed"
+# The Evaluate view on the bundled model, on the real test split when it is there (CI has it).
+if [ -f ../shared/data/cifar-100-binary/test.bin ]; then
+  timeout 300 "$bin" gui --tab evaluate >"$out/evaluate.log" 2>&1 &
+  eval_pid=$!
+  ewid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
+  sleep 3
+  xdotool mousemove --window "$ewid" 508 45 click 1
+  for _ in $(seq 240); do grep -q "^evaluated" "$out/evaluate.log" && break; sleep 0.5; done
+  import -window root "$out/evaluate.png"
+  kill "$eval_pid" 2>/dev/null || true
+  wait "$eval_pid" 2>/dev/null || true
+  grep "^evaluated .*mobilenetv3_small_0.25.safetensors: top-1 60.18%" "$out/evaluate.log" \
+    || { echo "the Evaluate view did not give the bundled model's 60.18%"; cat "$out/evaluate.log"; exit 1; }
+  echo "evaluate-view check passed"
+else
+  echo "SKIPPED: the Evaluate view check needs ../shared/data/cifar-100-binary"
+fi
 echo "real-window check passed"

@@ -357,6 +357,17 @@ impl WorkerState {
         let spawned = std::thread::Builder::new().name("evaluate".into()).spawn(move || {
             let result = catch_unwind(AssertUnwindSafe(|| evaluate_report(&model, data_dir, &cancel, &events)))
                 .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
+            if verbose() {
+                if let Ok(Some(r)) = &result {
+                    eprintln!(
+                        "evaluated {}: top-1 {:.2}%, top-5 {:.2}% on {} test images",
+                        r.model.display(),
+                        r.result.top1 * 100.0,
+                        r.result.top5 * 100.0,
+                        r.result.images
+                    );
+                }
+            }
             events.send(Event::EvalDone(result));
         });
         if let Err(e) = spawned {
