@@ -448,3 +448,28 @@ fn latency_results_of_an_earlier_run_can_be_kept_beside_a_new_one() {
     let devices: Vec<&str> = h.state().latency.rows.iter().map(|r| r.device.as_str()).collect();
     assert_eq!(devices, ["cpu", "cpu #2"]);
 }
+
+#[test]
+fn a_thousand_dropped_images_are_all_classified_and_only_those_in_view_are_drawn() {
+    let dir = project();
+    let folder = dir.path().join("many");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..1000u32 {
+        let img = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(i % 251) as u8, (x * 30) as u8, (y * 30) as u8]));
+        img.save(folder.join(format!("img_{i:04}.png"))).unwrap();
+    }
+    let mut h = harness(dir.path(), Tab::Classify);
+    wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
+    drop_files(&mut h, &[folder]);
+    wait_for(&mut h, "a thousand results", 300, |a| {
+        a.classify.cards.len() == 1000 && a.classify.cards.iter().all(|c| c.outcome.is_some())
+    });
+    assert!(h.state().classify.cards.iter().all(|c| c.outcome.as_ref().unwrap().is_ok()));
+    // The first image's card is on screen, the last one's is not laid out at all.
+    h.get_by_label("img_0000.png");
+    assert!(h.query_by_label("img_0999.png").is_none(), "cards out of view are laid out");
+    // Clear frees the cards and their textures.
+    h.get_by_label("Clear").click();
+    h.step();
+    assert!(h.state().classify.cards.is_empty());
+}

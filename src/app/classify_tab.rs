@@ -193,20 +193,30 @@ impl ClassifyTab {
         }
         ui.label(RichText::new("Drop image files or folders anywhere on the window.").weak());
         ui.separator();
-        egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-            let card_w = 330.0;
-            let cols = ((ui.available_width() / (card_w + 12.0)).floor() as usize).max(1);
-            egui::Grid::new("cards").spacing([12.0, 12.0]).show(ui, |ui| {
-                for (i, card) in self.cards.iter().enumerate() {
-                    card_ui(ui, card, card_w);
-                    if (i + 1) % cols == 0 {
-                        ui.end_row();
+        // Only the rows in view are laid out, so a thousand dropped images cost a frame what a screenful does.
+        let card_w = 330.0;
+        let cols = ((ui.available_width() / (card_w + 12.0)).floor() as usize).max(1);
+        let rows = self.cards.len().div_ceil(cols);
+        // Each row is exactly this tall (show_rows adds the item spacing), 12 px apart.
+        let row_h = CARD_H + 12.0 - ui.spacing().item_spacing.y;
+        egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(ui, row_h, rows, |ui, range| {
+            for row in range {
+                let cards = &self.cards[row * cols..((row + 1) * cols).min(self.cards.len())];
+                let size = egui::vec2(ui.available_width(), row_h);
+                ui.allocate_ui_with_layout(size, egui::Layout::left_to_right(egui::Align::Min), |ui| {
+                    ui.set_min_height(row_h);
+                    ui.spacing_mut().item_spacing.x = 12.0;
+                    for card in cards {
+                        card_ui(ui, card, card_w);
                     }
-                }
-            });
+                });
+            }
         });
     }
 }
+
+/// Height of a card on screen: the thumbnail (112) and the top-5 bars, the frame's margins and stroke.
+const CARD_H: f32 = 142.0;
 
 fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32) {
     let name = card.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -215,7 +225,7 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32) {
         if failed { Color32::from_rgb(200, 70, 60) } else { ui.visuals().widgets.noninteractive.bg_stroke.color };
     egui::Frame::group(ui.style()).stroke(egui::Stroke::new(1.0, stroke)).inner_margin(8.0).show(ui, |ui| {
         ui.set_width(width);
-        ui.set_min_height(124.0);
+        ui.set_height(CARD_H - 18.0);
         ui.horizontal_top(|ui| {
             match &card.texture {
                 Some(t) => {
@@ -237,7 +247,7 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32) {
                     }
                     Some(Err(e)) => {
                         ui.colored_label(Color32::from_rgb(220, 80, 60), "Cannot classify");
-                        ui.label(RichText::new(e).small());
+                        ui.add(egui::Label::new(RichText::new(e).small()).truncate()).on_hover_text(e);
                     }
                     Some(Ok(top)) => {
                         for (rank, p) in top.iter().enumerate() {
