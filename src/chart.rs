@@ -75,6 +75,39 @@ const BOTTOM: f32 = 40.0;
 const INK: Rgb = [30, 30, 30];
 const GRID: Rgb = [225, 225, 225];
 
+/// Horizontal text in the ink colour.
+fn text(x: f32, y: f32, size: f32, anchor: Anchor, text: impl Into<String>) -> Shape {
+    Shape::Text { x, y, size, anchor, text: text.into(), fill: INK, vertical: false }
+}
+
+/// A chart's white background and its title.
+fn start(title: &str, height: f32) -> Vec<Shape> {
+    vec![
+        Shape::Rect { x: 0.0, y: 0.0, w: WIDTH, h: height, fill: [255, 255, 255] },
+        text(WIDTH / 2.0, 32.0, 22.0, Anchor::Middle, title),
+    ]
+}
+
+/// The x and y axis lines of a plot area.
+fn axes(s: &mut Vec<Shape>, left: f32, right: f32, top: f32, bottom: f32) {
+    s.push(Shape::Line { x1: left, y1: bottom, x2: right, y2: bottom, stroke: INK, width: 1.5 });
+    s.push(Shape::Line { x1: left, y1: top, x2: left, y2: bottom, stroke: INK, width: 1.5 });
+}
+
+/// Adds the caption at the bottom left and wraps the shapes up.
+fn finish(mut s: Vec<Shape>, height: f32, caption: &str) -> Chart {
+    s.push(Shape::Text {
+        x: 12.0,
+        y: height - 10.0,
+        size: 12.0,
+        anchor: Anchor::Start,
+        text: caption.to_string(),
+        fill: [90, 90, 90],
+        vertical: false,
+    });
+    Chart { width: WIDTH as u32, height: height as u32, shapes: s }
+}
+
 /// "Nice" tick step (1, 2 or 5 times a power of ten) for about `n` ticks up to `max`.
 pub fn tick_step(max: f64, n: usize) -> f64 {
     let raw = (max / n.max(1) as f64).max(1e-12);
@@ -116,32 +149,13 @@ pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
     }
     batches.sort_unstable();
     let height = TOP + PANEL_H * batches.len().max(1) as f32 + 30.0;
-    let mut s = vec![
-        Shape::Rect { x: 0.0, y: 0.0, w: WIDTH, h: height, fill: [255, 255, 255] },
-        Shape::Text {
-            x: WIDTH / 2.0,
-            y: 32.0,
-            size: 22.0,
-            anchor: Anchor::Middle,
-            text: title.to_string(),
-            fill: INK,
-            vertical: false,
-        },
-    ];
+    let mut s = start(title, height);
     // Legend: a swatch and a name per device, top right.
     let mut lx = WIDTH - RIGHT;
     for (di, dev) in devices.iter().enumerate().rev() {
         let label_w = 9.0 * dev.len() as f32 + 8.0;
         lx -= label_w;
-        s.push(Shape::Text {
-            x: lx,
-            y: 58.0,
-            size: 15.0,
-            anchor: Anchor::Start,
-            text: dev.to_string(),
-            fill: INK,
-            vertical: false,
-        });
+        s.push(text(lx, 58.0, 15.0, Anchor::Start, *dev));
         lx -= 18.0;
         s.push(Shape::Rect { x: lx, y: 46.0, w: 13.0, h: 13.0, fill: DEVICE_COLOURS[di % DEVICE_COLOURS.len()] });
         lx -= 14.0;
@@ -155,28 +169,18 @@ pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
         let step = tick_step(max * 1.05, 5);
         let y_max = (max * 1.05 / step).ceil() * step;
         let y_of = |v: f64| bottom - (v / y_max) as f32 * (bottom - top);
-        s.push(Shape::Text {
-            x: left,
-            y: top - 8.0,
-            size: 16.0,
-            anchor: Anchor::Start,
-            text: format!("batch {batch}: mean time per batch, whiskers +-1 std"),
-            fill: INK,
-            vertical: false,
-        });
+        s.push(text(
+            left,
+            top - 8.0,
+            16.0,
+            Anchor::Start,
+            format!("batch {batch}: mean time per batch, whiskers +-1 std"),
+        ));
         let mut v = 0.0;
         while v <= y_max + step * 0.01 {
             let y = y_of(v);
             s.push(Shape::Line { x1: left, y1: y, x2: right, y2: y, stroke: GRID, width: 1.0 });
-            s.push(Shape::Text {
-                x: left - 8.0,
-                y: y + 5.0,
-                size: 13.0,
-                anchor: Anchor::End,
-                text: tick_label(v, step),
-                fill: INK,
-                vertical: false,
-            });
+            s.push(text(left - 8.0, y + 5.0, 13.0, Anchor::End, tick_label(v, step)));
             v += step;
         }
         s.push(Shape::Text {
@@ -204,29 +208,11 @@ pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
                 s.push(Shape::Line { x1: cx - 5.0, y1: hi, x2: cx + 5.0, y2: hi, stroke: INK, width: 1.5 });
                 s.push(Shape::Line { x1: cx - 5.0, y1: lo, x2: cx + 5.0, y2: lo, stroke: INK, width: 1.5 });
             }
-            s.push(Shape::Text {
-                x: left + (vi as f32 + 0.5) * group_w,
-                y: bottom + 20.0,
-                size: 14.0,
-                anchor: Anchor::Middle,
-                text: variant.to_string(),
-                fill: INK,
-                vertical: false,
-            });
+            s.push(text(left + (vi as f32 + 0.5) * group_w, bottom + 20.0, 14.0, Anchor::Middle, *variant));
         }
-        s.push(Shape::Line { x1: left, y1: bottom, x2: right, y2: bottom, stroke: INK, width: 1.5 });
-        s.push(Shape::Line { x1: left, y1: top, x2: left, y2: bottom, stroke: INK, width: 1.5 });
+        axes(&mut s, left, right, top, bottom);
     }
-    s.push(Shape::Text {
-        x: 12.0,
-        y: height - 10.0,
-        size: 12.0,
-        anchor: Anchor::Start,
-        text: caption.to_string(),
-        fill: [90, 90, 90],
-        vertical: false,
-    });
-    Chart { width: WIDTH as u32, height: height as u32, shapes: s }
+    finish(s, height, caption)
 }
 
 /// One curve of a line panel.
@@ -242,18 +228,7 @@ pub fn line_panels(title: &str, caption: &str, panels: &[(String, String, Vec<Cu
     const PH: f32 = 300.0;
     let rows = panels.len().div_ceil(2).max(1);
     let height = TOP + PH * rows as f32 + 30.0;
-    let mut s = vec![
-        Shape::Rect { x: 0.0, y: 0.0, w: WIDTH, h: height, fill: [255, 255, 255] },
-        Shape::Text {
-            x: WIDTH / 2.0,
-            y: 32.0,
-            size: 22.0,
-            anchor: Anchor::Middle,
-            text: title.to_string(),
-            fill: INK,
-            vertical: false,
-        },
-    ];
+    let mut s = start(title, height);
     for (i, (name, x_title, curves)) in panels.iter().enumerate() {
         let (ox, oy) = ((i % 2) as f32 * PW, TOP + (i / 2) as f32 * PH);
         let (left, right, top, bottom) = (ox + 70.0, ox + PW - 20.0, oy + 30.0, oy + PH - 50.0);
@@ -273,51 +248,19 @@ pub fn line_panels(title: &str, caption: &str, panels: &[(String, String, Vec<Cu
         let x_hi = (x_max / x_step).ceil().max(1.0) * x_step;
         let xp = |x: f64| left + (x / x_hi) as f32 * (right - left);
         let yp = |y: f64| bottom - ((y - y_lo) / (y_hi - y_lo)) as f32 * (bottom - top);
-        s.push(Shape::Text {
-            x: left,
-            y: top - 10.0,
-            size: 15.0,
-            anchor: Anchor::Start,
-            text: name.clone(),
-            fill: INK,
-            vertical: false,
-        });
+        s.push(text(left, top - 10.0, 15.0, Anchor::Start, name));
         let mut v = y_lo;
         while v <= y_hi + y_step * 0.01 {
             s.push(Shape::Line { x1: left, y1: yp(v), x2: right, y2: yp(v), stroke: GRID, width: 1.0 });
-            s.push(Shape::Text {
-                x: left - 6.0,
-                y: yp(v) + 4.0,
-                size: 12.0,
-                anchor: Anchor::End,
-                text: tick_label(v, y_step),
-                fill: INK,
-                vertical: false,
-            });
+            s.push(text(left - 6.0, yp(v) + 4.0, 12.0, Anchor::End, tick_label(v, y_step)));
             v += y_step;
         }
         let mut v = 0.0;
         while v <= x_hi + x_step * 0.01 {
-            s.push(Shape::Text {
-                x: xp(v),
-                y: bottom + 16.0,
-                size: 12.0,
-                anchor: Anchor::Middle,
-                text: tick_label(v, x_step),
-                fill: INK,
-                vertical: false,
-            });
+            s.push(text(xp(v), bottom + 16.0, 12.0, Anchor::Middle, tick_label(v, x_step)));
             v += x_step;
         }
-        s.push(Shape::Text {
-            x: (left + right) / 2.0,
-            y: bottom + 34.0,
-            size: 13.0,
-            anchor: Anchor::Middle,
-            text: x_title.clone(),
-            fill: INK,
-            vertical: false,
-        });
+        s.push(text((left + right) / 2.0, bottom + 34.0, 13.0, Anchor::Middle, x_title));
         for (ci, c) in curves.iter().enumerate() {
             let colour = DEVICE_COLOURS[ci % DEVICE_COLOURS.len()];
             let pts: Vec<[f32; 2]> = c
@@ -329,29 +272,11 @@ pub fn line_panels(title: &str, caption: &str, panels: &[(String, String, Vec<Cu
             s.push(Shape::Polyline { points: pts, stroke: colour, width: 1.5 });
             let ly = top + 14.0 + 16.0 * ci as f32;
             s.push(Shape::Rect { x: right - 110.0, y: ly - 9.0, w: 10.0, h: 10.0, fill: colour });
-            s.push(Shape::Text {
-                x: right - 96.0,
-                y: ly,
-                size: 12.0,
-                anchor: Anchor::Start,
-                text: c.name.clone(),
-                fill: INK,
-                vertical: false,
-            });
+            s.push(text(right - 96.0, ly, 12.0, Anchor::Start, c.name.as_str()));
         }
-        s.push(Shape::Line { x1: left, y1: bottom, x2: right, y2: bottom, stroke: INK, width: 1.5 });
-        s.push(Shape::Line { x1: left, y1: top, x2: left, y2: bottom, stroke: INK, width: 1.5 });
+        axes(&mut s, left, right, top, bottom);
     }
-    s.push(Shape::Text {
-        x: 12.0,
-        y: height - 10.0,
-        size: 12.0,
-        anchor: Anchor::Start,
-        text: caption.to_string(),
-        fill: [90, 90, 90],
-        vertical: false,
-    });
-    Chart { width: WIDTH as u32, height: height as u32, shapes: s }
+    finish(s, height, caption)
 }
 
 /// The four curves of a training run (loss per step, loss per epoch, accuracy, learning rate).
@@ -559,7 +484,15 @@ fn text_width(font: &FontRef<'_>, size: f32, text: &str) -> f32 {
 
 /// Draws `text` with its baseline starting at (`x`, `y`); `vertical` turns it to read bottom to top around
 /// that point.
-fn draw_text(canvas: &mut Canvas, font: &FontRef<'_>, x: f32, y: f32, size: f32, text: &str, c: Rgb, vertical: bool) {
+fn draw_text(
+    canvas: &mut Canvas,
+    font: &FontRef<'_>,
+    (x, y): (f32, f32),
+    size: f32,
+    text: &str,
+    c: Rgb,
+    vertical: bool,
+) {
     let scaled = font.as_scaled(PxScale::from(size));
     let mut pen = 0.0;
     let mut prev = None;
@@ -615,7 +548,7 @@ pub fn to_png(chart: &Chart) -> Result<Vec<u8>, String> {
                     Anchor::End => tw,
                 };
                 let (tx, ty) = if *vertical { (*x, y + shift) } else { (x - shift, *y) };
-                draw_text(&mut canvas, &font, tx, ty, *size, text, *fill, *vertical);
+                draw_text(&mut canvas, &font, (tx, ty), *size, text, *fill, *vertical);
             }
         }
     }
