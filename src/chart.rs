@@ -215,6 +215,79 @@ pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
     finish(s, height, caption)
 }
 
+/// Top-1 against batch-1 latency: our models (filled squares) and the reference's figures for the same
+/// variants (hollow squares), each labelled with its variant.
+pub fn accuracy_vs_latency(ours: &[crate::zoo::ZooPoint], reference: &[crate::zoo::ZooPoint], caption: &str) -> Chart {
+    let height = 620.0;
+    let mut s = start("Top-1 on CIFAR-100 against batch-1 CPU latency", height);
+    let (left, right, top, bottom) = (LEFT, WIDTH - RIGHT - 180.0, TOP + 20.0, height - 90.0);
+    let all = ours.iter().chain(reference);
+    let x_max = all.clone().map(|p| p.latency_ms).fold(0.0f64, f64::max).max(1e-3);
+    let (y_min, y_max) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.top1), hi.max(p.top1)));
+    let (y_min, y_max) = if y_min.is_finite() { (y_min, y_max) } else { (0.0, 100.0) };
+    let x_step = tick_step(x_max * 1.1, 6);
+    let x_hi = (x_max * 1.1 / x_step).ceil() * x_step;
+    let y_step = tick_step((y_max - y_min).max(1.0) * 1.3, 5);
+    let (y_lo, y_hi) =
+        (((y_min - y_step * 0.5) / y_step).floor() * y_step, ((y_max + y_step * 0.5) / y_step).ceil() * y_step);
+    let xp = |x: f64| left + (x / x_hi) as f32 * (right - left);
+    let yp = |y: f64| bottom - ((y - y_lo) / (y_hi - y_lo)) as f32 * (bottom - top);
+    let mut v = y_lo;
+    while v <= y_hi + y_step * 0.01 {
+        s.push(Shape::Line { x1: left, y1: yp(v), x2: right, y2: yp(v), stroke: GRID, width: 1.0 });
+        s.push(text(left - 8.0, yp(v) + 5.0, 13.0, Anchor::End, tick_label(v, y_step)));
+        v += y_step;
+    }
+    let mut v = 0.0;
+    while v <= x_hi + x_step * 0.01 {
+        s.push(Shape::Line { x1: xp(v), y1: top, x2: xp(v), y2: bottom, stroke: GRID, width: 1.0 });
+        s.push(text(xp(v), bottom + 20.0, 13.0, Anchor::Middle, tick_label(v, x_step)));
+        v += x_step;
+    }
+    s.push(text((left + right) / 2.0, bottom + 44.0, 14.0, Anchor::Middle, "batch-1 latency, ms (median, CPU)"));
+    s.push(Shape::Text {
+        x: 24.0,
+        y: (top + bottom) / 2.0,
+        size: 14.0,
+        anchor: Anchor::Middle,
+        text: "top-1 accuracy, %".into(),
+        fill: INK,
+        vertical: true,
+    });
+    axes(&mut s, left, right, top, bottom);
+    let [ours_c, ref_c] = [DEVICE_COLOURS[0], DEVICE_COLOURS[1]];
+    // Labels alternate below-right and above-left in latency order, so that neighbours do not overlap.
+    let mut by_latency: Vec<&crate::zoo::ZooPoint> = reference.iter().collect();
+    by_latency.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms));
+    for (i, p) in by_latency.into_iter().enumerate() {
+        let (x, y) = (xp(p.latency_ms), yp(p.top1));
+        s.push(Shape::Rect { x: x - 6.0, y: y - 6.0, w: 12.0, h: 12.0, fill: ref_c });
+        s.push(Shape::Rect { x: x - 4.0, y: y - 4.0, w: 8.0, h: 8.0, fill: [255, 255, 255] });
+        let label = format!("{} {:.2}%", p.variant, p.top1);
+        s.push(if i % 2 == 0 {
+            text(x + 9.0, y + 16.0, 12.0, Anchor::Start, label)
+        } else {
+            text(x - 9.0, y - 10.0, 12.0, Anchor::End, label)
+        });
+    }
+    for p in ours {
+        let (x, y) = (xp(p.latency_ms), yp(p.top1));
+        s.push(Shape::Rect { x: x - 6.0, y: y - 6.0, w: 12.0, h: 12.0, fill: ours_c });
+        s.push(text(x + 9.0, y - 6.0, 13.0, Anchor::Start, format!("{} {:.2}%", p.variant, p.top1)));
+    }
+    for (i, (name, c, hollow)) in
+        [("ours (trained here)", ours_c, false), ("the reference's top-1", ref_c, true)].iter().enumerate()
+    {
+        let y = top + 10.0 + 22.0 * i as f32;
+        s.push(Shape::Rect { x: right + 16.0, y, w: 12.0, h: 12.0, fill: *c });
+        if *hollow {
+            s.push(Shape::Rect { x: right + 18.0, y: y + 2.0, w: 8.0, h: 8.0, fill: [255, 255, 255] });
+        }
+        s.push(text(right + 34.0, y + 11.0, 13.0, Anchor::Start, *name));
+    }
+    finish(s, height, caption)
+}
+
 /// One curve of a line panel.
 pub struct Curve {
     pub name: String,
@@ -675,5 +748,27 @@ mod tests {
         let csv = history_csv(&h);
         assert_eq!(csv.lines().count(), 1 + h.epochs.len());
         assert!(csv.lines().nth(19).unwrap().starts_with("19,"));
+    }
+
+    #[test]
+    fn the_accuracy_chart_places_ours_and_the_reference_with_labels() {
+        use crate::zoo::ZooPoint;
+        let p = |v: &str, ms: f64, t: f64| ZooPoint { variant: v.into(), latency_ms: ms, top1: t };
+        let chart = accuracy_vs_latency(
+            &[p("small_0.25", 0.44, 60.18)],
+            &[p("small_0.25", 0.44, 60.13), p("large_1.0", 4.9, 71.75)],
+            "c",
+        );
+        let svg = to_svg(&chart);
+        for want in [
+            "small_0.25 60.18%",
+            "small_0.25 60.13%",
+            "large_1.0 71.75%",
+            "batch-1 latency, ms",
+            "top-1 accuracy, %",
+            "ours (trained here)",
+        ] {
+            assert!(svg.contains(want), "{want}");
+        }
     }
 }

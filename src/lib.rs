@@ -27,6 +27,7 @@ pub mod preprocess;
 pub mod pth;
 pub mod train;
 pub mod weights;
+pub mod zoo;
 
 pub use arch::{ArchSpec, ModelConfig, Variant};
 pub use layers::Mode;

@@ -447,6 +447,10 @@ fn latency_results_of_an_earlier_run_can_be_kept_beside_a_new_one() {
     }
     let devices: Vec<&str> = h.state().latency.rows.iter().map(|r| r.device.as_str()).collect();
     assert_eq!(devices, ["cpu", "cpu #2"]);
+    // Timed at batch 1 on the CPU, the variant is placed on the accuracy chart (with the reference's figure).
+    h.state_mut().latency.view = mobilenetv3::app::latency_tab::ChartView::Accuracy;
+    h.step();
+    h.get_by_label_contains("Top-1 against batch-1 CPU latency");
 }
 
 #[test]

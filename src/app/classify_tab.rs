@@ -23,6 +23,8 @@ pub struct ClassifyTab {
     pub cards: Vec<ImageCard>,
     /// AddPaths requests not answered yet.
     pub pending_adds: usize,
+    /// Batch-1 CPU latency (ms) by variant, from the Latency tab's last run: shown beside each model.
+    pub latency_ms: Vec<(String, f64)>,
     /// The "Open images…" dialog while it is open.
     open_dialog: Option<super::dialog::Pending>,
 }
@@ -128,6 +130,15 @@ impl ClassifyTab {
         }
     }
 
+    /// A model's entry in the picker: file, variant, top-1 and, once timed in the Latency tab, its batch-1 latency.
+    fn describe(&self, m: &ModelEntry) -> String {
+        let d = m.describe();
+        match self.latency_ms.iter().find(|(v, _)| *v == m.name) {
+            Some((_, ms)) => format!("{} · {ms:.2} ms at batch 1)", d.trim_end_matches(')')),
+            None => d,
+        }
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
         if let Some(files) = self.open_dialog.as_ref().and_then(super::dialog::Pending::poll) {
             self.open_dialog = None;
@@ -141,7 +152,7 @@ impl ClassifyTab {
                 .selected
                 .as_ref()
                 .and_then(|s| self.models.iter().find(|m| &m.path == s))
-                .map(|m| m.describe())
+                .map(|m| self.describe(m))
                 .unwrap_or_else(|| {
                     if self.models.is_empty() {
                         "no models in trained_models/".into()
@@ -155,7 +166,7 @@ impl ClassifyTab {
                 .width(360.0)
                 .show_ui(ui, |ui| {
                     for m in &self.models {
-                        if ui.selectable_label(self.selected.as_ref() == Some(&m.path), m.describe()).clicked() {
+                        if ui.selectable_label(self.selected.as_ref() == Some(&m.path), self.describe(m)).clicked() {
                             choice = Some(m.path.clone());
                         }
                     }

@@ -60,6 +60,18 @@ impl LatencyForm {
     }
 }
 
+/// The latency tab's chart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChartView {
+    /// Mean with a +-std whisker, a panel per batch size.
+    #[default]
+    Bars,
+    /// Median, p10-p90 box, min-max whiskers.
+    Boxes,
+    /// Top-1 of the trained models and the reference against the measured batch-1 latency.
+    Accuracy,
+}
+
 #[derive(Default)]
 pub struct LatencyTab {
     pub form: LatencyForm,
@@ -68,8 +80,8 @@ pub struct LatencyTab {
     pub progress: (usize, usize, String),
     pub message: String,
     pub export_dir: PathBuf,
-    /// Box plots (median, p10-p90, min-max) instead of bars (mean +-std).
-    pub boxes: bool,
+    /// What the chart area shows.
+    pub view: ChartView,
     /// Keep the results of earlier runs: each later run's devices are shown as "cpu #2", "cpu #3", ...
     pub keep: bool,
     /// Runs started since the results were last cleared.
@@ -103,7 +115,57 @@ impl LatencyTab {
         };
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+    /// The batch-1 CPU medians measured, by variant: what the model pickers show beside each model.
+    pub fn cpu_batch1_ms(&self) -> Vec<(String, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| r.batch == 1 && r.device == "cpu")
+            .map(|r| (r.variant.clone(), r.median_ms))
+            .collect()
+    }
+
+    /// Top-1 against the measured batch-1 latency: the best model of each timed variant in `models`, and the
+    /// reference's figure for it.
+    fn accuracy_panel(&self, ui: &mut egui::Ui, models: &[super::worker::ModelEntry], height: f32) {
+        let trained: Vec<(String, f64)> = models.iter().filter_map(|m| Some((m.name.clone(), m.top1?))).collect();
+        let (ours, reference) = crate::zoo::accuracy_points(&trained, &self.cpu_batch1_ms());
+        if reference.is_empty() {
+            ui.label(RichText::new("Time batch 1 on the CPU to place the models by their latency.").weak());
+            return;
+        }
+        ui.strong("Top-1 against batch-1 CPU latency (the picture to choose a model from)");
+        let point = |p: &crate::zoo::ZooPoint| [p.latency_ms, p.top1];
+        let x_max = reference.iter().chain(&ours).map(|p| p.latency_ms).fold(0.0f64, f64::max);
+        Plot::new("accuracy-latency")
+            .height(height)
+            .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+            .include_x(0.0)
+            .include_x(x_max * 1.15)
+            .x_axis_label("batch-1 latency, ms (median, CPU)")
+            .y_axis_label("top-1, %")
+            .show(ui, |p| {
+                let [a, b] = [crate::chart::DEVICE_COLOURS[0], crate::chart::DEVICE_COLOURS[1]];
+                p.points(
+                    egui_plot::Points::new("the reference's top-1", reference.iter().map(point).collect::<Vec<_>>())
+                        .radius(5.0)
+                        .filled(false)
+                        .color(Color32::from_rgb(b[0], b[1], b[2])),
+                );
+                p.points(
+                    egui_plot::Points::new("ours (trained here)", ours.iter().map(point).collect::<Vec<_>>())
+                        .radius(5.0)
+                        .color(Color32::from_rgb(a[0], a[1], a[2])),
+                );
+                for z in &reference {
+                    p.text(
+                        egui_plot::Text::new("", [z.latency_ms, z.top1].into(), format!("  {}", z.variant))
+                            .anchor(egui::Align2::LEFT_TOP),
+                    );
+                }
+            });
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker, models: &[super::worker::ModelEntry]) {
         egui::Panel::left("latency-form").resizable(false).exact_size(250.0).show(ui, |ui| {
             ui.add_enabled_ui(!self.running, |ui| form_ui(ui, &mut self.form));
             ui.separator();
@@ -172,17 +234,23 @@ impl LatencyTab {
         });
         egui::CentralPanel::no_frame().show(ui, |ui| {
             ui.horizontal(|ui| {
-                ui.selectable_value(&mut self.boxes, false, "Bars: mean ± std");
-                ui.selectable_value(&mut self.boxes, true, "Boxes: median, p10–p90, min–max");
+                ui.selectable_value(&mut self.view, ChartView::Bars, "Bars: mean ± std");
+                ui.selectable_value(&mut self.view, ChartView::Boxes, "Boxes: median, p10–p90, min–max");
+                ui.selectable_value(&mut self.view, ChartView::Accuracy, "Accuracy against latency");
             });
-            // One panel per batch size: batch 1 and batch 128 differ by two orders of magnitude.
-            let mut batches: Vec<usize> = self.rows.iter().map(|r| r.batch).collect();
-            batches.sort_unstable();
-            batches.dedup();
-            let chart_h = ((ui.available_height() * 0.62) / batches.len().max(1) as f32).max(140.0);
-            for &batch in &batches {
-                ui.strong(format!("batch {batch}"));
-                self.panel(ui, batch, chart_h);
+            if self.view == ChartView::Accuracy {
+                let h = (ui.available_height() * 0.62).max(200.0);
+                self.accuracy_panel(ui, models, h);
+            } else {
+                // One panel per batch size: batch 1 and batch 128 differ by two orders of magnitude.
+                let mut batches: Vec<usize> = self.rows.iter().map(|r| r.batch).collect();
+                batches.sort_unstable();
+                batches.dedup();
+                let chart_h = ((ui.available_height() * 0.62) / batches.len().max(1) as f32).max(140.0);
+                for &batch in &batches {
+                    ui.strong(format!("batch {batch}"));
+                    self.panel(ui, batch, chart_h);
+                }
             }
             ui.separator();
             table(ui, &self.rows);
@@ -214,7 +282,8 @@ impl LatencyTab {
     fn panel(&self, ui: &mut egui::Ui, batch: usize, height: f32) {
         let variants = self.variants();
         let devices = self.devices();
-        let y_label = if self.boxes { "ms per batch (median, p10-p90, min-max)" } else { "ms per batch (mean ± std)" };
+        let boxes = self.view == ChartView::Boxes;
+        let y_label = if boxes { "ms per batch (median, p10-p90, min-max)" } else { "ms per batch (mean ± std)" };
         Plot::new(("latency-chart", batch))
             .height(height)
             .legend(Legend::default())
@@ -242,7 +311,7 @@ impl LatencyTab {
                         .filter(|r| &r.device == dev && r.batch == batch)
                         .map(|r| (variants.iter().position(|v| *v == r.variant).unwrap_or(0) as f64 + offset, r))
                         .collect();
-                    if self.boxes {
+                    if boxes {
                         let boxes = rows
                             .iter()
                             .map(|(x, r)| {

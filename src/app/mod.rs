@@ -282,8 +282,11 @@ impl eframe::App for StudioApp {
         egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
             Tab::Train => self.train.ui(ui, &self.worker),
-            Tab::Classify => self.classify.ui(ui, &self.worker),
-            Tab::Latency => self.latency.ui(ui, &self.worker),
+            Tab::Classify => {
+                self.classify.latency_ms = self.latency.cpu_batch1_ms();
+                self.classify.ui(ui, &self.worker)
+            }
+            Tab::Latency => self.latency.ui(ui, &self.worker, &self.classify.models),
             Tab::Evaluate => {
                 let data = self.train.data_folder();
                 self.evaluate.ui(ui, &self.worker, &self.classify.models, data)

@@ -38,6 +38,10 @@ pub struct LatencyArgs {
     /// Draw the bar chart (mean +-std per variant and device, a panel per batch size) to FILE.png or FILE.svg.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Draw top-1 against batch-1 latency (the models in trained_models/ and the reference's figures) to
+    /// FILE.png or FILE.svg; needs batch 1 among --batch.
+    #[arg(long, value_name = "FILE")]
+    accuracy_plot: Option<PathBuf>,
     /// Initial stride of the timed models.
     #[arg(long, default_value_t = 1)]
     si: usize,
@@ -101,11 +105,14 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if let Some(p) = &a.plot {
+    for p in a.plot.iter().chain(&a.accuracy_plot) {
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if ext != "png" && ext != "svg" {
-            bail!("--plot {}: the chart is written as .png or .svg", p.display());
+            bail!("{}: the chart is written as .png or .svg", p.display());
         }
+    }
+    if a.accuracy_plot.is_some() && !batches.contains(&1) {
+        bail!("--accuracy-plot needs batch 1 among --batch");
     }
     let mut rows: Vec<LatencyRow> = Vec::new();
     for dev in &devices {
@@ -139,6 +146,23 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         let chart = mobilenetv3::chart::latency_bars(&rows, "MobileNetV3 inference latency", &caption);
         mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
         eprintln!("chart written to {}", p.display());
+    }
+    if let Some(p) = &a.accuracy_plot {
+        let models = mobilenetv3::zoo::trained_top1(&crate::cli::project_dir().join("trained_models"));
+        let cpu = bench::device_name(&candle_core::Device::Cpu);
+        let latency: Vec<(String, f64)> =
+            rows.iter().filter(|r| r.batch == 1 && r.device == cpu).map(|r| (r.variant.clone(), r.median_ms)).collect();
+        let (ours, reference) = mobilenetv3::zoo::accuracy_points(&models, &latency);
+        let devices = vec![cpu.to_string()];
+        let caption = mobilenetv3::chart::machine_caption(&devices, &mobilenetv3::chart::today());
+        let chart = mobilenetv3::chart::accuracy_vs_latency(&ours, &reference, &caption);
+        mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "accuracy chart written to {} ({} of our models, {} reference figures)",
+            p.display(),
+            ours.len(),
+            reference.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

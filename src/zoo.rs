@@ -1,0 +1,76 @@
+//! The model zoo's yardstick: the reference repository's top-1 accuracy on the CIFAR-100 test split after 20
+//! epochs of its recipe, for the six variants of its results table, and how our models compare with it.
+
+/// (variant, top-1 %) as the reference reports them.
+pub const REFERENCE_TOP1: [(&str, f64); 6] = [
+    ("small_0.25", 60.13),
+    ("small_0.5", 66.37),
+    ("small_1.0", 69.44),
+    ("large_0.25", 65.03),
+    ("large_0.5", 69.50),
+    ("large_1.0", 71.75),
+];
+
+/// The reference's top-1 (%) for a variant name such as `large_1.0`.
+pub fn reference_top1(variant: &str) -> Option<f64> {
+    REFERENCE_TOP1.iter().find(|(v, _)| *v == variant).map(|(_, t)| *t)
+}
+
+/// (variant, top-1 as a fraction) of every model file in `dir` whose header records a training result; files
+/// are described from their headers only (see [`crate::weights::describe`]).
+pub fn trained_top1(dir: &std::path::Path) -> Vec<(String, f64)> {
+    crate::classify::list_models(dir)
+        .iter()
+        .filter_map(|path| {
+            let summary = crate::weights::describe(path, &Default::default()).ok()?;
+            let training: serde_json::Value = serde_json::from_str(summary.header?.get("training")?).ok()?;
+            let top1 = training["top1"].as_f64().filter(|t| t.is_finite())?;
+            Some((summary.config.name(), top1))
+        })
+        .collect()
+}
+
+/// One model on the accuracy-vs-latency chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZooPoint {
+    pub variant: String,
+    /// Batch-1 latency in ms (the median of a latency run).
+    pub latency_ms: f64,
+    /// Top-1 in %.
+    pub top1: f64,
+}
+
+/// Our best model per variant (by the top-1 recorded in its file) and the reference's figure, each at the
+/// variant's measured batch-1 latency. `models` are (variant, top-1 as a fraction); `latency` (variant, ms).
+pub fn accuracy_points(models: &[(String, f64)], latency: &[(String, f64)]) -> (Vec<ZooPoint>, Vec<ZooPoint>) {
+    let mut ours: Vec<ZooPoint> = Vec::new();
+    for (variant, top1) in models {
+        let Some(&(_, ms)) = latency.iter().find(|(v, _)| v == variant) else { continue };
+        match ours.iter_mut().find(|p| &p.variant == variant) {
+            Some(p) if p.top1 >= top1 * 100.0 => {}
+            Some(p) => p.top1 = top1 * 100.0,
+            None => ours.push(ZooPoint { variant: variant.clone(), latency_ms: ms, top1: top1 * 100.0 }),
+        }
+    }
+    let reference = latency
+        .iter()
+        .filter_map(|(v, ms)| reference_top1(v).map(|t| ZooPoint { variant: v.clone(), latency_ms: *ms, top1: t }))
+        .collect();
+    (ours, reference)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_best_model_of_each_timed_variant_is_placed_beside_the_reference() {
+        let models =
+            vec![("small_0.25".to_string(), 0.5877), ("small_0.25".into(), 0.6018), ("large_1.0".into(), 0.70)];
+        let latency = vec![("small_0.25".to_string(), 0.44), ("small_0.5".into(), 0.74)];
+        let (ours, reference) = accuracy_points(&models, &latency);
+        assert_eq!(ours, vec![ZooPoint { variant: "small_0.25".into(), latency_ms: 0.44, top1: 60.18 }]);
+        assert_eq!(reference.len(), 2);
+        assert_eq!((reference[1].variant.as_str(), reference[1].top1), ("small_0.5", 66.37));
+    }
+}
