@@ -15,8 +15,6 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Small, Variant::Large];
-
     pub fn name(self) -> &'static str {
         match self {
             Variant::Small => "small",

@@ -4,9 +4,7 @@
 
 use crate::kernels::profile::timed;
 use crate::kernels::{batchnorm as bn, depthwise as dw, uninit_buffer, Act};
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, Layout, Result, Shape, Storage, Tensor, D,
-};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, D};
 use std::sync::{Arc, Mutex};
 
 /// hswish(x) = x * relu6(x + 3) / 6
@@ -95,16 +93,6 @@ pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act) -> Resul
     }
     let z = x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
     activate(&z, act)
-}
-
-/// In place: y = act(y + bias[c]) on a freshly computed (unshared) tensor.
-pub fn bias_act_inplace(y: Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
-    let c = y.dim(1)?;
-    if y.device().is_cpu() && y.is_contiguous() {
-        y.inplace_op1(&BiasAct { bias: bias.to_vec1()?, act })?;
-        return Ok(y);
-    }
-    activate(&y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?, act)
 }
 
 // ---- candle glue -------------------------------------------------------------------------------------------
@@ -284,28 +272,5 @@ impl CustomOp1 for AffineAct {
         let mut y = uninit_buffer(n * c * h * w);
         bn::affine_act(&bn::Dims { n, c, hw: h * w }, slice(s, l)?, &self.scale, &self.shift, self.act, &mut y);
         Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-}
-
-struct BiasAct {
-    bias: Vec<f32>,
-    act: Act,
-}
-
-impl InplaceOp1 for BiasAct {
-    fn name(&self) -> &'static str {
-        "bias-act"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-        let (n, c, h, w) = dims4(l)?;
-        let Some((a, b)) = l.contiguous_offsets() else { bail!("bias-act needs a contiguous tensor") };
-        match s {
-            CpuStorage::F32(v) => {
-                bn::bias_act_inplace(&bn::Dims { n, c, hw: h * w }, &mut v[a..b], &self.bias, self.act);
-                Ok(())
-            }
-            _ => bail!("bias-act needs f32"),
-        }
     }
 }

@@ -27,12 +27,6 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
-    /// Fresh weights, seeded: convolutions Kaiming-normal (fan-out, as torchvision's MobileNetV3), biases zero,
-    /// BatchNorm weight 1 / bias 0 / mean 0 / var 1.
-    pub fn init(spec: &ArchSpec, device: &Device, seed: u64) -> Result<Self> {
-        Self::init_with(spec, device, seed, Init::KaimingFanOut)
-    }
-
     /// Fresh weights drawn as `init` says (BatchNorm always weight 1 / bias 0 / mean 0 / var 1).
     pub fn init_with(spec: &ArchSpec, device: &Device, seed: u64, init: Init) -> Result<Self> {
         let mut rng = StdRng::seed_from_u64(seed);

@@ -5,7 +5,7 @@ use super::worker::{Command, Worker};
 use crate::arch::{ModelConfig, Variant};
 use crate::data::Augment;
 use crate::optim::SgdConfig;
-use crate::train::{EpochRecord, History, Schedule, SelectBy, TrainConfig, TrainEvent};
+use crate::train::{hms, EpochRecord, History, Schedule, SelectBy, TrainConfig, TrainEvent};
 use egui::{Color32, RichText};
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 use serde::{Deserialize, Serialize};
@@ -702,11 +702,6 @@ fn download_line(d: &DownloadState) -> String {
         }
     }
     s
-}
-
-fn hms(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// One labelled form row with its error, if any, below it.

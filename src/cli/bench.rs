@@ -22,8 +22,10 @@ pub struct LatencyArgs {
     /// Comma-separated batch sizes.
     #[arg(long, default_value = "1")]
     batch: String,
+    /// Timed runs per variant, device and batch size (the median and percentiles come from these).
     #[arg(long, default_value_t = 300)]
     runs: usize,
+    /// Untimed runs first (caches, allocator, thread pool).
     #[arg(long, default_value_t = 30)]
     warmup: usize,
     /// CPU threads (default: all cores).
@@ -55,18 +57,25 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct TrainBenchArgs {
+    /// The variant to train, as small_0.25 or large_1.0.
     #[arg(long, default_value = "small_0.25")]
     variant: String,
+    /// Images per training step.
     #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// Timed training steps.
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Untimed runs first (caches, allocator, thread pool).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     /// fast (the hand-written CPU step) or graph (candle autograd).

@@ -19,6 +19,7 @@ pub struct InfoArgs {
     /// Initial stride (1 for CIFAR, 2 for the paper's layout).
     #[arg(long, default_value_t = 1)]
     si: usize,
+    /// Print as JSON.
     #[arg(long)]
     json: bool,
 }

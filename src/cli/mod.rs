@@ -28,6 +28,15 @@ pub struct Cli {
     images: Vec<PathBuf>,
 }
 
+/// The app's tabs, as `gui --tab` takes them.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TabArg {
+    Train,
+    Classify,
+    Evaluate,
+    Latency,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Classify images (files or folders) with one model or every model in trained_models/.
@@ -45,9 +54,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Open the desktop app (what running with no subcommand does), optionally on a given tab.
     Gui {
-        /// train, classify, evaluate or latency.
-        #[arg(long)]
-        tab: Option<String>,
+        /// The tab to open on.
+        #[arg(long, value_enum, ignore_case = true)]
+        tab: Option<TabArg>,
     },
     /// Download the official CIFAR-100 archive (python version) and check its MD5.
     Download {
@@ -71,14 +80,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         None => open_app(None, absolute(cli.images)),
         Some(Command::Gui { tab }) => {
-            let tab = match tab.as_deref() {
-                None => None,
-                Some("train") => Some(mobilenetv3::app::Tab::Train),
-                Some("classify") => Some(mobilenetv3::app::Tab::Classify),
-                Some("latency") => Some(mobilenetv3::app::Tab::Latency),
-                Some("evaluate") => Some(mobilenetv3::app::Tab::Evaluate),
-                Some(other) => anyhow::bail!("--tab must be train, classify, evaluate or latency, got {other}"),
-            };
+            let tab = tab.map(|t| match t {
+                TabArg::Train => mobilenetv3::app::Tab::Train,
+                TabArg::Classify => mobilenetv3::app::Tab::Classify,
+                TabArg::Evaluate => mobilenetv3::app::Tab::Evaluate,
+                TabArg::Latency => mobilenetv3::app::Tab::Latency,
+            });
             open_app(tab, Vec::new())
         }
         Some(Command::Classify(a)) => classify::run(a),

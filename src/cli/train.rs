@@ -1,9 +1,9 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use mobilenetv3::arch::{ModelConfig, Variant};
 use mobilenetv3::data::Augment;
 use mobilenetv3::optim::SgdConfig;
-use mobilenetv3::train::{self, Schedule, SelectBy, TrainConfig, TrainControl, TrainEvent};
+use mobilenetv3::train::{self, hms, Schedule, SelectBy, TrainConfig, TrainControl, TrainEvent};
 use mobilenetv3::weights::{self, LoadOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,38 +12,46 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// small or large.
-    #[arg(long, default_value = "small")]
-    model: String,
+    /// The network.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = ModelArg::Small)]
+    model: ModelArg,
     /// Width multiplier.
     #[arg(long, default_value_t = 0.25)]
     width: f64,
     /// Initial stride (1 for 32x32 CIFAR input, 2 for the paper's layout).
     #[arg(long, default_value_t = 1)]
     si: usize,
+    /// Epochs to train.
     #[arg(long, default_value_t = 20)]
     epochs: usize,
+    /// Images per SGD step.
     #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// Base learning rate of SGD.
     #[arg(long, default_value_t = 0.1)]
     lr: f64,
+    /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
+    /// L2 weight decay (the reference uses none).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// Nesterov momentum.
     #[arg(long)]
     nesterov: bool,
-    /// multistep, cosine or constant.
-    #[arg(long, default_value = "multistep")]
-    schedule: String,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = ScheduleArg::Multistep)]
+    schedule: ScheduleArg,
     /// MultiStep milestones (epochs).
     #[arg(long, default_value = "15,20,30")]
     milestones: String,
+    /// Learning-rate factor at each MultiStep milestone.
     #[arg(long, default_value_t = 0.1)]
     gamma: f64,
     /// Warm-up epochs of the cosine schedule.
     #[arg(long, default_value_t = 1)]
     warmup_epochs: usize,
+    /// Label smoothing of the cross-entropy (0 = none).
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f64,
     /// Turn off the random crop.
@@ -58,6 +66,7 @@ pub struct TrainArgs {
     /// CIFAR-100 folder (binary version).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Continue a run from its state file (trained_models/runs/*.resume.safetensors).
@@ -69,6 +78,7 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only.
     #[arg(long)]
     limit_test: Option<usize>,
+    /// Seed of the weights, the data order, the augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where checkpoints go.
@@ -77,18 +87,48 @@ pub struct TrainArgs {
     /// CPU threads.
     #[arg(long)]
     threads: Option<usize>,
-    /// Weight initialisation: kaiming (fan-out normal, as torchvision) or torch (PyTorch's layer defaults).
-    #[arg(long, default_value = "kaiming")]
-    init: String,
+    /// Weight initialisation.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = InitArg::Kaiming)]
+    init: InitArg,
+}
+
+/// The two networks, as `--model` takes them.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ModelArg {
+    /// MobileNetV3-Small.
+    #[value(alias = "s")]
+    Small,
+    /// MobileNetV3-Large.
+    #[value(alias = "l")]
+    Large,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ScheduleArg {
+    /// Multiply by --gamma at each of --milestones (the reference's).
+    Multistep,
+    /// Linear warm-up over --warmup-epochs, then cosine decay to zero.
+    Cosine,
+    /// The same rate throughout.
+    Constant,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum InitArg {
+    /// Kaiming-normal with fan-out, as torchvision's MobileNetV3.
+    Kaiming,
+    /// PyTorch's layer defaults (uniform in +-1/sqrt(fan_in)).
+    Torch,
 }
 
 impl TrainArgs {
     fn config(&self) -> Result<TrainConfig> {
-        let Some(variant) = Variant::parse(&self.model) else {
-            bail!("--model must be small or large, got {}", self.model)
+        let variant = match self.model {
+            ModelArg::Small => Variant::Small,
+            ModelArg::Large => Variant::Large,
         };
-        let schedule = match self.schedule.as_str() {
-            "multistep" => Schedule::MultiStep {
+        let schedule = match self.schedule {
+            ScheduleArg::Multistep => Schedule::MultiStep {
                 milestones: self
                     .milestones
                     .split(',')
@@ -97,9 +137,8 @@ impl TrainArgs {
                     .collect::<Result<_>>()?,
                 gamma: self.gamma,
             },
-            "cosine" => Schedule::Cosine { warmup_epochs: self.warmup_epochs },
-            "constant" => Schedule::Constant,
-            other => bail!("--schedule must be multistep, cosine or constant, got {other}"),
+            ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: self.warmup_epochs },
+            ScheduleArg::Constant => Schedule::Constant,
         };
         Ok(TrainConfig {
             model: ModelConfig::new(variant, self.width).with_initial_stride(self.si),
@@ -121,21 +160,11 @@ impl TrainArgs {
             limit_test: self.limit_test,
             out_dir: self.out.clone(),
             select_by: if self.select_by_top1 { SelectBy::Top1 } else { SelectBy::ValLoss },
-            init: match self.init.as_str() {
-                "kaiming" => mobilenetv3::params::Init::KaimingFanOut,
-                "torch" => mobilenetv3::params::Init::Torch,
-                other => bail!("--init must be kaiming or torch, got {other}"),
+            init: match self.init {
+                InitArg::Kaiming => mobilenetv3::params::Init::KaimingFanOut,
+                InitArg::Torch => mobilenetv3::params::Init::Torch,
             },
         })
-    }
-}
-
-fn hms(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{:02}:{:02}", s / 60, s % 60)
     }
 }
 
@@ -145,11 +174,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
     let cfg = a.config()?;
     let control = TrainControl::new();
-    {
-        // Ctrl-C stops cleanly after the current batch; the best checkpoint is already on disk.
-        let c = Arc::clone(&control);
-        let _ = ctrlc_handler(move || c.stop());
-    }
+    // Ctrl-C stops cleanly after the current batch; the best checkpoint is already on disk.
+    stop_on_sigint(Arc::clone(&control));
     // A resumed run reports its own epoch count in `Started`.
     let mut epochs = cfg.epochs;
     let out_dir = cfg.out_dir.clone();
@@ -242,31 +268,31 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
 }
 
-/// Installs a SIGINT handler that calls `f` once (a second Ctrl-C kills the process as usual).
-fn ctrlc_handler(f: impl Fn() + Send + 'static) -> std::io::Result<()> {
-    use std::sync::OnceLock;
-    static HANDLER: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
-    let f = std::sync::Mutex::new(f);
-    let _ = HANDLER.set(Box::new(move || {
-        if let Ok(f) = f.lock() {
-            f()
-        }
-    }));
+/// Set by the SIGINT handler; the only thing it does besides restoring the default action.
+static SIGINT_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C stops the run after its current batch: the handler only sets an atomic flag (async-signal-safe) and
+/// restores the default action, so that a second Ctrl-C ends the process; a watcher thread passes the flag on
+/// to the run's control.
+fn stop_on_sigint(control: Arc<TrainControl>) {
     extern "C" fn on_sigint(_: libc::c_int) {
-        if let Some(h) = HANDLER.get() {
-            h();
-        }
-        // Restore the default so that a second Ctrl-C ends the process.
+        SIGINT_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: signal() is async-signal-safe; it restores the default action for the next Ctrl-C.
         unsafe {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
     }
-    // SAFETY: installs a plain C signal handler. The handler calls `f`, which sets the run's stop flag (an
-    // atomic) under an uncontended mutex; the training thread never holds that mutex.
+    // SAFETY: installs a C handler that touches nothing but an atomic and signal(), both async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
-    Ok(())
+    let _ = std::thread::Builder::new().name("sigint".into()).spawn(move || loop {
+        if SIGINT_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
+            control.stop();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
 }
 
 #[derive(Args)]
@@ -280,13 +306,16 @@ pub struct EvaluateArgs {
     /// Initial stride for .pth files.
     #[arg(long, default_value_t = 1)]
     si: usize,
+    /// Print the result as JSON (overall and per class).
     #[arg(long)]
     json: bool,
     /// Write the confusion matrix (rows: true class, columns: predicted) as CSV.
     #[arg(long)]
     confusion: Option<PathBuf>,
+    /// Evaluate on the first N test images only.
     #[arg(long)]
     limit_test: Option<usize>,
+    /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
 }

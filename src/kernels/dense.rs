@@ -68,6 +68,8 @@ pub fn pointwise_forward_with(x: &[f32], w: &[f32], c: usize, o: usize, hw: usiz
 }
 
 /// 1x1 convolution backward: dx[img] = w^T dz[img] (if wanted) and dw = sum over images of dz[img] x[img]^T.
+/// The plain form, kept as the tests' reference for [`pointwise_backward_fused`].
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn pointwise_backward(
     x: &[f32],
