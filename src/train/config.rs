@@ -1,0 +1,178 @@
+//! What a run is: the model, the recipe (SGD, schedule, augmentation, label smoothing), the data and where its
+//! files go, checked field by field.
+
+use crate::arch::ModelConfig;
+use crate::data::Augment;
+use crate::optim::SgdConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Learning-rate schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// lr = base * gamma^(number of milestones reached), stepped per epoch (PyTorch's MultiStepLR).
+    MultiStep {
+        milestones: Vec<usize>,
+        gamma: f64,
+    },
+    /// Linear warm-up over `warmup_epochs`, then cosine decay to zero, stepped per batch.
+    Cosine {
+        warmup_epochs: usize,
+    },
+    Constant,
+}
+
+impl Schedule {
+    /// The reference recipe: milestones 15, 20, 30 and gamma 0.1.
+    pub fn reference() -> Schedule {
+        Schedule::MultiStep { milestones: vec![15, 20, 30], gamma: 0.1 }
+    }
+
+    /// Learning rate at `epoch` (0-based) after `progress` (0..1) of it.
+    pub fn lr(&self, base: f64, epoch: usize, progress: f64, total_epochs: usize) -> f64 {
+        match self {
+            Schedule::MultiStep { milestones, gamma } => {
+                base * gamma.powi(milestones.iter().filter(|m| epoch >= **m).count() as i32)
+            }
+            Schedule::Cosine { warmup_epochs } => {
+                let t = epoch as f64 + progress;
+                let w = *warmup_epochs as f64;
+                if t < w {
+                    base * (t + 1e-3) / w
+                } else {
+                    let span = (total_epochs as f64 - w).max(1e-9);
+                    0.5 * base * (1.0 + (std::f64::consts::PI * ((t - w) / span).min(1.0)).cos())
+                }
+            }
+            Schedule::Constant => base,
+        }
+    }
+}
+
+/// Which validation figure picks the best checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectBy {
+    /// Lowest validation loss (the reference's rule).
+    ValLoss,
+    /// Highest top-1 accuracy.
+    Top1,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub sgd: SgdConfig,
+    pub schedule: Schedule,
+    pub label_smoothing: f64,
+    pub augment: Augment,
+    pub seed: u64,
+    /// CIFAR-100 folder; None tries the default places.
+    pub data_dir: Option<PathBuf>,
+    pub device: String,
+    /// Use only the first N training / test images (quick runs, tests).
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    /// Where checkpoints and histories go.
+    pub out_dir: PathBuf,
+    pub select_by: SelectBy,
+    /// How the weights start (histories written before this option existed used Kaiming fan-out).
+    #[serde(default)]
+    pub init: crate::params::Init,
+}
+
+impl TrainConfig {
+    /// The reference recipe for a model: SGD lr 0.1 momentum 0.9, no weight decay, MultiStep (15, 20, 30) x 0.1,
+    /// batch 128, 20 epochs, crop + flip.
+    pub fn reference(model: ModelConfig) -> TrainConfig {
+        TrainConfig {
+            model,
+            epochs: 20,
+            batch_size: 128,
+            sgd: SgdConfig::default(),
+            schedule: Schedule::reference(),
+            label_smoothing: 0.0,
+            augment: Augment::default(),
+            seed: 0,
+            data_dir: None,
+            device: "cpu".into(),
+            limit_train: None,
+            limit_test: None,
+            out_dir: PathBuf::from("trained_models"),
+            select_by: SelectBy::ValLoss,
+            init: crate::params::Init::default(),
+        }
+    }
+
+    /// Every problem with the values, one message each (the app shows them at their fields).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if let Err(e) = self.model.validate() {
+            v.push(("model", e));
+        }
+        if self.epochs == 0 || self.epochs > 10_000 {
+            v.push(("epochs", "epochs must be between 1 and 10000".into()));
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            v.push(("batch", "batch size must be between 1 and 4096".into()));
+        }
+        if !(self.sgd.lr > 0.0 && self.sgd.lr <= 10.0) {
+            v.push(("lr", "learning rate must be in (0, 10]".into()));
+        }
+        if !(0.0..1.0).contains(&self.sgd.momentum) {
+            v.push(("momentum", "momentum must be in [0, 1)".into()));
+        }
+        if !(0.0..=1.0).contains(&self.sgd.weight_decay) {
+            v.push(("weight_decay", "weight decay must be in [0, 1]".into()));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            v.push(("label_smoothing", "label smoothing must be in [0, 1)".into()));
+        }
+        if let Schedule::MultiStep { gamma, .. } = &self.schedule {
+            if !(*gamma > 0.0 && *gamma <= 1.0) {
+                v.push(("schedule", "gamma must be in (0, 1]".into()));
+            }
+        }
+        if let Some(0) = self.limit_train {
+            v.push(("limit_train", "the training limit must be at least one batch".into()));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multistep_matches_pytorch() {
+        let s = Schedule::reference();
+        assert_eq!(s.lr(0.1, 0, 0.0, 20), 0.1);
+        assert_eq!(s.lr(0.1, 14, 0.9, 20), 0.1);
+        assert!((s.lr(0.1, 15, 0.0, 20) - 0.01).abs() < 1e-12);
+        // Milestone 20 is first felt by the 21st epoch (index 20), as PyTorch's scheduler stepped per epoch.
+        assert!((s.lr(0.1, 19, 0.0, 20) - 0.01).abs() < 1e-12);
+        assert!((s.lr(0.1, 20, 0.0, 30) - 0.001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cosine_warms_up_then_decays_to_zero() {
+        let s = Schedule::Cosine { warmup_epochs: 2 };
+        assert!(s.lr(0.1, 0, 0.0, 10) < 0.001);
+        assert!((s.lr(0.1, 2, 0.0, 10) - 0.1).abs() < 1e-9);
+        assert!(s.lr(0.1, 9, 0.999, 10) < 1e-4);
+    }
+
+    #[test]
+    fn config_problems_are_reported_per_field() {
+        let mut c = TrainConfig::reference(ModelConfig::new(crate::arch::Variant::Small, 0.25));
+        assert!(c.problems().is_empty());
+        c.epochs = 0;
+        c.sgd.lr = -1.0;
+        let fields: Vec<&str> = c.problems().iter().map(|p| p.0).collect();
+        assert_eq!(fields, vec!["epochs", "lr"]);
+    }
+}

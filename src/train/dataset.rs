@@ -1,0 +1,67 @@
+//! Finding CIFAR-100 in whichever official layout a folder holds, and loading it for a run.
+
+use super::TrainConfig;
+use crate::data::{self, Cifar100};
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// Reads CIFAR-100 from `path` in whichever official layout it holds: the binary version (`train.bin`,
+/// `test.bin`), the python version (`cifar-100-python/`), or either original `.tar.gz` archive.
+/// `Ok(None)` when there is no data set there at all.
+pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
+    if is_archive(path) {
+        return Ok(Some(crate::cifar_python::load_tar_gz(path)?));
+    }
+    if data::locate(path).is_ok() {
+        return Ok(Some(data::load(path)?));
+    }
+    if crate::cifar_python::locate_python(path).is_ok() {
+        return Ok(Some(crate::cifar_python::load_python_dir(path)?));
+    }
+    for name in ARCHIVES {
+        if is_archive(&path.join(name)) {
+            return Ok(Some(crate::cifar_python::load_tar_gz(&path.join(name))?));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `path` looks like it holds CIFAR-100 (without reading it).
+pub fn has_dataset(path: &Path) -> bool {
+    is_archive(path)
+        || data::locate(path).is_ok()
+        || crate::cifar_python::locate_python(path).is_ok()
+        || ARCHIVES.iter().any(|n| is_archive(&path.join(n)))
+}
+
+/// The official archive names looked for inside a data folder.
+const ARCHIVES: [&str; 2] = ["cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"];
+
+fn is_archive(p: &Path) -> bool {
+    let n = p.to_string_lossy();
+    p.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz"))
+}
+
+/// Loads the data set a config names (or the first default folder that has it), with its limits applied.
+pub fn load_data(cfg: &TrainConfig) -> Result<Cifar100> {
+    let dirs = match &cfg.data_dir {
+        Some(d) => vec![d.clone()],
+        None => data::default_dirs(),
+    };
+    for d in &dirs {
+        if let Some(mut ds) = open_dataset(d)? {
+            if let Some(n) = cfg.limit_train {
+                ds.train.truncate(n);
+            }
+            if let Some(n) = cfg.limit_test {
+                ds.test.truncate(n);
+            }
+            return Ok(ds);
+        }
+    }
+    bail!(
+        "no CIFAR-100 data found in {}: expected train.bin/test.bin, cifar-100-python/ or the .tar.gz archive; \
+         pass --data PATH, set CIFAR100_DIR, or fetch it with `mobilenetv3 download`",
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
+}

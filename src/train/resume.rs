@@ -1,0 +1,82 @@
+//! A run's resume state (weights, momentum, history, best figure) and what a resumed run may take from it.
+
+use super::{runfiles, History, TrainConfig};
+use crate::fsutil::write_atomic;
+use crate::model::MobileNetV3;
+use crate::optim::Sgd;
+use crate::weights;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where a run's resume state lives: `<out_dir>/runs/<stem>.resume.safetensors`.
+pub fn resume_path(out_dir: &Path, stem: &str) -> PathBuf {
+    out_dir.join("runs").join(format!("{stem}.resume.safetensors"))
+}
+
+/// State needed to continue a run after its last finished epoch.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ResumeHeader {
+    pub history: History,
+    pub best_metric: Option<f64>,
+}
+
+pub(super) fn save_resume(path: &Path, model: &MobileNetV3, opt: &Sgd, header: &ResumeHeader) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = model.params().snapshot()?;
+    tensors.extend(opt.state());
+    let tensors: Vec<(String, Tensor)> =
+        tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?))).collect::<candle_core::Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("resume".to_string(), serde_json::to_string(header)?);
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))?;
+    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+pub(super) fn load_resume(path: &Path) -> Result<(HashMap<String, Tensor>, ResumeHeader)> {
+    let raw = weights::read_raw(path)?;
+    let text = raw
+        .header
+        .as_ref()
+        .and_then(|h| h.get("resume"))
+        .with_context(|| format!("{} is not a resume file of a training run", path.display()))?;
+    let header: ResumeHeader =
+        serde_json::from_str(text).with_context(|| format!("{}: unreadable run state", path.display()))?;
+    Ok((raw.tensors, header))
+}
+
+/// The config a resumed run continues with: the recipe from the resume file, where files go from the caller.
+/// The file's run name must be a plain file name (it becomes the stem of every file the run writes), the model
+/// must have CIFAR-100's 100 classes, and the data folder must exist.
+pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainConfig) -> Result<TrainConfig> {
+    let name = &header.history.name;
+    if !runfiles::is_plain_name(name) {
+        bail!(
+            "{}: the run name {name:?} is not a plain file name; the file is damaged or not from this app",
+            path.display()
+        );
+    }
+    let mut cfg = header.history.config.clone();
+    if cfg.model.num_classes != crate::labels::CIFAR100_FINE.len() {
+        bail!(
+            "{}: the run is for {} classes; training here is for CIFAR-100's {}",
+            path.display(),
+            cfg.model.num_classes,
+            crate::labels::CIFAR100_FINE.len()
+        );
+    }
+    if header.history.epochs.len() > cfg.epochs {
+        bail!("{}: the run records {} epochs of {}", path.display(), header.history.epochs.len(), cfg.epochs);
+    }
+    cfg.out_dir = caller.out_dir.clone();
+    if caller.data_dir.is_some() {
+        cfg.data_dir = caller.data_dir.clone();
+    }
+    if let Some(d) = &cfg.data_dir {
+        if !d.exists() {
+            bail!("the run's data folder {} does not exist: pass --data with the CIFAR-100 folder", d.display());
+        }
+    }
+    Ok(cfg)
+}
