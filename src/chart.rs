@@ -125,6 +125,28 @@ pub fn tick_step(max: f64, n: usize) -> f64 {
     nice * mag
 }
 
+/// The tick values from `lo` to `hi` (inclusive, within rounding) every `step`.
+fn ticks(lo: f64, hi: f64, step: f64) -> impl Iterator<Item = f64> {
+    let n = ((hi - lo) / step + 0.01).floor().max(0.0) as usize;
+    (0..=n).map(move |i| lo + i as f64 * step)
+}
+
+/// Horizontal grid lines with their labels left of the plot area, at each tick of the y axis.
+fn y_grid(
+    s: &mut Vec<Shape>,
+    (lo, hi, step): (f64, f64, f64),
+    left: f32,
+    right: f32,
+    size: f32,
+    yp: impl Fn(f64) -> f32,
+) {
+    for v in ticks(lo, hi, step) {
+        let y = yp(v);
+        s.push(Shape::Line { x1: left, y1: y, x2: right, y2: y, stroke: GRID, width: 1.0 });
+        s.push(text(left - size * 0.6, y + size * 0.35, size, Anchor::End, tick_label(v, step)));
+    }
+}
+
 fn tick_label(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
     format!("{v:.decimals$}")
@@ -176,13 +198,7 @@ pub fn latency_bars(rows: &[LatencyRow], title: &str, caption: &str) -> Chart {
             Anchor::Start,
             format!("batch {batch}: mean time per batch, whiskers +-1 std"),
         ));
-        let mut v = 0.0;
-        while v <= y_max + step * 0.01 {
-            let y = y_of(v);
-            s.push(Shape::Line { x1: left, y1: y, x2: right, y2: y, stroke: GRID, width: 1.0 });
-            s.push(text(left - 8.0, y + 5.0, 13.0, Anchor::End, tick_label(v, step)));
-            v += step;
-        }
+        y_grid(&mut s, (0.0, y_max, step), left, right, 13.0, y_of);
         s.push(Shape::Text {
             x: 24.0,
             y: (top + bottom) / 2.0,
@@ -232,17 +248,10 @@ pub fn accuracy_vs_latency(ours: &[crate::zoo::ZooPoint], reference: &[crate::zo
         (((y_min - y_step * 0.5) / y_step).floor() * y_step, ((y_max + y_step * 0.5) / y_step).ceil() * y_step);
     let xp = |x: f64| left + (x / x_hi) as f32 * (right - left);
     let yp = |y: f64| bottom - ((y - y_lo) / (y_hi - y_lo)) as f32 * (bottom - top);
-    let mut v = y_lo;
-    while v <= y_hi + y_step * 0.01 {
-        s.push(Shape::Line { x1: left, y1: yp(v), x2: right, y2: yp(v), stroke: GRID, width: 1.0 });
-        s.push(text(left - 8.0, yp(v) + 5.0, 13.0, Anchor::End, tick_label(v, y_step)));
-        v += y_step;
-    }
-    let mut v = 0.0;
-    while v <= x_hi + x_step * 0.01 {
+    y_grid(&mut s, (y_lo, y_hi, y_step), left, right, 13.0, yp);
+    for v in ticks(0.0, x_hi, x_step) {
         s.push(Shape::Line { x1: xp(v), y1: top, x2: xp(v), y2: bottom, stroke: GRID, width: 1.0 });
         s.push(text(xp(v), bottom + 20.0, 13.0, Anchor::Middle, tick_label(v, x_step)));
-        v += x_step;
     }
     s.push(text((left + right) / 2.0, bottom + 44.0, 14.0, Anchor::Middle, "batch-1 latency, ms (median, CPU)"));
     s.push(Shape::Text {
@@ -322,16 +331,9 @@ pub fn line_panels(title: &str, caption: &str, panels: &[(String, String, Vec<Cu
         let xp = |x: f64| left + (x / x_hi) as f32 * (right - left);
         let yp = |y: f64| bottom - ((y - y_lo) / (y_hi - y_lo)) as f32 * (bottom - top);
         s.push(text(left, top - 10.0, 15.0, Anchor::Start, name));
-        let mut v = y_lo;
-        while v <= y_hi + y_step * 0.01 {
-            s.push(Shape::Line { x1: left, y1: yp(v), x2: right, y2: yp(v), stroke: GRID, width: 1.0 });
-            s.push(text(left - 6.0, yp(v) + 4.0, 12.0, Anchor::End, tick_label(v, y_step)));
-            v += y_step;
-        }
-        let mut v = 0.0;
-        while v <= x_hi + x_step * 0.01 {
+        y_grid(&mut s, (y_lo, y_hi, y_step), left, right, 12.0, yp);
+        for v in ticks(0.0, x_hi, x_step) {
             s.push(text(xp(v), bottom + 16.0, 12.0, Anchor::Middle, tick_label(v, x_step)));
-            v += x_step;
         }
         s.push(text((left + right) / 2.0, bottom + 34.0, 13.0, Anchor::Middle, x_title));
         for (ci, c) in curves.iter().enumerate() {
