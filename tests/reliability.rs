@@ -366,3 +366,43 @@ fn the_model_list_offers_the_good_model_and_names_each_hostile_file() {
         assert!(reason.contains(&*path.file_name().unwrap().to_string_lossy()), "{reason}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_a_run_after_its_current_batch_with_exit_code_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    synthetic_cifar(&data);
+    let out_dir = dir.path().join("models");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mobilenetv3"))
+        .current_dir(dir.path())
+        .args(["train", "--epochs", "1", "--limit-test", "256", "--data", data.to_str().unwrap()])
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run has started (its history exists), Ctrl-C.
+    let start = Instant::now();
+    while !out_dir.join("mobilenetv3_small_0.25.history.json").exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sends SIGINT to the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert!(t.contains("stopped during epoch 1"), "{t}");
+    let history = History::load(&out_dir.join("mobilenetv3_small_0.25.history.json")).unwrap();
+    assert_eq!(history.status, "stopped");
+}
