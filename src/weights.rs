@@ -299,15 +299,6 @@ fn read_data(path: &Path, index: FileIndex, only: Option<&BTreeSet<String>>) -> 
     Ok(RawWeights { tensors, header: index.header })
 }
 
-/// The metadata header of a safetensors file, without reading its tensors (None for other formats).
-pub fn read_header(path: &Path) -> Result<Option<HashMap<String, String>>> {
-    match inspect(path) {
-        Ok(index) => Ok(index.header),
-        Err(WeightsError::Io { path, source }) => Err(WeightsError::Io { path, source }),
-        Err(_) => Ok(None),
-    }
-}
-
 /// The first tensor of `tensors` (by name) that holds a NaN or an infinity.
 pub fn first_non_finite(tensors: &HashMap<String, Tensor>) -> candle_core::Result<Option<String>> {
     let mut names: Vec<&String> = tensors.keys().collect();
