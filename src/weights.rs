@@ -449,6 +449,14 @@ pub struct ModelSummary {
     pub header: Option<HashMap<String, String>>,
 }
 
+impl ModelSummary {
+    /// The test top-1 (a fraction) that the file's training summary records, if any.
+    pub fn top1(&self) -> Option<f64> {
+        let training: serde_json::Value = serde_json::from_str(self.header.as_ref()?.get("training")?).ok()?;
+        training["top1"].as_f64().filter(|t| t.is_finite())
+    }
+}
+
 /// Describes a model file without reading its tensor data (the model list of the app and the CLI).
 pub fn describe(path: &Path, opts: &LoadOptions) -> Result<ModelSummary> {
     let index = inspect(path)?;

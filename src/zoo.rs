@@ -23,9 +23,7 @@ pub fn trained_top1(dir: &std::path::Path) -> Vec<(String, f64)> {
         .iter()
         .filter_map(|path| {
             let summary = crate::weights::describe(path, &Default::default()).ok()?;
-            let training: serde_json::Value = serde_json::from_str(summary.header?.get("training")?).ok()?;
-            let top1 = training["top1"].as_f64().filter(|t| t.is_finite())?;
-            Some((summary.config.name(), top1))
+            Some((summary.config.name(), summary.top1()?))
         })
         .collect()
 }

@@ -505,16 +505,7 @@ pub fn list_models(dir: &Path) -> (Vec<ModelEntry>, Vec<(PathBuf, String)>) {
     let (mut models, mut rejected) = (Vec::new(), Vec::new());
     for path in classify::list_models(dir) {
         match weights::describe(&path, &LoadOptions::default()) {
-            Ok(summary) => {
-                let top1 = summary
-                    .header
-                    .as_ref()
-                    .and_then(|h| h.get("training"))
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                    .and_then(|v| v["top1"].as_f64())
-                    .filter(|t| t.is_finite());
-                models.push(ModelEntry { path, name: summary.config.name(), top1 });
-            }
+            Ok(summary) => models.push(ModelEntry { top1: summary.top1(), name: summary.config.name(), path }),
             Err(e) => rejected.push((path, e.to_string())),
         }
     }
