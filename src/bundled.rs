@@ -2,7 +2,7 @@
 //! starts with something to show, wherever it is run from. They are written out once to the user's data
 //! folder when no project folder is found.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The model shipped in `trained_models/`.
 pub const MODEL: (&str, &[u8]) =
@@ -24,15 +24,6 @@ pub const SAMPLES: [(&str, &[u8]); 13] = [
     ("woman_grace_hopper.jpg", include_bytes!("../test_images/woman_grace_hopper.jpg")),
     ("SOURCES.md", include_bytes!("../test_images/SOURCES.md")),
 ];
-
-/// `$XDG_DATA_HOME/mobilenetv3-studio` (or `~/.local/share/mobilenetv3-studio`).
-pub fn user_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
-    Some(base.join("mobilenetv3-studio"))
-}
 
 /// Writes the bundled files into `dir` (`trained_models/`, `test_images/`) where they are missing; never
 /// overwrites a file the user has.

@@ -25,7 +25,7 @@ pub fn cifar100_source() -> (String, Option<String>) {
 
 /// The folder the app downloads the data set into: `<user data folder>/data` (XDG).
 pub fn user_data_dir() -> Option<PathBuf> {
-    crate::bundled::user_dir().map(|d| d.join("data"))
+    crate::paths::user_dir().map(|d| d.join("data"))
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -477,3 +477,72 @@ fn a_thousand_dropped_images_are_all_classified_and_only_those_in_view_are_drawn
     h.step();
     assert!(h.state().classify.cards.is_empty());
 }
+
+#[test]
+fn where_no_file_dialog_can_be_shown_each_button_says_so_where_it_was_clicked() {
+    mobilenetv3::app::dialog::disable_dialogs();
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Classify);
+    h.get_by_label("Open images…").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Classify: no message");
+    h.state_mut().tab = Tab::Latency;
+    h.step();
+    h.get_by_label("Change folder…").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Latency: no message");
+    // The Train tab without a data set: the picker beside the download button.
+    let mut paths = AppPaths::from_project(dir.path());
+    paths.data = dir.path().join("user-data");
+    let form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
+    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    h.step();
+    h.get_by_label("Use a folder I already have…").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Train: no message");
+}
+
+#[test]
+fn an_installed_app_lists_the_bundled_models_and_the_users_own_and_trains_into_the_users_folder() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let share = root_dir.path().join("usr/share/mobilenetv3-studio");
+    let user = root_dir.path().join("home/.local/share/mobilenetv3-studio");
+    std::fs::create_dir_all(share.join("trained_models")).unwrap();
+    std::fs::create_dir_all(share.join("test_images")).unwrap();
+    std::fs::create_dir_all(user.join("trained_models")).unwrap();
+    std::fs::copy(
+        root().join("trained_models/mobilenetv3_small_0.25.safetensors"),
+        share.join("trained_models/mobilenetv3_small_0.25.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/small_0.25_si1.weights.safetensors"),
+        user.join("trained_models/mine.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(root().join("test_images/rocket.jpg"), share.join("test_images/rocket.jpg")).unwrap();
+    let paths = AppPaths::installed(&share, &user);
+    assert_eq!(paths.models, user.join("trained_models"));
+    let settings = Settings { tab: Some(Tab::Classify), ..Default::default() };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    wait_for(&mut h, "the model list", 30, |a| a.classify.models.len() == 2);
+    let models = &h.state().classify.models;
+    assert_eq!(models[0].path, user.join("trained_models/mine.safetensors"));
+    assert!(!models[0].bundled && models[1].bundled, "{models:?}");
+    assert!(models[1].describe().contains("bundled"));
+    // The bundled sample photo is shown and classified with the most accurate model (the bundled one).
+    wait_for(&mut h, "the sample photo", 60, |a| a.classify.cards.iter().any(|c| c.outcome.is_some()));
+    assert_eq!(
+        h.state().classify.selected.as_deref(),
+        Some(share.join("trained_models/mobilenetv3_small_0.25.safetensors").as_path())
+    );
+    assert_eq!(h.state().train.out_dir, user.join("trained_models"));
+}

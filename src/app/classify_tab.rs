@@ -27,6 +27,8 @@ pub struct ClassifyTab {
     pub latency_ms: Vec<(String, f64)>,
     /// The "Open images…" dialog while it is open.
     open_dialog: Option<super::dialog::Pending>,
+    /// Why "Open images…" could not show a dialog, shown under the button.
+    pub dialog_error: Option<String>,
 }
 
 impl ClassifyTab {
@@ -140,10 +142,12 @@ impl ClassifyTab {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
-        if let Some(files) = self.open_dialog.as_ref().and_then(super::dialog::Pending::poll) {
+        if let Some(answer) = self.open_dialog.as_ref().and_then(super::dialog::Pending::poll) {
             self.open_dialog = None;
-            if !files.is_empty() {
-                self.add_paths(worker, &files);
+            match answer {
+                Ok(files) if !files.is_empty() => self.add_paths(worker, &files),
+                Ok(_) => {}
+                Err(e) => self.dialog_error = Some(e),
             }
         }
         ui.horizontal(|ui| {
@@ -155,7 +159,7 @@ impl ClassifyTab {
                 .map(|m| self.describe(m))
                 .unwrap_or_else(|| {
                     if self.models.is_empty() {
-                        "no models in trained_models/".into()
+                        "no model files found".into()
                     } else {
                         "choose a model".into()
                     }
@@ -172,7 +176,7 @@ impl ClassifyTab {
                     }
                 })
                 .response
-                .on_hover_text("Every model file in trained_models/, with its test accuracy");
+                .on_hover_text("Every model file found (yours, then the bundled ones), with its test accuracy");
             if let Some(p) = choice {
                 self.select_model(worker, p);
             }
@@ -181,6 +185,7 @@ impl ClassifyTab {
             }
             ui.separator();
             if ui.add_enabled(self.open_dialog.is_none(), egui::Button::new("Open images…")).clicked() {
+                self.dialog_error = None;
                 self.open_dialog = Some(super::dialog::Pending::images(ui.ctx()));
             }
             if ui.add_enabled(!self.cards.is_empty(), egui::Button::new("Clear")).clicked() {
@@ -188,7 +193,7 @@ impl ClassifyTab {
             }
         });
         if !self.rejected.is_empty() {
-            let title = format!("{} file(s) in trained_models/ cannot be used", self.rejected.len());
+            let title = format!("{} model file(s) cannot be used", self.rejected.len());
             egui::CollapsingHeader::new(egui::RichText::new(title).color(Color32::from_rgb(200, 120, 60)))
                 .id_salt("rejected-models")
                 .show(ui, |ui| {
@@ -202,6 +207,9 @@ impl ClassifyTab {
         if let Some(e) = &self.model_error {
             ui.colored_label(Color32::from_rgb(220, 80, 60), e);
         }
+        if let Some(e) = &self.dialog_error {
+            ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+        }
         ui.label(RichText::new("Drop image files or folders anywhere on the window.").weak());
         ui.separator();
         // Only the rows in view are laid out, so a thousand dropped images cost a frame what a screenful does.
@@ -210,6 +218,7 @@ impl ClassifyTab {
         let rows = self.cards.len().div_ceil(cols);
         // Each row is exactly this tall (show_rows adds the item spacing), 12 px apart.
         let row_h = CARD_H + 12.0 - ui.spacing().item_spacing.y;
+        let waiting = self.loaded.is_none();
         egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(ui, row_h, rows, |ui, range| {
             for row in range {
                 let cards = &self.cards[row * cols..((row + 1) * cols).min(self.cards.len())];
@@ -218,7 +227,7 @@ impl ClassifyTab {
                     ui.set_min_height(row_h);
                     ui.spacing_mut().item_spacing.x = 12.0;
                     for card in cards {
-                        card_ui(ui, card, card_w);
+                        card_ui(ui, card, card_w, waiting);
                     }
                 });
             }
@@ -229,7 +238,8 @@ impl ClassifyTab {
 /// Height of a card on screen: the thumbnail (112) and the top-5 bars, the frame's margins and stroke.
 const CARD_H: f32 = 142.0;
 
-fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32) {
+/// `waiting`: no model is loaded yet, so the card waits rather than classifies.
+fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool) {
     let name = card.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let failed = matches!(card.outcome, Some(Err(_)));
     let stroke =
@@ -250,6 +260,9 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32) {
             ui.vertical(|ui| {
                 ui.label(RichText::new(&name).strong()).on_hover_text(card.path.display().to_string());
                 match &card.outcome {
+                    None if waiting => {
+                        ui.label(RichText::new("waiting for a model…").weak());
+                    }
                     None => {
                         ui.horizontal(|ui| {
                             ui.spinner();

@@ -82,7 +82,7 @@ impl EvaluateTab {
                 .as_ref()
                 .and_then(|p| models.iter().find(|m| &m.path == p))
                 .map(ModelEntry::describe)
-                .unwrap_or_else(|| "no models in trained_models/".into());
+                .unwrap_or_else(|| "no model files found".into());
             egui::ComboBox::from_id_salt("eval-model")
                 .selected_text(current)
                 .width(360.0)
@@ -95,7 +95,7 @@ impl EvaluateTab {
                 })
                 .response
                 .labelled_by(label.id)
-                .on_hover_text("The model to evaluate: every model file in trained_models/");
+                .on_hover_text("The model to evaluate: every model file found (yours, then the bundled ones)");
             let can_run = !self.running && self.model.is_some() && data_dir.is_some();
             if ui.add_enabled(can_run, egui::Button::new("Run evaluation")).clicked() {
                 if let Some(m) = self.model.clone() {

@@ -221,10 +221,12 @@ impl LatencyTab {
             if ui.add_enabled(self.folder_dialog.is_none(), egui::Button::new("Change folder…").small()).clicked() {
                 self.folder_dialog = Some(super::dialog::Pending::folder(ui.ctx()));
             }
-            if let Some(d) = self.folder_dialog.as_ref().and_then(super::dialog::Pending::poll) {
+            if let Some(answer) = self.folder_dialog.as_ref().and_then(super::dialog::Pending::poll) {
                 self.folder_dialog = None;
-                if let Some(d) = d.into_iter().next() {
-                    self.export_dir = d;
+                match answer.map(|d| d.into_iter().next()) {
+                    Ok(Some(d)) => self.export_dir = d,
+                    Ok(None) => {}
+                    Err(e) => self.message = e,
                 }
             }
             // Below the buttons, so that a message never moves them under the pointer.

@@ -8,6 +8,7 @@ pub mod latency_tab;
 pub mod train_tab;
 pub mod worker;
 
+pub use crate::paths::AppPaths;
 use classify_tab::ClassifyTab;
 use evaluate_tab::EvaluateTab;
 use latency_tab::{LatencyForm, LatencyTab};
@@ -35,27 +36,6 @@ pub struct Settings {
     pub train: TrainForm,
     pub latency: LatencyForm,
     pub model: Option<PathBuf>,
-}
-
-/// Where the app reads and writes.
-#[derive(Clone, Debug)]
-pub struct AppPaths {
-    pub models: PathBuf,
-    pub samples: PathBuf,
-    pub exports: PathBuf,
-    /// Where the data set is downloaded to: the user's data folder (XDG), else the project's `data/`.
-    pub data: PathBuf,
-}
-
-impl AppPaths {
-    pub fn from_project(dir: &std::path::Path) -> Self {
-        AppPaths {
-            models: dir.join("trained_models"),
-            samples: dir.join("test_images"),
-            exports: dir.join("exports"),
-            data: crate::download::user_data_dir().unwrap_or_else(|| dir.join("data")),
-        }
-    }
 }
 
 pub struct StudioApp {
@@ -96,7 +76,7 @@ impl StudioApp {
 
     fn build(ctx: &egui::Context, paths: AppPaths, settings: Settings, skip_samples: bool) -> Self {
         let repaint_ctx = ctx.clone();
-        let worker = Worker::start(paths.models.clone(), move || repaint_ctx.request_repaint());
+        let worker = Worker::start(paths.model_dirs(), move || repaint_ctx.request_repaint());
         let mut classify = ClassifyTab::default();
         if let Some(m) = settings.model.clone().filter(|m| m.is_file()) {
             classify.select_model(&worker, m);
@@ -315,7 +295,11 @@ pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<()
     if let Some(icon) = icon {
         viewport = viewport.with_icon(icon);
     }
-    let options = eframe::NativeOptions { viewport, ..Default::default() };
+    let settings_file = crate::paths::settings_file();
+    if let Some(file) = &settings_file {
+        adopt_old_settings(file);
+    }
+    let options = eframe::NativeOptions { viewport, persistence_path: settings_file, ..Default::default() };
     eframe::run_native(
         APP_TITLE,
         options,
@@ -329,4 +313,16 @@ pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<()
         }),
     )
     .map_err(|e| e.to_string())
+}
+
+/// Settings were kept in the data folder (`app.ron`, eframe's default) before they moved to the config folder:
+/// carry them over once, so that an update keeps the user's choices.
+fn adopt_old_settings(file: &std::path::Path) {
+    let Some(old) = crate::paths::user_dir().map(|d| d.join("app.ron")) else { return };
+    if !file.exists() && old.is_file() {
+        if let Ok(bytes) = std::fs::read(&old) {
+            let _ = file.parent().map(std::fs::create_dir_all);
+            let _ = crate::fsutil::write_atomic(file, &bytes);
+        }
+    }
 }

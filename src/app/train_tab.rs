@@ -219,6 +219,8 @@ pub struct TrainTab {
     pub download: DownloadState,
     /// A folder dialog that is open (the data set folder).
     folder_pick: Option<Pending>,
+    /// Why the folder picker could not be shown, shown where it was asked for.
+    pub folder_error: Option<String>,
     /// Where curves and histories are exported, and what the last export said.
     pub export_dir: PathBuf,
     pub export_message: Option<String>,
@@ -249,6 +251,7 @@ impl TrainTab {
             data_source: crate::download::cifar100_source(),
             download: DownloadState::default(),
             folder_pick: None,
+            folder_error: None,
             export_dir,
             export_message: None,
         };
@@ -391,7 +394,11 @@ impl TrainTab {
                 }
                 let picking = self.folder_pick.is_some();
                 if ui.add_enabled(!picking, egui::Button::new("Use a folder I already have…")).clicked() {
+                    self.folder_error = None;
                     self.folder_pick = Some(Pending::folder(ui.ctx()));
+                }
+                if let Some(e) = &self.folder_error {
+                    ui.colored_label(Color32::from_rgb(220, 80, 60), e);
                 }
                 ui.label(RichText::new(format!("into {}", self.data_home.display())).small().weak());
             }
@@ -417,10 +424,12 @@ impl TrainTab {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
-        if let Some(paths) = self.folder_pick.as_ref().and_then(Pending::poll) {
+        if let Some(answer) = self.folder_pick.as_ref().and_then(Pending::poll) {
             self.folder_pick = None;
-            if let Some(d) = paths.into_iter().next() {
-                self.form.data_dir = d.display().to_string();
+            match answer.map(|d| d.into_iter().next()) {
+                Ok(Some(d)) => self.form.data_dir = d.display().to_string(),
+                Ok(None) => {}
+                Err(e) => self.folder_error = Some(e),
             }
         }
         let dir = self.form.data_dir.trim().to_string();
@@ -429,16 +438,21 @@ impl TrainTab {
         }
         let ok = self.data_check.1;
         let checked = self.form.to_config(&self.out_dir, |_| ok);
-        let errors = checked.as_ref().err().cloned().unwrap_or_default();
+        let mut errors = checked.as_ref().err().cloned().unwrap_or_default();
+        let data_panel = !ok || self.download.running;
+        if let (Some(e), false) = (&self.folder_error, data_panel) {
+            errors.insert("data", e.clone());
+        }
         let idle = self.state == RunState::Idle;
         egui::Panel::left("train-form").resizable(false).exact_size(300.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
-                if !ok || self.download.running {
+                if data_panel {
                     self.data_ui(ui, worker);
                 }
                 let mut pick_folder = false;
                 ui.add_enabled_ui(idle, |ui| form_ui(ui, &mut self.form, &errors, &mut pick_folder));
                 if pick_folder && self.folder_pick.is_none() {
+                    self.folder_error = None;
                     self.folder_pick = Some(Pending::folder(ui.ctx()));
                 }
                 ui.separator();

@@ -21,14 +21,23 @@ pub struct ModelEntry {
     pub path: PathBuf,
     pub name: String,
     pub top1: Option<f64>,
+    /// Shipped with the installed package (read-only), not one of the user's.
+    pub bundled: bool,
 }
 
 impl ModelEntry {
+    /// The file name, then what [`Self::summary`] says.
     pub fn describe(&self) -> String {
         let file = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{file} {}", self.summary())
+    }
+
+    /// `(variant, top-1 …%, bundled)`.
+    pub fn summary(&self) -> String {
+        let origin = if self.bundled { ", bundled" } else { "" };
         match self.top1 {
-            Some(t) => format!("{file} ({}, top-1 {:.1}%)", self.name, t * 100.0),
-            None => format!("{file} ({})", self.name),
+            Some(t) => format!("({}, top-1 {:.1}%{origin})", self.name, t * 100.0),
+            None => format!("({}{origin})", self.name),
         }
     }
 }
@@ -154,7 +163,8 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the worker thread; `repaint` wakes the UI when an event is sent.
-    pub fn start(models_dir: PathBuf, repaint: impl Fn() + Send + Sync + 'static) -> Worker {
+    /// `model_dirs`: the folders whose model files are listed, the user's (where training saves) first.
+    pub fn start(model_dirs: Vec<PathBuf>, repaint: impl Fn() + Send + Sync + 'static) -> Worker {
         let (tx, cmd_rx) = channel::<Command>();
         // Bounded: a worker that gets ahead of the UI waits for it (progress events are dropped instead).
         let (ev_tx, rx) = sync_channel::<Event>(EVENT_QUEUE);
@@ -164,7 +174,7 @@ impl Worker {
         let download_cancel = Arc::new(AtomicBool::new(false));
         let eval_cancel = Arc::new(AtomicBool::new(false));
         let state = WorkerState {
-            models_dir,
+            model_dirs,
             model: None,
             next_id: 0,
             events: Notifier { tx: ev_tx, repaint },
@@ -219,7 +229,7 @@ struct Ready {
 }
 
 struct WorkerState {
-    models_dir: PathBuf,
+    model_dirs: Vec<PathBuf>,
     model: Option<Ready>,
     next_id: u64,
     events: Notifier,
@@ -248,7 +258,7 @@ impl WorkerState {
 
     fn handle(&mut self, c: Command) {
         match c {
-            Command::RefreshModels => self.events.send(models_event(&self.models_dir)),
+            Command::RefreshModels => self.events.send(models_event(&self.model_dirs)),
             Command::LoadModel(p) => self.load(&p),
             Command::AddPaths(paths) => {
                 let files: Vec<(u64, PathBuf)> = classify::collect_images(&paths)
@@ -289,11 +299,16 @@ impl WorkerState {
     }
 
     fn classify(&mut self, files: Vec<(u64, PathBuf)>) {
+        // Files that arrive before any model has loaded (the app opened with photos) wait on their cards: the
+        // tab classifies every card again once a model has loaded.
+        if self.model.is_none() {
+            return;
+        }
         for (id, path) in files {
             let decoded = preprocess::decode(&path);
             let thumbnail = decoded.as_ref().ok().map(|img| thumbnail(img, 112));
             let (model_path, outcome) = match (&self.model, decoded) {
-                (None, _) => (PathBuf::new(), Err("no model loaded: pick one in the model list".to_string())),
+                (None, _) => continue,
                 (Some(m), Err(e)) => (m.path.clone(), Err(e)),
                 (Some(m), Ok(img)) => {
                     let input = classify::prepare_image(&m.meta, &img);
@@ -318,7 +333,7 @@ impl WorkerState {
     fn start_training(&mut self, cfg: TrainConfig, resume: Option<PathBuf>) {
         let control = self.train_control.clone();
         let events = self.events.clone();
-        let models_dir = self.models_dir.clone();
+        let model_dirs = self.model_dirs.clone();
         let spawned = std::thread::Builder::new().name("training".into()).spawn(move || {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 train::run(&cfg, resume.as_deref(), &control, |ev| {
@@ -335,7 +350,7 @@ impl WorkerState {
                     }
                     if saved {
                         // A new best model appears in the Classify tab's list at once.
-                        events.send(models_event(&models_dir));
+                        events.send(models_event(&model_dirs));
                     }
                 })
             }));
@@ -490,10 +505,20 @@ fn verbose() -> bool {
     *VERBOSE.get_or_init(|| std::env::var("MBV3_VERBOSE").is_ok_and(|v| v == "1"))
 }
 
-fn models_event(dir: &Path) -> Event {
-    let (models, rejected) = list_models(dir);
+fn models_event(dirs: &[PathBuf]) -> Event {
+    let (mut models, mut rejected) = (Vec::new(), Vec::new());
+    for (i, dir) in dirs.iter().enumerate() {
+        let (m, r) = list_models(dir);
+        models.extend(m.into_iter().map(|m| ModelEntry { bundled: i > 0, ..m }));
+        rejected.extend(r);
+    }
     for (path, reason) in &rejected {
         eprintln!("cannot use model file {}: {reason}", path.display());
+    }
+    if verbose() {
+        for m in &models {
+            eprintln!("model {} {}", m.path.display(), m.summary());
+        }
     }
     Event::Models { models, rejected }
 }
@@ -505,7 +530,9 @@ pub fn list_models(dir: &Path) -> (Vec<ModelEntry>, Vec<(PathBuf, String)>) {
     let (mut models, mut rejected) = (Vec::new(), Vec::new());
     for path in classify::list_models(dir) {
         match weights::describe(&path, &LoadOptions::default()) {
-            Ok(summary) => models.push(ModelEntry { top1: summary.top1(), name: summary.config.name(), path }),
+            Ok(summary) => {
+                models.push(ModelEntry { top1: summary.top1(), name: summary.config.name(), path, bundled: false })
+            }
             Err(e) => rejected.push((path, e.to_string())),
         }
     }

@@ -25,19 +25,23 @@ pub struct ClassifyArgs {
 }
 
 pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
-    let root = super::project_dir();
+    let places = mobilenetv3::paths::AppPaths::locate();
     let models = match &a.model {
         Some(m) => vec![m.clone()],
         None => {
-            let dir = root.join("trained_models");
-            let found = classify::list_models(&dir);
+            let dirs = places.model_dirs();
+            let found: Vec<PathBuf> = dirs.iter().flat_map(|d| classify::list_models(d)).collect();
             if found.is_empty() {
-                bail!("no model files in {}; pass --model FILE or train one with `mobilenetv3 train`", dir.display());
+                let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                bail!(
+                    "no model files in {}; pass --model FILE or train one with `mobilenetv3 train`",
+                    names.join(" or ")
+                );
             }
             found
         }
     };
-    let paths = if a.paths.is_empty() { vec![root.join("test_images")] } else { a.paths.clone() };
+    let paths = if a.paths.is_empty() { vec![places.samples.clone()] } else { a.paths.clone() };
     let files = classify::collect_images(&paths);
     if files.is_empty() {
         bail!("no images found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));

@@ -39,7 +39,7 @@ enum TabArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Classify images (files or folders) with one model or every model in trained_models/.
+    /// Classify images (files or folders) with one model or every model found (trained_models/, bundled).
     Classify(classify::ClassifyArgs),
     /// Describe an architecture or a model file: parameters, MACs per 32x32 image, layer table.
     Info(info::InfoArgs),
@@ -73,6 +73,16 @@ enum Command {
         /// Initial stride of the network that was trained (strides leave no trace in the weights).
         #[arg(long, default_value_t = 1)]
         si: usize,
+    },
+    /// Print a shell completion script, e.g. `mobilenetv3 completions bash > ~/.local/share/bash-completion/completions/mobilenetv3`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (mobilenetv3.1 and one per command) into a folder.
+    Man {
+        /// The folder to write the pages into.
+        out_dir: PathBuf,
     },
 }
 
@@ -119,6 +129,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("{} (checksum ok); train with --data {}", path.display(), path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "mobilenetv3", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man { out_dir }) => {
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out_dir)
+                .with_context(|| format!("writing manual pages into {}", out_dir.display()))?;
+            println!("manual pages written to {}", out_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Convert { input, output, si }) => {
             let opts = LoadOptions { initial_stride: Some(si), ..Default::default() };
             let loaded = weights::load_model(&input, &candle_core::Device::Cpu, &opts)?;
@@ -137,8 +158,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-pub use mobilenetv3::paths::project_dir;
-
 /// Paths made absolute against the current folder, so that they name the same files wherever the app looks.
 fn absolute(paths: Vec<PathBuf>) -> Vec<PathBuf> {
     paths.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect()
@@ -147,8 +166,7 @@ fn absolute(paths: Vec<PathBuf>) -> Vec<PathBuf> {
 /// Opens the window (on Classify with `images` classified, when given); if no window can be opened, says why
 /// and shows the command line instead.
 fn open_app(tab: Option<mobilenetv3::app::Tab>, images: Vec<PathBuf>) -> Result<ExitCode> {
-    let dir = project_dir();
-    match mobilenetv3::app::run(mobilenetv3::app::AppPaths::from_project(&dir), tab, images) {
+    match mobilenetv3::app::run(mobilenetv3::paths::AppPaths::locate(), tab, images) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: cannot open the window ({e}); the command line still works:\n");
