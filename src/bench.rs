@@ -1,10 +1,10 @@
 //! The benchmark engine behind `mobilenetv3 latency`, `mobilenetv3 bench train` and the Latency tab.
 
-use crate::arch::{ModelConfig, INPUT_SIZE};
+use crate::exec::graph::layers::Mode;
+use crate::exec::graph::MobileNetV3;
 use crate::kernels::profile::timed;
-use crate::layers::Mode;
-use crate::model::MobileNetV3;
-use crate::optim::{Sgd, SgdConfig};
+use crate::model::arch::{ModelConfig, INPUT_SIZE};
+use crate::train::optim::{Sgd, SgdConfig};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::time::Instant;
@@ -132,7 +132,7 @@ pub fn device_name(device: &Device) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// The hand-written step of [`crate::engine`] (CPU only; other devices use the graph).
+    /// The hand-written step of [`crate::exec::train_step`] (CPU only; other devices use the graph).
     Fast,
     /// candle's autograd over the model's ops.
     Graph,
@@ -173,7 +173,7 @@ pub fn bench_train(
         let t = Instant::now();
         let grads = if engine == Engine::Fast && device.is_cpu() {
             let out = timed("engine.step", || {
-                crate::engine::train_step(&model, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)
+                crate::exec::train_step::train_step(&model, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)
             })?;
             out.grads
         } else {

@@ -52,9 +52,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         super::install_into(dir.path()).unwrap();
         let model = dir.path().join("trained_models").join(super::MODEL.0);
-        let loaded =
-            crate::weights::load_model(&model, &candle_core::Device::Cpu, &crate::weights::LoadOptions::default())
-                .unwrap();
+        let loaded = crate::model::weights::load_model(
+            &model,
+            &candle_core::Device::Cpu,
+            &crate::model::weights::LoadOptions::default(),
+        )
+        .unwrap();
         assert_eq!(loaded.meta.config.name(), "small_0.25");
         assert_eq!(crate::classify::collect_images(&[dir.path().join("test_images")]).len(), 12);
     }

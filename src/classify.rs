@@ -1,8 +1,8 @@
 //! Classifying image files with a model: the engine behind `mobilenetv3 classify` and the Classify tab.
 
-use crate::arch::INPUT_SIZE;
-use crate::preprocess;
-use crate::weights::LoadedModel;
+use crate::data::preprocess;
+use crate::model::arch::INPUT_SIZE;
+use crate::model::weights::LoadedModel;
 use candle_core::D;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -92,15 +92,15 @@ pub fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction>
 }
 
 /// Normalised input for an already decoded image.
-pub fn prepare_image(meta: &crate::weights::ModelMeta, img: &image::DynamicImage) -> Vec<f32> {
+pub fn prepare_image(meta: &crate::model::weights::ModelMeta, img: &image::DynamicImage) -> Vec<f32> {
     let rgb = preprocess::resize_rgb(img, INPUT_SIZE as u32);
     preprocess::normalise(&rgb, meta.mean, meta.std)
 }
 
 /// Top-k predictions of one prepared image with a CPU inference plan.
 pub fn predict(
-    plan: &crate::inference::InferencePlan,
-    meta: &crate::weights::ModelMeta,
+    plan: &crate::exec::inference::InferencePlan,
+    meta: &crate::model::weights::ModelMeta,
     input: &[f32],
     k: usize,
 ) -> Vec<Prediction> {

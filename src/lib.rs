@@ -1,34 +1,29 @@
-//! MobileNetV3 Studio's engine: the network, its weight files, preprocessing and classification.
-//! The binary (`src/main.rs`) is a thin command line over this library.
+//! MobileNetV3 Studio's engine: the network, its weight files, data, training and classification.
+//! The binary (`src/main.rs`) is a thin command line over this library and the app.
+//!
+//! - [`model`]: what the network is (architecture tables, state_dict names, parameters, weight files).
+//! - [`exec`]: the three ways it runs (candle graph, CPU training step, CPU inference plan).
+//! - [`kernels`]: the CPU kernels those share (depthwise convolution, BatchNorm, 1x1 products).
+//! - [`data`]: CIFAR-100 readers, download, image decoding and preprocessing.
+//! - [`train`]: the training loop, its config, history, checkpoints, evaluation and SGD.
+//! - [`classify`], [`bench`], [`chart`], [`zoo`]: classification, timing, charts, the trained models.
+//! - [`app`], `cli` (in the binary): the two views.
 
 pub mod app;
-pub mod arch;
 pub mod bench;
 pub mod bundled;
 pub mod chart;
-pub mod cifar_python;
 pub mod classify;
 pub mod data;
 pub mod device;
-pub mod download;
-pub mod engine;
+pub mod exec;
 pub mod fsutil;
-pub mod inference;
 pub mod kernels;
-pub mod labels;
-pub mod layers;
 pub mod model;
-pub mod ops;
-pub mod optim;
-pub mod params;
 pub mod paths;
-pub(crate) mod pickle;
-pub mod preprocess;
-pub mod pth;
 pub mod train;
-pub mod weights;
 pub mod zoo;
 
-pub use arch::{ArchSpec, ModelConfig, Variant};
-pub use layers::Mode;
-pub use model::MobileNetV3;
+pub use exec::graph::layers::Mode;
+pub use exec::graph::MobileNetV3;
+pub use model::arch::{ArchSpec, ModelConfig, Variant};

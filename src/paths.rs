@@ -39,7 +39,7 @@ impl AppPaths {
             bundled_models: Vec::new(),
             samples: dir.join("test_images"),
             exports: dir.join("exports"),
-            data: crate::download::user_data_dir().unwrap_or_else(|| dir.join("data")),
+            data: crate::data::download::user_data_dir().unwrap_or_else(|| dir.join("data")),
         }
     }
 

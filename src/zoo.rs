@@ -17,12 +17,12 @@ pub fn reference_top1(variant: &str) -> Option<f64> {
 }
 
 /// (variant, top-1 as a fraction) of every model file in `dir` whose header records a training result; files
-/// are described from their headers only (see [`crate::weights::describe`]).
+/// are described from their headers only (see [`crate::model::weights::describe`]).
 pub fn trained_top1(dir: &std::path::Path) -> Vec<(String, f64)> {
     crate::classify::list_models(dir)
         .iter()
         .filter_map(|path| {
-            let summary = crate::weights::describe(path, &Default::default()).ok()?;
+            let summary = crate::model::weights::describe(path, &Default::default()).ok()?;
             Some((summary.config.name(), summary.top1()?))
         })
         .collect()

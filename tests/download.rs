@@ -2,8 +2,8 @@
 //! The archive served is a miniature `cifar-100-python.tar.gz` in the real pickle format.
 
 use md5::{Digest, Md5};
-use mobilenetv3::cifar_python::{load_tar_gz_expecting, Expected};
-use mobilenetv3::download::{download, DownloadError};
+use mobilenetv3::data::cifar_python::{load_tar_gz_expecting, Expected};
+use mobilenetv3::data::download::{download, DownloadError};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -184,7 +184,7 @@ fn a_cancelled_download_keeps_its_part() {
     let (base, server) = serve(body.clone(), Reply::Whole, 1);
     let dir = tempfile::tempdir().unwrap();
     let cancel = std::sync::atomic::AtomicBool::new(true);
-    let err = mobilenetv3::download::download_cancellable(
+    let err = mobilenetv3::data::download::download_cancellable(
         &format!("{base}/{NAME}"),
         dir.path(),
         None,

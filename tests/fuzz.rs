@@ -215,8 +215,8 @@ fn fuzz_weight_files() {
     ];
     fuzz("weights", seeds, |data| {
         let path = as_file(dir.path(), "m.safetensors", data);
-        let _ = mobilenetv3::weights::describe(&path, &Default::default());
-        let _ = mobilenetv3::weights::load_model(&path, &candle_core::Device::Cpu, &Default::default());
+        let _ = mobilenetv3::model::weights::describe(&path, &Default::default());
+        let _ = mobilenetv3::model::weights::load_model(&path, &candle_core::Device::Cpu, &Default::default());
     });
 }
 
@@ -231,8 +231,8 @@ fn fuzz_cifar_python_pickles() {
     }
     fuzz("pickle", seeds, |data| {
         let p = Path::new("fuzz/train");
-        let _ = mobilenetv3::cifar_python::parse_python_split(p, data.to_vec(), None);
-        let _ = mobilenetv3::cifar_python::parse_meta(p, data);
+        let _ = mobilenetv3::data::cifar_python::parse_python_split(p, data.to_vec(), None);
+        let _ = mobilenetv3::data::cifar_python::parse_meta(p, data);
     });
 }
 
@@ -275,11 +275,13 @@ fn image_seeds() -> Vec<Vec<u8>> {
 #[test]
 fn fuzz_image_decoding_and_preprocessing() {
     let dir = tempfile::tempdir().unwrap();
-    let meta =
-        mobilenetv3::weights::ModelMeta::cifar100(&mobilenetv3::ModelConfig::new(mobilenetv3::Variant::Small, 0.25));
+    let meta = mobilenetv3::model::weights::ModelMeta::cifar100(&mobilenetv3::ModelConfig::new(
+        mobilenetv3::Variant::Small,
+        0.25,
+    ));
     fuzz("image", image_seeds(), |data| {
         let path = as_file(dir.path(), "img", data);
-        if let Ok(img) = mobilenetv3::preprocess::decode(&path) {
+        if let Ok(img) = mobilenetv3::data::preprocess::decode(&path) {
             let input = mobilenetv3::classify::prepare_image(&meta, &img);
             assert_eq!(input.len(), 3 * 32 * 32);
         }
@@ -327,7 +329,7 @@ fn fuzz_pytorch_checkpoint_pickles() {
             z.finish().unwrap();
         }
         let path = as_file(dir.path(), "m.pth", &buf.into_inner());
-        let _ = mobilenetv3::weights::describe(&path, &Default::default());
-        let _ = mobilenetv3::weights::load_model(&path, &candle_core::Device::Cpu, &Default::default());
+        let _ = mobilenetv3::model::weights::describe(&path, &Default::default());
+        let _ = mobilenetv3::model::weights::load_model(&path, &candle_core::Device::Cpu, &Default::default());
     });
 }

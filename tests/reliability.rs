@@ -3,7 +3,7 @@
 //! a file that lies. Every hostile file is made here by the test.
 
 use candle_core::{DType, Device, Tensor};
-use mobilenetv3::arch::{ModelConfig, Variant};
+use mobilenetv3::model::arch::{ModelConfig, Variant};
 use mobilenetv3::train::{History, TrainConfig};
 use std::collections::HashMap;
 use std::io::Write;
@@ -201,7 +201,7 @@ fn a_diverging_run_stops_with_a_message_and_saves_no_nan_model() {
     // No model with non-finite weights exists: either none was saved, or the one saved loads.
     let model = out_dir.join("mobilenetv3_small_0.25.safetensors");
     if model.exists() {
-        mobilenetv3::weights::load_model(&model, &Device::Cpu, &Default::default()).unwrap();
+        mobilenetv3::model::weights::load_model(&model, &Device::Cpu, &Default::default()).unwrap();
     }
 }
 
@@ -299,7 +299,7 @@ fn an_image_claiming_529_megapixels_is_refused_before_decoding() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.png");
     std::fs::write(&path, png_claiming(23_000, 23_000)).unwrap();
-    let err = mobilenetv3::preprocess::decode(&path).unwrap_err();
+    let err = mobilenetv3::data::preprocess::decode(&path).unwrap_err();
     assert!(err.contains("23000 x 23000") && err.contains("megapixels"), "{err}");
     let out = run_in(
         dir.path(),

@@ -2,9 +2,9 @@
 //! checkpoint writes.
 
 use candle_core::Device;
-use mobilenetv3::arch::{ModelConfig, Variant};
+use mobilenetv3::model::arch::{ModelConfig, Variant};
+use mobilenetv3::model::weights::{self, LoadOptions, ModelMeta};
 use mobilenetv3::train::{self, TrainConfig, TrainControl, TrainEvent};
-use mobilenetv3::weights::{self, LoadOptions, ModelMeta};
 use mobilenetv3::MobileNetV3;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! an error that names the problem (never a panic).
 
 use candle_core::{Device, Tensor};
-use mobilenetv3::arch::{ModelConfig, Variant};
-use mobilenetv3::weights::{self, load_model, LoadOptions, ModelMeta, WeightsError};
+use mobilenetv3::model::arch::{ModelConfig, Variant};
+use mobilenetv3::model::weights::{self, load_model, LoadOptions, ModelMeta, WeightsError};
 use mobilenetv3::{MobileNetV3, Mode};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

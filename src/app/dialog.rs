@@ -35,7 +35,7 @@ impl Pending {
     pub fn images(ctx: &egui::Context) -> Pending {
         Self::spawn(ctx, || {
             rfd::FileDialog::new()
-                .add_filter("images", &crate::preprocess::IMAGE_EXTENSIONS)
+                .add_filter("images", &crate::data::preprocess::IMAGE_EXTENSIONS)
                 .pick_files()
                 .unwrap_or_default()
         })

@@ -2,8 +2,8 @@
 //! export the chart (PNG of what is on screen, SVG) and the numbers (CSV, JSON).
 
 use super::worker::{Command, LatencyRequest, Worker};
-use crate::arch::{ModelConfig, Variant};
 use crate::bench::{self, LatencyRow};
+use crate::model::arch::{ModelConfig, Variant};
 use egui::{Color32, RichText};
 use egui_plot::{Bar, BarChart, BoxElem, BoxPlot, BoxSpread, Legend, Line, Plot, PlotPoints};
 use serde::{Deserialize, Serialize};

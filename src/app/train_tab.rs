@@ -2,9 +2,9 @@
 
 use super::dialog::Pending;
 use super::worker::{Command, Worker};
-use crate::arch::{ModelConfig, Variant};
 use crate::data::Augment;
-use crate::optim::SgdConfig;
+use crate::model::arch::{ModelConfig, Variant};
+use crate::train::optim::SgdConfig;
 use crate::train::{hms, EpochRecord, History, Schedule, SelectBy, TrainConfig, TrainEvent};
 use egui::{Color32, RichText};
 use egui_plot::{Legend, Line, Plot, PlotPoints};
@@ -165,7 +165,7 @@ impl TrainForm {
             limit_test: None,
             out_dir: out_dir.to_path_buf(),
             select_by: SelectBy::ValLoss,
-            init: crate::params::Init::default(),
+            init: crate::model::params::Init::default(),
         };
         for (field, msg) in cfg.problems() {
             let field = if field == "model" { "width" } else { field };
@@ -248,7 +248,7 @@ impl TrainTab {
             out_dir,
             data_check: (String::from("\u{0}"), false),
             data_home,
-            data_source: crate::download::cifar100_source(),
+            data_source: crate::data::download::cifar100_source(),
             download: DownloadState::default(),
             folder_pick: None,
             folder_error: None,

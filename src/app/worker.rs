@@ -5,10 +5,11 @@
 
 use crate::bench::{self, LatencyRow};
 use crate::classify::{self, Prediction};
-use crate::inference::InferencePlan;
+use crate::data::preprocess;
+use crate::device;
+use crate::exec::inference::InferencePlan;
+use crate::model::weights::{self, LoadOptions, ModelMeta};
 use crate::train::{self, TrainConfig, TrainControl, TrainEvent};
-use crate::weights::{self, LoadOptions, ModelMeta};
-use crate::{device, preprocess};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +76,7 @@ pub enum Command {
 
 #[derive(Clone, Debug)]
 pub struct LatencyRequest {
-    pub variants: Vec<crate::arch::ModelConfig>,
+    pub variants: Vec<crate::model::arch::ModelConfig>,
     pub devices: Vec<String>,
     pub batches: Vec<usize>,
     pub runs: usize,
@@ -395,7 +396,7 @@ impl WorkerState {
         let events = self.events.clone();
         let spawned = std::thread::Builder::new().name("download".into()).spawn(move || {
             let result = catch_unwind(AssertUnwindSafe(|| {
-                crate::download::download_cancellable(
+                crate::data::download::download_cancellable(
                     &url,
                     &dir,
                     md5.as_deref(),

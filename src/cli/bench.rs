@@ -1,8 +1,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use mobilenetv3::arch::{parse_variant_name, ModelConfig};
 use mobilenetv3::bench::{self, LatencyRow};
 use mobilenetv3::device;
+use mobilenetv3::model::arch::{parse_variant_name, ModelConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

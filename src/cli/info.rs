@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
-use mobilenetv3::arch::{ModelConfig, Variant, INPUT_SIZE};
-use mobilenetv3::weights::{self, LoadOptions};
+use mobilenetv3::model::arch::{ModelConfig, Variant, INPUT_SIZE};
+use mobilenetv3::model::weights::{self, LoadOptions};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,7 +7,7 @@ mod train;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
-use mobilenetv3::weights::{self, LoadOptions};
+use mobilenetv3::model::weights::{self, LoadOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -106,10 +106,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Bench(c)) => bench::run_bench(c),
         Some(Command::Download { dir }) => {
             let mut last = std::time::Instant::now();
-            let path = mobilenetv3::download::download(
-                mobilenetv3::download::CIFAR100_PYTHON_URL,
+            let path = mobilenetv3::data::download::download(
+                mobilenetv3::data::download::CIFAR100_PYTHON_URL,
                 &dir,
-                Some(mobilenetv3::download::CIFAR100_PYTHON_MD5),
+                Some(mobilenetv3::data::download::CIFAR100_PYTHON_MD5),
                 &mut |done, total| {
                     if last.elapsed().as_millis() >= 250 {
                         last = std::time::Instant::now();

@@ -1,10 +1,10 @@
 use anyhow::{Context, Result};
 use clap::Args;
-use mobilenetv3::arch::{ModelConfig, Variant};
 use mobilenetv3::data::Augment;
-use mobilenetv3::optim::SgdConfig;
+use mobilenetv3::model::arch::{ModelConfig, Variant};
+use mobilenetv3::model::weights::{self, LoadOptions};
+use mobilenetv3::train::optim::SgdConfig;
 use mobilenetv3::train::{self, hms, Schedule, SelectBy, TrainConfig, TrainControl, TrainEvent};
-use mobilenetv3::weights::{self, LoadOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -161,8 +161,8 @@ impl TrainArgs {
             out_dir: self.out.clone(),
             select_by: if self.select_by_top1 { SelectBy::Top1 } else { SelectBy::ValLoss },
             init: match self.init {
-                InitArg::Kaiming => mobilenetv3::params::Init::KaimingFanOut,
-                InitArg::Torch => mobilenetv3::params::Init::Torch,
+                InitArg::Kaiming => mobilenetv3::model::params::Init::KaimingFanOut,
+                InitArg::Torch => mobilenetv3::model::params::Init::Torch,
             },
         })
     }

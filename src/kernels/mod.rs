@@ -1,4 +1,4 @@
-//! Hand-written CPU kernels over plain `f32` slices in NCHW layout. They know nothing of candle; `crate::ops`
+//! Hand-written CPU kernels over plain `f32` slices in NCHW layout. They know nothing of candle; `crate::exec::graph::ops`
 //! wraps them as candle custom ops with their backward passes.
 //!
 //! Parallelism: rayon over independent planes or channels, so each task owns a disjoint part of the output.
@@ -65,11 +65,11 @@ impl Act {
     }
 }
 
-impl From<crate::arch::Activation> for Act {
-    fn from(a: crate::arch::Activation) -> Act {
+impl From<crate::model::arch::Activation> for Act {
+    fn from(a: crate::model::arch::Activation) -> Act {
         match a {
-            crate::arch::Activation::Relu => Act::Relu,
-            crate::arch::Activation::HardSwish => Act::HardSwish,
+            crate::model::arch::Activation::Relu => Act::Relu,
+            crate::model::arch::Activation::HardSwish => Act::HardSwish,
         }
     }
 }

@@ -1,9 +1,9 @@
 //! What a run is: the model, the recipe (SGD, schedule, augmentation, label smoothing), the data and where its
 //! files go, checked field by field.
 
-use crate::arch::ModelConfig;
 use crate::data::Augment;
-use crate::optim::SgdConfig;
+use crate::model::arch::ModelConfig;
+use crate::train::optim::SgdConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -81,7 +81,7 @@ pub struct TrainConfig {
     pub select_by: SelectBy,
     /// How the weights start (histories written before this option existed used Kaiming fan-out).
     #[serde(default)]
-    pub init: crate::params::Init,
+    pub init: crate::model::params::Init,
 }
 
 impl TrainConfig {
@@ -103,7 +103,7 @@ impl TrainConfig {
             limit_test: None,
             out_dir: PathBuf::from("trained_models"),
             select_by: SelectBy::ValLoss,
-            init: crate::params::Init::default(),
+            init: crate::model::params::Init::default(),
         }
     }
 
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn config_problems_are_reported_per_field() {
-        let mut c = TrainConfig::reference(ModelConfig::new(crate::arch::Variant::Small, 0.25));
+        let mut c = TrainConfig::reference(ModelConfig::new(crate::model::arch::Variant::Small, 0.25));
         assert!(c.problems().is_empty());
         c.epochs = 0;
         c.sgd.lr = -1.0;

@@ -10,17 +10,17 @@ use std::path::Path;
 /// `Ok(None)` when there is no data set there at all.
 pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
     if is_archive(path) {
-        return Ok(Some(crate::cifar_python::load_tar_gz(path)?));
+        return Ok(Some(crate::data::cifar_python::load_tar_gz(path)?));
     }
     if data::locate(path).is_ok() {
         return Ok(Some(data::load(path)?));
     }
-    if crate::cifar_python::locate_python(path).is_ok() {
-        return Ok(Some(crate::cifar_python::load_python_dir(path)?));
+    if crate::data::cifar_python::locate_python(path).is_ok() {
+        return Ok(Some(crate::data::cifar_python::load_python_dir(path)?));
     }
     for name in ARCHIVES {
         if is_archive(&path.join(name)) {
-            return Ok(Some(crate::cifar_python::load_tar_gz(&path.join(name))?));
+            return Ok(Some(crate::data::cifar_python::load_tar_gz(&path.join(name))?));
         }
     }
     Ok(None)
@@ -30,7 +30,7 @@ pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
 pub fn has_dataset(path: &Path) -> bool {
     is_archive(path)
         || data::locate(path).is_ok()
-        || crate::cifar_python::locate_python(path).is_ok()
+        || crate::data::cifar_python::locate_python(path).is_ok()
         || ARCHIVES.iter().any(|n| is_archive(&path.join(n)))
 }
 

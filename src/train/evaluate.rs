@@ -1,9 +1,9 @@
 //! Accuracy, loss, per-class accuracy, the confusion matrix and the most confident mistakes of a model on a
 //! split: the figures of `mobilenetv3 evaluate`, the app's Evaluate tab and each epoch's validation.
 
-use crate::arch::INPUT_SIZE;
 use crate::data::{self, Augment, Split};
-use crate::model::MobileNetV3;
+use crate::exec::graph::MobileNetV3;
+use crate::model::arch::INPUT_SIZE;
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;

@@ -1,10 +1,10 @@
 //! A run's resume state (weights, momentum, history, best figure) and what a resumed run may take from it.
 
 use super::{runfiles, History, TrainConfig};
+use crate::exec::graph::MobileNetV3;
 use crate::fsutil::write_atomic;
-use crate::model::MobileNetV3;
-use crate::optim::Sgd;
-use crate::weights;
+use crate::model::weights;
+use crate::train::optim::Sgd;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -58,12 +58,12 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
         );
     }
     let mut cfg = header.history.config.clone();
-    if cfg.model.num_classes != crate::labels::CIFAR100_FINE.len() {
+    if cfg.model.num_classes != crate::data::labels::CIFAR100_FINE.len() {
         bail!(
             "{}: the run is for {} classes; training here is for CIFAR-100's {}",
             path.display(),
             cfg.model.num_classes,
-            crate::labels::CIFAR100_FINE.len()
+            crate::data::labels::CIFAR100_FINE.len()
         );
     }
     if header.history.epochs.len() > cfg.epochs {

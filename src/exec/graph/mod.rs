@@ -1,11 +1,14 @@
-//! MobileNetV3 as a candle module, built from an [`ArchSpec`] over the tensors of a [`ParamStore`].
+//! MobileNetV3 as a candle module, built from an [`ArchSpec`] over the tensors of a [`ParamStore`]: the
+//! graph executor. Its layers are in [`layers`], the custom ops that give them our CPU kernels in [`ops`].
 
-use crate::arch::{Activation, ArchSpec, ModelConfig};
-use crate::inference::InferencePlan;
-use crate::layers::{Bottleneck, ConvBn, Mode};
-use crate::ops;
-use crate::params::ParamStore;
+pub mod layers;
+pub mod ops;
+
+use crate::exec::inference::InferencePlan;
+use crate::model::arch::{Activation, ArchSpec, ModelConfig};
+use crate::model::params::ParamStore;
 use candle_core::{Device, Result, Tensor, D};
+use layers::{Bottleneck, ConvBn, Mode};
 
 pub struct MobileNetV3 {
     config: ModelConfig,
@@ -23,11 +26,16 @@ pub struct MobileNetV3 {
 impl MobileNetV3 {
     /// A freshly initialised network.
     pub fn new(config: &ModelConfig, device: &Device, seed: u64) -> Result<Self> {
-        Self::new_with(config, device, seed, crate::params::Init::default())
+        Self::new_with(config, device, seed, crate::model::params::Init::default())
     }
 
     /// A freshly initialised network, weights drawn as `init` says.
-    pub fn new_with(config: &ModelConfig, device: &Device, seed: u64, init: crate::params::Init) -> Result<Self> {
+    pub fn new_with(
+        config: &ModelConfig,
+        device: &Device,
+        seed: u64,
+        init: crate::model::params::Init,
+    ) -> Result<Self> {
         let spec = config.spec();
         let params = ParamStore::init_with(&spec, device, seed, init)?;
         Ok(Self::from_params(config, params))
@@ -92,7 +100,7 @@ impl MobileNetV3 {
 
 /// Inverted dropout with a mask drawn from `seed`, so that a training run is reproducible.
 fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    match crate::engine::dropout_mask(x.elem_count(), p, seed) {
+    match crate::exec::train_step::dropout_mask(x.elem_count(), p, seed) {
         Some(mask) => x * Tensor::from_vec(mask, x.shape(), x.device())?,
         None => Ok(x.clone()),
     }

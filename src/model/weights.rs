@@ -2,11 +2,11 @@
 //! checkpoints. Every file is checked against the architecture before it is used, and a file that does not
 //! fit gets an error that says what was expected and what was found.
 
-use crate::arch::{self, ArchSpec, ModelConfig, TensorRole, Variant};
+use crate::data::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
+use crate::exec::graph::MobileNetV3;
 use crate::fsutil::write_atomic;
-use crate::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
-use crate::model::MobileNetV3;
-use crate::params::ParamStore;
+use crate::model::arch::{self, ArchSpec, ModelConfig, TensorRole, Variant};
+use crate::model::params::ParamStore;
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -161,7 +161,7 @@ const MAX_HEADER_BYTES: u64 = 16 << 20;
 pub struct FileIndex {
     pub tensors: HashMap<String, TensorMeta>,
     pub header: Option<HashMap<String, String>>,
-    pth: Option<crate::pth::PthIndex>,
+    pth: Option<crate::model::pth::PthIndex>,
 }
 
 /// The raw content of a weight file.
@@ -185,7 +185,7 @@ fn safetensors_dtype(s: &str) -> Option<DType> {
 
 /// Reads what a file holds without reading tensor data: for safetensors the JSON header (every tensor's dtype,
 /// shape and byte range checked against each other and the file's length, in checked arithmetic), for a
-/// PyTorch zip its pickle ([`crate::pth::PthIndex`]).
+/// PyTorch zip its pickle ([`crate::model::pth::PthIndex`]).
 pub fn inspect(path: &Path) -> Result<FileIndex> {
     use std::io::Read;
     let io = |source| WeightsError::Io { path: path.into(), source };
@@ -198,7 +198,7 @@ pub fn inspect(path: &Path) -> Result<FileIndex> {
     let mut first = [0u8; 8];
     let got = f.read(&mut first).map_err(io)?;
     if got >= 4 && first.starts_with(b"PK\x03\x04") {
-        let index = crate::pth::PthIndex::open(path)
+        let index = crate::model::pth::PthIndex::open(path)
             .map_err(|e| not_model(format!("a zip file, but not a readable PyTorch checkpoint: {e}")))?;
         if index.tensors.is_empty() {
             return Err(not_model("a PyTorch file without tensors".into()));

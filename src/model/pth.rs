@@ -2,12 +2,12 @@
 //! tensor (its storage record, element type, offset, size and stride) and whose `<name>/data/<key>` records hold
 //! the raw little-endian bytes.
 //!
-//! The pickle is read with this crate's own reader ([`crate::pickle`]), which never runs code and is bounded
+//! The pickle is read with this crate's own reader ([`crate::data::pickle`]), which never runs code and is bounded
 //! on hostile input. [`PthIndex::open`] reads only the pickle and the archive's directory, so a file can be
 //! checked against the architecture (names, shapes, element types, and that each record really holds the
 //! bytes its tensor claims) before any tensor data is read or allocated.
 
-use crate::pickle::{self, TorchTensor, Value};
+use crate::data::pickle::{self, TorchTensor, Value};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -4,8 +4,8 @@
 //!
 //! The loop is here; what it is made of lives beside it, one job a file: the run's config ([`config`]), its
 //! record ([`history`]), its events and controls ([`events`]), evaluation ([`evaluate`]), finding the data
-//! ([`dataset`]), resume state ([`resume`]), the divergence guard ([`divergence`]) and its files and locks
-//! ([`runfiles`]).
+//! ([`dataset`]), resume state ([`resume`]), the divergence guard ([`divergence`]), its files and locks
+//! ([`runfiles`]) and SGD with momentum ([`optim`]).
 
 mod config;
 mod dataset;
@@ -13,6 +13,7 @@ mod divergence;
 mod evaluate;
 mod events;
 mod history;
+pub mod optim;
 mod resume;
 pub mod runfiles;
 
@@ -25,13 +26,13 @@ pub use events::{TrainControl, TrainEvent};
 pub use history::{EpochRecord, History};
 pub use resume::resume_path;
 
-use crate::arch::{ModelConfig, INPUT_SIZE};
 use crate::data;
 use crate::device;
-use crate::layers::Mode;
-use crate::model::MobileNetV3;
-use crate::optim::Sgd;
-use crate::weights::{self, ModelMeta};
+use crate::exec::graph::layers::Mode;
+use crate::exec::graph::MobileNetV3;
+use crate::model::arch::{ModelConfig, INPUT_SIZE};
+use crate::model::weights::{self, ModelMeta};
+use crate::train::optim::Sgd;
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
 use divergence::{kept, DivergenceGuard};
@@ -181,7 +182,7 @@ fn run_inner(
             let dropout_seed = cfg.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let (loss_v, pred, grads) = if dev.is_cpu() {
                 // The hand-written CPU step (same numbers as the graph, a fraction of the memory traffic).
-                let out = crate::engine::train_step(
+                let out = crate::exec::train_step::train_step(
                     &model,
                     b.images,
                     INPUT_SIZE,

@@ -3,10 +3,10 @@
 //! Each block runs in one of two modes: evaluation (BatchNorm uses running statistics) or training (batch
 //! statistics, running statistics updated with momentum 0.1 as PyTorch does).
 
-use crate::arch::{Activation, BottleneckSpec};
+use crate::exec::graph::ops;
 use crate::kernels::Act;
-use crate::ops;
-use crate::params::ParamStore;
+use crate::model::arch::{Activation, BottleneckSpec};
+use crate::model::params::ParamStore;
 use candle_core::{DType, Result, Tensor, Var, D};
 
 /// PyTorch's BatchNorm2d defaults.

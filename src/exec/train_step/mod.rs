@@ -10,14 +10,14 @@
 
 mod bottleneck;
 
-use crate::arch::ArchSpec;
+use crate::exec::graph::layers::BN_EPS;
+use crate::exec::graph::MobileNetV3;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_backward_fused, pointwise_forward};
 use crate::kernels::depthwise::Geometry;
 use crate::kernels::profile::timed;
 use crate::kernels::{lane_sum, simd, uninit_buffer, Act};
-use crate::layers::BN_EPS;
-use crate::model::MobileNetV3;
+use crate::model::arch::ArchSpec;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use rand::rngs::StdRng;
@@ -101,7 +101,7 @@ fn bn_backward_coeffs(p: &mut Params, c: &BnCache, dy: &[f32]) -> bn::BackwardCo
 fn update_running(model: &MobileNetV3, prefix: &str, mean: &[f32], var: &[f32], count: usize) -> Result<()> {
     let dev = model.device();
     let c = mean.len();
-    crate::layers::BatchNorm::new(model.params(), prefix).update_running(
+    crate::exec::graph::layers::BatchNorm::new(model.params(), prefix).update_running(
         &Tensor::from_slice(mean, c, dev)?,
         &Tensor::from_slice(var, c, dev)?,
         count as f64,

@@ -1,7 +1,16 @@
-//! CIFAR-100: reading the official binary layout (checked record by record), and preparing augmented,
-//! normalised batches on a background thread so that training never waits for data.
+//! Everything that turns outside bytes into tensors' inputs. This file: CIFAR-100 in the official binary
+//! layout (checked record by record), and augmented, normalised batches prepared on a background thread so that
+//! training never waits for data. Beside it: the python layout and its pickles ([`cifar_python`], [`pickle`]),
+//! fetching the data set ([`download`]), decoding and resizing user images ([`preprocess`]) and the class
+//! names with the normalisation constants ([`labels`]).
 
-use crate::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
+pub mod cifar_python;
+pub mod download;
+pub mod labels;
+pub(crate) mod pickle;
+pub mod preprocess;
+
+use crate::data::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -89,7 +98,7 @@ pub fn default_dirs() -> Vec<PathBuf> {
     }
     v.push(PathBuf::from("data"));
     // Where the app downloads it.
-    if let Some(d) = crate::download::user_data_dir() {
+    if let Some(d) = crate::data::download::user_data_dir() {
         v.push(d);
     }
     v.push(PathBuf::from("../shared/data/cifar-100-binary"));

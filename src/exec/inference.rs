@@ -2,13 +2,13 @@
 //! mean * s with s = gamma / sqrt(var + eps)), activations fused into the kernels' epilogues, weights read
 //! from the parameter store once. Same numbers as PyTorch's eval mode (tests/parity.rs).
 
-use crate::arch::ArchSpec;
+use crate::exec::graph::layers::BN_EPS;
+use crate::exec::graph::MobileNetV3;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward, pointwise_forward_with};
 use crate::kernels::depthwise::{self as dw, dot, Geometry};
 use crate::kernels::{add_assign, lane_sum, simd, Act};
-use crate::layers::BN_EPS;
-use crate::model::MobileNetV3;
+use crate::model::arch::ArchSpec;
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -160,7 +160,7 @@ impl InferencePlan {
         // Stem: 3x3 conv as im2col + matrix product, bias + hswish in place.
         let g = Geometry { n, c: 3, h: side, w: side, k: 3, stride: spec.initial_stride, pad: 1 };
         let (oh, ow) = (g.out_h(), g.out_w());
-        let cols = crate::engine::im2col(x, &g);
+        let cols = crate::exec::train_step::im2col(x, &g);
         let mut a = pointwise(&cols, &self.stem.w, 27, spec.stem_out, oh * ow);
         bn::bias_act_inplace(&Dims { n, c: spec.stem_out, hw: oh * ow }, &mut a, &self.stem.b, Act::HardSwish);
         let mut side = oh;

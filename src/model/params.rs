@@ -3,7 +3,7 @@
 //! Layers keep clones of these `Var`s (they share storage), so an optimizer step or a weight load through the
 //! store is seen by the model at once.
 
-use crate::arch::{ArchSpec, TensorRole, TensorSpec};
+use crate::model::arch::{ArchSpec, TensorRole, TensorSpec};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -66,7 +66,7 @@ impl ParamStore {
         Self::from_tensors(spec, tensors, device)
     }
 
-    /// Wraps tensors that [`crate::weights::check_tensors`] accepted for this spec.
+    /// Wraps tensors that [`crate::model::weights::check_tensors`] accepted for this spec.
     pub fn from_tensors(spec: &ArchSpec, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
         let specs = spec.tensors();
         let mut vars = BTreeMap::new();

@@ -7,9 +7,9 @@
 //! `coarse_labels` (lists of N ints), plus `filenames` and `batch_label`, which are not needed. `meta` holds
 //! `fine_label_names` and `coarse_label_names`.
 
+use crate::data::labels::CIFAR100_FINE;
+use crate::data::pickle::{self, NdArray, Value};
 use crate::data::{parse_split, Cifar100, DataError, Split, IMAGE_BYTES, TEST_IMAGES, TRAIN_IMAGES};
-use crate::labels::CIFAR100_FINE;
-use crate::pickle::{self, NdArray, Value};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -387,7 +387,7 @@ mod tests {
     fn labels_and_shapes_are_checked() {
         let p = Path::new("x");
         let ints = |v: &[i64]| {
-            Value::List(std::rc::Rc::new(std::cell::RefCell::new(crate::pickle::Items(
+            Value::List(std::rc::Rc::new(std::cell::RefCell::new(crate::data::pickle::Items(
                 v.iter().map(|&i| Value::Int(i)).collect(),
             ))))
         };

@@ -15,13 +15,13 @@
 //! of BN1's output and its sums, A' the expand's gradients. The narrow block input and output stay whole.
 
 use super::{update_running, Params};
-use crate::arch::BottleneckSpec;
+use crate::exec::graph::layers::BN_EPS;
 use crate::kernels::batchnorm::{self as bn, BackwardCoeffs, Dims, MomentSums, TrainNorm};
 use crate::kernels::dense::{matmul, pointwise_backward_fused};
 use crate::kernels::depthwise::{dot, Geometry, PlaneConv, Prologue};
 use crate::kernels::profile::timed;
 use crate::kernels::{add_assign, image_ranges, lane_sum, simd, uninit_buffer, Act, SharedMut};
-use crate::layers::BN_EPS;
+use crate::model::arch::BottleneckSpec;
 use candle_core::Result;
 use rayon::prelude::*;
 
