@@ -1,11 +1,10 @@
 //! The benchmark engine behind `mobilenetv3 latency`, `mobilenetv3 bench train` and the Latency tab.
 
-use crate::exec::graph::layers::Mode;
 use crate::exec::graph::MobileNetV3;
 use crate::kernels::profile::timed;
 use crate::model::arch::{ModelConfig, INPUT_SIZE};
 use crate::train::optim::{Sgd, SgdConfig};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -83,7 +82,7 @@ pub fn time_inference(
     mut should_stop: impl FnMut(usize) -> bool,
 ) -> candle_core::Result<Option<LatencyRow>> {
     let model = MobileNetV3::new(config, device, 0)?;
-    let runner = model.inference()?;
+    let runner = crate::exec::Inference::new(&model)?;
     let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?.to_device(device)?;
     for i in 0..warmup {
         if should_stop(i) {
@@ -162,26 +161,21 @@ pub fn bench_train(
     let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
     let x_cpu = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
     let x_host = x_cpu.flatten_all()?.to_vec1::<f32>()?;
-    let x = x_cpu.to_device(device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % config.num_classes as u32).collect();
-    let y = Tensor::new(labels.as_slice(), device)?;
     let mut times = Vec::new();
     for i in 0..warmup + steps {
         if i == warmup {
             crate::kernels::profile::take();
         }
         let t = Instant::now();
-        let grads = if engine == Engine::Fast && device.is_cpu() {
-            let out = timed("engine.step", || {
-                crate::exec::train_step::train_step(&model, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)
-            })?;
-            out.grads
-        } else {
-            let logits = timed("model.forward", || model.forward(&x, Mode::Train { seed: i as u64 }))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-            timed("loss.backward", || loss.backward())?
+        let executor = match engine {
+            Engine::Fast => crate::exec::choose(device, crate::exec::Purpose::Train),
+            Engine::Graph => crate::exec::Executor::Graph,
         };
+        let step = timed("engine.step", || {
+            crate::exec::train_step(&model, executor, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)
+        })?;
+        let grads = step.grads;
         timed("sgd.step", || opt.step(&grads))?;
         synchronize(device)?;
         if i >= warmup {

@@ -1,9 +1,12 @@
 //! Classifying image files with a model: the engine behind `mobilenetv3 classify` and the Classify tab.
 
 use crate::data::preprocess;
+use crate::exec::graph::MobileNetV3;
+use crate::exec::Inference;
+use crate::kernels::loss::softmax_in_place;
 use crate::model::arch::INPUT_SIZE;
-use crate::model::weights::LoadedModel;
-use candle_core::D;
+use crate::model::weights::{load_model, LoadOptions, LoadedModel, ModelMeta};
+use candle_core::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -64,17 +67,69 @@ pub fn list_models(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Softmax probabilities for prepared inputs, one row per image.
-pub fn probabilities(model: &LoadedModel, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
-    let mut rows = Vec::with_capacity(inputs.len());
-    let runner = model.model.inference()?;
-    for chunk in inputs.chunks(64) {
-        let x = preprocess::batch(chunk, INPUT_SIZE, model.model.device())?;
-        let logits = runner.forward(&x)?;
-        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
-        rows.extend(probs.to_vec2::<f32>()?);
+/// A model ready to classify images: its inference executor (chosen for its device by [`crate::exec::choose`]),
+/// its class names and its normalisation. The CLI, the app and `evaluate` all classify through this, on slices.
+pub struct Classifier {
+    inference: Inference<MobileNetV3>,
+    pub meta: ModelMeta,
+}
+
+impl Classifier {
+    pub fn new(loaded: LoadedModel) -> candle_core::Result<Self> {
+        Ok(Classifier { inference: Inference::new(loaded.model)?, meta: loaded.meta })
     }
-    Ok(rows)
+
+    /// Loads a weight file (any format [`crate::model::weights::load_model`] reads) for classification.
+    pub fn load(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Self, String> {
+        let loaded = load_model(path, device, opts).map_err(|e| e.to_string())?;
+        Self::new(loaded).map_err(|e| e.to_string())
+    }
+
+    /// The normalised 32x32 input of a decoded image.
+    pub fn prepare(&self, img: &image::DynamicImage) -> Vec<f32> {
+        prepare_image(&self.meta, img)
+    }
+
+    /// Softmax probabilities for prepared inputs, one row per image (in batches of 64).
+    pub fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let classes = self.meta.config.num_classes;
+        let mut rows = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(64) {
+            let x: Vec<f32> = chunk.concat();
+            let logits = self.inference.logits(&x, chunk.len(), INPUT_SIZE)?;
+            for row in logits.chunks(classes) {
+                let mut p = row.to_vec();
+                softmax_in_place(&mut p);
+                rows.push(p);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The top-k predictions for one decoded image.
+    pub fn classify_image(&self, img: &image::DynamicImage, k: usize) -> candle_core::Result<Vec<Prediction>> {
+        let probs = self.probabilities(&[self.prepare(img)])?;
+        Ok(top_k(&probs[0], &self.meta.class_names, k))
+    }
+
+    /// Classifies files; a file that cannot be read gets an error result and the others still run.
+    pub fn classify_files(&self, files: &[PathBuf], k: usize) -> candle_core::Result<Vec<FileResult>> {
+        let prepared: Vec<Result<Vec<f32>, String>> =
+            files.iter().map(|p| preprocess::decode(p).map(|img| self.prepare(&img))).collect();
+        let ok: Vec<Vec<f32>> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let mut probs = self.probabilities(&ok)?.into_iter();
+        Ok(files
+            .iter()
+            .zip(prepared)
+            .map(|(path, r)| FileResult {
+                path: path.clone(),
+                outcome: match r {
+                    Ok(_) => Ok(top_k(&probs.next().unwrap_or_default(), &self.meta.class_names, k)),
+                    Err(e) => Err(e),
+                },
+            })
+            .collect())
+    }
 }
 
 /// The k most likely classes of one probability row.
@@ -92,47 +147,7 @@ pub fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction>
 }
 
 /// Normalised input for an already decoded image.
-pub fn prepare_image(meta: &crate::model::weights::ModelMeta, img: &image::DynamicImage) -> Vec<f32> {
+pub fn prepare_image(meta: &ModelMeta, img: &image::DynamicImage) -> Vec<f32> {
     let rgb = preprocess::resize_rgb(img, INPUT_SIZE as u32);
     preprocess::normalise(&rgb, meta.mean, meta.std)
-}
-
-/// Top-k predictions of one prepared image with a CPU inference plan.
-pub fn predict(
-    plan: &crate::exec::inference::InferencePlan,
-    meta: &crate::model::weights::ModelMeta,
-    input: &[f32],
-    k: usize,
-) -> Vec<Prediction> {
-    let logits = plan.forward(input, 1, INPUT_SIZE);
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    let probs: Vec<f32> = exp.iter().map(|e| e / sum).collect();
-    top_k(&probs, &meta.class_names, k)
-}
-
-/// Prepares one file for the model.
-pub fn prepare(model: &LoadedModel, path: &Path) -> Result<Vec<f32>, String> {
-    let img = preprocess::decode(path)?;
-    let rgb = preprocess::resize_rgb(&img, INPUT_SIZE as u32);
-    Ok(preprocess::normalise(&rgb, model.meta.mean, model.meta.std))
-}
-
-/// Classifies files; a file that cannot be read gets an error result and the others still run.
-pub fn classify_files(model: &LoadedModel, files: &[PathBuf], k: usize) -> candle_core::Result<Vec<FileResult>> {
-    let prepared: Vec<Result<Vec<f32>, String>> = files.iter().map(|p| prepare(model, p)).collect();
-    let ok: Vec<Vec<f32>> = prepared.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let mut probs = probabilities(model, &ok)?.into_iter();
-    Ok(files
-        .iter()
-        .zip(prepared)
-        .map(|(path, r)| FileResult {
-            path: path.clone(),
-            outcome: match r {
-                Ok(_) => Ok(top_k(&probs.next().unwrap_or_default(), &model.meta.class_names, k)),
-                Err(e) => Err(e),
-            },
-        })
-        .collect())
 }

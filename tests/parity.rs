@@ -121,7 +121,8 @@ fn engine_parity(case: &str) {
     let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let labels: Vec<u32> = io["labels"].to_vec1::<i64>().unwrap().iter().map(|v| *v as u32).collect();
     let side = io["input"].dim(3).unwrap();
-    let out = mobilenetv3::exec::train_step::train_step(model, x, side, &labels, 0.0, 0).unwrap();
+    let out =
+        mobilenetv3::exec::train_step::train_step(model.spec(), model.params(), x, side, &labels, 0.0, 0).unwrap();
     let logits = Tensor::from_vec(out.logits, (labels.len(), 100), &Device::Cpu).unwrap();
     let d = max_abs_diff(&logits, &io["logits_train"]);
     assert!(d < 1e-4, "{case}: engine train-mode logits differ from PyTorch by {d}");
@@ -175,7 +176,7 @@ fn inference_plan_matches_pytorch() {
             load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default())
                 .unwrap();
         let io = io(case);
-        let logits = loaded.model.inference().unwrap().forward(&io["input"]).unwrap();
+        let logits = mobilenetv3::exec::Inference::new(&loaded.model).unwrap().forward(&io["input"]).unwrap();
         let d = max_abs_diff(&logits, &io["logits_eval"]);
         assert!(d < 1e-4, "{case}: inference plan differs from PyTorch by {d}");
     }
@@ -192,7 +193,8 @@ fn inference_plan_groupings_match_pytorch() {
         let io = io(case);
         let (n, _, side, _) = io["input"].dims4().unwrap();
         let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let plan = mobilenetv3::exec::inference::InferencePlan::new(&loaded.model).unwrap();
+        let plan =
+            mobilenetv3::exec::inference::InferencePlan::new(loaded.model.spec(), loaded.model.params()).unwrap();
         for group in [1, 3, n] {
             let logits = Tensor::from_vec(plan.forward_in_groups(&x, n, side, group), (n, 100), &Device::Cpu).unwrap();
             let d = max_abs_diff(&logits, &io["logits_eval"]);

@@ -4,11 +4,11 @@
 //! is caught and reported as an error event, so the UI never waits for an answer that will not come.
 
 use crate::bench::{self, LatencyRow};
+use crate::classify::Classifier;
 use crate::classify::{self, Prediction};
 use crate::data::preprocess;
 use crate::device;
-use crate::exec::inference::InferencePlan;
-use crate::model::weights::{self, LoadOptions, ModelMeta};
+use crate::model::weights::{self, LoadOptions};
 use crate::train::{self, TrainConfig, TrainControl, TrainEvent};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -225,8 +225,7 @@ impl Notifier {
 /// The loaded model, ready to run.
 struct Ready {
     path: PathBuf,
-    plan: InferencePlan,
-    meta: ModelMeta,
+    classifier: Classifier,
 }
 
 struct WorkerState {
@@ -283,13 +282,11 @@ impl WorkerState {
 
     fn load(&mut self, path: &Path) {
         self.model = None;
-        let loaded = weights::load_model(path, &candle_core::Device::Cpu, &LoadOptions::default())
-            .map_err(|e| e.to_string())
-            .and_then(|m| Ok((InferencePlan::new(&m.model).map_err(|e| e.to_string())?, m.meta)));
-        match loaded {
-            Ok((plan, meta)) => {
-                let name = meta.config.name();
-                self.model = Some(Ready { path: path.to_path_buf(), plan, meta });
+        // The app classifies on the CPU (the inference plan), whatever device training uses.
+        match Classifier::load(path, &candle_core::Device::Cpu, &LoadOptions::default()) {
+            Ok(classifier) => {
+                let name = classifier.meta.config.name();
+                self.model = Some(Ready { path: path.to_path_buf(), classifier });
                 self.events.send(Event::ModelLoaded { path: path.to_path_buf(), name });
             }
             Err(error) => {
@@ -311,10 +308,7 @@ impl WorkerState {
             let (model_path, outcome) = match (&self.model, decoded) {
                 (None, _) => continue,
                 (Some(m), Err(e)) => (m.path.clone(), Err(e)),
-                (Some(m), Ok(img)) => {
-                    let input = classify::prepare_image(&m.meta, &img);
-                    (m.path.clone(), Ok(classify::predict(&m.plan, &m.meta, &input, 5)))
-                }
+                (Some(m), Ok(img)) => (m.path.clone(), m.classifier.classify_image(&img, 5).map_err(|e| e.to_string())),
             };
             // With MBV3_VERBOSE=1, one log line per image: what scripts (and the real-window check) read.
             if verbose() {

@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
-use mobilenetv3::classify::{self, FileResult};
-use mobilenetv3::model::weights::{self, LoadOptions};
+use mobilenetv3::classify::{self, Classifier, FileResult};
+use mobilenetv3::model::weights::LoadOptions;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,25 +51,25 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     let mut failed = false;
     let mut json_rows = Vec::new();
     for (mi, model_path) in models.iter().enumerate() {
-        let loaded = match weights::load_model(model_path, &candle_core::Device::Cpu, &opts) {
-            Ok(m) => m,
+        let classifier = match Classifier::load(model_path, &candle_core::Device::Cpu, &opts) {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;
                 continue;
             }
         };
-        let results = classify::classify_files(&loaded, &files, k)?;
+        let results = classifier.classify_files(&files, k)?;
         if a.json {
             for r in &results {
-                json_rows.push(json_row(r, models.len() > 1, &loaded.path));
+                json_rows.push(json_row(r, models.len() > 1, model_path));
             }
         } else {
             if models.len() > 1 {
                 if mi > 0 {
                     println!();
                 }
-                println!("== {} ({})", model_path.display(), loaded.meta.config.name());
+                println!("== {} ({})", model_path.display(), classifier.meta.config.name());
             }
             let width = files.iter().map(|f| display_name(f).len()).max().unwrap_or(0);
             for r in &results {

@@ -2,13 +2,13 @@
 //! mean * s with s = gamma / sqrt(var + eps)), activations fused into the kernels' epilogues, weights read
 //! from the parameter store once. Same numbers as PyTorch's eval mode (tests/parity.rs).
 
-use crate::exec::graph::layers::BN_EPS;
-use crate::exec::graph::MobileNetV3;
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward, pointwise_forward_with};
 use crate::kernels::depthwise::{self as dw, dot, Geometry};
 use crate::kernels::{add_assign, lane_sum, simd, Act};
-use crate::model::arch::ArchSpec;
+use crate::model::arch::{ArchSpec, BN_EPS};
+use crate::model::names::{self, ConvBnNames};
+use crate::model::params::ParamStore;
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -51,14 +51,11 @@ pub struct InferencePlan {
     b4: Vec<f32>,
 }
 
-fn read(model: &MobileNetV3, name: &str) -> Result<Vec<f32>> {
-    model.params().tensor(name).flatten_all()?.to_vec1::<f32>()
-}
-
-fn fold(model: &MobileNetV3, conv: &str, bn: &str) -> Result<Folded> {
-    let mut w = read(model, conv)?;
-    let (g, b) = (read(model, &format!("{bn}.weight"))?, read(model, &format!("{bn}.bias"))?);
-    let (m, v) = (read(model, &format!("{bn}.running_mean"))?, read(model, &format!("{bn}.running_var"))?);
+fn fold(store: &ParamStore, layer: &ConvBnNames) -> Result<Folded> {
+    let mut w = store.values(&layer.weight)?;
+    let bn = &layer.bn;
+    let (g, b) = (store.values(&bn.weight)?, store.values(&bn.bias)?);
+    let (m, v) = (store.values(&bn.running_mean)?, store.values(&bn.running_var)?);
     let o = g.len();
     let per = w.len() / o;
     let mut bias = vec![0f32; o];
@@ -71,17 +68,20 @@ fn fold(model: &MobileNetV3, conv: &str, bn: &str) -> Result<Folded> {
 }
 
 impl InferencePlan {
-    pub fn new(model: &MobileNetV3) -> Result<Self> {
-        let spec = model.spec().clone();
+    /// The plan for the network `spec` with the weights in `store` (read once; later changes to the store are
+    /// not seen).
+    pub fn new(spec: &ArchSpec, store: &ParamStore) -> Result<Self> {
+        let spec = spec.clone();
         let mut blocks = Vec::new();
         for (i, b) in spec.blocks.iter().enumerate() {
-            let p = format!("bottlenecks_1.{i}");
+            let n = names::block(i);
             let se = if b.squeeze_excite {
+                let se = &n.squeeze_excite;
                 Some(SqueezeExcite {
-                    w1: read(model, &format!("{p}.se_block.conv_0.1.weight"))?,
-                    b1: read(model, &format!("{p}.se_block.conv_0.1.bias"))?,
-                    w2: read(model, &format!("{p}.se_block.conv_1.0.weight"))?,
-                    b2: read(model, &format!("{p}.se_block.conv_1.0.bias"))?,
+                    w1: store.values(&se.reduce.weight)?,
+                    b1: store.values(&se.reduce.bias)?,
+                    w2: store.values(&se.expand.weight)?,
+                    b2: store.values(&se.expand.bias)?,
                     mid: b.se_hidden,
                 })
             } else {
@@ -95,19 +95,19 @@ impl InferencePlan {
                 stride: b.stride,
                 act: Act::from(b.act),
                 residual: b.residual(),
-                expand: fold(model, &format!("{p}.pointwise_0.0.weight"), &format!("{p}.pointwise_0.1"))?,
-                depthwise: fold(model, &format!("{p}.depthwise_1.0.weight"), &format!("{p}.depthwise_1.1"))?,
+                expand: fold(store, &n.expand)?,
+                depthwise: fold(store, &n.depthwise)?,
                 se,
-                project: fold(model, &format!("{p}.pointwise_2.0.weight"), &format!("{p}.pointwise_2.1"))?,
+                project: fold(store, &n.project)?,
             });
         }
         Ok(InferencePlan {
-            stem: fold(model, "conv_0.0.weight", "conv_0.1")?,
-            last: fold(model, "conv_2.0.weight", "conv_2.1")?,
-            w3: read(model, "conv_3.1.weight")?,
-            b3: read(model, "conv_3.1.bias")?,
-            w4: read(model, "conv_4.weight")?,
-            b4: read(model, "conv_4.bias")?,
+            stem: fold(store, &names::stem())?,
+            last: fold(store, &names::last_conv())?,
+            w3: store.values(&names::hidden().weight)?,
+            b3: store.values(&names::hidden().bias)?,
+            w4: store.values(&names::classifier().weight)?,
+            b4: store.values(&names::classifier().bias)?,
             blocks,
             spec,
         })
@@ -160,7 +160,7 @@ impl InferencePlan {
         // Stem: 3x3 conv as im2col + matrix product, bias + hswish in place.
         let g = Geometry { n, c: 3, h: side, w: side, k: 3, stride: spec.initial_stride, pad: 1 };
         let (oh, ow) = (g.out_h(), g.out_w());
-        let cols = crate::exec::train_step::im2col(x, &g);
+        let cols = crate::kernels::dense::im2col(x, &g);
         let mut a = pointwise(&cols, &self.stem.w, 27, spec.stem_out, oh * ow);
         bn::bias_act_inplace(&Dims { n, c: spec.stem_out, hw: oh * ow }, &mut a, &self.stem.b, Act::HardSwish);
         let mut side = oh;

@@ -12,3 +12,119 @@
 pub mod graph;
 pub mod inference;
 pub mod train_step;
+
+use crate::exec::graph::layers::Mode;
+use crate::exec::graph::MobileNetV3;
+use crate::exec::inference::InferencePlan;
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Result, Tensor, D};
+use std::borrow::Borrow;
+
+/// What the network is run for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Train,
+    Infer,
+}
+
+/// One of the three executors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    Graph,
+    TrainStep,
+    InferencePlan,
+}
+
+/// The one place that decides which executor runs a purpose on a device: the hand-written paths on the CPU,
+/// the graph everywhere else.
+pub fn choose(device: &Device, purpose: Purpose) -> Executor {
+    match (device.is_cpu(), purpose) {
+        (true, Purpose::Train) => Executor::TrainStep,
+        (true, Purpose::Infer) => Executor::InferencePlan,
+        (false, _) => Executor::Graph,
+    }
+}
+
+/// A network ready for inference with the executor [`choose`] picks for its device. `M` is the model, owned
+/// ([`crate::classify::Classifier`]) or borrowed (evaluation of a model in training).
+pub enum Inference<M: Borrow<MobileNetV3>> {
+    Plan { plan: Box<InferencePlan>, classes: usize },
+    Graph(M),
+}
+
+impl<M: Borrow<MobileNetV3>> Inference<M> {
+    pub fn new(model: M) -> Result<Self> {
+        let m = model.borrow();
+        Ok(match choose(m.device(), Purpose::Infer) {
+            Executor::InferencePlan => Inference::Plan {
+                plan: Box::new(InferencePlan::new(m.spec(), m.params())?),
+                classes: m.spec().num_classes,
+            },
+            _ => Inference::Graph(model),
+        })
+    }
+
+    /// Logits (n x classes, row-major) for n normalised images of `side` x `side` on the host.
+    pub fn logits(&self, x: &[f32], n: usize, side: usize) -> Result<Vec<f32>> {
+        match self {
+            Inference::Plan { plan, .. } => Ok(plan.forward(x, n, side)),
+            Inference::Graph(model) => {
+                let model = model.borrow();
+                let t = Tensor::from_slice(x, (n, 3, side, side), model.device())?;
+                model.forward(&t, Mode::Eval)?.flatten_all()?.to_vec1::<f32>()
+            }
+        }
+    }
+
+    /// Logits (n, classes) for normalised images (n, 3, h, h) on the model's device.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Inference::Plan { plan, classes } => {
+                let (n, _, h, _) = x.dims4()?;
+                let data = x.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(plan.forward(&data, n, h), (n, *classes), x.device())
+            }
+            Inference::Graph(model) => model.borrow().forward(x, Mode::Eval),
+        }
+    }
+}
+
+/// What one training step produced, whichever executor ran it.
+pub struct Step {
+    pub loss: f32,
+    /// The arg-max class of each image.
+    pub predictions: Vec<u32>,
+    /// Gradients of the trainable parameters, keyed by their `Var`s (ready for the optimizer).
+    pub grads: GradStore,
+}
+
+/// One training step of `model` (forward in train mode, cross-entropy with label smoothing, backward) on n
+/// normalised images of `side` x `side`, with `executor` (normally [`choose`]`(device, Purpose::Train)`; the
+/// benchmarks pick the graph on the CPU to compare). Running statistics are updated in the model's store.
+pub fn train_step(
+    model: &MobileNetV3,
+    executor: Executor,
+    images: Vec<f32>,
+    side: usize,
+    labels: &[u32],
+    smoothing: f32,
+    dropout_seed: u64,
+) -> Result<Step> {
+    if executor == Executor::TrainStep && model.device().is_cpu() {
+        let out = train_step::train_step(model.spec(), model.params(), images, side, labels, smoothing, dropout_seed)?;
+        let classes = model.spec().num_classes;
+        let predictions = out.logits.chunks(classes).map(|r| argmax(r) as u32).collect();
+        return Ok(Step { loss: out.loss, predictions, grads: out.grads });
+    }
+    let dev = model.device();
+    let x = Tensor::from_vec(images, (labels.len(), 3, side, side), dev)?;
+    let y = Tensor::new(labels, dev)?;
+    let logits = model.forward(&x, Mode::Train { seed: dropout_seed })?;
+    let loss = graph::cross_entropy(&logits, &y, smoothing as f64)?;
+    let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok(Step { loss: loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?, predictions, grads: loss.backward()? })
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
+}

@@ -157,6 +157,52 @@ pub fn pointwise_backward_fused(
     }
 }
 
+/// Columns of a 3x3 convolution's input, per image: (c * 9) x (oh * ow), for the stem's matrix product.
+pub fn im2col(x: &[f32], g: &super::depthwise::Geometry) -> Vec<f32> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let rows = g.c * g.k * g.k;
+    let mut cols = vec![0f32; g.n * rows * oh * ow];
+    cols.par_chunks_mut(rows * oh * ow).enumerate().for_each(|(img, out)| {
+        for ch in 0..g.c {
+            let plane = &x[(img * g.c + ch) * g.h * g.w..(img * g.c + ch + 1) * g.h * g.w];
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let row = &mut out[((ch * g.k + ky) * g.k + kx) * oh * ow..][..oh * ow];
+                    for oy in 0..oh {
+                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        for ox in 0..ow {
+                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                            if ix >= 0 && ix < g.w as isize {
+                                row[oy * ow + ox] = plane[iy as usize * g.w + ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    cols
+}
+
+/// Adds `bias` to every row of the row-major matrix `m`.
+pub fn add_bias_rows(m: &mut [f32], bias: &[f32]) {
+    for row in m.chunks_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// The sum of each column of the row-major matrix `m` (a bias gradient).
+pub fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let mut s = vec![0f32; cols];
+    for row in m.chunks(cols) {
+        s.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

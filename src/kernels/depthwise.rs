@@ -8,32 +8,10 @@
 //! (8x8 planes) therefore still run in long vector loops.
 
 use super::depthwise_rows::{Lane16, RowPlan};
+pub use super::plane::{Geometry, Prologue};
 use super::{hsum, Act};
 use rayon::prelude::*;
 use std::cell::RefCell;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Geometry {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
-
-impl Geometry {
-    pub fn out_h(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
-    }
-    pub fn out_w(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
-    }
-    pub fn out_len(&self) -> usize {
-        self.n * self.c * self.out_h() * self.out_w()
-    }
-}
 
 /// How a plane is laid into source buffers and where each tap reads.
 struct Plan {
@@ -317,39 +295,6 @@ fn correlate_block<const B: usize, const FMA: bool>(
         }
     }
     acc[at..at + B].copy_from_slice(&a);
-}
-
-/// A per-channel affine map and activation applied to a depthwise input plane as it is read,
-/// act(z * scale + shift): the preceding layer's BatchNorm (or folded bias), so that its output is never
-/// written out in full.
-#[derive(Clone, Copy, Debug)]
-pub struct Prologue {
-    pub scale: f32,
-    pub shift: f32,
-    pub act: Act,
-}
-
-impl Prologue {
-    /// The plane the kernel reads: `z` itself, or `pre` applied to it in `scratch`.
-    #[inline(always)]
-    fn input<'a>(pre: Option<Prologue>, z: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
-        match pre {
-            Some(pre) => {
-                pre.apply(z, scratch);
-                scratch
-            }
-            None => z,
-        }
-    }
-
-    /// y = act(z * scale + shift), elementwise.
-    #[inline(always)]
-    fn apply(&self, z: &[f32], y: &mut [f32]) {
-        let (a, b, act) = (self.scale, self.shift, self.act);
-        for (o, v) in y.iter_mut().zip(z) {
-            *o = act.apply(v * a + b);
-        }
-    }
 }
 
 /// y = act(depthwise(x, w) + bias). x: n*c*h*w, w: c*k*k, y: n*c*oh*ow.

@@ -12,7 +12,7 @@
 //! shifted rows). The input gradient is, at stride 1, the forward of the output gradient with the filter rotated
 //! by 180 degrees; at stride 2, the same sums over gradient rows first spread onto the even pixels.
 
-use super::depthwise::{Geometry, Prologue};
+use super::plane::{Geometry, Prologue};
 use super::Act;
 
 /// Sixteen floats on a 64-byte boundary: one row vector of the shifted-row buffer.

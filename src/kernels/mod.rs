@@ -17,6 +17,8 @@ pub mod batchnorm;
 pub mod dense;
 pub mod depthwise;
 pub(crate) mod depthwise_rows;
+pub mod loss;
+pub mod plane;
 pub mod profile;
 
 /// The activation fused into a kernel.

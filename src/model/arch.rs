@@ -3,8 +3,13 @@
 //!
 //! Nothing here touches tensors; the model, the weight loader and `info` all read the same [`ArchSpec`].
 
+use super::names;
 use serde::Serialize;
 use std::fmt;
+
+/// BatchNorm's epsilon and running-statistics momentum, as PyTorch's defaults (the reference keeps them).
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
 
 /// The two networks of "Searching for MobileNetV3" (Howard et al. 2019).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -202,6 +207,8 @@ pub struct ArchSpec {
     /// Hidden width of the head (1024 / 1280); not width-scaled.
     pub hidden: usize,
     pub num_classes: usize,
+    /// Dropout probability before the classifier, in training.
+    pub dropout: f32,
 }
 
 /// What a state_dict entry holds; decides how it is initialised, trained and checked.
@@ -281,62 +288,71 @@ impl ArchSpec {
             last_out: scale(last_out, w),
             hidden,
             num_classes: cfg.num_classes,
+            dropout: cfg.dropout,
         }
     }
 
     /// Every tensor of the PyTorch state_dict, in its order.
     pub fn tensors(&self) -> Vec<TensorSpec> {
         let mut out = Vec::new();
-        let conv = |out: &mut Vec<TensorSpec>, name: String, o: usize, i: usize, k: usize, used: bool| {
+        let conv = |out: &mut Vec<TensorSpec>, name: &str, o: usize, i: usize, k: usize, used: bool| {
             out.push(TensorSpec {
-                name,
+                name: name.to_string(),
                 shape: vec![o, i, k, k],
                 role: TensorRole::ConvWeight { fan_out: o * k * k },
                 used,
             })
         };
-        fn bias(out: &mut Vec<TensorSpec>, name: String, c: usize, fan_in: usize, used: bool) {
-            out.push(TensorSpec { name, shape: vec![c], role: TensorRole::ConvBias { fan_in }, used });
+        fn bias(out: &mut Vec<TensorSpec>, name: &str, c: usize, fan_in: usize, used: bool) {
+            out.push(TensorSpec {
+                name: name.to_string(),
+                shape: vec![c],
+                role: TensorRole::ConvBias { fan_in },
+                used,
+            });
         }
-        fn bn(out: &mut Vec<TensorSpec>, prefix: &str, c: usize) {
+        fn bn(out: &mut Vec<TensorSpec>, n: &names::BnNames, c: usize) {
             let roles = [
-                ("weight", TensorRole::BnWeight),
-                ("bias", TensorRole::BnBias),
-                ("running_mean", TensorRole::BnRunningMean),
-                ("running_var", TensorRole::BnRunningVar),
+                (&n.weight, TensorRole::BnWeight),
+                (&n.bias, TensorRole::BnBias),
+                (&n.running_mean, TensorRole::BnRunningMean),
+                (&n.running_var, TensorRole::BnRunningVar),
             ];
-            for (n, role) in roles {
-                out.push(TensorSpec { name: format!("{prefix}.{n}"), shape: vec![c], role, used: true });
+            for (name, role) in roles {
+                out.push(TensorSpec { name: name.clone(), shape: vec![c], role, used: true });
             }
             out.push(TensorSpec {
-                name: format!("{prefix}.num_batches_tracked"),
+                name: n.num_batches_tracked.clone(),
                 shape: vec![],
                 role: TensorRole::BnBatchCount,
                 used: true,
             });
         }
-        conv(&mut out, "conv_0.0.weight".into(), self.stem_out, 3, 3, true);
-        bn(&mut out, "conv_0.1", self.stem_out);
+        let stem = names::stem();
+        conv(&mut out, &stem.weight, self.stem_out, 3, 3, true);
+        bn(&mut out, &stem.bn, self.stem_out);
         for (i, b) in self.blocks.iter().enumerate() {
-            let p = format!("bottlenecks_1.{i}");
-            conv(&mut out, format!("{p}.pointwise_0.0.weight"), b.expanded, b.in_c, 1, true);
-            bn(&mut out, &format!("{p}.pointwise_0.1"), b.expanded);
-            conv(&mut out, format!("{p}.depthwise_1.0.weight"), b.expanded, 1, b.kernel, true);
-            bn(&mut out, &format!("{p}.depthwise_1.1"), b.expanded);
-            let se = b.squeeze_excite;
-            conv(&mut out, format!("{p}.se_block.conv_0.1.weight"), b.se_hidden, b.expanded, 1, se);
-            bias(&mut out, format!("{p}.se_block.conv_0.1.bias"), b.se_hidden, b.expanded, se);
-            conv(&mut out, format!("{p}.se_block.conv_1.0.weight"), b.expanded, b.se_hidden, 1, se);
-            bias(&mut out, format!("{p}.se_block.conv_1.0.bias"), b.expanded, b.se_hidden, se);
-            conv(&mut out, format!("{p}.pointwise_2.0.weight"), b.out_c, b.expanded, 1, true);
-            bn(&mut out, &format!("{p}.pointwise_2.1"), b.out_c);
+            let n = names::block(i);
+            conv(&mut out, &n.expand.weight, b.expanded, b.in_c, 1, true);
+            bn(&mut out, &n.expand.bn, b.expanded);
+            conv(&mut out, &n.depthwise.weight, b.expanded, 1, b.kernel, true);
+            bn(&mut out, &n.depthwise.bn, b.expanded);
+            let (se, used) = (&n.squeeze_excite, b.squeeze_excite);
+            conv(&mut out, &se.reduce.weight, b.se_hidden, b.expanded, 1, used);
+            bias(&mut out, &se.reduce.bias, b.se_hidden, b.expanded, used);
+            conv(&mut out, &se.expand.weight, b.expanded, b.se_hidden, 1, used);
+            bias(&mut out, &se.expand.bias, b.expanded, b.se_hidden, used);
+            conv(&mut out, &n.project.weight, b.out_c, b.expanded, 1, true);
+            bn(&mut out, &n.project.bn, b.out_c);
         }
-        conv(&mut out, "conv_2.0.weight".into(), self.last_out, self.last_in, 1, true);
-        bn(&mut out, "conv_2.1", self.last_out);
-        conv(&mut out, "conv_3.1.weight".into(), self.hidden, self.last_out, 1, true);
-        bias(&mut out, "conv_3.1.bias".into(), self.hidden, self.last_out, true);
-        conv(&mut out, "conv_4.weight".into(), self.num_classes, self.hidden, 1, true);
-        bias(&mut out, "conv_4.bias".into(), self.num_classes, self.hidden, true);
+        let last = names::last_conv();
+        conv(&mut out, &last.weight, self.last_out, self.last_in, 1, true);
+        bn(&mut out, &last.bn, self.last_out);
+        let (hidden, classifier) = (names::hidden(), names::classifier());
+        conv(&mut out, &hidden.weight, self.hidden, self.last_out, 1, true);
+        bias(&mut out, &hidden.bias, self.hidden, self.last_out, true);
+        conv(&mut out, &classifier.weight, self.num_classes, self.hidden, 1, true);
+        bias(&mut out, &classifier.bias, self.num_classes, self.hidden, true);
         out
     }
 
@@ -353,7 +369,7 @@ impl ArchSpec {
         let mut s = size;
         let s0 = conv_out(s, 3, self.initial_stride);
         rows.push(LayerRow::new(
-            "conv_0",
+            names::STEM_LAYER,
             "conv3x3 + BN + hswish",
             (3, s),
             (self.stem_out, s0),
@@ -385,11 +401,11 @@ impl ArchSpec {
                 if b.residual() { " +res" } else { "" },
                 act
             );
-            rows.push(LayerRow::new(&format!("bottlenecks_1.{i}"), &kind, (b.in_c, s), (b.out_c, so), params, macs));
+            rows.push(LayerRow::new(&names::block_label(i), &kind, (b.in_c, s), (b.out_c, so), params, macs));
             s = so;
         }
         rows.push(LayerRow::new(
-            "conv_2",
+            names::LAST_LAYER,
             "conv1x1 + BN + hswish",
             (self.last_in, s),
             (self.last_out, s),
@@ -397,7 +413,7 @@ impl ArchSpec {
             s * s * self.last_in * self.last_out,
         ));
         rows.push(LayerRow::new(
-            "conv_3",
+            names::HIDDEN_LAYER,
             "pool + conv1x1 + hswish",
             (self.last_out, s),
             (self.hidden, 1),
@@ -405,7 +421,7 @@ impl ArchSpec {
             self.last_out * self.hidden,
         ));
         rows.push(LayerRow::new(
-            "conv_4",
+            names::CLASSIFIER_LAYER,
             "dropout + conv1x1 (classifier)",
             (self.hidden, 1),
             (self.num_classes, 1),

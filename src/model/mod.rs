@@ -3,6 +3,7 @@
 //! ([`params`]) and weight files ([`weights`], with PyTorch checkpoints read by [`pth`]).
 
 pub mod arch;
+pub mod names;
 pub mod params;
 pub mod pth;
 pub mod weights;

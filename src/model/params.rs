@@ -3,7 +3,8 @@
 //! Layers keep clones of these `Var`s (they share storage), so an optimizer step or a weight load through the
 //! store is seen by the model at once.
 
-use crate::model::arch::{ArchSpec, TensorRole, TensorSpec};
+use crate::model::arch::{ArchSpec, TensorRole, TensorSpec, BN_MOMENTUM};
+use crate::model::names::BnNames;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -121,6 +122,37 @@ impl ParamStore {
         }
         Ok(())
     }
+}
+
+impl ParamStore {
+    /// A parameter's values as a host vector (what the CPU executors read).
+    pub fn values(&self, name: &str) -> Result<Vec<f32>> {
+        self.var(name).as_tensor().flatten_all()?.to_vec1::<f32>()
+    }
+
+    /// Folds one training batch's statistics into a BatchNorm layer's running statistics.
+    pub fn update_running(&self, names: &BnNames, mean: &[f32], biased_var: &[f32], count: usize) -> Result<()> {
+        let c = mean.len();
+        update_running_stats(
+            [self.var(&names.running_mean), self.var(&names.running_var), self.var(&names.num_batches_tracked)],
+            &Tensor::from_slice(mean, c, &self.device)?,
+            &Tensor::from_slice(biased_var, c, &self.device)?,
+            count as f64,
+        )
+    }
+}
+
+/// running = (1 - m) running + m batch with the unbiased batch variance, and one more batch tracked (as
+/// PyTorch's BatchNorm2d in training). `running` is (mean, var, num_batches_tracked).
+pub fn update_running_stats(running: [&Var; 3], mean: &Tensor, biased_var: &Tensor, count: f64) -> Result<()> {
+    let [running_mean, running_var, batches] = running;
+    let m = BN_MOMENTUM;
+    let unbiased = if count > 1.0 { (biased_var * (count / (count - 1.0)))? } else { biased_var.clone() };
+    running_mean.set(&((running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+    running_var.set(&((running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+    let one = Tensor::ones((), DType::I64, batches.device())?;
+    batches.set(&(batches.as_tensor() + one)?)?;
+    Ok(())
 }
 
 /// A standard normal sample (Box-Muller); keeps initialisation reproducible for a seed on every device.

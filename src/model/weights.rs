@@ -6,6 +6,7 @@ use crate::data::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
 use crate::exec::graph::MobileNetV3;
 use crate::fsutil::write_atomic;
 use crate::model::arch::{self, ArchSpec, ModelConfig, TensorRole, Variant};
+use crate::model::names;
 use crate::model::params::ParamStore;
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
@@ -382,29 +383,24 @@ pub fn detect_config<T: Shaped>(
     name_hint: &str,
 ) -> std::result::Result<ModelConfig, String> {
     let mut blocks = BTreeSet::new();
-    for name in tensors.keys() {
-        if let Some(rest) = name.strip_prefix("bottlenecks_1.") {
-            if let Some(i) = rest.split('.').next().and_then(|i| i.parse::<usize>().ok()) {
-                blocks.insert(i);
-            }
-        }
-    }
+    blocks.extend(tensors.keys().filter_map(|name| names::block_index(name)));
     let variant = match blocks.len() {
         11 => Variant::Small,
         15 => Variant::Large,
-        0 => return Err("no tensors named bottlenecks_1.* (MobileNetV3 state_dict names)".into()),
+        0 => return Err(format!("no tensors named {}* (MobileNetV3 state_dict names)", names::BLOCK_PREFIX)),
         n => return Err(format!("{n} bottlenecks found; MobileNetV3-Small has 11, Large has 15")),
     };
+    let stem_weight = names::stem().weight;
     let stem = tensors
-        .get("conv_0.0.weight")
-        .ok_or("no stem convolution conv_0.0.weight")?
+        .get(&stem_weight)
+        .ok_or_else(|| format!("no stem convolution {stem_weight}"))?
         .shape_dims()
         .first()
         .copied()
         .unwrap_or(0);
     if stem == 0 || stem > MAX_STEM {
         return Err(format!(
-            "the stem convolution conv_0.0.weight has {stem} output channels; MobileNetV3 at widths up to 2 has \
+            "the stem convolution {stem_weight} has {stem} output channels; MobileNetV3 at widths up to 2 has \
              1 to {MAX_STEM}"
         ));
     }
@@ -477,10 +473,12 @@ fn config_of(path: &Path, index: &FileIndex, opts: &LoadOptions) -> Result<Model
         _ => detect_config(&index.tensors, &file_name).map_err(unrecognised)?,
     };
     config.initial_stride = h_si.or(opts.initial_stride).unwrap_or(1);
-    if let Some(classes) = index.tensors.get("conv_4.bias").and_then(|t| t.shape.first().copied()) {
+    let classifier = names::classifier();
+    if let Some(classes) = index.tensors.get(&classifier.bias).and_then(|t| t.shape.first().copied()) {
         if !(1..=MAX_CLASSES).contains(&classes) {
             return Err(unrecognised(format!(
-                "the classifier conv_4 has {classes} outputs; 1 to {MAX_CLASSES} are supported"
+                "the classifier {} has {classes} outputs; 1 to {MAX_CLASSES} are supported",
+                names::CLASSIFIER_LAYER
             )));
         }
         config.num_classes = classes;

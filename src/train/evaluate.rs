@@ -5,7 +5,6 @@ use crate::data::{self, Augment, Split};
 use crate::exec::graph::MobileNetV3;
 use crate::model::arch::INPUT_SIZE;
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -37,17 +36,6 @@ pub struct Mistake {
 /// How many of the most confident mistakes an evaluation keeps.
 pub const MISTAKES_KEPT: usize = 32;
 
-/// Cross-entropy with optional label smoothing: (1 - e) * nll + e * mean over classes of -log p.
-pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> candle_core::Result<Tensor> {
-    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let nll = log_p.gather(&labels.unsqueeze(1)?, 1)?.neg()?.mean_all()?;
-    if smoothing == 0.0 {
-        return Ok(nll);
-    }
-    let uniform = log_p.mean(D::Minus1)?.neg()?.mean_all()?;
-    (nll * (1.0 - smoothing))? + (uniform * smoothing)?
-}
-
 /// Evaluates a model on a split (eval mode, in order).
 pub fn evaluate(
     model: &MobileNetV3,
@@ -72,9 +60,8 @@ pub fn evaluate_with_progress(
             bail!("the model has {classes} classes, but the data has labels up to {max}: it is not a CIFAR-100 model");
         }
     }
-    let device = model.device().clone();
     // Folded once per evaluation: on the CPU the fused inference plan, several times faster than the graph.
-    let inference = model.inference()?;
+    let inference = crate::exec::Inference::new(model)?;
     let mut confusion = vec![vec![0u32; classes]; classes];
     let mut mistakes: Vec<Mistake> = Vec::new();
     let (mut loss_sum, mut top1, mut top5, mut seen) = (0f64, 0usize, 0usize, 0usize);
@@ -83,12 +70,9 @@ pub fn evaluate_with_progress(
             return Ok(None);
         }
         let n = b.labels.len();
-        let x = Tensor::from_vec(b.images, (n, 3, INPUT_SIZE, INPUT_SIZE), &device)?;
-        let y = Tensor::new(b.labels.as_slice(), &device)?;
-        let logits = inference.forward(&x)?;
-        loss_sum += cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64 * n as f64;
-        let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        for (i, (row, &label)) in rows.iter().zip(&b.labels).enumerate() {
+        let logits = inference.logits(&b.images, n, INPUT_SIZE)?;
+        loss_sum += crate::kernels::loss::cross_entropy_sum(&logits, &b.labels, classes);
+        for (i, (row, &label)) in logits.chunks(classes).zip(&b.labels).enumerate() {
             let mut idx: Vec<usize> = (0..row.len()).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             let label = label as usize;

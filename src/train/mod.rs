@@ -19,22 +19,18 @@ pub mod runfiles;
 
 pub use config::{Schedule, SelectBy, TrainConfig};
 pub use dataset::{has_dataset, load_data, open_dataset};
-pub use evaluate::{
-    confusion_csv, cross_entropy, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT,
-};
+pub use evaluate::{confusion_csv, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{TrainControl, TrainEvent};
 pub use history::{EpochRecord, History};
 pub use resume::resume_path;
 
 use crate::data;
 use crate::device;
-use crate::exec::graph::layers::Mode;
 use crate::exec::graph::MobileNetV3;
 use crate::model::arch::{ModelConfig, INPUT_SIZE};
 use crate::model::weights::{self, ModelMeta};
 use crate::train::optim::Sgd;
 use anyhow::{bail, Result};
-use candle_core::{Tensor, D};
 use divergence::{kept, DivergenceGuard};
 use events::wait_while_paused;
 use history::save_history;
@@ -87,6 +83,7 @@ fn run_inner(
         bail!("invalid {field}: {msg}");
     }
     let dev = device::open(&cfg.device)?;
+    let executor = crate::exec::choose(&dev, crate::exec::Purpose::Train);
     let ds = load_data(&cfg)?;
     if ds.train.len() < cfg.batch_size {
         bail!("only {} training images for a batch of {}", ds.train.len(), cfg.batch_size);
@@ -180,27 +177,16 @@ fn run_inner(
             let n = b.labels.len();
             let global = (epoch * steps_per_epoch + b.index) as u64;
             let dropout_seed = cfg.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (loss_v, pred, grads) = if dev.is_cpu() {
-                // The hand-written CPU step (same numbers as the graph, a fraction of the memory traffic).
-                let out = crate::exec::train_step::train_step(
-                    &model,
-                    b.images,
-                    INPUT_SIZE,
-                    &b.labels,
-                    cfg.label_smoothing as f32,
-                    dropout_seed,
-                )?;
-                let classes = cfg.model.num_classes;
-                let pred: Vec<u32> = out.logits.chunks(classes).map(|r| argmax(r) as u32).collect();
-                (out.loss, pred, out.grads)
-            } else {
-                let x = Tensor::from_vec(b.images, (n, 3, INPUT_SIZE, INPUT_SIZE), &dev)?;
-                let y = Tensor::new(b.labels.as_slice(), &dev)?;
-                let logits = model.forward(&x, Mode::Train { seed: dropout_seed })?;
-                let loss = cross_entropy(&logits, &y, cfg.label_smoothing)?;
-                let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-                (loss.to_scalar::<f32>()?, pred, loss.backward()?)
-            };
+            let step = crate::exec::train_step(
+                &model,
+                executor,
+                b.images,
+                INPUT_SIZE,
+                &b.labels,
+                cfg.label_smoothing as f32,
+                dropout_seed,
+            )?;
+            let (loss_v, pred, grads) = (step.loss, step.predictions, step.grads);
             if let Some(what) = divergence.check(loss_v) {
                 history.step_losses.push(loss_v);
                 let e = anyhow::anyhow!(
@@ -308,10 +294,6 @@ pub fn hms(s: f64) -> String {
     } else {
         format!("{:02}:{:02}", s / 60, s % 60)
     }
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
 }
 
 /// What the checkpoint's header says about its training.

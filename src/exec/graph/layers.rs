@@ -5,13 +5,10 @@
 
 use crate::exec::graph::ops;
 use crate::kernels::Act;
-use crate::model::arch::{Activation, BottleneckSpec};
-use crate::model::params::ParamStore;
-use candle_core::{DType, Result, Tensor, Var, D};
-
-/// PyTorch's BatchNorm2d defaults.
-pub const BN_EPS: f64 = 1e-5;
-pub const BN_MOMENTUM: f64 = 0.1;
+use crate::model::arch::{Activation, BottleneckSpec, BN_EPS};
+use crate::model::names::{BnNames, BottleneckNames, ConvBnNames, SqueezeExciteNames};
+use crate::model::params::{update_running_stats, ParamStore};
+use candle_core::{Result, Tensor, Var, D};
 
 /// How a forward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,13 +35,13 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    pub fn new(p: &ParamStore, prefix: &str) -> Self {
+    pub fn new(p: &ParamStore, names: &BnNames) -> Self {
         BatchNorm {
-            weight: p.var(&format!("{prefix}.weight")).clone(),
-            bias: p.var(&format!("{prefix}.bias")).clone(),
-            running_mean: p.var(&format!("{prefix}.running_mean")).clone(),
-            running_var: p.var(&format!("{prefix}.running_var")).clone(),
-            batches_tracked: p.var(&format!("{prefix}.num_batches_tracked")).clone(),
+            weight: p.var(&names.weight).clone(),
+            bias: p.var(&names.bias).clone(),
+            running_mean: p.var(&names.running_mean).clone(),
+            running_var: p.var(&names.running_var).clone(),
+            batches_tracked: p.var(&names.num_batches_tracked).clone(),
         }
     }
 
@@ -63,19 +60,13 @@ impl BatchNorm {
         }
         let (n, _, h, w) = x.dims4()?;
         let (y, mean, var) = ops::batch_norm_act_train(x, self.weight.as_tensor(), self.bias.as_tensor(), act, BN_EPS)?;
-        self.update_running(&mean, &var, (n * h * w) as f64)?;
+        update_running_stats(
+            [&self.running_mean, &self.running_var, &self.batches_tracked],
+            &mean,
+            &var,
+            (n * h * w) as f64,
+        )?;
         Ok(y)
-    }
-
-    /// running = (1 - m) running + m batch, with the unbiased batch variance (as PyTorch).
-    pub fn update_running(&self, mean: &Tensor, biased_var: &Tensor, count: f64) -> Result<()> {
-        let m = BN_MOMENTUM;
-        let unbiased = if count > 1.0 { (biased_var * (count / (count - 1.0)))? } else { biased_var.clone() };
-        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
-        let one = Tensor::ones((), DType::I64, self.batches_tracked.device())?;
-        self.batches_tracked.set(&(self.batches_tracked.as_tensor() + one)?)?;
-        Ok(())
     }
 }
 
@@ -96,10 +87,10 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub fn new(p: &ParamStore, prefix: &str, stride: usize, groups: usize, act: Option<Activation>) -> Self {
-        let weight = p.var(&format!("{prefix}.0.weight")).clone();
+    pub fn new(p: &ParamStore, names: &ConvBnNames, stride: usize, groups: usize, act: Option<Activation>) -> Self {
+        let weight = p.var(&names.weight).clone();
         let k = weight.dims()[2];
-        ConvBn { weight, bn: BatchNorm::new(p, &format!("{prefix}.1")), stride, padding: (k - 1) / 2, groups, act }
+        ConvBn { weight, bn: BatchNorm::new(p, &names.bn), stride, padding: (k - 1) / 2, groups, act }
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -124,12 +115,12 @@ pub struct SqueezeExcite {
 }
 
 impl SqueezeExcite {
-    pub fn new(p: &ParamStore, prefix: &str) -> Self {
+    pub fn new(p: &ParamStore, names: &SqueezeExciteNames) -> Self {
         SqueezeExcite {
-            reduce_w: p.tensor(&format!("{prefix}.conv_0.1.weight")),
-            reduce_b: p.tensor(&format!("{prefix}.conv_0.1.bias")),
-            expand_w: p.tensor(&format!("{prefix}.conv_1.0.weight")),
-            expand_b: p.tensor(&format!("{prefix}.conv_1.0.bias")),
+            reduce_w: p.tensor(&names.reduce.weight),
+            reduce_b: p.tensor(&names.reduce.bias),
+            expand_w: p.tensor(&names.expand.weight),
+            expand_b: p.tensor(&names.expand.bias),
         }
     }
 
@@ -152,13 +143,13 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    pub fn new(p: &ParamStore, prefix: &str, spec: &BottleneckSpec) -> Self {
+    pub fn new(p: &ParamStore, names: &BottleneckNames, spec: &BottleneckSpec) -> Self {
         Bottleneck {
             spec: spec.clone(),
-            expand: ConvBn::new(p, &format!("{prefix}.pointwise_0"), 1, 1, Some(spec.act)),
-            depthwise: ConvBn::new(p, &format!("{prefix}.depthwise_1"), spec.stride, spec.expanded, Some(spec.act)),
-            se: spec.squeeze_excite.then(|| SqueezeExcite::new(p, &format!("{prefix}.se_block"))),
-            project: ConvBn::new(p, &format!("{prefix}.pointwise_2"), 1, 1, None),
+            expand: ConvBn::new(p, &names.expand, 1, 1, Some(spec.act)),
+            depthwise: ConvBn::new(p, &names.depthwise, spec.stride, spec.expanded, Some(spec.act)),
+            se: spec.squeeze_excite.then(|| SqueezeExcite::new(p, &names.squeeze_excite)),
+            project: ConvBn::new(p, &names.project, 1, 1, None),
         }
     }
 

@@ -4,8 +4,8 @@
 pub mod layers;
 pub mod ops;
 
-use crate::exec::inference::InferencePlan;
 use crate::model::arch::{Activation, ArchSpec, ModelConfig};
+use crate::model::names;
 use crate::model::params::ParamStore;
 use candle_core::{Device, Result, Tensor, D};
 use layers::{Bottleneck, ConvBn, Mode};
@@ -44,26 +44,29 @@ impl MobileNetV3 {
     /// Builds the network over existing parameters (from a weight file).
     pub fn from_params(config: &ModelConfig, params: ParamStore) -> Self {
         let spec = config.spec();
-        let stem = ConvBn::new(&params, "conv_0", spec.initial_stride, 1, Some(Activation::HardSwish));
-        let blocks = spec
-            .blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| Bottleneck::new(&params, &format!("bottlenecks_1.{i}"), b))
-            .collect();
-        let last = ConvBn::new(&params, "conv_2", 1, 1, Some(Activation::HardSwish));
+        let stem = ConvBn::new(&params, &names::stem(), spec.initial_stride, 1, Some(Activation::HardSwish));
+        let blocks =
+            spec.blocks.iter().enumerate().map(|(i, b)| Bottleneck::new(&params, &names::block(i), b)).collect();
+        let last = ConvBn::new(&params, &names::last_conv(), 1, 1, Some(Activation::HardSwish));
+        let (hidden, classifier) = (names::hidden(), names::classifier());
         MobileNetV3 {
             config: config.clone(),
-            hidden_w: params.tensor("conv_3.1.weight"),
-            hidden_b: params.tensor("conv_3.1.bias"),
-            classifier_w: params.tensor("conv_4.weight"),
-            classifier_b: params.tensor("conv_4.bias"),
+            hidden_w: params.tensor(&hidden.weight),
+            hidden_b: params.tensor(&hidden.bias),
+            classifier_w: params.tensor(&classifier.weight),
+            classifier_b: params.tensor(&classifier.bias),
             spec,
             params,
             stem,
             blocks,
             last,
         }
+    }
+
+    /// Changes the dropout probability used in training (0 turns it off; the parity tests compare without it).
+    pub fn set_dropout(&mut self, p: f32) {
+        self.config.dropout = p;
+        self.spec.dropout = p;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -100,44 +103,19 @@ impl MobileNetV3 {
 
 /// Inverted dropout with a mask drawn from `seed`, so that a training run is reproducible.
 fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    match crate::exec::train_step::dropout_mask(x.elem_count(), p, seed) {
+    match crate::kernels::loss::dropout_mask(x.elem_count(), p, seed) {
         Some(mask) => x * Tensor::from_vec(mask, x.shape(), x.device())?,
         None => Ok(x.clone()),
     }
 }
 
-impl MobileNetV3 {
-    /// Changes the dropout probability used in training mode (0 turns it off).
-    pub fn set_dropout(&mut self, p: f32) {
-        self.config.dropout = p;
+/// Cross-entropy with optional label smoothing: (1 - e) * nll + e * mean over classes of -log p.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = log_p.gather(&labels.unsqueeze(1)?, 1)?.neg()?.mean_all()?;
+    if smoothing == 0.0 {
+        return Ok(nll);
     }
-}
-
-/// The network prepared for inference: on the CPU a folded, fused [`InferencePlan`]; elsewhere the eval-mode
-/// graph.
-pub struct InferenceModel<'a> {
-    model: &'a MobileNetV3,
-    plan: Option<InferencePlan>,
-}
-
-impl MobileNetV3 {
-    pub fn inference(&self) -> Result<InferenceModel<'_>> {
-        let plan = if self.device().is_cpu() { Some(InferencePlan::new(self)?) } else { None };
-        Ok(InferenceModel { model: self, plan })
-    }
-}
-
-impl InferenceModel<'_> {
-    /// Logits (n, classes) for normalised images (n, 3, h, h).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.plan {
-            Some(plan) => {
-                let (n, _, h, _) = x.dims4()?;
-                let data = x.flatten_all()?.to_vec1::<f32>()?;
-                let logits = plan.forward(&data, n, h);
-                Tensor::from_vec(logits, (n, self.model.config().num_classes), x.device())
-            }
-            None => self.model.forward(x, Mode::Eval),
-        }
-    }
+    let uniform = log_p.mean(D::Minus1)?.neg()?.mean_all()?;
+    (nll * (1.0 - smoothing))? + (uniform * smoothing)?
 }

@@ -14,14 +14,14 @@
 //! backward mirrors it: phase C' makes the gradient of BN2's output and its batch sums in one go, B' the gradient
 //! of BN1's output and its sums, A' the expand's gradients. The narrow block input and output stay whole.
 
-use super::{update_running, Params};
-use crate::exec::graph::layers::BN_EPS;
+use super::Params;
 use crate::kernels::batchnorm::{self as bn, BackwardCoeffs, Dims, MomentSums, TrainNorm};
 use crate::kernels::dense::{matmul, pointwise_backward_fused};
 use crate::kernels::depthwise::{dot, Geometry, PlaneConv, Prologue};
 use crate::kernels::profile::timed;
 use crate::kernels::{add_assign, image_ranges, lane_sum, simd, uninit_buffer, Act, SharedMut};
-use crate::model::arch::BottleneckSpec;
+use crate::model::arch::{BottleneckSpec, BN_EPS};
+use crate::model::names::{BnNames, BottleneckNames};
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -45,7 +45,7 @@ struct SeTape {
 
 /// What the backward of one bottleneck needs.
 pub(super) struct BottleneckCache {
-    prefix: String,
+    names: BottleneckNames,
     /// The block input's index in the activation tape.
     input: usize,
     g: Geometry,
@@ -65,11 +65,11 @@ pub(super) struct BottleneckCache {
 }
 
 /// The layer's BatchNorm from its batch moments; updates the running statistics.
-fn batch_norm(p: &Params, prefix: &str, moments: &MomentSums, act: Act, count: usize) -> Result<TrainNorm> {
+fn batch_norm(p: &Params, names: &BnNames, moments: &MomentSums, act: Act, count: usize) -> Result<TrainNorm> {
     let (mean, var) = moments.mean_var();
-    update_running(p.model, prefix, &mean, &var, count)?;
-    let gamma = p.get(&format!("{prefix}.weight"))?;
-    let beta = p.get(&format!("{prefix}.bias"))?;
+    p.store.update_running(names, &mean, &var, count)?;
+    let gamma = p.get(&names.weight)?;
+    let beta = p.get(&names.bias)?;
     Ok(TrainNorm::new(mean, &var, gamma, beta, act, BN_EPS as f32))
 }
 
@@ -77,27 +77,26 @@ fn batch_norm(p: &Params, prefix: &str, moments: &MomentSums, act: Act, count: u
 pub(super) fn forward(
     p: &Params,
     tape: &mut Vec<Vec<f32>>,
-    i: usize,
+    names: BottleneckNames,
     b: &BottleneckSpec,
     n: usize,
     side: usize,
 ) -> Result<(BottleneckCache, usize)> {
-    let prefix = format!("bottlenecks_1.{i}");
     let act = Act::from(b.act);
     let input = tape.len() - 1;
     let (cin, ce, cout, hw) = (b.in_c, b.expanded, b.out_c, side * side);
     let g = Geometry { n, c: ce, h: side, w: side, k: b.kernel, stride: b.stride, pad: b.padding() };
     let ohw = g.out_h() * g.out_w();
-    let w1 = p.get(&format!("{prefix}.pointwise_0.0.weight"))?;
-    let wd = p.get(&format!("{prefix}.depthwise_1.0.weight"))?;
-    let w3 = p.get(&format!("{prefix}.pointwise_2.0.weight"))?;
+    let w1 = p.get(&names.expand.weight)?;
+    let wd = p.get(&names.depthwise.weight)?;
+    let w3 = p.get(&names.project.weight)?;
     let se_w = if b.squeeze_excite {
-        let se = format!("{prefix}.se_block");
+        let se = &names.squeeze_excite;
         Some(SeWeights {
-            w1: p.get(&format!("{se}.conv_0.1.weight"))?,
-            b1: p.get(&format!("{se}.conv_0.1.bias"))?,
-            w2: p.get(&format!("{se}.conv_1.0.weight"))?,
-            b2: p.get(&format!("{se}.conv_1.0.bias"))?,
+            w1: p.get(&se.reduce.weight)?,
+            b1: p.get(&se.reduce.bias)?,
+            w2: p.get(&se.expand.weight)?,
+            b2: p.get(&se.expand.bias)?,
             mid: b.se_hidden,
         })
     } else {
@@ -107,16 +106,16 @@ pub(super) fn forward(
 
     let mut z1 = uninit_buffer(n * ce * hw);
     let m1 = timed("block.expand_fw", || expand_forward(x, &w1, cin, ce, hw, &mut z1));
-    let bn1 = batch_norm(p, &format!("{prefix}.pointwise_0.1"), &m1, act, n * hw)?;
+    let bn1 = batch_norm(p, &names.expand.bn, &m1, act, n * hw)?;
 
     let mut z2 = uninit_buffer(n * ce * ohw);
     let m2 = timed("block.depthwise_fw", || depthwise_forward(&g, &z1, &bn1, &wd, &mut z2));
-    let bn2 = batch_norm(p, &format!("{prefix}.depthwise_1.1"), &m2, act, n * ohw)?;
+    let bn2 = batch_norm(p, &names.depthwise.bn, &m2, act, n * ohw)?;
 
     let mut z3 = uninit_buffer(n * cout * ohw);
     let (m3, se_tape) =
         timed("block.project_fw", || project_forward(&z2, &bn2, se_w.as_ref(), &w3, ce, cout, ohw, &mut z3));
-    let bn3 = batch_norm(p, &format!("{prefix}.pointwise_2.1"), &m3, Act::None, n * ohw)?;
+    let bn3 = batch_norm(p, &names.project.bn, &m3, Act::None, n * ohw)?;
 
     let mut out = uninit_buffer(z3.len());
     let residual = b.residual();
@@ -129,7 +128,7 @@ pub(super) fn forward(
     tape.push(out);
     let se = se_w.zip(se_tape);
     let cache = BottleneckCache {
-        prefix,
+        names,
         input,
         g,
         in_c: cin,
@@ -154,7 +153,6 @@ pub(super) fn forward(
 pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d_out: Vec<f32>) -> Result<Vec<f32>> {
     let g = &c.g;
     let (n, ce, hw, ohw) = (g.n, g.c, g.h * g.w, g.out_h() * g.out_w());
-    let names = |layer: &str| (format!("{}.{layer}.weight", c.prefix), format!("{}.{layer}.bias", c.prefix));
 
     // BN3 has no activation and a narrow output: its sums in one plain pass.
     let (mut dg, mut db) = (vec![0f32; c.out_c], vec![0f32; c.out_c]);
@@ -163,35 +161,32 @@ pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d
         let d = Dims { n, c: c.out_c, hw: ohw };
         bn::backward_sums(&d, &c.z3, &d_out, &b3.gamma, &b3.beta, &b3.mean, &b3.inv_std, Act::None, &mut dg, &mut db)
     });
-    let (gn, bn_) = names("pointwise_2.1");
-    p.grad(&gn, dg);
-    p.grad(&bn_, db);
+    p.grad(&c.names.project.bn.weight, dg);
+    p.grad(&c.names.project.bn.bias, db);
 
     let mut dy2 = uninit_buffer(n * ce * ohw);
     let part = timed("block.project_bw", || project_backward(c, &coeffs3, &d_out, &mut dy2));
-    p.grad(&format!("{}.pointwise_2.0.weight", c.prefix), part.dw3);
+    p.grad(&c.names.project.weight, part.dw3);
     if let Some(sg) = part.se {
-        let se = format!("{}.se_block", c.prefix);
-        p.grad(&format!("{se}.conv_0.1.weight"), sg.dw1);
-        p.grad(&format!("{se}.conv_0.1.bias"), sg.db1);
-        p.grad(&format!("{se}.conv_1.0.weight"), sg.dw2);
-        p.grad(&format!("{se}.conv_1.0.bias"), sg.db2);
+        let se = &c.names.squeeze_excite;
+        p.grad(&se.reduce.weight, sg.dw1);
+        p.grad(&se.reduce.bias, sg.db1);
+        p.grad(&se.expand.weight, sg.dw2);
+        p.grad(&se.expand.bias, sg.db2);
     }
     let (mut dg, mut db) = (vec![0f32; ce], vec![0f32; ce]);
     let coeffs2 = c.bn2.coeffs(&part.sums, n * ohw, &mut dg, &mut db);
-    let (gn, bn_) = names("depthwise_1.1");
-    p.grad(&gn, dg);
-    p.grad(&bn_, db);
+    p.grad(&c.names.depthwise.bn.weight, dg);
+    p.grad(&c.names.depthwise.bn.bias, db);
 
     let mut dy1 = uninit_buffer(n * ce * hw);
     let (dwd, sums1) = timed("block.depthwise_bw", || depthwise_backward(c, &coeffs2, &dy2, &mut dy1));
     drop(dy2);
-    p.grad(&format!("{}.depthwise_1.0.weight", c.prefix), dwd);
+    p.grad(&c.names.depthwise.weight, dwd);
     let (mut dg, mut db) = (vec![0f32; ce], vec![0f32; ce]);
     let coeffs1 = c.bn1.coeffs(&sums1, n * hw, &mut dg, &mut db);
-    let (gn, bn_) = names("pointwise_0.1");
-    p.grad(&gn, dg);
-    p.grad(&bn_, db);
+    p.grad(&c.names.expand.bn.weight, dg);
+    p.grad(&c.names.expand.bn.bias, db);
 
     let x = &tape[c.input];
     let mut dx = uninit_buffer(x.len());
@@ -203,7 +198,7 @@ pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d
         }
     };
     timed("block.expand_bw", || pointwise_backward_fused(x, &c.w1, c.in_c, ce, hw, grad_of, Some(&mut dx), &mut dw1));
-    p.grad(&format!("{}.pointwise_0.0.weight", c.prefix), dw1);
+    p.grad(&c.names.expand.weight, dw1);
     if c.residual {
         add_assign(&mut dx, &d_out);
     }

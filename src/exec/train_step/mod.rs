@@ -10,18 +10,17 @@
 
 mod bottleneck;
 
-use crate::exec::graph::layers::BN_EPS;
-use crate::exec::graph::MobileNetV3;
 use crate::kernels::batchnorm::{self as bn, Dims};
-use crate::kernels::dense::{matmul, pointwise_backward_fused, pointwise_forward};
+use crate::kernels::dense::{add_bias_rows, column_sums, im2col, matmul, pointwise_backward_fused, pointwise_forward};
 use crate::kernels::depthwise::Geometry;
+use crate::kernels::loss::{dropout_mask, softmax_cross_entropy};
 use crate::kernels::profile::timed;
 use crate::kernels::{lane_sum, simd, uninit_buffer, Act};
-use crate::model::arch::ArchSpec;
+use crate::model::arch::{ArchSpec, BN_EPS};
+use crate::model::names::{self, BnNames, ConvBnNames};
+use crate::model::params::ParamStore;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -36,13 +35,13 @@ pub struct StepOutput {
 
 /// Parameter values read from the store for one step, and the gradients written for them.
 struct Params<'a> {
-    model: &'a MobileNetV3,
+    store: &'a ParamStore,
     grads: HashMap<String, Vec<f32>>,
 }
 
 impl Params<'_> {
     fn get(&self, name: &str) -> Result<Vec<f32>> {
-        self.model.params().tensor(name).flatten_all()?.to_vec1::<f32>()
+        self.store.values(name)
     }
     fn grad(&mut self, name: &str, g: Vec<f32>) {
         self.grads.insert(name.to_string(), g);
@@ -58,20 +57,20 @@ struct BnCache {
     beta: Vec<f32>,
     dims: Dims,
     act: Act,
-    prefix: String,
+    names: BnNames,
 }
 
 /// y = act(BN(z)) in training mode; updates the running statistics; keeps z for the backward pass.
-fn bn_forward(p: &Params, prefix: &str, z: Vec<f32>, dims: Dims, act: Act) -> Result<(Vec<f32>, BnCache)> {
-    let gamma = p.get(&format!("{prefix}.weight"))?;
-    let beta = p.get(&format!("{prefix}.bias"))?;
+fn bn_forward(p: &Params, names: &BnNames, z: Vec<f32>, dims: Dims, act: Act) -> Result<(Vec<f32>, BnCache)> {
+    let gamma = p.get(&names.weight)?;
+    let beta = p.get(&names.bias)?;
     let mut y = uninit_buffer(z.len());
     let mut inv_std = vec![0f32; dims.c];
     let (mean, var) = timed("engine.bn_forward", || {
         bn::train_forward(&dims, &z, &gamma, &beta, act, BN_EPS as f32, &mut y, &mut inv_std)
     });
-    update_running(p.model, prefix, &mean, &var, dims.count())?;
-    Ok((y, BnCache { z, mean, inv_std, gamma, beta, dims, act, prefix: prefix.to_string() }))
+    p.store.update_running(names, &mean, &var, dims.count())?;
+    Ok((y, BnCache { z, mean, inv_std, gamma, beta, dims, act, names: names.clone() }))
 }
 
 /// dz from dy; writes the gradients of gamma and beta.
@@ -81,8 +80,8 @@ fn bn_backward(p: &mut Params, c: &BnCache, dy: &[f32]) -> Vec<f32> {
     timed("engine.bn_backward", || {
         bn::train_backward(&c.dims, &c.z, dy, &c.gamma, &c.beta, &c.mean, &c.inv_std, c.act, &mut dz, &mut dg, &mut db)
     });
-    p.grad(&format!("{}.weight", c.prefix), dg);
-    p.grad(&format!("{}.bias", c.prefix), db);
+    p.grad(&c.names.weight, dg);
+    p.grad(&c.names.bias, db);
     dz
 }
 
@@ -93,19 +92,9 @@ fn bn_backward_coeffs(p: &mut Params, c: &BnCache, dy: &[f32]) -> bn::BackwardCo
     let coeffs = timed("engine.bn_backward_sums", || {
         bn::backward_sums(&c.dims, &c.z, dy, &c.gamma, &c.beta, &c.mean, &c.inv_std, c.act, &mut dg, &mut db)
     });
-    p.grad(&format!("{}.weight", c.prefix), dg);
-    p.grad(&format!("{}.bias", c.prefix), db);
+    p.grad(&c.names.weight, dg);
+    p.grad(&c.names.bias, db);
     coeffs
-}
-
-fn update_running(model: &MobileNetV3, prefix: &str, mean: &[f32], var: &[f32], count: usize) -> Result<()> {
-    let dev = model.device();
-    let c = mean.len();
-    crate::exec::graph::layers::BatchNorm::new(model.params(), prefix).update_running(
-        &Tensor::from_slice(mean, c, dev)?,
-        &Tensor::from_slice(var, c, dev)?,
-        count as f64,
-    )
 }
 
 /// 1x1 convolution + BN + activation.
@@ -119,29 +108,33 @@ struct PointwiseCache {
     bn: BnCache,
 }
 
-/// The training step. `x` holds n normalised images of `side` x `side`; labels are class indices.
+/// The training step of the network `spec` over the parameters in `store` (whose running statistics it
+/// updates). `x` holds n normalised images of `side` x `side`; labels are class indices.
 pub fn train_step(
-    model: &MobileNetV3,
+    spec: &ArchSpec,
+    store: &ParamStore,
     x: Vec<f32>,
     side: usize,
     labels: &[u32],
     smoothing: f32,
     dropout_seed: u64,
 ) -> Result<StepOutput> {
-    crate::kernels::on_pool(|| train_step_on_pool(model, x, side, labels, smoothing, dropout_seed))
+    crate::kernels::on_pool(|| train_step_on_pool(spec, store, x, side, labels, smoothing, dropout_seed))
 }
 
 fn train_step_on_pool(
-    model: &MobileNetV3,
+    spec: &ArchSpec,
+    store: &ParamStore,
     x: Vec<f32>,
     side: usize,
     labels: &[u32],
     smoothing: f32,
     dropout_seed: u64,
 ) -> Result<StepOutput> {
-    let spec: &ArchSpec = model.spec();
     let n = labels.len();
-    let mut p = Params { model, grads: HashMap::new() };
+    let mut p = Params { store, grads: HashMap::new() };
+    let (stem, last_names, hidden, classifier) =
+        (names::stem(), names::last_conv(), names::hidden(), names::classifier());
     // The activation tape: tape[i] is the input of a later layer.
     let mut tape: Vec<Vec<f32>> = Vec::new();
 
@@ -152,44 +145,44 @@ fn train_step_on_pool(
     let c0 = spec.stem_out;
     let cols = timed("engine.stem_im2col", || im2col(&x, &stem_geo));
     drop(x);
-    let w_stem = p.get("conv_0.0.weight")?;
+    let w_stem = p.get(&stem.weight)?;
     let mut z = uninit_buffer(n * c0 * oh * ow);
     timed("engine.stem_conv", || {
         z.par_chunks_mut(c0 * oh * ow)
             .zip(cols.par_chunks(27 * oh * ow))
             .for_each(|(zi, ci)| matmul(c0, oh * ow, 27, zi, &w_stem, (27, 1), ci, (oh * ow, 1), false, false))
     });
-    let (y, stem_bn) = bn_forward(&p, "conv_0.1", z, Dims { n, c: c0, hw: oh * ow }, Act::HardSwish)?;
+    let (y, stem_bn) = bn_forward(&p, &stem.bn, z, Dims { n, c: c0, hw: oh * ow }, Act::HardSwish)?;
     tape.push(y);
     let mut side = oh;
 
     let mut blocks = Vec::with_capacity(spec.blocks.len());
     for (i, b) in spec.blocks.iter().enumerate() {
-        let (cache, out_side) = bottleneck::forward(&p, &mut tape, i, b, n, side)?;
+        let (cache, out_side) = bottleneck::forward(&p, &mut tape, names::block(i), b, n, side)?;
         blocks.push(cache);
         side = out_side;
     }
 
     // Last 1x1 conv + BN + hswish.
     let hw = side * side;
-    let last = pointwise_fw(&mut p, &mut tape, "conv_2", spec.last_in, spec.last_out, n, hw, Act::HardSwish)?;
+    let last = pointwise_fw(&mut p, &mut tape, &last_names, spec.last_in, spec.last_out, n, hw, Act::HardSwish)?;
     let feat = tape.len() - 1;
 
     // Head: global pool, 1x1 conv (bias) + hswish, dropout, classifier.
     let (cl, hid, classes) = (spec.last_out, spec.hidden, spec.num_classes);
     let pooled: Vec<f32> = tape[feat].chunks(hw).map(|pl| simd!(lane_sum(pl)) / hw as f32).collect();
-    let w3 = p.get("conv_3.1.weight")?;
-    let b3 = p.get("conv_3.1.bias")?;
+    let w3 = p.get(&hidden.weight)?;
+    let b3 = p.get(&hidden.bias)?;
     let mut pre_h = vec![0f32; n * hid];
     matmul(n, hid, cl, &mut pre_h, &pooled, (cl, 1), &w3, (1, cl), false, true);
     add_bias_rows(&mut pre_h, &b3);
     let mut h: Vec<f32> = pre_h.iter().map(|v| Act::HardSwish.apply(*v)).collect();
-    let keep_mask = dropout_mask(n * hid, model.config().dropout, dropout_seed);
+    let keep_mask = dropout_mask(n * hid, spec.dropout, dropout_seed);
     if let Some(m) = &keep_mask {
         h.iter_mut().zip(m).for_each(|(v, k)| *v *= k);
     }
-    let w4 = p.get("conv_4.weight")?;
-    let b4 = p.get("conv_4.bias")?;
+    let w4 = p.get(&classifier.weight)?;
+    let b4 = p.get(&classifier.bias)?;
     let mut logits = vec![0f32; n * classes];
     matmul(n, classes, hid, &mut logits, &h, (hid, 1), &w4, (1, hid), false, true);
     add_bias_rows(&mut logits, &b4);
@@ -200,8 +193,8 @@ fn train_step_on_pool(
     // ---- backward ----
     let mut dw4 = vec![0f32; classes * hid];
     matmul(classes, hid, n, &mut dw4, &dlogits, (1, classes), &h, (hid, 1), false, true);
-    p.grad("conv_4.weight", dw4);
-    p.grad("conv_4.bias", column_sums(&dlogits, classes));
+    p.grad(&classifier.weight, dw4);
+    p.grad(&classifier.bias, column_sums(&dlogits, classes));
     let mut dh = vec![0f32; n * hid];
     matmul(n, hid, classes, &mut dh, &dlogits, (classes, 1), &w4, (hid, 1), false, true);
     if let Some(m) = &keep_mask {
@@ -210,8 +203,8 @@ fn train_step_on_pool(
     dh.iter_mut().zip(&pre_h).for_each(|(d, z)| *d *= Act::HardSwish.derivative(*z));
     let mut dw3 = vec![0f32; hid * cl];
     matmul(hid, cl, n, &mut dw3, &dh, (1, hid), &pooled, (cl, 1), false, true);
-    p.grad("conv_3.1.weight", dw3);
-    p.grad("conv_3.1.bias", column_sums(&dh, hid));
+    p.grad(&hidden.weight, dw3);
+    p.grad(&hidden.bias, column_sums(&dh, hid));
     let mut dpooled = vec![0f32; n * cl];
     matmul(n, cl, hid, &mut dpooled, &dh, (hid, 1), &w3, (cl, 1), false, true);
     // The pool's gradient spreads evenly over each plane.
@@ -242,11 +235,11 @@ fn train_step_on_pool(
             dws.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
     });
-    p.grad("conv_0.0.weight", dws);
+    p.grad(&stem.weight, dws);
 
     // Gradients as tensors keyed by the parameters' Vars.
     let mut grads = GradStore::default();
-    for (name, var) in model.params().trainable() {
+    for (name, var) in store.trainable() {
         if let Some(g) = p.grads.remove(&name) {
             grads.insert(var.as_tensor(), Tensor::from_vec(g, var.shape(), var.device())?);
         }
@@ -258,19 +251,19 @@ fn train_step_on_pool(
 fn pointwise_fw(
     p: &mut Params,
     tape: &mut Vec<Vec<f32>>,
-    prefix: &str,
+    names: &ConvBnNames,
     c: usize,
     o: usize,
     n: usize,
     hw: usize,
     act: Act,
 ) -> Result<PointwiseCache> {
-    let name = format!("{prefix}.0.weight");
+    let name = names.weight.clone();
     let w = p.get(&name)?;
     let x_index = tape.len() - 1;
     let mut z = uninit_buffer(n * o * hw);
     timed("engine.pw_forward", || pointwise_forward(&tape[x_index], &w, c, o, hw, &mut z));
-    let (y, bn) = bn_forward(p, &format!("{prefix}.1"), z, Dims { n, c: o, hw }, act)?;
+    let (y, bn) = bn_forward(p, &names.bn, z, Dims { n, c: o, hw }, act)?;
     tape.push(y);
     Ok(PointwiseCache { x_index, name, w, c, o, hw, bn })
 }
@@ -299,82 +292,4 @@ fn pointwise_bw(
     });
     p.grad(&c.name, dwt);
     Ok(dx)
-}
-
-/// Columns of a 3x3 convolution's input, per image: (c * 9) x (oh * ow), for the stem's matrix product.
-pub(crate) fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let rows = g.c * g.k * g.k;
-    let mut cols = vec![0f32; g.n * rows * oh * ow];
-    cols.par_chunks_mut(rows * oh * ow).enumerate().for_each(|(img, out)| {
-        for ch in 0..g.c {
-            let plane = &x[(img * g.c + ch) * g.h * g.w..(img * g.c + ch + 1) * g.h * g.w];
-            for ky in 0..g.k {
-                for kx in 0..g.k {
-                    let row = &mut out[((ch * g.k + ky) * g.k + kx) * oh * ow..][..oh * ow];
-                    for oy in 0..oh {
-                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        for ox in 0..ow {
-                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            if ix >= 0 && ix < g.w as isize {
-                                row[oy * ow + ox] = plane[iy as usize * g.w + ix as usize];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    });
-    cols
-}
-
-fn add_bias_rows(m: &mut [f32], bias: &[f32]) {
-    for row in m.chunks_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-    }
-}
-
-fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
-    let mut s = vec![0f32; cols];
-    for row in m.chunks(cols) {
-        s.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-    }
-    s
-}
-
-/// The same masks as the graph path's dropout (same generator, same order), so both engines train alike.
-pub(crate) fn dropout_mask(len: usize, p: f32, seed: u64) -> Option<Vec<f32>> {
-    if p <= 0.0 {
-        return None;
-    }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let keep = 1.0 / (1.0 - p);
-    Some((0..len).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect())
-}
-
-/// Mean cross-entropy over the batch with label smoothing e: (1 - e) * nll + e * mean(-log p); and its
-/// gradient with respect to the logits.
-fn softmax_cross_entropy(logits: &[f32], labels: &[u32], classes: usize, e: f32) -> (f32, Vec<f32>) {
-    let n = labels.len();
-    let mut grad = vec![0f32; logits.len()];
-    let mut loss = 0f64;
-    for (i, (row, &label)) in logits.chunks(classes).zip(labels).enumerate() {
-        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = row.iter().map(|v| ((v - max) as f64).exp()).sum();
-        let log_z = max as f64 + sum.ln();
-        let label = label as usize;
-        let nll = log_z - row[label] as f64;
-        let uniform = log_z - row.iter().map(|v| *v as f64).sum::<f64>() / classes as f64;
-        loss += (1.0 - e as f64) * nll + e as f64 * uniform;
-        let g = &mut grad[i * classes..(i + 1) * classes];
-        for (j, v) in row.iter().enumerate() {
-            let prob = ((*v as f64) - log_z).exp();
-            let target = (1.0 - e as f64) * (j == label) as u8 as f64 + e as f64 / classes as f64;
-            g[j] = ((prob - target) / n as f64) as f32;
-        }
-    }
-    ((loss / n as f64) as f32, grad)
 }
