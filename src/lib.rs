@@ -9,6 +9,10 @@
 //! - [`classify`], [`bench`], [`chart`], [`zoo`]: classification, timing, charts, the trained models.
 //! - [`app`], `cli` (in the binary): the two views.
 
+// Every unsafe block says why it is sound, and every unsafe fn what its caller must ensure.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+#[cfg(feature = "gui")]
 pub mod app;
 pub mod bench;
 pub mod bundled;

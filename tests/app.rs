@@ -355,7 +355,7 @@ fn a_stopped_run_is_continued_from_past_runs() {
         }
     })
     .unwrap();
-    assert_eq!((stopped.status.as_str(), stopped.epochs.len()), ("stopped", 1));
+    assert_eq!((&stopped.status, stopped.epochs.len()), (&mobilenetv3::train::Status::Stopped, 1));
 
     let mut h = harness(dir.path(), Tab::Train);
     h.step();
@@ -365,7 +365,7 @@ fn a_stopped_run_is_continued_from_past_runs() {
         a.train.state == mobilenetv3::app::train_tab::RunState::Idle && a.train.run.message.starts_with("finished")
     });
     let history = History::load(&dir.path().join("trained_models/mobilenetv3_small_0.25.history.json")).unwrap();
-    assert_eq!((history.status.as_str(), history.epochs.len()), ("finished", 2));
+    assert_eq!((&history.status, history.epochs.len()), (&mobilenetv3::train::Status::Finished, 2));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use mobilenetv3::model::arch::{ModelConfig, Variant};
-use mobilenetv3::train::{History, TrainConfig};
+use mobilenetv3::train::{History, Status, TrainConfig};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -196,7 +196,7 @@ fn a_diverging_run_stops_with_a_message_and_saves_no_nan_model() {
     assert!(t.contains("diverged") && t.contains("lower learning rate") && t.contains("epoch 1"), "{t}");
     // The history says why, and reads back.
     let history = History::load(&out_dir.join("mobilenetv3_small_0.25.history.json")).unwrap();
-    assert!(history.status.starts_with("failed: ") && history.status.contains("diverged"), "{}", history.status);
+    assert!(matches!(&history.status, Status::Failed(m) if m.contains("diverged")), "{}", history.status);
     assert!(history.step_losses.last().is_some_and(|l| !l.is_finite()));
     // No model with non-finite weights exists: either none was saved, or the one saved loads.
     let model = out_dir.join("mobilenetv3_small_0.25.safetensors");
@@ -224,7 +224,7 @@ fn history_named(name: &str, cfg: TrainConfig) -> History {
         step_losses: vec![2.0, f32::NAN],
         best_epoch: None,
         checkpoint: None,
-        status: "stopped".into(),
+        status: Status::Stopped,
     }
 }
 
@@ -404,5 +404,5 @@ fn ctrl_c_stops_a_run_after_its_current_batch_with_exit_code_130() {
     assert_eq!(out.status.code(), Some(130), "{t}");
     assert!(t.contains("stopped during epoch 1"), "{t}");
     let history = History::load(&out_dir.join("mobilenetv3_small_0.25.history.json")).unwrap();
-    assert_eq!(history.status, "stopped");
+    assert_eq!(history.status, Status::Stopped);
 }

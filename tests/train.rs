@@ -4,7 +4,7 @@
 use candle_core::Device;
 use mobilenetv3::model::arch::{ModelConfig, Variant};
 use mobilenetv3::model::weights::{self, LoadOptions, ModelMeta};
-use mobilenetv3::train::{self, TrainConfig, TrainControl, TrainEvent};
+use mobilenetv3::train::{self, Status, TrainConfig, TrainControl, TrainEvent};
 use mobilenetv3::MobileNetV3;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,7 +56,7 @@ fn a_short_real_run_lowers_the_loss_and_keeps_its_best_model() {
     let first: f32 = steps[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = steps[54..].iter().sum::<f32>() / 10.0;
     assert!(last < first - 0.05, "loss did not go down: first 10 steps {first:.3}, last 10 {last:.3}");
-    assert_eq!(h.status, "finished");
+    assert_eq!(h.status, Status::Finished);
     let path = saved.expect("a best checkpoint");
     let loaded = weights::load_model(&path, &Device::Cpu, &LoadOptions::default()).unwrap();
     let t = loaded.meta.training.expect("training summary in the header");
@@ -86,7 +86,7 @@ fn a_stopped_run_stops_within_a_batch() {
     })
     .unwrap();
     assert_eq!(steps, 3);
-    assert_eq!(h.status, "stopped");
+    assert_eq!(h.status, Status::Stopped);
 }
 
 /// The child half of the crash test: saves checkpoints in a loop until it is killed.

@@ -545,7 +545,7 @@ impl TrainTab {
                     h.status
                 ));
                 let state = crate::train::resume_path(&self.out_dir, &h.name);
-                if h.status != "finished" && state.is_file() {
+                if h.status != crate::train::Status::Finished && state.is_file() {
                     let b = ui.add_enabled(idle, egui::Button::new("Continue").small()).on_hover_text(format!(
                         "Continue from epoch {} of {}",
                         h.epochs.len(),

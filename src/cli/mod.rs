@@ -89,15 +89,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         None => open_app(None, absolute(cli.images)),
-        Some(Command::Gui { tab }) => {
-            let tab = tab.map(|t| match t {
-                TabArg::Train => mobilenetv3::app::Tab::Train,
-                TabArg::Classify => mobilenetv3::app::Tab::Classify,
-                TabArg::Evaluate => mobilenetv3::app::Tab::Evaluate,
-                TabArg::Latency => mobilenetv3::app::Tab::Latency,
-            });
-            open_app(tab, Vec::new())
-        }
+        Some(Command::Gui { tab }) => open_app(tab, Vec::new()),
         Some(Command::Classify(a)) => classify::run(a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Train(a)) => train::run(*a),
@@ -165,7 +157,15 @@ fn absolute(paths: Vec<PathBuf>) -> Vec<PathBuf> {
 
 /// Opens the window (on Classify with `images` classified, when given); if no window can be opened, says why
 /// and shows the command line instead.
-fn open_app(tab: Option<mobilenetv3::app::Tab>, images: Vec<PathBuf>) -> Result<ExitCode> {
+#[cfg(feature = "gui")]
+fn open_app(tab: Option<TabArg>, images: Vec<PathBuf>) -> Result<ExitCode> {
+    use mobilenetv3::app::Tab;
+    let tab = tab.map(|t| match t {
+        TabArg::Train => Tab::Train,
+        TabArg::Classify => Tab::Classify,
+        TabArg::Evaluate => Tab::Evaluate,
+        TabArg::Latency => Tab::Latency,
+    });
     match mobilenetv3::app::run(mobilenetv3::paths::AppPaths::locate(), tab, images) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -174,4 +174,12 @@ fn open_app(tab: Option<mobilenetv3::app::Tab>, images: Vec<PathBuf>) -> Result<
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// A build without the `gui` feature (a headless engine): no window to open.
+#[cfg(not(feature = "gui"))]
+fn open_app(_tab: Option<TabArg>, _images: Vec<PathBuf>) -> Result<ExitCode> {
+    eprintln!("error: this build has no window (built without the `gui` feature); the command line:\n");
+    Cli::command().print_help()?;
+    Ok(ExitCode::from(2))
 }

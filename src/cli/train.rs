@@ -262,7 +262,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         TrainEvent::Paused | TrainEvent::Resumed => {}
     });
     match result {
-        Ok(h) if h.status == "finished" => Ok(ExitCode::SUCCESS),
+        Ok(h) if h.status == mobilenetv3::train::Status::Finished => Ok(ExitCode::SUCCESS),
         Ok(_) => Ok(ExitCode::from(130)),
         Err(_) => Ok(ExitCode::from(1)),
     }

@@ -5,7 +5,7 @@
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward, pointwise_forward_with};
 use crate::kernels::depthwise::{self as dw, dot, Geometry};
-use crate::kernels::{add_assign, lane_sum, simd, Act};
+use crate::kernels::{add_assign, lane_sum, recycle, simd, Act};
 use crate::model::arch::{ArchSpec, BN_EPS};
 use crate::model::names::{self, ConvBnNames};
 use crate::model::params::ParamStore;
@@ -133,7 +133,7 @@ impl InferencePlan {
         let group = group.max(1);
         let pooled = if group < n {
             let (per_image, cl) = (3 * side * side, self.spec.last_out);
-            let mut pooled = crate::kernels::uninit_buffer(n * cl);
+            let mut pooled = crate::kernels::output_buffer(n * cl);
             pooled.par_chunks_mut(group * cl).zip(x.par_chunks(group * per_image)).for_each(|(p, xs)| {
                 p.copy_from_slice(&self.features(xs, xs.len() / per_image, side, true));
             });
@@ -141,7 +141,9 @@ impl InferencePlan {
         } else {
             self.features(x, n, side, false)
         };
-        self.head(&pooled, n)
+        let logits = self.head(&pooled, n);
+        recycle(pooled);
+        logits
     }
 
     /// The pooled features (n x last_out) of n images, layer by layer. `nested`: already on a worker thread
@@ -149,7 +151,7 @@ impl InferencePlan {
     fn features(&self, x: &[f32], n: usize, side: usize, nested: bool) -> Vec<f32> {
         let spec = &self.spec;
         let pointwise = |x: &[f32], w: &[f32], c: usize, o: usize, hw: usize| {
-            let mut z = crate::kernels::uninit_buffer(n * o * hw);
+            let mut z = crate::kernels::output_buffer(n * o * hw);
             if nested {
                 pointwise_forward_with(x, w, c, o, hw, &mut z, false);
             } else {
@@ -169,10 +171,10 @@ impl InferencePlan {
             // The expand layer's bias and activation are applied by the depthwise kernel as it reads.
             let e = pointwise(&a, &b.expand.w, b.in_c, b.exp, hw);
             let g = Geometry { n, c: b.exp, h: side, w: side, k: b.kernel, stride: b.stride, pad: (b.kernel - 1) / 2 };
-            let mut d = crate::kernels::uninit_buffer(g.out_len());
+            let mut d = crate::kernels::output_buffer(g.out_len());
             let expanded = Some((&b.expand.b[..], b.act));
             dw::forward_with(&g, &e, expanded, &b.depthwise.w, Some(&b.depthwise.b), b.act, &mut d);
-            drop(e);
+            recycle(e);
             side = g.out_h();
             let hw = side * side;
             if let Some(se) = &b.se {
@@ -183,13 +185,17 @@ impl InferencePlan {
             if b.residual {
                 add_assign(&mut out, &a);
             }
-            a = out;
+            recycle(std::mem::replace(&mut a, out));
+            recycle(d);
         }
         let hw = side * side;
         let cl = spec.last_out;
         let mut f = pointwise(&a, &self.last.w, spec.last_in, cl, hw);
         bn::bias_act_inplace(&Dims { n, c: cl, hw }, &mut f, &self.last.b, Act::HardSwish);
-        f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect()
+        let pooled = f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect();
+        recycle(a);
+        recycle(f);
+        pooled
     }
 
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).

@@ -128,3 +128,40 @@ pub fn train_step(
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::{ModelConfig, Variant};
+    use crate::model::params::{Init, ParamStore};
+
+    /// Output buffers are reused from one step to the next (`kernels::output_buffer`), so they hold the last
+    /// step's numbers when a kernel gets them: every kernel must overwrite them in full. Two identical steps,
+    /// the second on reused buffers, must agree to the bit, and so must two forward passes.
+    #[test]
+    fn reused_buffers_change_no_result() {
+        let config = ModelConfig::new(Variant::Small, 0.25);
+        let spec = config.spec();
+        let store = |seed| ParamStore::init_with(&spec, &Device::Cpu, seed, Init::Torch).unwrap();
+        let (n, side) = (4, 32);
+        let x: Vec<f32> = (0..n * 3 * side * side).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let labels = [3u32, 14, 15, 92];
+        // Something else first, so that the pool holds other numbers.
+        let other = store(9);
+        train_step::train_step(&spec, &other, x.iter().map(|v| -v).collect(), side, &labels, 0.1, 5).unwrap();
+        let (a, b) = (store(1), store(1));
+        let first = train_step::train_step(&spec, &a, x.clone(), side, &labels, 0.1, 7).unwrap();
+        let second = train_step::train_step(&spec, &b, x.clone(), side, &labels, 0.1, 7).unwrap();
+        assert_eq!(first.loss.to_bits(), second.loss.to_bits());
+        assert_eq!(first.logits, second.logits);
+        for ((name, va), (_, vb)) in a.trainable().iter().zip(b.trainable().iter()) {
+            let ga = first.grads.get(va.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let gb = second.grads.get(vb.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(ga, gb, "gradient of {name}");
+        }
+        let plan = inference::InferencePlan::new(&spec, &a).unwrap();
+        let (p1, p2) = (plan.forward(&x, n, side), plan.forward(&x, n, side));
+        assert_eq!(p1, p2);
+        assert_eq!(plan.forward_in_groups(&x, n, side, 1), plan.forward_in_groups(&x, n, side, 1));
+    }
+}

@@ -208,6 +208,10 @@ impl RowPlan {
 
 /// What the kernels below need of a vector unit: implemented for AVX-512's and AVX2's vectors, whose modules
 /// call the kernels (all `#[inline(always)]`) from functions compiled for that unit.
+///
+/// Everything here is `unsafe` for two reasons only: the intrinsics need the CPU feature (checked once, at run
+/// time, when a [`RowPlan`] is made), and the loads and stores go through raw pointers (bounded by the asserts
+/// of the safe `RowPlan` methods, the only callers).
 #[cfg(target_arch = "x86_64")]
 mod kernels {
     use super::{Act, Lane16, Prologue, RowPlan};
@@ -215,21 +219,45 @@ mod kernels {
     pub(super) trait Lanes: Copy {
         /// Floats per vector.
         const N: usize;
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn splat(x: f32) -> Self;
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn add(a: Self, b: Self) -> Self;
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn mul(a: Self, b: Self) -> Self;
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn max(a: Self, b: Self) -> Self;
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn min(a: Self, b: Self) -> Self;
         /// a * b + c, one rounding.
+        ///
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
         /// The first `n` floats at `p` (all N when n >= N), zeros in the other lanes.
+        ///
+        /// # Safety
+        /// The CPU has the implementing vector unit, and `p` is valid for reading the first `min(n, N)` floats.
         unsafe fn load(p: *const f32, n: usize) -> Self;
         /// The first `n` lanes of `v` (all when n >= N) to `p`.
+        ///
+        /// # Safety
+        /// The CPU has the implementing vector unit, and `p` is valid for writing the first `min(n, N)` floats.
         unsafe fn store(p: *mut f32, v: Self, n: usize);
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn sum(v: Self) -> f32;
     }
 
     /// The same operations in the same order as `Act::apply`: z * clamp(z + 3, 0, 6) * (1/6) for hard-swish.
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit.
     #[inline(always)]
     pub(super) unsafe fn activate<L: Lanes>(v: L, act: Act) -> L {
         match act {
@@ -243,6 +271,9 @@ mod kernels {
     }
 
     /// act(v * scale + shift), with the same operations in the same order as `TrainNorm::apply_plane`.
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit.
     #[inline(always)]
     pub(super) unsafe fn prologue<L: Lanes>(v: L, pre: Option<Prologue>) -> L {
         match pre {
@@ -252,6 +283,11 @@ mod kernels {
     }
 
     /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
+    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
+    /// `RowPlan` methods assert before they dispatch here).
     #[inline(always)]
     pub(super) unsafe fn correlate_rows<L: Lanes, const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -288,6 +324,11 @@ mod kernels {
     }
 
     /// Two sets of K sums (even and odd output rows) per filter row, so that 2K chains are in flight.
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
+    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
+    /// `RowPlan` methods assert before they dispatch here).
     #[inline(always)]
     pub(super) unsafe fn weight_grad_rows<L: Lanes, const K: usize, const V: usize>(
         p: &RowPlan,
@@ -320,6 +361,11 @@ mod kernels {
 
     /// The stride-2 input gradient from the upsampled, shifted gradient rows (buffer row i holds gradient row
     /// i - 1), R input rows of V vectors at a time (w = N V).
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
+    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
+    /// `RowPlan` methods assert before they dispatch here).
     #[inline(always)]
     pub(super) unsafe fn transpose_rows<L: Lanes, const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -345,6 +391,11 @@ mod kernels {
     }
 
     /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
+    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
+    /// `RowPlan` methods assert before they dispatch here).
     #[inline(always)]
     unsafe fn accumulate_s2<L: Lanes, const K: usize, const V: usize, const R: usize, const PAR: usize>(
         rows: *const L,
@@ -382,6 +433,7 @@ mod avx512 {
     use super::{Act, Lane16, Prologue, RowPlan};
     use std::arch::x86_64::*;
 
+    // Each method is one AVX-512F intrinsic (or a short sequence); the trait states what the caller must ensure.
     impl Lanes for __m512 {
         const N: usize = 16;
         #[inline(always)]
@@ -433,6 +485,9 @@ mod avx512 {
     }
 
     /// out[i] = p[i + d], zero where i + d falls outside 0..16 (|d| <= 2).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
     #[inline(always)]
     unsafe fn shift1(p: __m512, d: isize) -> __m512 {
         let (z, pi) = (_mm512_setzero_si512(), _mm512_castps_si512(p));
@@ -446,6 +501,9 @@ mod avx512 {
     }
 
     /// The two halves of a 32-pixel row [lo, hi] shifted by d (|d| <= 2), zeros shifted in at both ends.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
     #[inline(always)]
     unsafe fn shift2(lo: __m512, hi: __m512, d: isize) -> (__m512, __m512) {
         let (z, l, h) = (_mm512_setzero_si512(), _mm512_castps_si512(lo), _mm512_castps_si512(hi));
@@ -461,6 +519,10 @@ mod avx512 {
 
     /// buf[(y + pad) * K * V + kx * V + j] = vector j of input row y (through `pre`) shifted for tap column kx;
     /// the pad rows above and below are zeros.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
         p: &RowPlan,
@@ -516,6 +578,9 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -528,6 +593,9 @@ mod avx512 {
         kernels::correlate_rows::<__m512, K, V, R>(p, buf, wk, bias, act, out)
     }
 
+    /// # Safety
+    /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
         p: &RowPlan,
@@ -540,6 +608,10 @@ mod avx512 {
 
     /// Stride-2 input gradient, R input rows of V vectors at a time (w = 16 V). Buffer row i holds gradient row
     /// i - 1 (rows -1 and oh are zeros), upsampled (pixel ox at 2 ox) and shifted for each tap column.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose_s2<const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -591,6 +663,7 @@ mod avx2 {
     use super::{Act, Lane16, Prologue, RowPlan};
     use std::arch::x86_64::*;
 
+    // Each method is one AVX2/FMA intrinsic (or a short sequence); the trait states what the caller must ensure.
     impl Lanes for __m256 {
         const N: usize = 8;
         #[inline(always)]
@@ -639,6 +712,10 @@ mod avx2 {
     const ROW: usize = MARGIN + 32 + MARGIN;
 
     /// The even and the odd pixels of the 16 in [a, b].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[inline(always)]
     unsafe fn split(a: __m256, b: __m256) -> (__m256, __m256) {
         let even = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
@@ -647,6 +724,10 @@ mod avx2 {
     }
 
     /// As the AVX-512 `shift_rows`, with V = ow / 8 vectors a row.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
         p: &RowPlan,
@@ -698,6 +779,9 @@ mod avx2 {
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,
@@ -710,6 +794,9 @@ mod avx2 {
         kernels::correlate_rows::<__m256, K, V, R>(p, buf, wk, bias, act, out)
     }
 
+    /// # Safety
+    /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
         p: &RowPlan,
@@ -721,6 +808,10 @@ mod avx2 {
     }
 
     /// Stride-2 input gradient, R input rows of V vectors at a time (w = 8 V), as the AVX-512 version.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
+    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn transpose_s2<const K: usize, const V: usize, const R: usize>(
         p: &RowPlan,

@@ -33,8 +33,57 @@ pub struct History {
     pub step_losses: Vec<f32>,
     pub best_epoch: Option<usize>,
     pub checkpoint: Option<PathBuf>,
-    /// "running", "finished", "stopped" or "failed: <reason>".
-    pub status: String,
+    pub status: Status,
+}
+
+/// Where a run stands. Written in the history as `"running"`, `"finished"`, `"stopped"` or
+/// `"failed: <reason>"` (what histories have always said, so older files read the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    Finished,
+    /// Stopped by the user (Stop, Ctrl-C); can be continued.
+    Stopped,
+    /// Ended by an error after it started (divergence, a full disk, ...), with the message.
+    Failed(String),
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Running => f.write_str("running"),
+            Status::Finished => f.write_str("finished"),
+            Status::Stopped => f.write_str("stopped"),
+            Status::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "running" => Ok(Status::Running),
+            "finished" => Ok(Status::Finished),
+            "stopped" => Ok(Status::Stopped),
+            _ => match s.strip_prefix("failed") {
+                Some(rest) => Ok(Status::Failed(rest.trim_start_matches(':').trim().to_string())),
+                None => Err(format!("unknown run status {s:?}")),
+            },
+        }
+    }
+}
+
+impl serde::Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// JSON has no NaN: non-finite losses are written as `null` and read back as NaN, so that the history of a run
@@ -66,4 +115,19 @@ impl History {
 pub(super) fn save_history(path: &Path, h: &History) -> Result<()> {
     let text = serde_json::to_string_pretty(h)?;
     write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn a_status_reads_back_as_written() {
+        for s in [Status::Running, Status::Finished, Status::Stopped, Status::Failed("the disk is full".into())] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+        }
+        assert_eq!(serde_json::to_string(&Status::Failed("x".into())).unwrap(), "\"failed: x\"");
+        assert!(serde_json::from_str::<Status>("\"paused\"").is_err());
+    }
 }

@@ -21,7 +21,7 @@ pub use config::{Schedule, SelectBy, TrainConfig};
 pub use dataset::{has_dataset, load_data, open_dataset};
 pub use evaluate::{confusion_csv, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{TrainControl, TrainEvent};
-pub use history::{EpochRecord, History};
+pub use history::{EpochRecord, History, Status};
 pub use resume::resume_path;
 
 use crate::data;
@@ -116,7 +116,7 @@ fn run_inner(
                 step_losses: Vec::new(),
                 best_epoch: None,
                 checkpoint: None,
-                status: "running".into(),
+                status: Status::Running,
             };
             let lock = runfiles::reserve_name(&cfg.out_dir, &format!("mobilenetv3_{}", cfg.model.name()), |name| {
                 h.name = name.to_string();
@@ -125,14 +125,14 @@ fn run_inner(
             (h, None, lock)
         }
     };
-    history.status = "running".into();
+    history.status = Status::Running;
     let stem = history.name.clone();
     let ckpt_path = cfg.out_dir.join(format!("{stem}.safetensors"));
     let history_path = cfg.out_dir.join(format!("{stem}.history.json"));
     let state_path = resume_path(&cfg.out_dir, &stem);
     // From here on a failure is recorded in the run's history ("failed: <reason>") before it is reported.
     let fail = |history: &mut History, e: anyhow::Error| -> anyhow::Error {
-        history.status = format!("failed: {e:#}");
+        history.status = Status::Failed(format!("{e:#}"));
         let _ = save_history(&history_path, history);
         e
     };
@@ -278,7 +278,7 @@ fn run_inner(
             return Err(fail(&mut history, e));
         }
     }
-    history.status = "finished".into();
+    history.status = Status::Finished;
     save_history(&history_path, &history)?;
     // The run is complete: its resume state is no longer needed.
     let _ = std::fs::remove_file(&state_path);
@@ -320,7 +320,7 @@ fn finish_stopped(
     epoch: usize,
     on_event: &mut impl FnMut(TrainEvent),
 ) -> Result<History> {
-    history.status = "stopped".into();
+    history.status = Status::Stopped;
     save_history(path, &history)?;
     on_event(TrainEvent::Stopped { epoch: epoch + 1 });
     Ok(history)

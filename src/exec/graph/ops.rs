@@ -3,7 +3,7 @@
 //! to compositions of candle's stock ops, which compute the same function.
 
 use crate::kernels::profile::timed;
-use crate::kernels::{batchnorm as bn, depthwise as dw, uninit_buffer, Act};
+use crate::kernels::{batchnorm as bn, depthwise as dw, Act};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, D};
 use std::sync::{Arc, Mutex};
 
@@ -128,7 +128,7 @@ impl CustomOp2 for DepthwiseConv {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let mut y = uninit_buffer(g.out_len());
+        let mut y = vec![0f32; g.out_len()];
         let (x, w) = (slice(s1, l1)?, slice(s2, l2)?);
         timed("dw.forward", || dw::forward(&g, x, w, None, Act::None, &mut y));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.out_h(), g.out_w()))))
@@ -151,7 +151,7 @@ impl CustomOp2 for DepthwiseInputGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let mut dx = uninit_buffer(g.n * g.c * g.h * g.w);
+        let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
         let (gy, w) = (slice(s1, l1)?, slice(s2, l2)?);
         timed("dw.backward_input", || dw::backward_input(&g, gy, w, &mut dx));
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
@@ -204,7 +204,7 @@ impl CustomOp3 for BnActTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l1)?;
         let d = bn::Dims { n, c, hw: h * w };
-        let mut y = uninit_buffer(n * c * h * w);
+        let mut y = vec![0f32; n * c * h * w];
         let mut inv_std = vec![0f32; c];
         let (x, g, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
         let (mean, var) =
@@ -237,7 +237,7 @@ impl CustomOp3 for BnActTrain {
         };
         let g = gamma.to_vec1::<f32>()?;
         let b = beta.to_vec1::<f32>()?;
-        let mut dx = uninit_buffer(n * c * h * w);
+        let mut dx = vec![0f32; n * c * h * w];
         let mut dg = vec![0f32; c];
         let mut db = vec![0f32; c];
         with_data(x, |xs| {
@@ -269,7 +269,7 @@ impl CustomOp1 for AffineAct {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        let mut y = uninit_buffer(n * c * h * w);
+        let mut y = vec![0f32; n * c * h * w];
         bn::affine_act(&bn::Dims { n, c, hw: h * w }, slice(s, l)?, &self.scale, &self.shift, self.act, &mut y);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }

@@ -19,7 +19,7 @@ use crate::kernels::batchnorm::{self as bn, BackwardCoeffs, Dims, MomentSums, Tr
 use crate::kernels::dense::{matmul, pointwise_backward_fused};
 use crate::kernels::depthwise::{dot, Geometry, PlaneConv, Prologue};
 use crate::kernels::profile::timed;
-use crate::kernels::{add_assign, image_ranges, lane_sum, simd, uninit_buffer, Act, SharedMut};
+use crate::kernels::{add_assign, image_ranges, lane_sum, output_buffer, recycle, simd, Act, SharedMut};
 use crate::model::arch::{BottleneckSpec, BN_EPS};
 use crate::model::names::{BnNames, BottleneckNames};
 use candle_core::Result;
@@ -64,6 +64,13 @@ pub(super) struct BottleneckCache {
     residual: bool,
 }
 
+impl BottleneckCache {
+    /// Hands the block's stored activations back for the next step.
+    pub(super) fn recycle(self) {
+        [self.z1, self.z2, self.z3].into_iter().for_each(recycle);
+    }
+}
+
 /// The layer's BatchNorm from its batch moments; updates the running statistics.
 fn batch_norm(p: &Params, names: &BnNames, moments: &MomentSums, act: Act, count: usize) -> Result<TrainNorm> {
     let (mean, var) = moments.mean_var();
@@ -104,20 +111,20 @@ pub(super) fn forward(
     };
     let x = &tape[input];
 
-    let mut z1 = uninit_buffer(n * ce * hw);
+    let mut z1 = output_buffer(n * ce * hw);
     let m1 = timed("block.expand_fw", || expand_forward(x, &w1, cin, ce, hw, &mut z1));
     let bn1 = batch_norm(p, &names.expand.bn, &m1, act, n * hw)?;
 
-    let mut z2 = uninit_buffer(n * ce * ohw);
+    let mut z2 = output_buffer(n * ce * ohw);
     let m2 = timed("block.depthwise_fw", || depthwise_forward(&g, &z1, &bn1, &wd, &mut z2));
     let bn2 = batch_norm(p, &names.depthwise.bn, &m2, act, n * ohw)?;
 
-    let mut z3 = uninit_buffer(n * cout * ohw);
+    let mut z3 = output_buffer(n * cout * ohw);
     let (m3, se_tape) =
         timed("block.project_fw", || project_forward(&z2, &bn2, se_w.as_ref(), &w3, ce, cout, ohw, &mut z3));
     let bn3 = batch_norm(p, &names.project.bn, &m3, Act::None, n * ohw)?;
 
-    let mut out = uninit_buffer(z3.len());
+    let mut out = output_buffer(z3.len());
     let residual = b.residual();
     timed("block.output", || {
         bn::affine_act(&Dims { n, c: cout, hw: ohw }, &z3, &bn3.scale, &bn3.shift, Act::None, &mut out);
@@ -164,7 +171,7 @@ pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d
     p.grad(&c.names.project.bn.weight, dg);
     p.grad(&c.names.project.bn.bias, db);
 
-    let mut dy2 = uninit_buffer(n * ce * ohw);
+    let mut dy2 = output_buffer(n * ce * ohw);
     let part = timed("block.project_bw", || project_backward(c, &coeffs3, &d_out, &mut dy2));
     p.grad(&c.names.project.weight, part.dw3);
     if let Some(sg) = part.se {
@@ -179,9 +186,9 @@ pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d
     p.grad(&c.names.depthwise.bn.weight, dg);
     p.grad(&c.names.depthwise.bn.bias, db);
 
-    let mut dy1 = uninit_buffer(n * ce * hw);
+    let mut dy1 = output_buffer(n * ce * hw);
     let (dwd, sums1) = timed("block.depthwise_bw", || depthwise_backward(c, &coeffs2, &dy2, &mut dy1));
-    drop(dy2);
+    recycle(dy2);
     p.grad(&c.names.depthwise.weight, dwd);
     let (mut dg, mut db) = (vec![0f32; ce], vec![0f32; ce]);
     let coeffs1 = c.bn1.coeffs(&sums1, n * hw, &mut dg, &mut db);
@@ -189,7 +196,7 @@ pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d
     p.grad(&c.names.expand.bn.bias, db);
 
     let x = &tape[c.input];
-    let mut dx = uninit_buffer(x.len());
+    let mut dx = output_buffer(x.len());
     let mut dw1 = vec![0f32; ce * c.in_c];
     let grad_of = |img: usize, out: &mut [f32]| {
         for ch in 0..ce {
@@ -202,6 +209,8 @@ pub(super) fn backward(p: &mut Params, tape: &[Vec<f32>], c: &BottleneckCache, d
     if c.residual {
         add_assign(&mut dx, &d_out);
     }
+    recycle(dy1);
+    recycle(d_out);
     Ok(dx)
 }
 

@@ -15,7 +15,7 @@ use crate::kernels::dense::{add_bias_rows, column_sums, im2col, matmul, pointwis
 use crate::kernels::depthwise::Geometry;
 use crate::kernels::loss::{dropout_mask, softmax_cross_entropy};
 use crate::kernels::profile::timed;
-use crate::kernels::{lane_sum, simd, uninit_buffer, Act};
+use crate::kernels::{lane_sum, output_buffer, recycle, simd, Act};
 use crate::model::arch::{ArchSpec, BN_EPS};
 use crate::model::names::{self, BnNames, ConvBnNames};
 use crate::model::params::ParamStore;
@@ -64,7 +64,7 @@ struct BnCache {
 fn bn_forward(p: &Params, names: &BnNames, z: Vec<f32>, dims: Dims, act: Act) -> Result<(Vec<f32>, BnCache)> {
     let gamma = p.get(&names.weight)?;
     let beta = p.get(&names.bias)?;
-    let mut y = uninit_buffer(z.len());
+    let mut y = output_buffer(z.len());
     let mut inv_std = vec![0f32; dims.c];
     let (mean, var) = timed("engine.bn_forward", || {
         bn::train_forward(&dims, &z, &gamma, &beta, act, BN_EPS as f32, &mut y, &mut inv_std)
@@ -75,7 +75,7 @@ fn bn_forward(p: &Params, names: &BnNames, z: Vec<f32>, dims: Dims, act: Act) ->
 
 /// dz from dy; writes the gradients of gamma and beta.
 fn bn_backward(p: &mut Params, c: &BnCache, dy: &[f32]) -> Vec<f32> {
-    let mut dz = uninit_buffer(dy.len());
+    let mut dz = output_buffer(dy.len());
     let (mut dg, mut db) = (vec![0f32; c.dims.c], vec![0f32; c.dims.c]);
     timed("engine.bn_backward", || {
         bn::train_backward(&c.dims, &c.z, dy, &c.gamma, &c.beta, &c.mean, &c.inv_std, c.act, &mut dz, &mut dg, &mut db)
@@ -146,7 +146,7 @@ fn train_step_on_pool(
     let cols = timed("engine.stem_im2col", || im2col(&x, &stem_geo));
     drop(x);
     let w_stem = p.get(&stem.weight)?;
-    let mut z = uninit_buffer(n * c0 * oh * ow);
+    let mut z = output_buffer(n * c0 * oh * ow);
     timed("engine.stem_conv", || {
         z.par_chunks_mut(c0 * oh * ow)
             .zip(cols.par_chunks(27 * oh * ow))
@@ -208,11 +208,11 @@ fn train_step_on_pool(
     let mut dpooled = vec![0f32; n * cl];
     matmul(n, cl, hid, &mut dpooled, &dh, (hid, 1), &w3, (cl, 1), false, true);
     // The pool's gradient spreads evenly over each plane.
-    let mut dfeat = uninit_buffer(n * cl * hw);
+    let mut dfeat = output_buffer(n * cl * hw);
     dfeat.par_chunks_mut(hw).zip(dpooled.par_iter()).for_each(|(pl, g)| pl.fill(g / hw as f32));
 
     let mut d = pointwise_bw(&mut p, &tape, &last, &dfeat, true)?.unwrap_or_default();
-    drop(dfeat);
+    recycle(dfeat);
     for cache in blocks.iter().rev() {
         d = bottleneck::backward(&mut p, &tape, cache, d)?;
     }
@@ -236,6 +236,9 @@ fn train_step_on_pool(
         }
     });
     p.grad(&stem.weight, dws);
+    // Every large buffer of this step goes back for the next one (see `kernels::output_buffer`).
+    [dz, d, stem_bn.z, last.bn.z].into_iter().chain(tape).for_each(recycle);
+    blocks.into_iter().for_each(bottleneck::BottleneckCache::recycle);
 
     // Gradients as tensors keyed by the parameters' Vars.
     let mut grads = GradStore::default();
@@ -261,7 +264,7 @@ fn pointwise_fw(
     let name = names.weight.clone();
     let w = p.get(&name)?;
     let x_index = tape.len() - 1;
-    let mut z = uninit_buffer(n * o * hw);
+    let mut z = output_buffer(n * o * hw);
     timed("engine.pw_forward", || pointwise_forward(&tape[x_index], &w, c, o, hw, &mut z));
     let (y, bn) = bn_forward(p, &names.bn, z, Dims { n, c: o, hw }, act)?;
     tape.push(y);
@@ -286,7 +289,7 @@ fn pointwise_bw(
     };
     let x = &tape[c.x_index];
     let mut dwt = vec![0f32; c.o * c.c];
-    let mut dx = if want_dx { Some(uninit_buffer(x.len())) } else { None };
+    let mut dx = if want_dx { Some(output_buffer(x.len())) } else { None };
     timed("engine.pw_backward", || {
         pointwise_backward_fused(x, &c.w, c.c, c.o, c.hw, grad_of, dx.as_deref_mut(), &mut dwt)
     });
