@@ -22,7 +22,7 @@ pub mod data;
 pub mod device;
 pub mod exec;
 pub mod fsutil;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod model;
 pub mod paths;
 pub mod train;

@@ -90,7 +90,8 @@ pub fn pointwise_backward(
 }
 
 /// dw (o x c) = sum over images of dz[img] (o x hw) * x[img]^T (hw x c); images split across threads, each
-/// summing into its own buffer.
+/// summing into its own buffer. The tests' reference, with [`pointwise_backward`].
+#[cfg(test)]
 pub fn weight_grad(x: &[f32], dz: &[f32], c: usize, o: usize, hw: usize, dw: &mut [f32]) {
     let n = x.len() / (c * hw);
     let partial: Vec<Vec<f32>> = crate::kernels::image_ranges(n)
