@@ -1,11 +1,12 @@
+use super::progress::{Progress, Unit};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mobilenetv3::bench::{self, LatencyRow};
 use mobilenetv3::device;
 use mobilenetv3::model::arch::{parse_variant_name, ModelConfig};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// The six variants the reference measures.
 pub const DEFAULT_VARIANTS: [&str; 6] =
@@ -131,10 +132,15 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
                 bail!(e);
             }
             for &b in &batches {
-                eprint!("{:<11} {:<5} batch {:<4} ", cfg.name(), bench::device_name(dev), b);
-                let _ = std::io::stderr().flush();
-                let row =
-                    bench::time_inference(&cfg, dev, b, a.warmup, a.runs, |_| false)?.context("benchmark stopped")?;
+                let label = format!("{:<11} {:<5} batch {:<4}", cfg.name(), bench::device_name(dev), b);
+                let mut bar = Progress::new((a.warmup + a.runs) as u64, &label, Unit::Items, Duration::MAX);
+                let row = bench::time_inference(&cfg, dev, b, a.warmup, a.runs, |i| {
+                    bar.update(i as u64, String::new, String::new);
+                    false
+                })?
+                .context("benchmark stopped")?;
+                drop(bar);
+                eprint!("{label} ");
                 eprintln!(
                     "median {:8.3} ms  p10 {:8.3}  p90 {:8.3}  {:9.1} img/s",
                     row.median_ms, row.p10_ms, row.p90_ms, row.img_per_s

@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod info;
+mod progress;
 mod train;
 
 use anyhow::{Context, Result};
@@ -97,27 +98,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Latency(a)) => bench::run_latency(a),
         Some(Command::Bench(c)) => bench::run_bench(c),
         Some(Command::Download { dir }) => {
-            let mut last = std::time::Instant::now();
+            let mut bar: Option<progress::Progress> = None;
             let path = mobilenetv3::data::download::download(
                 mobilenetv3::data::download::CIFAR100_PYTHON_URL,
                 &dir,
                 Some(mobilenetv3::data::download::CIFAR100_PYTHON_MD5),
                 &mut |done, total| {
-                    if last.elapsed().as_millis() >= 250 {
-                        last = std::time::Instant::now();
-                        match total {
-                            Some(t) => eprint!(
-                                "\r{:.1} / {:.1} MB ({:.0}%)   ",
-                                done as f64 / 1e6,
-                                t as f64 / 1e6,
-                                100.0 * done as f64 / t.max(1) as f64
-                            ),
-                            None => eprint!("\r{:.1} MB   ", done as f64 / 1e6),
-                        }
-                    }
+                    let bar = bar.get_or_insert_with(|| {
+                        let every = std::time::Duration::from_secs(10);
+                        progress::Progress::new(total.unwrap_or(0), "downloading", progress::Unit::Bytes, every)
+                    });
+                    let line = || match total {
+                        Some(t) => format!(
+                            "{:.1} / {:.1} MB ({:.0}%)",
+                            done as f64 / 1e6,
+                            t as f64 / 1e6,
+                            100.0 * done as f64 / t.max(1) as f64
+                        ),
+                        None => format!("{:.1} MB", done as f64 / 1e6),
+                    };
+                    bar.update(done, String::new, line);
                 },
             )?;
-            eprintln!();
+            drop(bar);
             println!("{} (checksum ok); train with --data {}", path.display(), path.display());
             Ok(ExitCode::SUCCESS)
         }

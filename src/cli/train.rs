@@ -1,3 +1,4 @@
+use super::progress::{Progress, Unit};
 use anyhow::{Context, Result};
 use clap::Args;
 use mobilenetv3::data::Augment;
@@ -5,10 +6,10 @@ use mobilenetv3::model::arch::{ModelConfig, Variant};
 use mobilenetv3::model::weights::{self, LoadOptions};
 use mobilenetv3::train::optim::SgdConfig;
 use mobilenetv3::train::{self, hms, Schedule, SelectBy, TrainConfig, TrainControl, TrainEvent};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -180,8 +181,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let mut epochs = cfg.epochs;
     let out_dir = cfg.out_dir.clone();
     let mut resume_hint: Option<(PathBuf, String)> = None;
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut last_draw = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    // The epoch's bar on a terminal, lines in a log.
+    let mut progress: Option<Progress> = None;
     let result = train::run(&cfg, a.resume.as_deref(), &control, |ev| match ev {
         TrainEvent::Started {
             name,
@@ -199,29 +200,23 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             );
         }
         TrainEvent::Step { epoch, step, steps_per_epoch, loss, lr, img_per_s, eta_s } => {
-            if !tty {
-                // Logs get a plain line now and then instead of a redrawn bar.
-                if step % 50 == 0 {
-                    eprintln!("epoch {epoch}/{epochs} step {step}/{steps_per_epoch} loss {loss:.4} lr {lr:.4} {img_per_s:.0} img/s ETA {}", hms(eta_s));
-                }
-            } else if last_draw.elapsed().as_millis() >= 200 || step == steps_per_epoch {
-                last_draw = std::time::Instant::now();
-                let width = 24;
-                let done = width * step / steps_per_epoch;
-                eprint!(
-                    "\repoch {epoch}/{epochs} [{}{}] {step}/{steps_per_epoch} loss {loss:.4} lr {lr:.4} {img_per_s:.0} img/s ETA {}   ",
-                    "#".repeat(done),
-                    ".".repeat(width - done),
-                    hms(eta_s)
-                );
-                let _ = std::io::stderr().flush();
-            }
+            let bar = progress.get_or_insert_with(|| {
+                let prefix = format!("epoch {epoch}/{epochs}");
+                Progress::new(steps_per_epoch as u64, &prefix, Unit::Items, Duration::from_secs(60))
+            });
+            bar.update(
+                step as u64,
+                || format!("loss {loss:.4} lr {lr:.4} {img_per_s:.0} img/s ETA {}", hms(eta_s)),
+                || {
+                    format!(
+                        "epoch {epoch}/{epochs} step {step}/{steps_per_epoch} loss {loss:.4} lr {lr:.4} \
+                         {img_per_s:.0} img/s ETA {}",
+                        hms(eta_s)
+                    )
+                },
+            );
         }
-        TrainEvent::Evaluating { .. } => {
-            if tty {
-                eprint!("\r{:120}\r", "");
-            }
-        }
+        TrainEvent::Evaluating { .. } => progress = None,
         TrainEvent::Epoch(r) => {
             println!(
                 "Epoch {}/{epochs}: train loss {:.4} (top-1 {:.2}%), val loss {:.4}, top-1 {:.2}%, top-5 {:.2}%, lr {:.4}, {:.0} img/s, elapsed {}",
@@ -238,6 +233,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         }
         TrainEvent::Checkpoint { path, epoch } => println!("  saved best model (epoch {epoch}) to {}", path.display()),
         TrainEvent::Stopped { epoch } => {
+            progress = None;
             let state = resume_hint.as_ref().map(|(dir, name)| train::resume_path(dir, name));
             match state.filter(|p| p.is_file()) {
                 Some(p) => eprintln!(
@@ -247,7 +243,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
                 None => eprintln!("\nstopped during epoch {epoch}, before any epoch finished: nothing to resume"),
             }
         }
-        TrainEvent::Failed { message } => eprintln!("\nerror: {message}"),
+        TrainEvent::Failed { message } => {
+            progress = None;
+            eprintln!("\nerror: {message}");
+        }
         TrainEvent::Finished { history } => {
             if let Some(b) = history.best() {
                 println!(
@@ -329,7 +328,16 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     cfg.limit_test = a.limit_test;
     let ds = train::load_data(&cfg)?;
     let test = Arc::new(ds.test);
-    let r = train::evaluate(&loaded.model, &test, 256, || false)?.context("evaluation stopped")?;
+    let mut bar = Progress::new(test.len() as u64, "evaluating", Unit::Items, Duration::from_secs(10));
+    let r = train::evaluate_with_progress(
+        &loaded.model,
+        &test,
+        256,
+        || false,
+        |done, total| bar.update(done as u64, String::new, || format!("evaluated {done}/{total} images")),
+    )?
+    .context("evaluation stopped")?;
+    bar.clear();
     if let Some(p) = &a.confusion {
         let s = train::confusion_csv(&r.confusion, &loaded.meta.class_names);
         mobilenetv3::fsutil::write_atomic(p, s.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
