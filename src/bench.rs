@@ -133,8 +133,10 @@ pub fn device_name(device: &Device) -> String {
 pub enum Engine {
     /// The hand-written step of [`crate::exec::train_step`] (CPU only; other devices use the graph).
     Fast,
-    /// candle's autograd over the model's ops.
+    /// candle's autograd over the model's ops (our kernels as custom ops on the CPU).
     Graph,
+    /// candle's autograd over its stock ops only: the path that runs on every device.
+    Portable,
 }
 
 /// Result of `bench train`.
@@ -157,7 +159,10 @@ pub fn bench_train(
     warmup: usize,
     steps: usize,
 ) -> candle_core::Result<TrainBench> {
-    let model = MobileNetV3::new(config, device, 0)?;
+    let mut model = MobileNetV3::new(config, device, 0)?;
+    if engine == Engine::Portable {
+        model.set_ops(crate::exec::graph::ops::Ops::Portable);
+    }
     let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
     let x_cpu = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
     let x_host = x_cpu.flatten_all()?.to_vec1::<f32>()?;
@@ -170,7 +175,7 @@ pub fn bench_train(
         let t = Instant::now();
         let executor = match engine {
             Engine::Fast => crate::exec::choose(device, crate::exec::Purpose::Train),
-            Engine::Graph => crate::exec::Executor::Graph,
+            Engine::Graph | Engine::Portable => crate::exec::Executor::Graph,
         };
         let step = timed("engine.step", || {
             crate::exec::train_step(&model, executor, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)

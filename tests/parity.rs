@@ -5,6 +5,7 @@
 //! same tensor (plus 1e-6 absolute); running statistics after one train step max |Δ| < 1e-4.
 
 use candle_core::{DType, Device, Tensor};
+use mobilenetv3::exec::graph::ops::Ops;
 use mobilenetv3::model::weights::{load_model, LoadOptions};
 use mobilenetv3::Mode;
 use std::collections::HashMap;
@@ -27,12 +28,18 @@ fn max_abs(a: &Tensor) -> f32 {
 }
 
 fn eval_parity(case: &str) {
-    let loaded =
+    eval_parity_with(case, Ops::Fused);
+    eval_parity_with(case, Ops::Portable);
+}
+
+fn eval_parity_with(case: &str, ops: Ops) {
+    let mut loaded =
         load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
+    loaded.model.set_ops(ops);
     let io = io(case);
     let logits = loaded.model.forward(&io["input"], Mode::Eval).unwrap();
     let d = max_abs_diff(&logits, &io["logits_eval"]);
-    assert!(d < 1e-4, "{case}: eval logits differ from PyTorch by {d}");
+    assert!(d < 1e-4, "{case} ({ops:?} ops): eval logits differ from PyTorch by {d}");
 }
 
 #[test]
@@ -56,11 +63,18 @@ fn eval_large_035_si2() {
 }
 
 fn train_parity(case: &str) {
+    train_parity_with(case, Ops::Fused);
+    train_parity_with(case, Ops::Portable);
+}
+
+fn train_parity_with(case: &str, ops: Ops) {
     let mut loaded =
         load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
     loaded.model.set_dropout(0.0);
+    loaded.model.set_ops(ops);
     let model = &loaded.model;
     let io = io(case);
+    let case = &format!("{case} ({ops:?} ops)");
     let logits = model.forward(&io["input"], Mode::Train { seed: 0 }).unwrap();
     let d = max_abs_diff(&logits, &io["logits_train"]);
     assert!(d < 1e-4, "{case}: train-mode logits differ from PyTorch by {d}");

@@ -79,7 +79,8 @@ pub struct TrainBenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// fast (the hand-written CPU step) or graph (candle autograd).
+    /// fast (the hand-written CPU step), graph (candle autograd over our CPU kernels) or portable (candle
+    /// autograd over its stock ops only: what runs on a GPU).
     #[arg(long, default_value = "fast")]
     engine: String,
 }
@@ -207,7 +208,8 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
             let engine = match a.engine.as_str() {
                 "fast" => bench::Engine::Fast,
                 "graph" => bench::Engine::Graph,
-                other => bail!("--engine must be fast or graph, got {other}"),
+                "portable" => bench::Engine::Portable,
+                other => bail!("--engine must be fast, graph or portable, got {other}"),
             };
             let r = bench::bench_train(&cfg, &dev, engine, a.batch, a.warmup, a.steps)?;
             if a.json {

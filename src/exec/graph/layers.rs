@@ -3,7 +3,7 @@
 //! Each block runs in one of two modes: evaluation (BatchNorm uses running statistics) or training (batch
 //! statistics, running statistics updated with momentum 0.1 as PyTorch does).
 
-use crate::exec::graph::ops;
+use crate::exec::graph::ops::{self, Ops};
 use crate::kernels::Act;
 use crate::model::arch::{Activation, BottleneckSpec, BN_EPS};
 use crate::model::names::{BnNames, BottleneckNames, ConvBnNames, SqueezeExciteNames};
@@ -53,13 +53,14 @@ impl BatchNorm {
     }
 
     /// act(BN(x)): batch statistics (and a running-statistics update) in training, running ones in evaluation.
-    pub fn forward(&self, x: &Tensor, mode: Mode, act: Act) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mode: Mode, act: Act, o: Ops) -> Result<Tensor> {
         if !mode.is_train() {
             let (scale, shift) = self.eval_affine()?;
-            return ops::affine_act(x, &scale, &shift, act);
+            return ops::affine_act(x, &scale, &shift, act, o);
         }
         let (n, _, h, w) = x.dims4()?;
-        let (y, mean, var) = ops::batch_norm_act_train(x, self.weight.as_tensor(), self.bias.as_tensor(), act, BN_EPS)?;
+        let (gamma, beta) = (self.weight.as_tensor(), self.bias.as_tensor());
+        let (y, mean, var) = ops::batch_norm_act_train(x, gamma, beta, act, BN_EPS, o)?;
         update_running_stats(
             [&self.running_mean, &self.running_var, &self.batches_tracked],
             &mean,
@@ -93,16 +94,16 @@ impl ConvBn {
         ConvBn { weight, bn: BatchNorm::new(p, &names.bn), stride, padding: (k - 1) / 2, groups, act }
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mode: Mode, o: Ops) -> Result<Tensor> {
         let w = self.weight.as_tensor();
         let y = if self.groups > 1 {
-            ops::depthwise_conv2d(x, w, self.stride, self.padding)?
+            ops::depthwise_conv2d(x, w, self.stride, self.padding, o)?
         } else if w.dims()[2] == 1 && self.stride == 1 {
             ops::pointwise_conv2d(x, w)?
         } else {
             x.conv2d(w, self.padding, self.stride, 1, 1)?
         };
-        self.bn.forward(&y, mode, kernel_act(self.act))
+        self.bn.forward(&y, mode, kernel_act(self.act), o)
     }
 }
 
@@ -153,12 +154,12 @@ impl Bottleneck {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut y = self.depthwise.forward(&self.expand.forward(x, mode)?, mode)?;
+    pub fn forward(&self, x: &Tensor, mode: Mode, o: Ops) -> Result<Tensor> {
+        let mut y = self.depthwise.forward(&self.expand.forward(x, mode, o)?, mode, o)?;
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }
-        let y = self.project.forward(&y, mode)?;
+        let y = self.project.forward(&y, mode, o)?;
         if self.spec.residual() {
             y + x
         } else {

@@ -21,6 +21,7 @@ pub struct MobileNetV3 {
     hidden_b: Tensor,
     classifier_w: Tensor,
     classifier_b: Tensor,
+    ops: ops::Ops,
 }
 
 impl MobileNetV3 {
@@ -60,7 +61,14 @@ impl MobileNetV3 {
             stem,
             blocks,
             last,
+            ops: ops::Ops::default(),
         }
+    }
+
+    /// Chooses the implementation of the graph's ops (the fused CPU kernels by default; [`ops::Ops::Portable`]
+    /// runs candle's stock ops, as on a GPU).
+    pub fn set_ops(&mut self, ops: ops::Ops) {
+        self.ops = ops;
     }
 
     /// Changes the dropout probability used in training (0 turns it off; the parity tests compare without it).
@@ -87,11 +95,12 @@ impl MobileNetV3 {
 
     /// Logits (n, classes) for normalised images (n, 3, h, w).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut x = self.stem.forward(x, mode)?;
+        let o = self.ops;
+        let mut x = self.stem.forward(x, mode, o)?;
         for b in &self.blocks {
-            x = b.forward(&x, mode)?;
+            x = b.forward(&x, mode, o)?;
         }
-        let x = self.last.forward(&x, mode)?;
+        let x = self.last.forward(&x, mode, o)?;
         let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?;
         let mut h = ops::hard_swish(&ops::linear(&pooled, &self.hidden_w, &self.hidden_b)?)?;
         if let Mode::Train { seed } = mode {
