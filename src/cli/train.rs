@@ -267,26 +267,21 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
 }
 
-/// Set by the SIGINT handler; the only thing it does besides restoring the default action.
-static SIGINT_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Ctrl-C stops the run after its current batch: the handler only sets an atomic flag (async-signal-safe) and
-/// restores the default action, so that a second Ctrl-C ends the process; a watcher thread passes the flag on
-/// to the run's control.
+/// Ctrl-C stops the run after its current batch: signal-hook's handler only sets a flag (async-signal-safe),
+/// which a watcher thread passes on to the run's control; a second Ctrl-C ends the process at once with exit
+/// code 130. Without a handler (registration failed), Ctrl-C keeps its default action.
 fn stop_on_sigint(control: Arc<TrainControl>) {
-    extern "C" fn on_sigint(_: libc::c_int) {
-        SIGINT_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
-        // SAFETY: signal() is async-signal-safe; it restores the default action for the next Ctrl-C.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-        }
-    }
-    // SAFETY: installs a C handler that touches nothing but an atomic and signal(), both async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    use signal_hook::consts::SIGINT;
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The conditional exit first: it acts only once the flag is already set, i.e. on the second Ctrl-C.
+    let registered = signal_hook::flag::register_conditional_shutdown(SIGINT, 130, seen.clone())
+        .and_then(|_| signal_hook::flag::register(SIGINT, seen.clone()));
+    if let Err(e) = registered {
+        eprintln!("warning: Ctrl-C will end the run at once ({e})");
+        return;
     }
     let _ = std::thread::Builder::new().name("sigint".into()).spawn(move || loop {
-        if SIGINT_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
+        if seen.load(std::sync::atomic::Ordering::SeqCst) {
             control.stop();
             return;
         }
