@@ -32,6 +32,22 @@ fn harness(dir: &Path, tab: Tab) -> Harness<'static, StudioApp> {
         .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings))
 }
 
+/// The Train tab of a project with no data set anywhere (the user's data folder is inside the project): what a
+/// new user sees. `edit` sets any other field of the form.
+fn train_tab_without_data(
+    dir: &Path,
+    edit: impl FnOnce(&mut mobilenetv3::app::train_tab::TrainForm),
+) -> Harness<'static, StudioApp> {
+    let mut paths = AppPaths::from_project(dir);
+    paths.data = dir.join("user-data");
+    let mut form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
+    edit(&mut form);
+    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
+    Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings))
+}
+
 /// Steps frames until `done` holds (the worker runs in real time), failing after `secs`.
 fn wait_for(h: &mut Harness<'_, StudioApp>, what: &str, secs: u64, done: impl Fn(&StudioApp) -> bool) {
     let start = Instant::now();
@@ -280,15 +296,10 @@ fn a_new_user_downloads_the_data_from_the_train_tab_and_trains_an_epoch() {
     let archive = binary_archive();
     let md5: String = md5::Md5::digest(&archive).iter().map(|b| format!("{b:02x}")).collect();
     let url = serve_once(archive);
-    let mut paths = AppPaths::from_project(dir.path());
-    paths.data = dir.path().join("user-data");
-    let mut form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
-    form.epochs = "1".into();
-    form.limit_train = "256".into();
-    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    let mut h = train_tab_without_data(dir.path(), |form| {
+        form.epochs = "1".into();
+        form.limit_train = "256".into();
+    });
     h.state_mut().train.data_source = (url, Some(md5));
     h.step();
     // No data: Start is disabled, and the tab offers the download.
@@ -316,13 +327,7 @@ fn a_new_user_downloads_the_data_from_the_train_tab_and_trains_an_epoch() {
 fn offline_the_train_tab_says_so_and_how_to_get_the_data_by_hand() {
     let dir = project();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut paths = AppPaths::from_project(dir.path());
-    paths.data = dir.path().join("user-data");
-    let form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
-    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    let mut h = train_tab_without_data(dir.path(), |_| {});
     h.state_mut().train.data_source = (format!("http://127.0.0.1:{port}/cifar-100-python.tar.gz"), None);
     h.step();
     h.get_by_label("Download CIFAR-100 (about 160 MiB)").click();
@@ -494,13 +499,7 @@ fn where_no_file_dialog_can_be_shown_each_button_says_so_where_it_was_clicked() 
     h.step();
     assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Latency: no message");
     // The Train tab without a data set: the picker beside the download button.
-    let mut paths = AppPaths::from_project(dir.path());
-    paths.data = dir.path().join("user-data");
-    let form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
-    let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    let mut h = train_tab_without_data(dir.path(), |_| {});
     h.step();
     h.get_by_label("Use a folder I already have…").click();
     h.step();
