@@ -10,16 +10,27 @@ bin=target/release/mobilenetv3
 photo="$PWD/$out/dropped-orange.jpg"
 cp test_images/orange.jpg "$photo"
 display=:97
-Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >"$out/xvfb.log" 2>&1 &
-xvfb_pid=$!
+export DISPLAY=$display
+start_x() {
+  Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >>"$out/xvfb.log" 2>&1 &
+  xvfb_pid=$!
+  for _ in $(seq 50); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
+}
+# Before each app the next step drives: the X server answers (restarted, and said so, if it went away) and,
+# with `alone`, the windows of earlier apps are gone (a closing window must not be the one the step finds).
+ready_for_app() {
+  xdpyinfo >/dev/null 2>&1 || { echo "(the X server had gone away; restarted)"; start_x; }
+  if [ "${1:-}" = alone ]; then
+    for _ in $(seq 40); do xdotool search --name 'MobileNetV3 Studio' >/dev/null 2>&1 || break; sleep 0.25; done
+  fi
+}
+start_x
 app_pid=""
 cleanup() {
   [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null || true
   kill "$xvfb_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
-export DISPLAY=$display
-for _ in $(seq 50); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
 # A fresh settings folder, so the check starts as a new user would.
 export XDG_DATA_HOME="$PWD/$out/xdg-data" XDG_CONFIG_HOME="$PWD/$out/xdg-config"
 # One log line per classified image, which this check reads.
@@ -83,6 +94,7 @@ open(os.path.join(d, "b_nan.safetensors"), "wb").write(struct.pack("<Q", len(j))
 open(os.path.join(d, "c_junk.pth"), "wb").write(b"PK\x03\x04" + os.urandom(600))
 open(os.path.join(d, "d_empty.safetensors"), "wb").write(b"")
 PY
+ready_for_app
 (cd "$hostile" && timeout 120 "$OLDPWD/$bin" >"$OLDPWD/$out/hostile.log" 2>&1) &
 hostile_pid=$!
 for _ in $(seq 120); do grep -q "classified .*rocket.jpg" "$out/hostile.log" && break; sleep 0.5; done
@@ -120,6 +132,7 @@ port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 /usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "$fresh/server" "$port" >"$out/http.log" 2>&1 &
 http_pid=$!
 for _ in $(seq 50); do /usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break; sleep 0.1; done
+ready_for_app alone
 (cd "$fresh" && XDG_DATA_HOME="$fresh/xdg-data" XDG_CONFIG_HOME="$fresh/xdg-config" \
   MBV3_CIFAR_URL="http://127.0.0.1:$port/cifar-100-binary.tar.gz" MBV3_CIFAR_MD5="$md5" \
   timeout 600 "$OLDPWD/$bin" gui --tab train >"$OLDPWD/$out/fresh.log" 2>&1) &
@@ -142,6 +155,7 @@ ls "$fresh/trained_models/"*.safetensors >/dev/null || { echo "no checkpoint was
 echo "download-and-train check passed"
 # The Evaluate view on the bundled model, on the real test split when it is there (CI has it).
 if [ -f ../shared/data/cifar-100-binary/test.bin ]; then
+  ready_for_app alone
   timeout 300 "$bin" gui --tab evaluate >"$out/evaluate.log" 2>&1 &
   eval_pid=$!
   ewid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
