@@ -79,7 +79,7 @@ impl From<crate::model::arch::Activation> for Act {
 /// An output buffer for a kernel that overwrites it in full.
 ///
 /// A fresh buffer would be zeroed for nothing: at batch 128 that is one more pass over memory per layer
-/// (measured: a training step 5-20% slower), and leaving it uninitialised is undefined behaviour. So the
+/// (measured: a training step 4-19% slower), and leaving it uninitialised is undefined behaviour. So the
 /// executors hand their buffers back when a step or a forward pass is done ([`recycle`]) and the next one takes
 /// them from here: after the first step of a run, no buffer is zeroed or fresh from the allocator. Buffers
 /// under 16 KiB are simply zeroed (in cache, it costs nothing measurable). Buffers under 1 MiB (one image's
@@ -100,7 +100,9 @@ pub(crate) fn output_buffer(len: usize) -> Vec<f32> {
 /// are keyed by length, and a length no executor asks for again would only take memory.
 pub(crate) fn recycle(v: Vec<f32>) {
     if v.len() < POOLED_MIN {
-    } else if v.len() < PER_THREAD_MAX {
+        return;
+    }
+    if v.len() < PER_THREAD_MAX {
         LOCAL_POOL.with(|p| p.borrow_mut().put(v, LOCAL_POOL_MAX_BYTES));
     } else if let Ok(mut p) = shared_pool().lock() {
         p.put(v, SHARED_POOL_MAX_BYTES);
