@@ -160,10 +160,15 @@ pub fn bench_train(
     steps: usize,
 ) -> candle_core::Result<TrainBench> {
     let mut model = MobileNetV3::new(config, device, 0)?;
-    if engine == Engine::Portable {
-        model.set_ops(crate::exec::graph::ops::Ops::Portable);
+    // graph: our kernels under candle's autograd (on CUDA, our CUDA kernels, which a plain run does not use
+    // yet); portable: candle's stock ops.
+    match engine {
+        Engine::Portable => model.set_ops(crate::exec::graph::ops::Ops::Portable),
+        Engine::Graph => model.set_ops(crate::exec::graph::ops::Ops::Fused),
+        Engine::Fast => {}
     }
     let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
+    opt.use_cuda_kernels(engine == Engine::Graph);
     let x_cpu = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
     let x_host = x_cpu.flatten_all()?.to_vec1::<f32>()?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % config.num_classes as u32).collect();

@@ -1,6 +1,10 @@
 //! Choosing where the model runs: the CPU (always) or a CUDA GPU (with the `cuda` feature and a driver).
 
 use candle_core::Device;
+use std::sync::OnceLock;
+
+#[cfg(feature = "cuda")]
+mod cuda_libraries;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -29,6 +33,11 @@ pub fn open(name: &str) -> Result<Device, DeviceError> {
                 "this build has no CUDA support (build with --features cuda)".into(),
             ));
         }
+        // The NVIDIA libraries are opened here, not at start-up (see `cuda_libraries`).
+        #[cfg(feature = "cuda")]
+        cuda_libraries::load().map_err(DeviceError::CudaUnavailable)?;
+        // Full f32 matrix products (no TF32), as the CPU and PyTorch's defaults compute them.
+        candle_core::cuda::set_gemm_reduced_precision_f32(false);
         // A build that links CUDA dynamically may panic when no driver is present: report it as unavailable.
         return match std::panic::catch_unwind(|| Device::new_cuda(ordinal)) {
             Ok(Ok(d)) => Ok(d),
@@ -42,12 +51,24 @@ pub fn open(name: &str) -> Result<Device, DeviceError> {
 /// Every device this build can use on this machine: the CPU, then CUDA if it opens.
 pub fn available() -> Vec<Device> {
     let mut v = vec![Device::Cpu];
-    if cfg!(feature = "cuda") {
-        if let Ok(d) = open("cuda") {
-            v.push(d);
-        }
+    if let Ok(d) = cuda() {
+        v.push(d);
     }
     v
+}
+
+/// The first CUDA device, opened once per process (a CUDA context is costly), or why it cannot be used:
+/// what the app shows beside a disabled CUDA choice.
+pub fn cuda() -> Result<Device, String> {
+    CUDA.get_or_init(|| open("cuda").map_err(|e| e.to_string())).clone()
+}
+
+static CUDA: OnceLock<Result<Device, String>> = OnceLock::new();
+
+/// [`cuda`]'s answer if it has been asked already, without waiting: the app asks on a background thread at
+/// start-up and reads this each frame (`None`: still checking).
+pub fn cuda_if_probed() -> Option<Result<(), String>> {
+    CUDA.get().map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
 }
 
 /// Sets the number of CPU threads for the whole process; call before any model work.

@@ -3,6 +3,9 @@
 //! Fixtures come from `tools/reference/gen_fixtures.py` (PyTorch, computed in float64). Tolerances: logits
 //! max |Δ| < 1e-4 (logits are of order 1-3); train-mode gradients within 1e-4 of the largest gradient of the
 //! same tensor (plus 1e-6 absolute); running statistics after one train step max |Δ| < 1e-4.
+//!
+//! Every check runs on the CPU and, in a `cuda` build where a GPU opens, on CUDA too, with both op sets
+//! (on CUDA, `Fused` is our CUDA kernels): the same tolerances everywhere (cuBLAS with TF32 off).
 
 use candle_core::{DType, Device, Tensor};
 use mobilenetv3::exec::graph::ops::Ops;
@@ -19,27 +22,43 @@ fn io(case: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture(&format!("{case}.io.safetensors")), &Device::Cpu).unwrap()
 }
 
+/// The CPU, then CUDA where this build has it and a GPU opens.
+fn devices() -> Vec<Device> {
+    let mut v = vec![Device::Cpu];
+    if cfg!(feature = "cuda") {
+        match mobilenetv3::device::cuda() {
+            Ok(d) => v.push(d),
+            Err(e) => eprintln!("CUDA parity skipped: {e}"),
+        }
+    }
+    v
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let (a, b) = (&a.to_device(&Device::Cpu).unwrap(), &b.to_device(&Device::Cpu).unwrap());
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f32 {
+    let a = a.to_device(&Device::Cpu).unwrap();
     a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn eval_parity(case: &str) {
-    eval_parity_with(case, Ops::Fused);
-    eval_parity_with(case, Ops::Portable);
+    for dev in devices() {
+        eval_parity_with(case, Ops::Fused, &dev);
+        eval_parity_with(case, Ops::Portable, &dev);
+    }
 }
 
-fn eval_parity_with(case: &str, ops: Ops) {
+fn eval_parity_with(case: &str, ops: Ops, dev: &Device) {
     let mut loaded =
-        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
+        load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
     loaded.model.set_ops(ops);
     let io = io(case);
-    let logits = loaded.model.forward(&io["input"], Mode::Eval).unwrap();
+    let logits = loaded.model.forward(&io["input"].to_device(dev).unwrap(), Mode::Eval).unwrap();
     let d = max_abs_diff(&logits, &io["logits_eval"]);
-    assert!(d < 1e-4, "{case} ({ops:?} ops): eval logits differ from PyTorch by {d}");
+    assert!(d < 1e-4, "{case} ({ops:?} ops on {dev:?}): eval logits differ from PyTorch by {d}");
 }
 
 #[test]
@@ -63,23 +82,25 @@ fn eval_large_035_si2() {
 }
 
 fn train_parity(case: &str) {
-    train_parity_with(case, Ops::Fused);
-    train_parity_with(case, Ops::Portable);
+    for dev in devices() {
+        train_parity_with(case, Ops::Fused, &dev);
+        train_parity_with(case, Ops::Portable, &dev);
+    }
 }
 
-fn train_parity_with(case: &str, ops: Ops) {
+fn train_parity_with(case: &str, ops: Ops, dev: &Device) {
     let mut loaded =
-        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
+        load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
     loaded.model.set_dropout(0.0);
     loaded.model.set_ops(ops);
     let model = &loaded.model;
     let io = io(case);
-    let case = &format!("{case} ({ops:?} ops)");
-    let logits = model.forward(&io["input"], Mode::Train { seed: 0 }).unwrap();
+    let case = &format!("{case} ({ops:?} ops on {dev:?})");
+    let logits = model.forward(&io["input"].to_device(dev).unwrap(), Mode::Train { seed: 0 }).unwrap();
     let d = max_abs_diff(&logits, &io["logits_train"]);
     assert!(d < 1e-4, "{case}: train-mode logits differ from PyTorch by {d}");
 
-    let labels = io["labels"].to_dtype(DType::U32).unwrap();
+    let labels = io["labels"].to_dtype(DType::U32).unwrap().to_device(dev).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
     let dl = max_abs_diff(&loss.reshape(1).unwrap(), &io["loss_train"]);
     assert!(dl < 1e-5, "{case}: loss differs by {dl}");

@@ -34,7 +34,7 @@ impl Default for LatencyForm {
             runs: 100,
             warmup: 10,
             cpu: true,
-            cuda: cfg!(feature = "cuda"),
+            cuda: false,
         }
     }
 }
@@ -397,8 +397,12 @@ fn form_ui(ui: &mut egui::Ui, f: &mut LatencyForm) {
     ui.strong("Devices");
     ui.horizontal(|ui| {
         ui.checkbox(&mut f.cpu, "cpu");
-        ui.add_enabled(cfg!(feature = "cuda"), egui::Checkbox::new(&mut f.cuda, "cuda"))
-            .on_disabled_hover_text("this build has no CUDA support");
+        let cuda = crate::device::cuda_if_probed();
+        if !matches!(cuda, Some(Ok(()))) {
+            f.cuda = false;
+        }
+        ui.add_enabled(matches!(cuda, Some(Ok(()))), egui::Checkbox::new(&mut f.cuda, "cuda"))
+            .on_disabled_hover_text(cuda_unavailable_text(&cuda));
     });
     ui.horizontal(|ui| {
         let l = ui.label("Runs");
@@ -429,4 +433,13 @@ fn table(ui: &mut egui::Ui, rows: &[LatencyRow]) {
             }
         });
     });
+}
+
+/// Why the CUDA choice is greyed out, for its tooltip.
+pub(crate) fn cuda_unavailable_text(probe: &Option<Result<(), String>>) -> String {
+    match probe {
+        None => "checking whether CUDA opens…".into(),
+        Some(Err(e)) => e.clone(),
+        Some(Ok(())) => String::new(),
+    }
 }

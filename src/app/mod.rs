@@ -82,6 +82,13 @@ impl StudioApp {
             classify.select_model(&worker, m);
         }
         worker.send(Command::RefreshModels);
+        // Whether CUDA opens is asked once, off the UI thread (a CUDA context takes a while to create); the
+        // device choices stay greyed out until the answer is in.
+        let probe_ctx = ctx.clone();
+        std::thread::spawn(move || {
+            let _ = crate::device::cuda();
+            probe_ctx.request_repaint();
+        });
         // The bundled sample photos are shown at start, where there are any.
         if !skip_samples && paths.samples.is_dir() {
             classify.add_paths(&worker, std::slice::from_ref(&paths.samples));

@@ -809,9 +809,11 @@ fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, 
             .selected_text(&f.device)
             .show_ui(ui, |ui| {
                 ui.selectable_value(&mut f.device, "cpu".to_string(), "cpu");
-                if cfg!(feature = "cuda") {
-                    ui.selectable_value(&mut f.device, "cuda".to_string(), "cuda");
-                }
+                let cuda = crate::device::cuda_if_probed();
+                ui.add_enabled_ui(matches!(cuda, Some(Ok(()))), |ui| {
+                    ui.selectable_value(&mut f.device, "cuda".to_string(), "cuda")
+                        .on_disabled_hover_text(super::latency_tab::cuda_unavailable_text(&cuda));
+                });
             })
             .response
     });

@@ -79,8 +79,9 @@ pub struct TrainBenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// fast (the hand-written CPU step), graph (candle autograd over our CPU kernels) or portable (candle
-    /// autograd over its stock ops only: what runs on a GPU).
+    /// fast (the hand-written CPU step; on CUDA the default graph), graph (candle autograd over our kernels:
+    /// the CPU ones, or on CUDA our CUDA kernels and in-place SGD) or portable (candle autograd over its stock
+    /// ops only: what a CUDA training run uses today).
     #[arg(long, default_value = "fast")]
     engine: String,
 }

@@ -14,6 +14,10 @@ macro_rules! simd {
 pub(crate) use simd;
 
 pub mod batchnorm;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests;
 pub mod dense;
 pub mod depthwise;
 pub(crate) mod depthwise_rows;

@@ -45,6 +45,7 @@ impl MobileNetV3 {
     /// Builds the network over existing parameters (from a weight file).
     pub fn from_params(config: &ModelConfig, params: ParamStore) -> Self {
         let spec = config.spec();
+        let params_device = params.device().clone();
         let stem = ConvBn::new(&params, &names::stem(), spec.initial_stride, 1, Some(Activation::HardSwish));
         let blocks =
             spec.blocks.iter().enumerate().map(|(i, b)| Bottleneck::new(&params, &names::block(i), b)).collect();
@@ -61,12 +62,12 @@ impl MobileNetV3 {
             stem,
             blocks,
             last,
-            ops: ops::Ops::default(),
+            ops: ops::Ops::default_for(&params_device),
         }
     }
 
-    /// Chooses the implementation of the graph's ops (the fused CPU kernels by default; [`ops::Ops::Portable`]
-    /// runs candle's stock ops, as on a GPU).
+    /// Chooses the implementation of the graph's ops (by default [`ops::Ops::default_for`] the device: our
+    /// kernels on the CPU, candle's stock ops elsewhere).
     pub fn set_ops(&mut self, ops: ops::Ops) {
         self.ops = ops;
     }

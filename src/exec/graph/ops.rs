@@ -45,7 +45,7 @@ pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// Which implementation the graph's ops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Ops {
-    /// Our CPU kernels as custom ops (CPU only; elsewhere the portable ops run instead).
+    /// Our kernels as custom ops: the CPU kernels on the CPU, the CUDA kernels (`kernels/cuda/`) on CUDA.
     #[default]
     Fused,
     /// Compositions of candle's stock ops: every device.
@@ -53,8 +53,18 @@ pub enum Ops {
 }
 
 impl Ops {
+    /// What a new model uses on `device`: our kernels on the CPU; on CUDA the portable ops, until our CUDA
+    /// kernels have passed their tests on a GPU (`.ci/gpu-check.sh`; `bench train --engine graph` runs them).
+    pub fn default_for(device: &candle_core::Device) -> Ops {
+        if device.is_cpu() {
+            Ops::Fused
+        } else {
+            Ops::Portable
+        }
+    }
+
     fn fused_on(self, x: &Tensor) -> bool {
-        self == Ops::Fused && x.device().is_cpu()
+        self == Ops::Fused && (x.device().is_cpu() || x.device().is_cuda())
     }
 }
 
@@ -125,6 +135,10 @@ pub fn batch_norm_act_train(
     ops: Ops,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let c = x.dim(1)?;
+    #[cfg(feature = "cuda")]
+    if ops.fused_on(x) && x.device().is_cuda() {
+        return cuda_ops::batch_norm_act_train(x, gamma, beta, act, eps as f32);
+    }
     if ops.fused_on(x) {
         let saved = Arc::new(Mutex::new(None));
         let op = BnActTrain { act, eps: eps as f32, saved: saved.clone() };
@@ -152,6 +166,10 @@ pub fn batch_norm_act_train(
 /// act(x * scale[c] + shift[c]): evaluation-mode BatchNorm with its activation (no gradient).
 pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act, ops: Ops) -> Result<Tensor> {
     let c = x.dim(1)?;
+    #[cfg(feature = "cuda")]
+    if ops.fused_on(x) && x.device().is_cuda() {
+        return cuda_ops::affine_act(x, scale, shift, act);
+    }
     if ops.fused_on(x) {
         let op = AffineAct { scale: scale.to_vec1()?, shift: shift.to_vec1()?, act };
         return x.contiguous()?.apply_op1_no_bwd(&op);
@@ -159,6 +177,9 @@ pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act, ops: Ops
     let z = x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
     activate(&z, act)
 }
+
+#[cfg(feature = "cuda")]
+mod cuda_ops;
 
 // ---- candle glue -------------------------------------------------------------------------------------------
 
@@ -199,6 +220,19 @@ impl CustomOp2 for DepthwiseConv {
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c, g.out_h(), g.out_w()))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.0;
+        let y = crate::kernels::cuda::depthwise_forward(&g, (s1, l1), (s2, l2))?;
+        Ok((y, Shape::from((g.n, g.c, g.out_h(), g.out_w()))))
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let dx = grad.apply_op2_no_bwd(w, &DepthwiseInputGrad(self.0))?;
@@ -221,6 +255,19 @@ impl CustomOp2 for DepthwiseInputGrad {
         timed("dw.backward_input", || dw::backward_input(&g, gy, w, &mut dx));
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.0;
+        let dx = crate::kernels::cuda::depthwise_input_grad(&g, (s1, l1), (s2, l2))?;
+        Ok((dx, Shape::from((g.n, g.c, g.h, g.w))))
+    }
 }
 
 struct DepthwiseWeightGrad(dw::Geometry);
@@ -236,6 +283,19 @@ impl CustomOp2 for DepthwiseWeightGrad {
         let (x, gy) = (slice(s1, l1)?, slice(s2, l2)?);
         timed("dw.backward_weight", || dw::backward_weight(&g, x, gy, &mut dwt));
         Ok((CpuStorage::F32(dwt), Shape::from((g.c, 1, g.k, g.k))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.0;
+        let dw = crate::kernels::cuda::depthwise_weight_grad(&g, (s1, l1), (s2, l2))?;
+        Ok((dw, Shape::from((g.c, 1, g.k, g.k))))
     }
 }
 

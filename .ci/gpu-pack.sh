@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Packs the cuda build of .ci/cuda-check.sh for a GPU machine without a Rust toolchain (the device tool carries
+# at most 64 MiB): the stripped binaries in target/cuda.tar.xz, which .ci/gpu-check.sh unpacks there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=target/cuda-pack
+rm -rf "$tmp" && mkdir -p "$tmp/cuda/tests"
+cp target/cuda/manifest-dir "$tmp/cuda/"
+strip -o "$tmp/cuda/mobilenetv3" target/cuda/mobilenetv3
+for t in target/cuda/tests/*; do strip -o "$tmp/cuda/tests/$(basename "$t")" "$t"; done
+"$tmp/cuda/mobilenetv3" --version
+tar -cJf target/cuda.tar.xz -C "$tmp" cuda
+ls -l target/cuda.tar.xz

@@ -1,0 +1,285 @@
+//! Launching the CUDA kernels of `cuda/mobilenetv3.cu` (PTX compiled by `build.rs` with nvcc, loaded once per
+//! device by candle) on the storages candle's custom ops hand us. Each function mirrors a CPU kernel of this
+//! folder; `tests/cuda_kernels.rs` compares them on every layer geometry of the architecture tables.
+
+use super::plane::Geometry;
+use super::Act;
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::{bail, CudaStorage, Layout, Result};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/mobilenetv3.ptx"));
+const MODULE: &str = "mobilenetv3_studio";
+/// Threads per block; the reduction kernels' shared scratch is sized for it (`BLOCK` in the .cu file).
+const BLOCK: u32 = 256;
+/// The largest depthwise filter side the weight-gradient kernel keeps in registers (`MAX_TAPS` = 5 * 5).
+pub const MAX_K: usize = 5;
+
+/// The kernel's code for an activation (`ACT_*` in the .cu file).
+fn act_code(act: Act) -> i32 {
+    match act {
+        Act::None => 0,
+        Act::Relu => 1,
+        Act::HardSwish => 2,
+    }
+}
+
+/// One thread per element, in a grid-stride loop (so any size fits the grid).
+fn elementwise(total: usize) -> LaunchConfig {
+    let blocks = total.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block per channel (the per-channel reductions).
+fn per_channel(c: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (c as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// The f32 elements of a contiguous CUDA storage.
+fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    let Some((a, b)) = l.contiguous_offsets() else { bail!("CUDA kernel input must be contiguous") };
+    Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
+}
+
+fn int(v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("{v} does not fit a CUDA kernel's int")))
+}
+
+/// The geometry as the kernels' int arguments: n, c, h, w, k, stride, pad, out_h, out_w.
+fn geometry_args(g: &Geometry) -> Result<[i32; 9]> {
+    Ok([
+        int(g.n)?,
+        int(g.c)?,
+        int(g.h)?,
+        int(g.w)?,
+        int(g.k)?,
+        int(g.stride)?,
+        int(g.pad)?,
+        int(g.out_h())?,
+        int(g.out_w())?,
+    ])
+}
+
+/// Runs `name` over (a, b) into a fresh buffer of `out_len` floats, with the geometry's ints after the pointers.
+fn depthwise_kernel(
+    name: &str,
+    g: &Geometry,
+    (a, la): (&CudaStorage, &Layout),
+    (b, lb): (&CudaStorage, &Layout),
+    out_len: usize,
+    cfg: LaunchConfig,
+) -> Result<CudaStorage> {
+    let dev: CudaDevice = a.device().clone();
+    let (a, b) = (view(a, la)?, view(b, lb)?);
+    // SAFETY: every element of `out` is written by the kernel before it is read (each output index once).
+    let out = unsafe { dev.alloc::<f32>(out_len) }?;
+    let args = geometry_args(g)?;
+    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let mut launch = func.builder();
+    launch.arg(&a).arg(&b).arg(&out);
+    for v in &args {
+        launch.arg(v);
+    }
+    // SAFETY: the argument list matches the kernel's signature (three pointers, nine ints), the buffers hold
+    // the sizes the geometry implies (checked by the caller's shapes), and the launch is on candle's stream.
+    unsafe { launch.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
+
+/// Depthwise convolution forward: x (n, c, h, w), w (c, 1, k, k) -> (n, c, out_h, out_w).
+pub fn depthwise_forward(g: &Geometry, x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout)) -> Result<CudaStorage> {
+    depthwise_kernel("dw_forward", g, x, w, g.out_len(), elementwise(g.out_len()))
+}
+
+/// Its input gradient: gy (n, c, out_h, out_w), w -> (n, c, h, w).
+pub fn depthwise_input_grad(
+    g: &Geometry,
+    gy: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let len = g.n * g.c * g.h * g.w;
+    depthwise_kernel("dw_input_grad", g, gy, w, len, elementwise(len))
+}
+
+/// Its filter gradient: x, gy -> (c, 1, k, k).
+pub fn depthwise_weight_grad(
+    g: &Geometry,
+    x: (&CudaStorage, &Layout),
+    gy: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    if g.k > MAX_K {
+        bail!("the CUDA depthwise filter gradient supports filters up to {MAX_K}x{MAX_K}, not {}x{}", g.k, g.k);
+    }
+    depthwise_kernel("dw_weight_grad", g, x, gy, g.c * g.k * g.k, per_channel(g.c))
+}
+
+/// BatchNorm's per-channel shape: n images of c planes of hw elements.
+#[derive(Clone, Copy, Debug)]
+pub struct BnDims {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl BnDims {
+    fn total(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+}
+
+/// Batch statistics: a (3, c) buffer of mean, biased variance and 1/sqrt(var + eps).
+pub fn bn_stats(d: BnDims, x: (&CudaStorage, &Layout), eps: f32) -> Result<CudaStorage> {
+    let dev: CudaDevice = x.0.device().clone();
+    let x = view(x.0, x.1)?;
+    // SAFETY: thread 0 of each channel's block writes its three entries; every channel has a block.
+    let stats = unsafe { dev.alloc::<f32>(3 * d.c) }?;
+    let (n, c, hw) = (int(d.n)?, int(d.c)?, int(d.hw)?);
+    let func = dev.get_or_load_custom_func("bn_stats", MODULE, PTX)?;
+    let mut launch = func.builder();
+    launch.arg(&x).arg(&stats).arg(&n).arg(&c).arg(&hw).arg(&eps);
+    // SAFETY: arguments match `bn_stats(const float*, float*, int, int, int, float)`; one block per channel.
+    unsafe { launch.launch(per_channel(d.c)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(stats, dev))
+}
+
+/// Training forward's second half: act((x - mean) * inv_std * gamma + beta) from the (3, c) statistics.
+pub fn bn_apply(
+    d: BnDims,
+    x: (&CudaStorage, &Layout),
+    stats: (&CudaStorage, &Layout),
+    gamma: (&CudaStorage, &Layout),
+    beta: (&CudaStorage, &Layout),
+    act: Act,
+) -> Result<CudaStorage> {
+    let dev: CudaDevice = x.0.device().clone();
+    let (x, stats, gamma, beta) =
+        (view(x.0, x.1)?, view(stats.0, stats.1)?, view(gamma.0, gamma.1)?, view(beta.0, beta.1)?);
+    let total = d.total();
+    // SAFETY: the kernel writes every element once.
+    let y = unsafe { dev.alloc::<f32>(total) }?;
+    let (t, c, hw, a) = (total as i64, int(d.c)?, int(d.hw)?, act_code(act));
+    let func = dev.get_or_load_custom_func("bn_apply", MODULE, PTX)?;
+    let mut launch = func.builder();
+    launch.arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&y).arg(&t).arg(&c).arg(&hw).arg(&a);
+    // SAFETY: arguments match `bn_apply`'s signature; buffers hold `total` and 3c / c elements.
+    unsafe { launch.launch(elementwise(total)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(y, dev))
+}
+
+/// Evaluation BatchNorm with its activation: act(x * scale[c] + shift[c]).
+pub fn affine_act(
+    d: BnDims,
+    x: (&CudaStorage, &Layout),
+    scale: (&CudaStorage, &Layout),
+    shift: (&CudaStorage, &Layout),
+    act: Act,
+) -> Result<CudaStorage> {
+    let dev: CudaDevice = x.0.device().clone();
+    let (x, scale, shift) = (view(x.0, x.1)?, view(scale.0, scale.1)?, view(shift.0, shift.1)?);
+    let total = d.total();
+    // SAFETY: the kernel writes every element once.
+    let y = unsafe { dev.alloc::<f32>(total) }?;
+    let (t, c, hw, a) = (total as i64, int(d.c)?, int(d.hw)?, act_code(act));
+    let func = dev.get_or_load_custom_func("affine_act", MODULE, PTX)?;
+    let mut launch = func.builder();
+    launch.arg(&x).arg(&scale).arg(&shift).arg(&y).arg(&t).arg(&c).arg(&hw).arg(&a);
+    // SAFETY: arguments match `affine_act`'s signature; buffers hold `total` and c elements.
+    unsafe { launch.launch(elementwise(total)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(y, dev))
+}
+
+/// The backward's per-channel sums, a (2, c) buffer: sum of dz (= dbeta), sum of dz * x_hat (= dgamma).
+pub fn bn_backward_sums(
+    d: BnDims,
+    x: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+    stats: (&CudaStorage, &Layout),
+    gamma: (&CudaStorage, &Layout),
+    beta: (&CudaStorage, &Layout),
+    act: Act,
+) -> Result<CudaStorage> {
+    let dev: CudaDevice = x.0.device().clone();
+    let (x, dy) = (view(x.0, x.1)?, view(dy.0, dy.1)?);
+    let (stats, gamma, beta) = (view(stats.0, stats.1)?, view(gamma.0, gamma.1)?, view(beta.0, beta.1)?);
+    // SAFETY: thread 0 of each channel's block writes both of its entries.
+    let sums = unsafe { dev.alloc::<f32>(2 * d.c) }?;
+    let (n, c, hw, a) = (int(d.n)?, int(d.c)?, int(d.hw)?, act_code(act));
+    let func = dev.get_or_load_custom_func("bn_backward_sums", MODULE, PTX)?;
+    let mut launch = func.builder();
+    launch.arg(&x).arg(&dy).arg(&stats).arg(&gamma).arg(&beta).arg(&sums).arg(&n).arg(&c).arg(&hw).arg(&a);
+    // SAFETY: arguments match `bn_backward_sums`'s signature; one block per channel.
+    unsafe { launch.launch(per_channel(d.c)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(sums, dev))
+}
+
+/// The backward's input gradient from the (2, c) sums.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_input_grad(
+    d: BnDims,
+    x: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+    stats: (&CudaStorage, &Layout),
+    gamma: (&CudaStorage, &Layout),
+    beta: (&CudaStorage, &Layout),
+    sums: (&CudaStorage, &Layout),
+    act: Act,
+) -> Result<CudaStorage> {
+    let dev: CudaDevice = x.0.device().clone();
+    let (x, dy, sums) = (view(x.0, x.1)?, view(dy.0, dy.1)?, view(sums.0, sums.1)?);
+    let (stats, gamma, beta) = (view(stats.0, stats.1)?, view(gamma.0, gamma.1)?, view(beta.0, beta.1)?);
+    let total = d.total();
+    // SAFETY: the kernel writes every element once.
+    let dx = unsafe { dev.alloc::<f32>(total) }?;
+    let (t, n, c, hw, a) = (total as i64, int(d.n)?, int(d.c)?, int(d.hw)?, act_code(act));
+    let func = dev.get_or_load_custom_func("bn_input_grad", MODULE, PTX)?;
+    let mut launch = func.builder();
+    launch.arg(&x).arg(&dy).arg(&stats).arg(&gamma).arg(&beta).arg(&sums).arg(&dx);
+    launch.arg(&t).arg(&n).arg(&c).arg(&hw).arg(&a);
+    // SAFETY: arguments match `bn_input_grad`'s signature; buffers hold `total`, 3c, c and 2c elements.
+    unsafe { launch.launch(elementwise(total)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(dx, dev))
+}
+
+/// The two in-place SGD kernels over (updated, a, b) of one length.
+pub enum SgdKernel {
+    /// buf = momentum * buf + (g + weight_decay * p) on (buf, g, p).
+    Momentum { momentum: f32, weight_decay: f32 },
+    /// p -= lr * (nesterov ? (g + wd * p) + momentum * buf : buf) on (p, buf, g).
+    Update { lr: f32, momentum: f32, weight_decay: f32, nesterov: bool },
+}
+
+pub fn sgd_in_place(
+    k: &SgdKernel,
+    (dst, ld): (&mut CudaStorage, &Layout),
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+) -> Result<()> {
+    let dev: CudaDevice = dst.device().clone();
+    let (a, b) = (view(a.0, a.1)?, view(b.0, b.1)?);
+    let Some((lo, hi)) = ld.contiguous_offsets() else { bail!("the SGD kernels need contiguous tensors") };
+    let len = hi - lo;
+    if a.len() != len || b.len() != len {
+        bail!("the SGD kernels need three tensors of one size");
+    }
+    let mut dst = dst.as_cuda_slice_mut::<f32>()?.slice_mut(lo..hi);
+    let n = len as i64;
+    match *k {
+        SgdKernel::Momentum { momentum, weight_decay } => {
+            let func = dev.get_or_load_custom_func("sgd_momentum", MODULE, PTX)?;
+            let mut launch = func.builder();
+            launch.arg(&mut dst).arg(&a).arg(&b).arg(&n).arg(&momentum).arg(&weight_decay);
+            // SAFETY: arguments match `sgd_momentum`'s signature; all three views hold `len` elements.
+            unsafe { launch.launch(elementwise(len)) }.w()?;
+        }
+        SgdKernel::Update { lr, momentum, weight_decay, nesterov } => {
+            let nesterov = i32::from(nesterov);
+            let func = dev.get_or_load_custom_func("sgd_update", MODULE, PTX)?;
+            let mut launch = func.builder();
+            launch.arg(&mut dst).arg(&a).arg(&b).arg(&n).arg(&lr).arg(&momentum).arg(&weight_decay).arg(&nesterov);
+            // SAFETY: arguments match `sgd_update`'s signature; all three views hold `len` elements.
+            unsafe { launch.launch(elementwise(len)) }.w()?;
+        }
+    }
+    Ok(())
+}
