@@ -18,18 +18,30 @@ const CUDA_MAJOR: &str = env!("MBV3_CUDA_MAJOR");
 /// One library candle's CUDA backend calls into, by its run-time name, and what provides it.
 struct Library {
     soname: String,
-    provider: &'static str,
+    provider: String,
 }
 
 /// The libraries in load order (cuBLAS needs cuBLASLt first).
 fn libraries() -> Vec<Library> {
     let m = CUDA_MAJOR;
     vec![
-        Library { soname: "libcuda.so.1".into(), provider: "the NVIDIA driver" },
-        Library { soname: format!("libnvrtc.so.{m}"), provider: "the CUDA runtime compiler (nvidia-cuda-nvrtc)" },
-        Library { soname: format!("libcublasLt.so.{m}"), provider: "cuBLAS (nvidia-cublas)" },
-        Library { soname: format!("libcublas.so.{m}"), provider: "cuBLAS (nvidia-cublas)" },
-        Library { soname: "libcurand.so.10".into(), provider: "cuRAND (nvidia-curand)" },
+        Library { soname: "libcuda.so.1".into(), provider: format!("the NVIDIA driver (one that supports CUDA {m})") },
+        Library {
+            soname: format!("libnvrtc.so.{m}"),
+            provider: format!("CUDA {m}'s runtime compiler (the toolkit, or pip's nvidia-cuda-nvrtc)"),
+        },
+        Library {
+            soname: format!("libcublasLt.so.{m}"),
+            provider: format!("CUDA {m}'s cuBLAS (the toolkit, or pip's nvidia-cublas)"),
+        },
+        Library {
+            soname: format!("libcublas.so.{m}"),
+            provider: format!("CUDA {m}'s cuBLAS (the toolkit, or pip's nvidia-cublas)"),
+        },
+        Library {
+            soname: "libcurand.so.10".into(),
+            provider: format!("CUDA {m}'s cuRAND (the toolkit, or pip's nvidia-curand)"),
+        },
     ]
 }
 
@@ -44,8 +56,8 @@ fn load_all() -> Result<(), String> {
     for lib in libraries() {
         let handle = open_global(&lib.soname).map_err(|reason| {
             format!(
-                "{} could not be loaded ({reason}); it comes with {}. Install it (CUDA {CUDA_MAJOR}) and make it \
-                 findable, e.g. with LD_LIBRARY_PATH",
+                "{} could not be loaded ({reason}); it comes with {}: install that, and make the library \
+                 findable (e.g. with LD_LIBRARY_PATH) if it is not in a system folder",
                 lib.soname, lib.provider
             )
         })?;

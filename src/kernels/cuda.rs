@@ -5,7 +5,7 @@
 use super::plane::Geometry;
 use super::Act;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{bail, CudaStorage, Layout, Result};
 
@@ -42,6 +42,24 @@ fn view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
     Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
 }
 
+/// Loads kernel `$name` (once per device) and launches it on candle's stream with the arguments in order.
+macro_rules! launch {
+    ($dev:expr, $name:expr, $cfg:expr; $($arg:expr),+ $(,)?) => {{
+        let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
+        let mut args = func.builder();
+        $( args.arg($arg); )+
+        // SAFETY: every call site passes the kernel's parameters in the order and types of its signature in
+        // mobilenetv3.cu, with buffers holding the element counts the sizes passed imply (the caller's shapes).
+        unsafe { args.launch($cfg) }.w()?;
+    }};
+}
+
+/// A buffer of `len` floats for a kernel that writes every element before anything reads it.
+fn output(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
+    // SAFETY: uninitialised device memory; each kernel launched into it writes every element once.
+    unsafe { dev.alloc::<f32>(len) }
+}
+
 fn int(v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("{v} does not fit a CUDA kernel's int")))
 }
@@ -72,18 +90,9 @@ fn depthwise_kernel(
 ) -> Result<CudaStorage> {
     let dev: CudaDevice = a.device().clone();
     let (a, b) = (view(a, la)?, view(b, lb)?);
-    // SAFETY: every element of `out` is written by the kernel before it is read (each output index once).
-    let out = unsafe { dev.alloc::<f32>(out_len) }?;
-    let args = geometry_args(g)?;
-    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-    let mut launch = func.builder();
-    launch.arg(&a).arg(&b).arg(&out);
-    for v in &args {
-        launch.arg(v);
-    }
-    // SAFETY: the argument list matches the kernel's signature (three pointers, nine ints), the buffers hold
-    // the sizes the geometry implies (checked by the caller's shapes), and the launch is on candle's stream.
-    unsafe { launch.launch(cfg) }.w()?;
+    let out = output(&dev, out_len)?;
+    let [n, c, h, w, k, stride, pad, oh, ow] = geometry_args(g)?;
+    launch!(dev, name, cfg; &a, &b, &out, &n, &c, &h, &w, &k, &stride, &pad, &oh, &ow);
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
 
@@ -132,14 +141,10 @@ impl BnDims {
 pub fn bn_stats(d: BnDims, x: (&CudaStorage, &Layout), eps: f32) -> Result<CudaStorage> {
     let dev: CudaDevice = x.0.device().clone();
     let x = view(x.0, x.1)?;
-    // SAFETY: thread 0 of each channel's block writes its three entries; every channel has a block.
-    let stats = unsafe { dev.alloc::<f32>(3 * d.c) }?;
+    // Thread 0 of each channel's block writes its three entries.
+    let stats = output(&dev, 3 * d.c)?;
     let (n, c, hw) = (int(d.n)?, int(d.c)?, int(d.hw)?);
-    let func = dev.get_or_load_custom_func("bn_stats", MODULE, PTX)?;
-    let mut launch = func.builder();
-    launch.arg(&x).arg(&stats).arg(&n).arg(&c).arg(&hw).arg(&eps);
-    // SAFETY: arguments match `bn_stats(const float*, float*, int, int, int, float)`; one block per channel.
-    unsafe { launch.launch(per_channel(d.c)) }.w()?;
+    launch!(dev, "bn_stats", per_channel(d.c); &x, &stats, &n, &c, &hw, &eps);
     Ok(CudaStorage::wrap_cuda_slice(stats, dev))
 }
 
@@ -156,14 +161,9 @@ pub fn bn_apply(
     let (x, stats, gamma, beta) =
         (view(x.0, x.1)?, view(stats.0, stats.1)?, view(gamma.0, gamma.1)?, view(beta.0, beta.1)?);
     let total = d.total();
-    // SAFETY: the kernel writes every element once.
-    let y = unsafe { dev.alloc::<f32>(total) }?;
+    let y = output(&dev, total)?;
     let (t, c, hw, a) = (total as i64, int(d.c)?, int(d.hw)?, act_code(act));
-    let func = dev.get_or_load_custom_func("bn_apply", MODULE, PTX)?;
-    let mut launch = func.builder();
-    launch.arg(&x).arg(&stats).arg(&gamma).arg(&beta).arg(&y).arg(&t).arg(&c).arg(&hw).arg(&a);
-    // SAFETY: arguments match `bn_apply`'s signature; buffers hold `total` and 3c / c elements.
-    unsafe { launch.launch(elementwise(total)) }.w()?;
+    launch!(dev, "bn_apply", elementwise(total); &x, &stats, &gamma, &beta, &y, &t, &c, &hw, &a);
     Ok(CudaStorage::wrap_cuda_slice(y, dev))
 }
 
@@ -178,14 +178,9 @@ pub fn affine_act(
     let dev: CudaDevice = x.0.device().clone();
     let (x, scale, shift) = (view(x.0, x.1)?, view(scale.0, scale.1)?, view(shift.0, shift.1)?);
     let total = d.total();
-    // SAFETY: the kernel writes every element once.
-    let y = unsafe { dev.alloc::<f32>(total) }?;
+    let y = output(&dev, total)?;
     let (t, c, hw, a) = (total as i64, int(d.c)?, int(d.hw)?, act_code(act));
-    let func = dev.get_or_load_custom_func("affine_act", MODULE, PTX)?;
-    let mut launch = func.builder();
-    launch.arg(&x).arg(&scale).arg(&shift).arg(&y).arg(&t).arg(&c).arg(&hw).arg(&a);
-    // SAFETY: arguments match `affine_act`'s signature; buffers hold `total` and c elements.
-    unsafe { launch.launch(elementwise(total)) }.w()?;
+    launch!(dev, "affine_act", elementwise(total); &x, &scale, &shift, &y, &t, &c, &hw, &a);
     Ok(CudaStorage::wrap_cuda_slice(y, dev))
 }
 
@@ -202,14 +197,10 @@ pub fn bn_backward_sums(
     let dev: CudaDevice = x.0.device().clone();
     let (x, dy) = (view(x.0, x.1)?, view(dy.0, dy.1)?);
     let (stats, gamma, beta) = (view(stats.0, stats.1)?, view(gamma.0, gamma.1)?, view(beta.0, beta.1)?);
-    // SAFETY: thread 0 of each channel's block writes both of its entries.
-    let sums = unsafe { dev.alloc::<f32>(2 * d.c) }?;
+    // Thread 0 of each channel's block writes both of its entries.
+    let sums = output(&dev, 2 * d.c)?;
     let (n, c, hw, a) = (int(d.n)?, int(d.c)?, int(d.hw)?, act_code(act));
-    let func = dev.get_or_load_custom_func("bn_backward_sums", MODULE, PTX)?;
-    let mut launch = func.builder();
-    launch.arg(&x).arg(&dy).arg(&stats).arg(&gamma).arg(&beta).arg(&sums).arg(&n).arg(&c).arg(&hw).arg(&a);
-    // SAFETY: arguments match `bn_backward_sums`'s signature; one block per channel.
-    unsafe { launch.launch(per_channel(d.c)) }.w()?;
+    launch!(dev, "bn_backward_sums", per_channel(d.c); &x, &dy, &stats, &gamma, &beta, &sums, &n, &c, &hw, &a);
     Ok(CudaStorage::wrap_cuda_slice(sums, dev))
 }
 
@@ -229,15 +220,9 @@ pub fn bn_input_grad(
     let (x, dy, sums) = (view(x.0, x.1)?, view(dy.0, dy.1)?, view(sums.0, sums.1)?);
     let (stats, gamma, beta) = (view(stats.0, stats.1)?, view(gamma.0, gamma.1)?, view(beta.0, beta.1)?);
     let total = d.total();
-    // SAFETY: the kernel writes every element once.
-    let dx = unsafe { dev.alloc::<f32>(total) }?;
+    let dx = output(&dev, total)?;
     let (t, n, c, hw, a) = (total as i64, int(d.n)?, int(d.c)?, int(d.hw)?, act_code(act));
-    let func = dev.get_or_load_custom_func("bn_input_grad", MODULE, PTX)?;
-    let mut launch = func.builder();
-    launch.arg(&x).arg(&dy).arg(&stats).arg(&gamma).arg(&beta).arg(&sums).arg(&dx);
-    launch.arg(&t).arg(&n).arg(&c).arg(&hw).arg(&a);
-    // SAFETY: arguments match `bn_input_grad`'s signature; buffers hold `total`, 3c, c and 2c elements.
-    unsafe { launch.launch(elementwise(total)) }.w()?;
+    launch!(dev, "bn_input_grad", elementwise(total); &x, &dy, &stats, &gamma, &beta, &sums, &dx, &t, &n, &c, &hw, &a);
     Ok(CudaStorage::wrap_cuda_slice(dx, dev))
 }
 
@@ -266,19 +251,11 @@ pub fn sgd_in_place(
     let n = len as i64;
     match *k {
         SgdKernel::Momentum { momentum, weight_decay } => {
-            let func = dev.get_or_load_custom_func("sgd_momentum", MODULE, PTX)?;
-            let mut launch = func.builder();
-            launch.arg(&mut dst).arg(&a).arg(&b).arg(&n).arg(&momentum).arg(&weight_decay);
-            // SAFETY: arguments match `sgd_momentum`'s signature; all three views hold `len` elements.
-            unsafe { launch.launch(elementwise(len)) }.w()?;
+            launch!(dev, "sgd_momentum", elementwise(len); &mut dst, &a, &b, &n, &momentum, &weight_decay);
         }
         SgdKernel::Update { lr, momentum, weight_decay, nesterov } => {
             let nesterov = i32::from(nesterov);
-            let func = dev.get_or_load_custom_func("sgd_update", MODULE, PTX)?;
-            let mut launch = func.builder();
-            launch.arg(&mut dst).arg(&a).arg(&b).arg(&n).arg(&lr).arg(&momentum).arg(&weight_decay).arg(&nesterov);
-            // SAFETY: arguments match `sgd_update`'s signature; all three views hold `len` elements.
-            unsafe { launch.launch(elementwise(len)) }.w()?;
+            launch!(dev, "sgd_update", elementwise(len); &mut dst, &a, &b, &n, &lr, &momentum, &weight_decay, &nesterov);
         }
     }
     Ok(())
