@@ -194,6 +194,27 @@ fn invalid_values_are_shown_at_their_field_and_block_start() {
 }
 
 #[test]
+fn where_cuda_does_not_open_the_latency_tab_greys_it_out_and_knows_why() {
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Latency);
+    // The app asks on a background thread at start-up; the tab reads the answer once it is in.
+    let start = std::time::Instant::now();
+    while mobilenetv3::device::cuda_if_probed().is_none() && start.elapsed().as_secs() < 30 {
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let Some(Err(reason)) = mobilenetv3::device::cuda_if_probed() else {
+        eprintln!("skipped: CUDA opened on this machine");
+        return;
+    };
+    assert!(reason.contains("CUDA is not available"), "{reason}");
+    h.step();
+    assert!(h.get_by_label("cuda").accesskit_node().is_disabled(), "the cuda choice should be greyed out");
+    assert!(!h.state().latency.form.cuda, "cuda must not stay selected");
+    assert!(!h.get_by_label("cpu").accesskit_node().is_disabled());
+}
+
+#[test]
 fn a_one_variant_latency_run_shows_a_row_and_exports() {
     let dir = project();
     let mut h = harness(dir.path(), Tab::Latency);
