@@ -34,15 +34,18 @@ if [ ! -x "$bin" ]; then
   exit 1
 fi
 
-# The driver's libcuda comes from the system; cuBLAS, cuRAND and NVRTC from a CUDA toolkit or Python's
-# nvidia wheels (PyTorch's), whichever is here.
-dirs=$(python3 - <<'PY' 2>/dev/null || true
+# The driver's libcuda comes from the system (or a container's /usr/local/nvidia); cuBLAS, cuRAND and NVRTC
+# from a CUDA toolkit or Python's nvidia wheels (PyTorch's), whichever is here.
+nvidia_library_dirs() {
+  python3 - <<'PY'
 import glob, os
 found = set()
-for pattern in ("/usr/local/cuda/lib64", "/usr/local/cuda/targets/*/lib", "/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib",
+for pattern in ("/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/local/cuda/lib64",
+                "/usr/local/cuda/targets/*/lib", "/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib",
                 "/usr/lib/python3*/site-packages/nvidia/*/lib", "/usr/local/lib/python3*/dist-packages/nvidia/*/lib"):
     for d in glob.glob(pattern):
-        if any(glob.glob(os.path.join(d, n)) for n in ("libcublas.so.*", "libcurand.so.*", "libnvrtc.so.*")):
+        names = ("libcuda.so.*", "libcublas.so.*", "libcurand.so.*", "libnvrtc.so.*")
+        if any(glob.glob(os.path.join(d, n)) for n in names):
             found.add(d)
 try:
     import nvidia
@@ -52,9 +55,10 @@ except ImportError:
     pass
 print(":".join(sorted(found)))
 PY
-)
+}
+dirs=$(nvidia_library_dirs 2>/dev/null || true)
 export LD_LIBRARY_PATH="${dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-echo "NVIDIA libraries from: ${dirs:-the system's default paths}"
+echo "NVIDIA libraries from: ${dirs:-the default library paths}"
 
 # The test binaries read the fixtures from the folder they were built in.
 built_in=$(cat target/cuda/manifest-dir)
