@@ -74,7 +74,7 @@ for t in target/cuda/tests/*; do
     mobilenetv3-*) filter=cuda ;;
     *) filter= ;;
   esac
-  if "$t" $filter 2>&1 | tee "$out/$name.log"; then :; else status=1; fi
+  if "$t" $filter --nocapture 2>&1 | tee "$out/$name.log"; then :; else status=1; fi
   if grep -q "skipped" "$out/$name.log"; then
     echo "CUDA tests skipped on a machine with a GPU: CUDA did not open"; status=1
   fi
