@@ -7,7 +7,7 @@
 #  3. runs that binary here on the CPU (classify, latency) and checks that asking for CUDA says why not;
 #  4. builds the kernel and parity tests of the cuda build and runs them (on the CPU; the CUDA ones skip).
 # Before all that, clippy over the code only the cuda build compiles.
-# Output: target/cuda/mobilenetv3 (and target/cuda/tests/ for .ci/gpu-check.sh).
+# Output: target/cuda/release/mobilenetv3 (and target/cuda/tests/ for .ci/gpu-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/cuda-toolkit.sh
@@ -15,7 +15,7 @@ nvcc --version | tail -1
 
 link="$PWD/target/cuda-link"
 export MBV3_CUDA_SHIM_DIR="$link"
-mkdir -p "$link" target/cuda/tests
+mkdir -p "$link" target/cuda/release target/cuda/tests
 
 echo "-- lints of the cuda build (CI's clippy step builds without it)"
 cargo clippy --release --features cuda --all-targets -- -D warnings
@@ -59,8 +59,8 @@ echo "$(printf '%s\n' "$syms" | wc -l) functions forwarded"
 
 echo "-- linking the cuda binary"
 cargo build --release --features cuda --bins
-cp target/release/mobilenetv3 target/cuda/mobilenetv3
-needed=$(readelf -d target/cuda/mobilenetv3 | grep NEEDED || true)
+cp target/release/mobilenetv3 target/cuda/release/mobilenetv3
+needed=$(readelf -d target/cuda/release/mobilenetv3 | grep NEEDED || true)
 echo "$needed"
 if echo "$needed" | grep -Eq 'cuda|cublas|curand|nvrtc|stand-in'; then
   echo "the cuda binary still needs an NVIDIA library at start-up"; exit 1
@@ -69,7 +69,7 @@ fi
 cargo build --release --bins
 
 echo "-- the cuda binary on this machine's CPU"
-bin=target/cuda/mobilenetv3
+bin=target/cuda/release/mobilenetv3
 "$bin" --version
 photo=$(ls test_images/*.png test_images/*.jpg 2>/dev/null | head -1)
 "$bin" classify "$photo" --top 1 | tee target/cuda/classify.txt

@@ -25,10 +25,10 @@ echo "GPU: $gpu"
 
 if command -v cargo >/dev/null 2>&1; then
   bash .ci/cuda-check.sh
-elif [ -f target/cuda.tar.xz ] && [ ! -x target/cuda/mobilenetv3 ]; then
+elif [ -f target/cuda.tar.xz ] && [ ! -x target/cuda/release/mobilenetv3 ]; then
   tar -xJf target/cuda.tar.xz -C target
 fi
-bin=target/cuda/mobilenetv3
+bin=target/cuda/release/mobilenetv3
 if [ ! -x "$bin" ]; then
   echo "no cuda build at $bin: run .ci/cuda-check.sh (and .ci/gpu-pack.sh) where cargo is, and bring target/cuda.tar.xz"
   exit 1

@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=target/cuda-pack
-rm -rf "$tmp" && mkdir -p "$tmp/cuda/tests"
+rm -rf "$tmp" && mkdir -p "$tmp/cuda/release" "$tmp/cuda/tests"
 cp target/cuda/manifest-dir "$tmp/cuda/"
-strip -o "$tmp/cuda/mobilenetv3" target/cuda/mobilenetv3
+strip -o "$tmp/cuda/release/mobilenetv3" target/cuda/release/mobilenetv3
 for t in target/cuda/tests/*; do strip -o "$tmp/cuda/tests/$(basename "$t")" "$t"; done
-"$tmp/cuda/mobilenetv3" --version
+"$tmp/cuda/release/mobilenetv3" --version
 tar -cJf target/cuda.tar.xz -C "$tmp" cuda
 ls -l target/cuda.tar.xz
