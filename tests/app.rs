@@ -194,7 +194,7 @@ fn invalid_values_are_shown_at_their_field_and_block_start() {
 }
 
 #[test]
-fn where_cuda_does_not_open_the_latency_tab_greys_it_out_and_knows_why() {
+fn where_cuda_does_not_open_its_choices_are_greyed_out_and_a_kept_cuda_choice_falls_back() {
     let dir = project();
     let mut h = harness(dir.path(), Tab::Latency);
     // The app asks on a background thread at start-up; the tab reads the answer once it is in.
@@ -212,6 +212,11 @@ fn where_cuda_does_not_open_the_latency_tab_greys_it_out_and_knows_why() {
     assert!(h.get_by_label("cuda").accesskit_node().is_disabled(), "the cuda choice should be greyed out");
     assert!(!h.state().latency.form.cuda, "cuda must not stay selected");
     assert!(!h.get_by_label("cpu").accesskit_node().is_disabled());
+    // A cuda choice kept from an earlier session falls back to the CPU on the Train tab.
+    h.state_mut().train.form.device = "cuda".into();
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    assert_eq!(h.state().train.form.device, "cpu");
 }
 
 #[test]

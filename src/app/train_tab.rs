@@ -804,6 +804,10 @@ fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, 
     field(ui, "Train images", errors, "limit_train", |ui| {
         ui.add(egui::TextEdit::singleline(&mut f.limit_train).hint_text("all").desired_width(140.0))
     });
+    // A cuda choice kept from an earlier session falls back to the CPU where CUDA does not open here.
+    if f.device == "cuda" && matches!(crate::device::cuda_if_probed(), Some(Err(_))) {
+        f.device = "cpu".to_string();
+    }
     field(ui, "Device", errors, "device", |ui| {
         egui::ComboBox::from_id_salt("device")
             .selected_text(&f.device)
