@@ -82,7 +82,7 @@ pub fn time_inference(
     mut should_stop: impl FnMut(usize) -> bool,
 ) -> candle_core::Result<Option<LatencyRow>> {
     let model = MobileNetV3::new(config, device, 0)?;
-    let runner = crate::exec::Inference::new(&model)?;
+    let runner = crate::exec::Inference::only(model)?;
     let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?.to_device(device)?;
     for i in 0..warmup {
         if should_stop(i) {

@@ -76,7 +76,7 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(loaded: LoadedModel) -> candle_core::Result<Self> {
-        Ok(Classifier { inference: Inference::new(loaded.model)?, meta: loaded.meta })
+        Ok(Classifier { inference: Inference::only(loaded.model)?, meta: loaded.meta })
     }
 
     /// Loads a weight file (any format [`crate::model::weights::load_model`] reads) for classification.

@@ -56,9 +56,17 @@ fn eval_parity_with(case: &str, ops: Ops, dev: &Device) {
         load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
     loaded.model.set_ops(ops);
     let io = io(case);
-    let logits = loaded.model.forward(&io["input"].to_device(dev).unwrap(), Mode::Eval).unwrap();
+    let input = io["input"].to_device(dev).unwrap();
+    let logits = loaded.model.forward(&input, Mode::Eval).unwrap();
     let d = max_abs_diff(&logits, &io["logits_eval"]);
     assert!(d < 1e-4, "{case} ({ops:?} ops on {dev:?}): eval logits differ from PyTorch by {d}");
+    // Frozen for inference (BatchNorm's scale and shift computed once): the same numbers.
+    loaded.model.freeze_batch_norm().unwrap();
+    let frozen = loaded.model.forward(&input, Mode::Eval).unwrap();
+    let d = max_abs_diff(&frozen, &io["logits_eval"]);
+    assert!(d < 1e-4, "{case} ({ops:?} ops on {dev:?}, frozen): eval logits differ from PyTorch by {d}");
+    let refused = loaded.model.forward(&input, Mode::Train { seed: 0 });
+    assert!(refused.is_err(), "{case}: a frozen model must refuse a training forward");
 }
 
 #[test]

@@ -52,6 +52,17 @@ pub enum Inference<M: Borrow<MobileNetV3>> {
     Graph(M),
 }
 
+impl Inference<MobileNetV3> {
+    /// Inference for a model that will do nothing else: off the CPU its BatchNorms are frozen
+    /// ([`MobileNetV3::freeze_batch_norm`]), so an evaluation forward does no per-layer BatchNorm arithmetic.
+    pub fn only(mut model: MobileNetV3) -> Result<Self> {
+        if choose(model.device(), Purpose::Infer) == Executor::Graph {
+            model.freeze_batch_norm()?;
+        }
+        Self::new(model)
+    }
+}
+
 impl<M: Borrow<MobileNetV3>> Inference<M> {
     pub fn new(model: M) -> Result<Self> {
         let m = model.borrow();

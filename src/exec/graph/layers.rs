@@ -32,6 +32,8 @@ pub struct BatchNorm {
     running_mean: Var,
     running_var: Var,
     batches_tracked: Var,
+    /// The evaluation scale and shift, computed once by [`BatchNorm::freeze`] for a model that only infers.
+    frozen: Option<(Tensor, Tensor)>,
 }
 
 impl BatchNorm {
@@ -42,7 +44,16 @@ impl BatchNorm {
             running_mean: p.var(&names.running_mean).clone(),
             running_var: p.var(&names.running_var).clone(),
             batches_tracked: p.var(&names.num_batches_tracked).clone(),
+            frozen: None,
         }
+    }
+
+    /// Computes the evaluation scale and shift now, once, instead of at every evaluation forward (on a GPU
+    /// each is a handful of tiny launches per layer). For models that only infer from now on: a training-mode
+    /// forward afterwards is refused, since it would leave the frozen values stale.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.frozen = Some(self.eval_affine()?);
+        Ok(())
     }
 
     /// Per-channel scale and shift that the running statistics give: y = x * scale + shift.
@@ -55,8 +66,14 @@ impl BatchNorm {
     /// act(BN(x)): batch statistics (and a running-statistics update) in training, running ones in evaluation.
     pub fn forward(&self, x: &Tensor, mode: Mode, act: Act, o: Ops) -> Result<Tensor> {
         if !mode.is_train() {
+            if let Some((scale, shift)) = &self.frozen {
+                return ops::affine_act(x, scale, shift, act, o);
+            }
             let (scale, shift) = self.eval_affine()?;
             return ops::affine_act(x, &scale, &shift, act, o);
+        }
+        if self.frozen.is_some() {
+            candle_core::bail!("this model was frozen for inference; it cannot run a training step");
         }
         let (n, _, h, w) = x.dims4()?;
         let (gamma, beta) = (self.weight.as_tensor(), self.bias.as_tensor());
@@ -104,6 +121,10 @@ impl ConvBn {
             x.conv2d(w, self.padding, self.stride, 1, 1)?
         };
         self.bn.forward(&y, mode, kernel_act(self.act), o)
+    }
+
+    pub fn freeze(&mut self) -> Result<()> {
+        self.bn.freeze()
     }
 }
 
@@ -165,5 +186,11 @@ impl Bottleneck {
         } else {
             Ok(y)
         }
+    }
+
+    pub fn freeze(&mut self) -> Result<()> {
+        self.expand.freeze()?;
+        self.depthwise.freeze()?;
+        self.project.freeze()
     }
 }

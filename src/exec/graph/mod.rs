@@ -72,6 +72,17 @@ impl MobileNetV3 {
         self.ops = ops;
     }
 
+    /// Readies a model that will only infer from now on: every BatchNorm's evaluation scale and shift is
+    /// computed once here (the graph's counterpart of the CPU plan's folding; each layer then runs as its
+    /// convolution and one fused scale + shift + activation). Training it afterwards is refused.
+    pub fn freeze_batch_norm(&mut self) -> Result<()> {
+        self.stem.freeze()?;
+        for b in &mut self.blocks {
+            b.freeze()?;
+        }
+        self.last.freeze()
+    }
+
     /// Changes the dropout probability used in training (0 turns it off; the parity tests compare without it).
     pub fn set_dropout(&mut self, p: f32) {
         self.config.dropout = p;
