@@ -1,9 +1,9 @@
 //! Loading the NVIDIA libraries when CUDA is first asked for, so that one `cuda` binary starts everywhere.
 //!
 //! candle links cudarc's CUDA entry points dynamically, which would make the loader refuse to start the
-//! binary on a machine without the driver. `.ci/cuda-check.sh` therefore links the `cuda` build with a
-//! generated *forwarding shim* (`build.rs`): every NVIDIA function the code calls is defined in the binary as a
-//! one-instruction jump through a slot, so no NVIDIA library is needed at start-up. [`load`] opens the real
+//! binary on a machine without the driver. `.ci/cuda-check.sh` therefore generates a *forwarding shim*, which
+//! `build.rs` links in: every NVIDIA function the code calls is defined in the binary as a one-instruction
+//! jump through a slot, so no NVIDIA library is needed at start-up. [`load`] opens the real
 //! libraries and fills the slots from them (`dlsym`); until then a slot aborts with a message. No CUDA
 //! function is called before [`load`] has succeeded: `device::open` calls it before `Device::new_cuda`. A
 //! library that is missing gives a sentence naming it and what to install. (A plain `cargo build --features
