@@ -67,6 +67,33 @@ pub fn list_models(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A model file and the top-1 (a fraction) its header records.
+pub type RankedModel = (PathBuf, Option<f64>);
+
+/// The most accurate usable model among the files of `dirs`: the highest top-1 its header records (a file
+/// without one ranks below every file that has one; ties go to the earlier folder, then the earlier name), with
+/// its top-1 as a fraction. Only headers are read. Files that cannot be used come back with the reason.
+pub fn most_accurate_model(dirs: &[PathBuf], opts: &LoadOptions) -> (Option<RankedModel>, Vec<(PathBuf, String)>) {
+    let mut best: Option<RankedModel> = None;
+    let mut rejected = Vec::new();
+    for path in dirs.iter().flat_map(|d| list_models(d)) {
+        match crate::model::weights::describe(&path, opts) {
+            Ok(summary) => {
+                let top1 = summary.top1();
+                let better = match &best {
+                    None => true,
+                    Some((_, b)) => top1.unwrap_or(-1.0) > b.unwrap_or(-1.0),
+                };
+                if better {
+                    best = Some((path, top1));
+                }
+            }
+            Err(e) => rejected.push((path, e.to_string())),
+        }
+    }
+    (best, rejected)
+}
+
 /// A model ready to classify images: its inference executor (chosen for its device by [`crate::exec::choose`]),
 /// its class names and its normalisation. The CLI, the app and `evaluate` all classify through this, on slices.
 pub struct Classifier {

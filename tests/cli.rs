@@ -58,6 +58,38 @@ fn classify_text_output_names_files_and_labels() {
     assert!(text.contains("orange.jpg") && text.contains('%'), "{text}");
 }
 
+/// Without `--model`, `classify` uses the model whose file records the best top-1 (a file with no training
+/// record ranks last); `--all-models` runs each in turn.
+#[test]
+fn classify_defaults_to_the_most_accurate_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("trained_models");
+    std::fs::create_dir_all(&models).unwrap();
+    // Sorted first by name, with no top-1 in its header.
+    std::fs::copy(
+        root().join("tests/fixtures/small_0.25_si1.weights.safetensors"),
+        models.join("a_untrained.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("trained_models/mobilenetv3_small_0.25.safetensors"),
+        models.join("b_trained.safetensors"),
+    )
+    .unwrap();
+    let photo = root().join("test_images/orange.jpg");
+    let out = bin().current_dir(dir.path()).arg("classify").arg(&photo).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("b_trained.safetensors, top-1 60.18%"), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("orange.jpg"), "{stdout}");
+
+    let out = bin().current_dir(dir.path()).args(["classify", "--all-models"]).arg(&photo).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("== ")).count(), 2, "{stdout}");
+}
+
 #[test]
 fn info_reports_the_reference_parameter_count() {
     let out = bin().args(["info", "--model", "small", "--width", "0.25", "--json"]).output().unwrap();

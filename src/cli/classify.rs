@@ -8,9 +8,13 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
-    /// Model file (.safetensors or .pth); default: every model in trained_models/.
-    #[arg(long)]
+    /// Model file (.safetensors or .pth); default: the most accurate model in trained_models/ (by the top-1
+    /// its file records).
+    #[arg(long, conflicts_with = "all_models")]
     model: Option<PathBuf>,
+    /// Classify with every model in trained_models/, one after the other.
+    #[arg(long)]
+    all_models: bool,
     /// How many labels to report per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -26,19 +30,37 @@ pub struct ClassifyArgs {
 
 pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     let places = mobilenetv3::paths::AppPaths::locate();
+    let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
     let models = match &a.model {
         Some(m) => vec![m.clone()],
         None => {
             let dirs = places.model_dirs();
-            let found: Vec<PathBuf> = dirs.iter().flat_map(|d| classify::list_models(d)).collect();
-            if found.is_empty() {
+            let no_models = || {
                 let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-                bail!(
+                anyhow::anyhow!(
                     "no model files in {}; pass --model FILE or train one with `mobilenetv3 train`",
                     names.join(" or ")
+                )
+            };
+            if a.all_models {
+                let found: Vec<PathBuf> = dirs.iter().flat_map(|d| classify::list_models(d)).collect();
+                if found.is_empty() {
+                    return Err(no_models());
+                }
+                found
+            } else {
+                let (best, rejected) = classify::most_accurate_model(&dirs, &opts);
+                for (path, reason) in &rejected {
+                    eprintln!("skipping model file {}: {reason}", path.display());
+                }
+                let Some((path, top1)) = best else { return Err(no_models()) };
+                let top1 = top1.map(|t| format!(", top-1 {:.2}%", t * 100.0)).unwrap_or_default();
+                eprintln!(
+                    "model: {}{top1} (the most accurate in trained_models/; --model FILE picks another)",
+                    path.display()
                 );
+                vec![path]
             }
-            found
         }
     };
     let paths = if a.paths.is_empty() { vec![places.samples.clone()] } else { a.paths.clone() };
@@ -47,7 +69,6 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
         bail!("no images found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     let k = a.top.max(1);
-    let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
     let mut failed = false;
     let mut json_rows = Vec::new();
     for (mi, model_path) in models.iter().enumerate() {
