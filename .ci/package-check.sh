@@ -59,7 +59,7 @@ echo "classify from the package: ok"
 
 # The user's own model beside the bundled ones.
 mkdir -p "$home/.local/share/mobilenetv3-studio/trained_models"
-cp "$root/usr/share/mobilenetv3-studio/trained_models/mobilenetv3_small_0.25_2.safetensors" \
+cp "$root/usr/share/mobilenetv3-studio/trained_models/mobilenetv3_small_0.25.safetensors" \
   "$home/.local/share/mobilenetv3-studio/trained_models/my_model.safetensors"
 
 # The launcher's Exec line with a photo for %F, as the desktop runs it (binary found on the PATH).

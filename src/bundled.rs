@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-/// The model shipped in `trained_models/`.
+/// The default model: the most accurate of `trained_models/` (the others load from that folder).
 pub const MODEL: (&str, &[u8]) =
-    ("mobilenetv3_small_0.25.safetensors", include_bytes!("../trained_models/mobilenetv3_small_0.25.safetensors"));
+    ("mobilenetv3_large_1.0.safetensors", include_bytes!("../trained_models/mobilenetv3_large_1.0.safetensors"));
 
 /// The sample photos of `test_images/` (their sources and licences: `test_images/SOURCES.md`).
 pub const SAMPLES: [(&str, &[u8]); 13] = [
@@ -58,7 +58,7 @@ mod tests {
             &crate::model::weights::LoadOptions::default(),
         )
         .unwrap();
-        assert_eq!(loaded.meta.config.name(), "small_0.25");
+        assert_eq!(loaded.meta.config.name(), "large_1.0");
         assert_eq!(crate::classify::collect_images(&[dir.path().join("test_images")]).len(), 12);
     }
 }

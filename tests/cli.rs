@@ -119,17 +119,17 @@ fn a_wrong_model_file_is_an_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// The README's table of bundled models states each one's test accuracy; `evaluate` on the real test split must
-/// print exactly those figures (skipped with a message when ../shared/data is absent).
+/// The README's table of trained models lists every file of `trained_models/` with its test accuracy; `evaluate`
+/// on the real test split must print exactly those figures (skipped with a message when ../shared/data is absent).
 #[test]
-fn evaluate_gives_the_accuracy_the_readme_claims_for_each_bundled_model() {
+fn evaluate_gives_the_accuracy_the_readme_claims_for_each_trained_model() {
     let data = root().join("../shared/data/cifar-100-binary");
     if !data.join("test.bin").is_file() {
         eprintln!("SKIPPED: the real CIFAR-100 is not at {} (it is in CI and on development machines)", data.display());
         return;
     }
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme.split("## Bundled model").nth(1).expect("README has a Bundled model section");
+    let section = readme.split("## Trained models").nth(1).expect("README has a Trained models section");
     let section = section.split("\n## ").next().unwrap();
     // Rows look like: | `FILE` ... | ... | **TOP1%** | TOP5% | ...
     let rows: Vec<(String, String, String)> = section
@@ -144,7 +144,12 @@ fn evaluate_gives_the_accuracy_the_readme_claims_for_each_bundled_model() {
             (file, top1, top5)
         })
         .collect();
-    assert!(!rows.is_empty(), "no bundled-model rows found in the README");
+    assert!(!rows.is_empty(), "no trained-model rows found in the README");
+    let listed: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    for model in mobilenetv3::classify::list_models(&root().join("trained_models")) {
+        let name = model.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(listed.contains(&name), "trained_models/{name} is not in the README's table");
+    }
     for (file, top1, top5) in rows {
         let path = root().join("trained_models").join(&file);
         assert!(path.is_file(), "the README lists {file}, which is not in trained_models/");
