@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Trains the model zoo with the reference recipe (SGD lr 0.1, momentum 0.9, no weight decay, MultiStep 15/20/30
 # x 0.1, batch 128, 20 epochs, crop + flip, best epoch by validation loss; PyTorch's default initialisation,
-# seed 0), one variant after the other, in the order of issue #14. Safe to rerun after any interruption: a
-# finished variant is skipped, an interrupted one continues from its resume file (end of its last epoch).
+# seed $SEED, default 0), one variant after the other, in the order of issue #14. Safe to rerun after any
+# interruption: a finished variant is skipped, an interrupted one continues from its resume file (end of its
+# last epoch).
 #
 #   nohup nice -n 19 bash tools/zoo.sh OUT DATA >> OUT/zoo.log 2>&1 &
+#   SEED=1 nohup nice -n 19 bash tools/zoo.sh OUT-seed1 DATA large_1.0 >> OUT-seed1/zoo.log 2>&1 &
 #
+# (A second seed goes to its own OUT, since OUT's names are per variant.)
 # OUT gets each model, its history and its log (OUT/<name>.log); `mobilenetv3 evaluate --model` and
 # tools/reference/evaluate_torch.py then measure it, and the best file of each variant goes to trained_models/.
 set -euo pipefail
 out=${1:?usage: tools/zoo.sh OUT DATA [VARIANTS...]}
 data=${2:?usage: tools/zoo.sh OUT DATA [VARIANTS...]}
 shift 2
+seed=${SEED:-0}
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(large_1.0 small_1.0 large_0.5 small_0.5 large_0.25 small_0.25)
 bin=${MOBILENETV3:-$(dirname "$0")/../target/release/mobilenetv3}
@@ -30,8 +34,8 @@ for v in "${variants[@]}"; do
     echo "$(date -u +%FT%TZ) $v: continuing from $resume"
     "$bin" train --resume "$resume" --out "$out" --data "$data" >>"$out/$name.log" 2>&1
   else
-    echo "$(date -u +%FT%TZ) $v: starting"
-    "$bin" train --model "${v%_*}" --width "${v#*_}" --init torch --seed 0 --out "$out" --data "$data" \
+    echo "$(date -u +%FT%TZ) $v: starting (seed $seed)"
+    "$bin" train --model "${v%_*}" --width "${v#*_}" --init torch --seed "$seed" --out "$out" --data "$data" \
       >>"$out/$name.log" 2>&1
   fi
   echo "$(date -u +%FT%TZ) $v: done ($(tail -1 "$out/$name.log"))"
