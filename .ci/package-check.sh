@@ -64,7 +64,7 @@ cp "$root/usr/share/mobilenetv3-studio/trained_models/mobilenetv3_small_0.25.saf
 
 # The launcher's Exec line with a photo for %F, as the desktop runs it (binary found on the PATH).
 display=:96
-Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >"$out/xvfb.log" 2>&1 &
+Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp -noreset >"$out/xvfb.log" 2>&1 &
 xvfb_pid=$!
 export DISPLAY=$display
 for _ in $(seq 50); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 out="${1:-docs/screenshots}"
 mkdir -p "$out"
 display=:96
-Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 &
+Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp -noreset >/dev/null 2>&1 &
 xvfb=$!
 trap 'kill $xvfb 2>/dev/null || true' EXIT
 export DISPLAY=$display
