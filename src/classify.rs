@@ -70,28 +70,22 @@ pub fn list_models(dir: &Path) -> Vec<PathBuf> {
 /// A model file and the top-1 (a fraction) its header records.
 pub type RankedModel = (PathBuf, Option<f64>);
 
-/// The most accurate usable model among the files of `dirs`: the highest top-1 its header records (a file
-/// without one ranks below every file that has one; ties go to the earlier folder, then the earlier name), with
-/// its top-1 as a fraction. Only headers are read. Files that cannot be used come back with the reason.
-pub fn most_accurate_model(dirs: &[PathBuf], opts: &LoadOptions) -> (Option<RankedModel>, Vec<(PathBuf, String)>) {
-    let mut best: Option<RankedModel> = None;
+/// The usable model files of `dirs`, most accurate first: by the top-1 each header records (a file without one
+/// ranks below every file that has one; ties keep the earlier folder, then the earlier name). Only headers are
+/// read, so a file can still fail to load (weights that are not finite): callers try the next. Files that
+/// cannot be used come back with the reason.
+pub fn models_by_accuracy(dirs: &[PathBuf], opts: &LoadOptions) -> (Vec<RankedModel>, Vec<(PathBuf, String)>) {
+    let mut ranked = Vec::new();
     let mut rejected = Vec::new();
     for path in dirs.iter().flat_map(|d| list_models(d)) {
         match crate::model::weights::describe(&path, opts) {
-            Ok(summary) => {
-                let top1 = summary.top1();
-                let better = match &best {
-                    None => true,
-                    Some((_, b)) => top1.unwrap_or(-1.0) > b.unwrap_or(-1.0),
-                };
-                if better {
-                    best = Some((path, top1));
-                }
-            }
+            Ok(summary) => ranked.push((path, summary.top1())),
             Err(e) => rejected.push((path, e.to_string())),
         }
     }
-    (best, rejected)
+    // A stable sort keeps the folder and name order among equals.
+    ranked.sort_by(|a: &RankedModel, b: &RankedModel| b.1.unwrap_or(-1.0).total_cmp(&a.1.unwrap_or(-1.0)));
+    (ranked, rejected)
 }
 
 /// A model ready to classify images: its inference executor (chosen for its device by [`crate::exec::choose`]),

@@ -164,6 +164,39 @@ fn synthetic_cifar(dir: &Path) {
     }
 }
 
+/// `classify` without `--model` takes the most accurate model by its header; one whose header claims 99% but
+/// whose weights are not finite is skipped with its reason, and the next most accurate classifies.
+#[test]
+fn classify_skips_a_most_accurate_looking_model_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("trained_models");
+    std::fs::create_dir_all(&models).unwrap();
+    let good = std::fs::read(root().join("trained_models/mobilenetv3_small_0.25.safetensors")).unwrap();
+    std::fs::write(models.join("b_good.safetensors"), &good).unwrap();
+    // The same file with one NaN weight and a header that claims top-1 99%.
+    let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&good[8..8 + n]).unwrap();
+    header["__metadata__"]["training"] = serde_json::json!(r#"{"top1": 0.99}"#);
+    let start = header["conv_4.bias"]["data_offsets"][0].as_u64().unwrap() as usize;
+    let mut data = good[8 + n..].to_vec();
+    data[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bad = (header.len() as u64).to_le_bytes().to_vec();
+    bad.extend_from_slice(&header);
+    bad.extend_from_slice(&data);
+    std::fs::write(models.join("a_nan.safetensors"), bad).unwrap();
+
+    let photo = root().join("test_images/apple.jpg");
+    let out = run_in(dir.path(), &["classify", photo.to_str().unwrap()], Duration::from_secs(60));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("skipping model file") && t.contains("a_nan.safetensors") && t.contains("not all finite"),
+        "{t}"
+    );
+    assert!(t.contains("b_good.safetensors, top-1 60.18%") && t.contains("apple.jpg"), "{t}");
+}
+
 #[test]
 fn a_diverging_run_stops_with_a_message_and_saves_no_nan_model() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,31 +35,21 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
         Some(m) => vec![m.clone()],
         None => {
             let dirs = places.model_dirs();
-            let no_models = || {
+            let (ranked, rejected) = classify::models_by_accuracy(&dirs, &opts);
+            for (path, reason) in &rejected {
+                eprintln!("skipping model file {}: {reason}", path.display());
+            }
+            if ranked.is_empty() {
                 let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-                anyhow::anyhow!(
-                    "no model files in {}; pass --model FILE or train one with `mobilenetv3 train`",
+                bail!(
+                    "no usable model files in {}; pass --model FILE or train one with `mobilenetv3 train`",
                     names.join(" or ")
-                )
-            };
-            if a.all_models {
-                let found: Vec<PathBuf> = dirs.iter().flat_map(|d| classify::list_models(d)).collect();
-                if found.is_empty() {
-                    return Err(no_models());
-                }
-                found
-            } else {
-                let (best, rejected) = classify::most_accurate_model(&dirs, &opts);
-                for (path, reason) in &rejected {
-                    eprintln!("skipping model file {}: {reason}", path.display());
-                }
-                let Some((path, top1)) = best else { return Err(no_models()) };
-                let top1 = top1.map(|t| format!(", top-1 {:.2}%", t * 100.0)).unwrap_or_default();
-                eprintln!(
-                    "model: {}{top1} (the most accurate in trained_models/; --model FILE picks another)",
-                    path.display()
                 );
-                vec![path]
+            }
+            if a.all_models {
+                ranked.into_iter().map(|(path, _)| path).collect()
+            } else {
+                vec![most_accurate_that_loads(ranked, &opts)?]
             }
         }
     };
@@ -121,6 +111,25 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_rows)?);
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The first of `ranked` (most accurate first) that loads, named on stderr; those that fail are skipped with
+/// their reason, as the Classify tab does.
+fn most_accurate_that_loads(ranked: Vec<classify::RankedModel>, opts: &LoadOptions) -> Result<PathBuf> {
+    for (path, top1) in ranked {
+        match Classifier::load(&path, &candle_core::Device::Cpu, opts) {
+            Ok(_) => {
+                let top1 = top1.map(|t| format!(", top-1 {:.2}%", t * 100.0)).unwrap_or_default();
+                eprintln!(
+                    "model: {}{top1} (the most accurate in trained_models/; --model FILE picks another)",
+                    path.display()
+                );
+                return Ok(path);
+            }
+            Err(e) => eprintln!("skipping model file {}: {e}", path.display()),
+        }
+    }
+    bail!("none of the model files could be loaded (each is named above with the reason)")
 }
 
 fn display_name(p: &std::path::Path) -> String {
