@@ -31,8 +31,9 @@ pub struct ClassifyArgs {
 pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     let places = mobilenetv3::paths::AppPaths::locate();
     let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
-    let models = match &a.model {
-        Some(m) => vec![m.clone()],
+    // Each model with its classifier where choosing it already loaded it.
+    let models: Vec<(PathBuf, Option<Classifier>)> = match &a.model {
+        Some(m) => vec![(m.clone(), None)],
         None => {
             let dirs = places.model_dirs();
             let (ranked, rejected) = classify::models_by_accuracy(&dirs, &opts);
@@ -47,9 +48,10 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
                 );
             }
             if a.all_models {
-                ranked.into_iter().map(|(path, _)| path).collect()
+                ranked.into_iter().map(|(path, _)| (path, None)).collect()
             } else {
-                vec![most_accurate_that_loads(ranked, &opts)?]
+                let (path, classifier) = most_accurate_that_loads(ranked, &opts)?;
+                vec![(path, Some(classifier))]
             }
         }
     };
@@ -61,8 +63,13 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     let k = a.top.max(1);
     let mut failed = false;
     let mut json_rows = Vec::new();
-    for (mi, model_path) in models.iter().enumerate() {
-        let classifier = match Classifier::load(model_path, &candle_core::Device::Cpu, &opts) {
+    let several = models.len() > 1;
+    for (mi, (model_path, preloaded)) in models.into_iter().enumerate() {
+        let loaded = match preloaded {
+            Some(c) => Ok(c),
+            None => Classifier::load(&model_path, &candle_core::Device::Cpu, &opts),
+        };
+        let classifier = match loaded {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -73,10 +80,10 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
         let results = classifier.classify_files(&files, k)?;
         if a.json {
             for r in &results {
-                json_rows.push(json_row(r, models.len() > 1, model_path));
+                json_rows.push(json_row(r, several, &model_path));
             }
         } else {
-            if models.len() > 1 {
+            if several {
                 if mi > 0 {
                     println!();
                 }
@@ -115,16 +122,16 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
 
 /// The first of `ranked` (most accurate first) that loads, named on stderr; those that fail are skipped with
 /// their reason, as the Classify tab does.
-fn most_accurate_that_loads(ranked: Vec<classify::RankedModel>, opts: &LoadOptions) -> Result<PathBuf> {
+fn most_accurate_that_loads(ranked: Vec<classify::RankedModel>, opts: &LoadOptions) -> Result<(PathBuf, Classifier)> {
     for (path, top1) in ranked {
         match Classifier::load(&path, &candle_core::Device::Cpu, opts) {
-            Ok(_) => {
+            Ok(classifier) => {
                 let top1 = top1.map(|t| format!(", top-1 {:.2}%", t * 100.0)).unwrap_or_default();
                 eprintln!(
                     "model: {}{top1} (the most accurate in trained_models/; --model FILE picks another)",
                     path.display()
                 );
-                return Ok(path);
+                return Ok((path, classifier));
             }
             Err(e) => eprintln!("skipping model file {}: {e}", path.display()),
         }
