@@ -5,7 +5,7 @@ use crate::exec::graph::MobileNetV3;
 use crate::exec::Inference;
 use crate::kernels::loss::softmax_in_place;
 use crate::model::arch::INPUT_SIZE;
-use crate::model::weights::{load_model, LoadOptions, LoadedModel, ModelMeta};
+use crate::model::weights::{load_model, LoadOptions, LoadedModel, ModelMeta, ModelSummary};
 use candle_core::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,26 @@ pub fn list_models(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A model file that can be used, with what its header says.
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub summary: ModelSummary,
+}
+
+/// The model files of `dir` described from their headers (see [`crate::model::weights::describe`]), and the
+/// files that cannot be used with the reason. The one scan behind the CLI's choice of model, the app's model
+/// picker and the accuracy chart.
+pub fn scan_models(dir: &Path, opts: &LoadOptions) -> (Vec<ModelFile>, Vec<(PathBuf, String)>) {
+    let (mut usable, mut rejected) = (Vec::new(), Vec::new());
+    for path in list_models(dir) {
+        match crate::model::weights::describe(&path, opts) {
+            Ok(summary) => usable.push(ModelFile { path, summary }),
+            Err(e) => rejected.push((path, e.to_string())),
+        }
+    }
+    (usable, rejected)
+}
+
 /// A model file and the top-1 (a fraction) its header records.
 pub type RankedModel = (PathBuf, Option<f64>);
 
@@ -75,13 +95,14 @@ pub type RankedModel = (PathBuf, Option<f64>);
 /// read, so a file can still fail to load (weights that are not finite): callers try the next. Files that
 /// cannot be used come back with the reason.
 pub fn models_by_accuracy(dirs: &[PathBuf], opts: &LoadOptions) -> (Vec<RankedModel>, Vec<(PathBuf, String)>) {
-    let mut ranked = Vec::new();
-    let mut rejected = Vec::new();
-    for path in dirs.iter().flat_map(|d| list_models(d)) {
-        match crate::model::weights::describe(&path, opts) {
-            Ok(summary) => ranked.push((path, summary.top1())),
-            Err(e) => rejected.push((path, e.to_string())),
-        }
+    let (mut ranked, mut rejected) = (Vec::new(), Vec::new());
+    for dir in dirs {
+        let (usable, r) = scan_models(dir, opts);
+        ranked.extend(usable.into_iter().map(|m| {
+            let top1 = m.summary.top1();
+            (m.path, top1)
+        }));
+        rejected.extend(r);
     }
     // A stable sort keeps the folder and name order among equals.
     ranked.sort_by(|a: &RankedModel, b: &RankedModel| b.1.unwrap_or(-1.0).total_cmp(&a.1.unwrap_or(-1.0)));

@@ -19,13 +19,8 @@ pub fn reference_top1(variant: &str) -> Option<f64> {
 /// (variant, top-1 as a fraction) of every model file in `dir` whose header records a training result; files
 /// are described from their headers only (see [`crate::model::weights::describe`]).
 pub fn trained_top1(dir: &std::path::Path) -> Vec<(String, f64)> {
-    crate::classify::list_models(dir)
-        .iter()
-        .filter_map(|path| {
-            let summary = crate::model::weights::describe(path, &Default::default()).ok()?;
-            Some((summary.config.name(), summary.top1()?))
-        })
-        .collect()
+    let (usable, _) = crate::classify::scan_models(dir, &Default::default());
+    usable.into_iter().filter_map(|m| Some((m.summary.config.name(), m.summary.top1()?))).collect()
 }
 
 /// One model on the accuracy-vs-latency chart.

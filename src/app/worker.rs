@@ -522,15 +522,11 @@ fn models_event(dirs: &[PathBuf]) -> Event {
 /// reason. Only headers (safetensors) and pickles (`.pth`) are read, never tensor data, and every tensor's name,
 /// shape and type is checked against the architecture, so a hostile file costs little and hides no good one.
 pub fn list_models(dir: &Path) -> (Vec<ModelEntry>, Vec<(PathBuf, String)>) {
-    let (mut models, mut rejected) = (Vec::new(), Vec::new());
-    for path in classify::list_models(dir) {
-        match weights::describe(&path, &LoadOptions::default()) {
-            Ok(summary) => {
-                models.push(ModelEntry { top1: summary.top1(), name: summary.config.name(), path, bundled: false })
-            }
-            Err(e) => rejected.push((path, e.to_string())),
-        }
-    }
+    let (usable, rejected) = classify::scan_models(dir, &LoadOptions::default());
+    let models = usable
+        .into_iter()
+        .map(|m| ModelEntry { top1: m.summary.top1(), name: m.summary.config.name(), path: m.path, bundled: false })
+        .collect();
     (models, rejected)
 }
 
