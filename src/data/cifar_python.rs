@@ -485,6 +485,31 @@ mod tests {
         assert!(err.contains("holds neither"), "{err}");
     }
 
+    /// Sizes are checked before any byte is read: the file is sparse (no disk used) and the archive member is a
+    /// bare header claiming 200 MB, so reading either would fail differently (or take the memory) first.
+    #[test]
+    fn files_and_archive_members_larger_than_cifar_100_are_refused_from_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("train");
+        std::fs::File::create(&big).unwrap().set_len(160_000_001).unwrap();
+        let err = err_text(read_python_split(&big, None));
+        assert!(err.contains("160000001 bytes; CIFAR-100's train has at most 160000000"), "{err}");
+
+        let mut h = tar::Header::new_gnu();
+        h.set_path("cifar-100-python/train").unwrap();
+        h.set_size(200_000_000);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, h.as_bytes()).unwrap();
+        let path = write_temp(&dir, "claims.tar.gz", &gz.finish().unwrap());
+        let err = err_text(load_tar_gz(&path));
+        assert!(
+            err.contains("member cifar-100-python/train claims 200000000 bytes; CIFAR-100's train has at most"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn missing_folders_and_archives_are_named() {
         let err = err_text(load_python_dir(Path::new("/nonexistent/x")));

@@ -36,6 +36,8 @@ pub enum DataError {
     Truncated { path: PathBuf, len: usize, offset: usize },
     #[error("{path}: {found} records, expected {expected}")]
     WrongCount { path: PathBuf, found: usize, expected: usize },
+    #[error("{path} is not CIFAR-100: {len} bytes, more than the {max} of a split file")]
+    TooLarge { path: PathBuf, len: u64, max: u64 },
     #[error("{path}: record {index} at byte {offset} has {what} label {value}, out of range")]
     BadLabel { path: PathBuf, index: usize, offset: usize, what: &'static str, value: u8 },
 }
@@ -124,11 +126,7 @@ pub fn read_split(path: &Path, expected: Option<usize>) -> Result<Split, DataErr
     let len = std::fs::metadata(path).map_err(|source| DataError::Io { path: path.into(), source })?.len();
     let max = expected.unwrap_or(TRAIN_IMAGES) as u64 * RECORD_BYTES as u64;
     if len > max {
-        return Err(DataError::WrongCount {
-            path: path.into(),
-            found: (len / RECORD_BYTES as u64) as usize,
-            expected: expected.unwrap_or(TRAIN_IMAGES),
-        });
+        return Err(DataError::TooLarge { path: path.into(), len, max });
     }
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })?;
     parse_split(path, &bytes, expected)
@@ -299,6 +297,17 @@ mod tests {
         let mut r = vec![coarse, fine];
         r.extend(std::iter::repeat_n(fill, IMAGE_BYTES));
         r
+    }
+
+    #[test]
+    fn a_split_file_larger_than_cifar_100_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.bin");
+        // Sparse: one byte more than the test split, without writing (or reading) 30 MB.
+        let max = TEST_IMAGES as u64 * RECORD_BYTES as u64;
+        std::fs::File::create(&path).unwrap().set_len(max + 1).unwrap();
+        let err = read_split(&path, Some(TEST_IMAGES)).unwrap_err().to_string();
+        assert!(err.contains(&format!("{} bytes, more than the {max} of a split file", max + 1)), "{err}");
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub fn has_image_extension(path: &Path) -> bool {
 }
 
 /// The largest image decoded, in pixels: an 8000 x 8000 photo. Checked from the file's header before decoding,
-/// so a small file that claims a huge image (a 65 KB PNG of 23,000 x 23,000 pixels) costs nothing.
+/// so a small file that claims a huge image (a PNG of a few dozen bytes whose header says 23,000 x 23,000 pixels)
+/// costs nothing.
 pub const MAX_PIXELS: u64 = 64_000_000;
 /// The largest image file read.
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
