@@ -64,7 +64,7 @@ pub struct TrainArgs {
     /// Keep the checkpoint with the best top-1 instead of the lowest validation loss.
     #[arg(long)]
     select_by_top1: bool,
-    /// CIFAR-100 folder (binary version).
+    /// CIFAR-100: a folder of the binary or python layout, or either official .tar.gz.
     #[arg(long)]
     data: Option<PathBuf>,
     /// cpu or cuda.
@@ -88,8 +88,8 @@ pub struct TrainArgs {
     /// CPU threads.
     #[arg(long)]
     threads: Option<usize>,
-    /// Weight initialisation.
-    #[arg(long, value_enum, ignore_case = true, default_value_t = InitArg::Kaiming)]
+    /// Weight initialisation (torch: PyTorch's layer defaults, as the reference recipe).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = InitArg::Torch)]
     init: InitArg,
 }
 
@@ -294,7 +294,7 @@ pub struct EvaluateArgs {
     /// Model file (.safetensors or .pth).
     #[arg(long)]
     model: PathBuf,
-    /// CIFAR-100 folder (binary version).
+    /// CIFAR-100: a folder of the binary or python layout, or either official .tar.gz.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Initial stride for .pth files.

@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 #[serde(rename_all = "snake_case")]
 pub enum Init {
     /// Convolutions Kaiming-normal with fan-out (torchvision's MobileNetV3), biases zero.
-    #[default]
     KaimingFanOut,
     /// PyTorch's layer defaults: weights and biases uniform in +-1/sqrt(fan_in), what a plain `nn.Conv2d` gets.
+    /// The default: the reference recipe, and every model in `trained_models/`, start from it.
+    #[default]
     Torch,
 }
 
