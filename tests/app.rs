@@ -571,3 +571,43 @@ fn an_installed_app_lists_the_bundled_models_and_the_users_own_and_trains_into_t
     );
     assert_eq!(h.state().train.out_dir, user.join("trained_models"));
 }
+
+/// The batch-1 latency a Latency run measured outlives the session (it is kept in the settings): the next start
+/// shows it beside the model in the picker, and a new measurement replaces it.
+#[test]
+fn measured_latency_is_remembered_across_restarts_and_replaced_by_a_new_run() {
+    let dir = project();
+    let paths = AppPaths::from_project(dir.path());
+    let settings = Settings {
+        tab: Some(Tab::Classify),
+        batch1_cpu_ms: vec![("small_0.25".into(), 987.65), ("large_9.9".into(), f64::NAN)],
+        ..Default::default()
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .build_eframe(move |cc| StudioApp::with_settings(&cc.egui_ctx, paths, settings));
+    wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
+    let classify = &h.state().classify;
+    let entry = classify.describe(&classify.models[0]);
+    assert!(entry.starts_with("fixture_small.safetensors (small_0.25"), "{entry}");
+    assert!(entry.ends_with("· 987.65 ms at batch 1)"), "{entry}");
+    // A value that is not a time is dropped rather than shown or saved again.
+    assert_eq!(h.state().settings().batch1_cpu_ms, vec![("small_0.25".to_string(), 987.65)]);
+
+    h.state_mut().tab = Tab::Latency;
+    {
+        let f = &mut h.state_mut().latency.form;
+        f.small = [true, false, false, false];
+        f.large = [false; 4];
+        f.runs = 3;
+        f.warmup = 1;
+    }
+    h.step();
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "the benchmark", 60, |a| !a.latency.running);
+    let saved = h.state().settings().batch1_cpu_ms;
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(saved[0].0, "small_0.25");
+    assert!(saved[0].1 < 900.0, "the new measurement must replace the remembered one: {saved:?}");
+}

@@ -133,7 +133,7 @@ impl ClassifyTab {
     }
 
     /// A model's entry in the picker: file, variant, top-1 and, once timed in the Latency tab, its batch-1 latency.
-    fn describe(&self, m: &ModelEntry) -> String {
+    pub fn describe(&self, m: &ModelEntry) -> String {
         let d = m.describe();
         match self.latency_ms.iter().find(|(v, _)| *v == m.name) {
             Some((_, ms)) => format!("{} · {ms:.2} ms at batch 1)", d.trim_end_matches(')')),

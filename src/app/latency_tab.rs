@@ -86,13 +86,16 @@ pub struct LatencyTab {
     pub keep: bool,
     /// Runs started since the results were last cleared.
     runs_kept: usize,
+    /// Batch-1 CPU medians of an earlier session (from the settings), by variant: used for the variants this
+    /// session has not timed.
+    remembered_ms: Vec<(String, f64)>,
     /// The export folder dialog while it is open.
     folder_dialog: Option<super::dialog::Pending>,
 }
 
 impl LatencyTab {
-    pub fn new(form: LatencyForm, export_dir: PathBuf) -> Self {
-        LatencyTab { form, export_dir, ..Default::default() }
+    pub fn new(form: LatencyForm, export_dir: PathBuf, remembered_ms: Vec<(String, f64)>) -> Self {
+        LatencyTab { form, export_dir, remembered_ms, ..Default::default() }
     }
 
     pub fn on_progress(&mut self, done: usize, total: usize, current: String) {
@@ -115,13 +118,21 @@ impl LatencyTab {
         };
     }
 
-    /// The batch-1 CPU medians measured, by variant: what the model pickers show beside each model.
+    /// The batch-1 CPU medians, by variant: what the model pickers show beside each model. This session's
+    /// measurement of a variant, else the one remembered from an earlier session.
     pub fn cpu_batch1_ms(&self) -> Vec<(String, f64)> {
-        self.rows
+        let mut ms: Vec<(String, f64)> = self
+            .rows
             .iter()
             .filter(|r| r.batch == 1 && r.device == "cpu")
             .map(|r| (r.variant.clone(), r.median_ms))
-            .collect()
+            .collect();
+        for (variant, median) in &self.remembered_ms {
+            if median.is_finite() && *median > 0.0 && !ms.iter().any(|(v, _)| v == variant) {
+                ms.push((variant.clone(), *median));
+            }
+        }
+        ms
     }
 
     /// Top-1 against the measured batch-1 latency: the best model of each timed variant in `models`, and the

@@ -36,6 +36,9 @@ pub struct Settings {
     pub train: TrainForm,
     pub latency: LatencyForm,
     pub model: Option<PathBuf>,
+    /// The batch-1 CPU medians last measured on this machine, by variant: after a restart the model pickers and
+    /// the accuracy chart still show them, until the Latency tab measures again.
+    pub batch1_cpu_ms: Vec<(String, f64)>,
 }
 
 pub struct StudioApp {
@@ -96,7 +99,7 @@ impl StudioApp {
         StudioApp {
             tab: settings.tab.unwrap_or(Tab::Classify),
             train: TrainTab::new(settings.train, paths.models.clone(), paths.data.clone(), paths.exports.clone()),
-            latency: LatencyTab::new(settings.latency, paths.exports.clone()),
+            latency: LatencyTab::new(settings.latency, paths.exports.clone(), settings.batch1_cpu_ms),
             evaluate: EvaluateTab::new(paths.exports.clone()),
             classify,
             worker,
@@ -112,6 +115,7 @@ impl StudioApp {
             train: self.train.form.clone(),
             latency: self.latency.form.clone(),
             model: self.classify.selected.clone(),
+            batch1_cpu_ms: self.latency.cpu_batch1_ms(),
         }
     }
 
