@@ -219,21 +219,29 @@ fn where_cuda_does_not_open_its_choices_are_greyed_out_and_a_kept_cuda_choice_fa
     assert_eq!(h.state().train.form.device, "cpu");
 }
 
+/// Sets the Latency tab to time small_0.25 alone at batch 1 on the CPU, `runs` times after one warm-up.
+fn time_small_025_only(h: &mut Harness<'_, StudioApp>, runs: usize) {
+    let f = &mut h.state_mut().latency.form;
+    f.small = [true, false, false, false];
+    f.large = [false; 4];
+    f.runs = runs;
+    f.warmup = 1;
+}
+
+/// Clicks Run on the Latency tab and waits for the run to end.
+fn run_latency(h: &mut Harness<'_, StudioApp>) {
+    h.step();
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(h, "the benchmark", 60, |a| !a.latency.running);
+}
+
 #[test]
 fn a_one_variant_latency_run_shows_a_row_and_exports() {
     let dir = project();
     let mut h = harness(dir.path(), Tab::Latency);
-    {
-        let f = &mut h.state_mut().latency.form;
-        f.small = [true, false, false, false];
-        f.large = [false; 4];
-        f.runs = 5;
-        f.warmup = 1;
-    }
-    h.step();
-    h.get_by_label("Run").click();
-    h.step();
-    wait_for(&mut h, "the benchmark", 60, |a| !a.latency.running && !a.latency.rows.is_empty());
+    time_small_025_only(&mut h, 5);
+    run_latency(&mut h);
     assert_eq!(h.state().latency.rows.len(), 1);
     h.get_by_label("small_0.25");
     h.get_by_label("CSV").click();
@@ -462,19 +470,10 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
 fn latency_results_of_an_earlier_run_can_be_kept_beside_a_new_one() {
     let dir = project();
     let mut h = harness(dir.path(), Tab::Latency);
-    {
-        let f = &mut h.state_mut().latency.form;
-        f.small = [true, false, false, false];
-        f.large = [false; 4];
-        f.runs = 3;
-        f.warmup = 1;
-    }
+    time_small_025_only(&mut h, 3);
     h.state_mut().latency.keep = true;
     for _ in 0..2 {
-        h.step();
-        h.get_by_label("Run").click();
-        h.step();
-        wait_for(&mut h, "the benchmark", 60, |a| !a.latency.running);
+        run_latency(&mut h);
     }
     let devices: Vec<&str> = h.state().latency.rows.iter().map(|r| r.device.as_str()).collect();
     assert_eq!(devices, ["cpu", "cpu #2"]);
@@ -595,17 +594,8 @@ fn measured_latency_is_remembered_across_restarts_and_replaced_by_a_new_run() {
     assert_eq!(h.state().settings().batch1_cpu_ms, vec![("small_0.25".to_string(), 987.65)]);
 
     h.state_mut().tab = Tab::Latency;
-    {
-        let f = &mut h.state_mut().latency.form;
-        f.small = [true, false, false, false];
-        f.large = [false; 4];
-        f.runs = 3;
-        f.warmup = 1;
-    }
-    h.step();
-    h.get_by_label("Run").click();
-    h.step();
-    wait_for(&mut h, "the benchmark", 60, |a| !a.latency.running);
+    time_small_025_only(&mut h, 3);
+    run_latency(&mut h);
     let saved = h.state().settings().batch1_cpu_ms;
     assert_eq!(saved.len(), 1, "{saved:?}");
     assert_eq!(saved[0].0, "small_0.25");
