@@ -166,7 +166,7 @@ if [ -f ../shared/data/cifar-100-binary/test.bin ]; then
   kill "$eval_pid" 2>/dev/null || true
   wait "$eval_pid" 2>/dev/null || true
   # It opens on the most accurate model, the default; its top-1 as the README's table of trained models states it.
-  default=$(sed -n 's/^ *("\(mobilenetv3_[^"]*\)".*/\1/p' src/bundled.rs)
+  default=$(sed -n 's/^ *"\(mobilenetv3_[^"]*\.safetensors\)",$/\1/p' src/cli/bundle.rs)
   claimed=$(grep "^| \`$default\`" README.md | grep -o '\*\*[0-9.]*%\*\*' | tr -d '*')
   [ -n "$default" ] && [ -n "$claimed" ] || { echo "no README figure for the default model '$default'"; exit 1; }
   grep "^evaluated .*$default: top-1 $claimed" "$out/evaluate.log" \

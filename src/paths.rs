@@ -54,8 +54,9 @@ impl AppPaths {
         }
     }
 
-    /// The layout this process runs in (see the module documentation).
-    pub fn locate() -> Self {
+    /// The layout this process runs in (see the module documentation); `bundle` is what a lone binary writes
+    /// out.
+    pub fn locate(bundle: &crate::bundled::Bundle) -> Self {
         let cwd = std::env::current_dir().ok();
         let exe = std::env::current_exe().ok();
         if let Some(dir) = project_folder(cwd.as_deref(), exe.as_deref()) {
@@ -66,7 +67,7 @@ impl AppPaths {
             return Self::installed(&share, user);
         }
         // A lone binary: its compiled-in files, written out once.
-        if let Some(dir) = user.filter(|d| crate::bundled::install_into(d).is_ok()) {
+        if let Some(dir) = user.filter(|d| bundle.install_into(d).is_ok()) {
             return Self::from_project(&dir);
         }
         Self::from_project(Path::new("."))

@@ -90,6 +90,35 @@ fn classify_defaults_to_the_most_accurate_model() {
     assert_eq!(stdout.lines().filter(|l| l.starts_with("== ")).count(), 2, "{stdout}");
 }
 
+/// A binary copied alone into an empty folder (as `cargo install` leaves it) writes the files compiled into it to
+/// the user's data folder and classifies the sample photos with the compiled-in model, which must be the most
+/// accurate of `trained_models/`, byte for byte.
+#[test]
+fn a_lone_binary_writes_out_the_most_accurate_model_and_the_photos_and_classifies_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("bin/mobilenetv3");
+    std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_mobilenetv3"), &lone).unwrap();
+    let (data, cwd) = (dir.path().join("xdg-data"), dir.path().join("empty"));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let out = Command::new(&lone).current_dir(&cwd).env("XDG_DATA_HOME", &data).arg("classify").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let user = data.join("mobilenetv3-studio");
+    let (ranked, _) = mobilenetv3::classify::models_by_accuracy(&[root().join("trained_models")], &Default::default());
+    let best = ranked[0].0.file_name().unwrap();
+    let written = std::fs::read(user.join("trained_models").join(best)).expect("the most accurate model written out");
+    assert!(written == std::fs::read(&ranked[0].0).unwrap(), "the compiled-in model differs from {best:?}");
+    assert!(stderr.contains(&*best.to_string_lossy()), "{stderr}");
+    let photos = mobilenetv3::classify::collect_images(&[root().join("test_images")]);
+    assert_eq!(stdout.lines().count(), photos.len(), "{stdout}");
+    for photo in &photos {
+        let name = photo.file_name().unwrap().to_string_lossy();
+        assert!(user.join("test_images").join(&*name).is_file(), "{name} not written out");
+        assert!(stdout.contains(&*name), "{name} not classified: {stdout}");
+    }
+}
+
 #[test]
 fn info_reports_the_reference_parameter_count() {
     let out = bin().args(["info", "--model", "small", "--width", "0.25", "--json"]).output().unwrap();

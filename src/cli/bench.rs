@@ -165,7 +165,7 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         eprintln!("chart written to {}", p.display());
     }
     if let Some(p) = &a.accuracy_plot {
-        let dirs = mobilenetv3::paths::AppPaths::locate().model_dirs();
+        let dirs = mobilenetv3::paths::AppPaths::locate(&crate::cli::bundle::BUNDLE).model_dirs();
         let models: Vec<(String, f64)> = dirs.iter().flat_map(|d| mobilenetv3::zoo::trained_top1(d)).collect();
         let cpu = bench::device_name(&candle_core::Device::Cpu);
         let latency: Vec<(String, f64)> =

@@ -29,7 +29,7 @@ pub struct ClassifyArgs {
 }
 
 pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
-    let places = mobilenetv3::paths::AppPaths::locate();
+    let places = mobilenetv3::paths::AppPaths::locate(&crate::cli::bundle::BUNDLE);
     let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
     // Each model with its classifier where choosing it already loaded it.
     let models: Vec<(PathBuf, Option<Classifier>)> = match &a.model {

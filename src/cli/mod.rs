@@ -1,6 +1,7 @@
 //! Argument parsing and the text/JSON views of each subcommand.
 
 mod bench;
+mod bundle;
 mod classify;
 mod info;
 mod progress;
@@ -169,7 +170,7 @@ fn open_app(tab: Option<TabArg>, images: Vec<PathBuf>) -> Result<ExitCode> {
         TabArg::Evaluate => Tab::Evaluate,
         TabArg::Latency => Tab::Latency,
     });
-    match mobilenetv3::app::run(mobilenetv3::paths::AppPaths::locate(), tab, images) {
+    match mobilenetv3::app::run(mobilenetv3::paths::AppPaths::locate(&crate::cli::bundle::BUNDLE), tab, images) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: cannot open the window ({e}); the command line still works:\n");
