@@ -9,5 +9,7 @@ cp target/cuda/manifest-dir "$tmp/cuda/"
 strip -o "$tmp/cuda/release/mobilenetv3" target/cuda/release/mobilenetv3
 for t in target/cuda/tests/*; do strip -o "$tmp/cuda/tests/$(basename "$t")" "$t"; done
 "$tmp/cuda/release/mobilenetv3" --version
-tar -cJf target/cuda.tar.xz -C "$tmp" cuda
+# xz -9e: its 64 MiB window sees the CUDA kernels (PTX) that each of the three binaries holds as one copy
+# (38 MB instead of 46 MB at the default level; about three minutes on one core).
+tar -cf - -C "$tmp" cuda | xz -9e -T1 >target/cuda.tar.xz
 ls -l target/cuda.tar.xz
