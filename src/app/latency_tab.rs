@@ -86,16 +86,31 @@ pub struct LatencyTab {
     pub keep: bool,
     /// Runs started since the results were last cleared.
     runs_kept: usize,
-    /// Batch-1 CPU medians of an earlier session (from the settings), by variant: used for the variants this
-    /// session has not timed.
-    remembered_ms: Vec<(String, f64)>,
+    /// The latest batch-1 CPU median of each variant: from the settings (an earlier session) until this
+    /// session times the variant again.
+    batch1_cpu_ms: Vec<(String, f64)>,
     /// The export folder dialog while it is open.
     folder_dialog: Option<super::dialog::Pending>,
 }
 
 impl LatencyTab {
     pub fn new(form: LatencyForm, export_dir: PathBuf, remembered_ms: Vec<(String, f64)>) -> Self {
-        LatencyTab { form, export_dir, remembered_ms, ..Default::default() }
+        let mut tab = LatencyTab { form, export_dir, ..Default::default() };
+        for (variant, median) in remembered_ms {
+            tab.remember(variant, median);
+        }
+        tab
+    }
+
+    /// Records `variant`'s latest batch-1 CPU median (a value that is not a time is dropped).
+    fn remember(&mut self, variant: String, median_ms: f64) {
+        if !(median_ms.is_finite() && median_ms > 0.0) {
+            return;
+        }
+        match self.batch1_cpu_ms.iter_mut().find(|(v, _)| *v == variant) {
+            Some(entry) => entry.1 = median_ms,
+            None => self.batch1_cpu_ms.push((variant, median_ms)),
+        }
     }
 
     pub fn on_progress(&mut self, done: usize, total: usize, current: String) {
@@ -103,6 +118,9 @@ impl LatencyTab {
     }
 
     pub fn on_row(&mut self, mut row: LatencyRow) {
+        if row.batch == 1 && row.device == "cpu" {
+            self.remember(row.variant.clone(), row.median_ms);
+        }
         if self.runs_kept > 1 {
             row.device = format!("{} #{}", row.device, self.runs_kept);
         }
@@ -118,21 +136,10 @@ impl LatencyTab {
         };
     }
 
-    /// The batch-1 CPU medians, by variant: what the model pickers show beside each model. This session's
-    /// measurement of a variant, else the one remembered from an earlier session.
+    /// The latest batch-1 CPU median of each variant, this session's or an earlier one's: what the model
+    /// pickers show beside each model.
     pub fn cpu_batch1_ms(&self) -> Vec<(String, f64)> {
-        let mut ms: Vec<(String, f64)> = self
-            .rows
-            .iter()
-            .filter(|r| r.batch == 1 && r.device == "cpu")
-            .map(|r| (r.variant.clone(), r.median_ms))
-            .collect();
-        for (variant, median) in &self.remembered_ms {
-            if median.is_finite() && *median > 0.0 && !ms.iter().any(|(v, _)| v == variant) {
-                ms.push((variant.clone(), *median));
-            }
-        }
-        ms
+        self.batch1_cpu_ms.clone()
     }
 
     /// Top-1 against the measured batch-1 latency: the best model of each timed variant in `models`, and the
