@@ -36,7 +36,7 @@ pub enum DataError {
     Truncated { path: PathBuf, len: usize, offset: usize },
     #[error("{path}: {found} records, expected {expected}")]
     WrongCount { path: PathBuf, found: usize, expected: usize },
-    #[error("{path} is not CIFAR-100: {len} bytes, more than the {max} of a split file")]
+    #[error("{path}: {len} bytes, more than the {max} of a CIFAR-100 split file")]
     TooLarge { path: PathBuf, len: u64, max: u64 },
     #[error("{path}: record {index} at byte {offset} has {what} label {value}, out of range")]
     BadLabel { path: PathBuf, index: usize, offset: usize, what: &'static str, value: u8 },
@@ -126,7 +126,15 @@ pub fn read_split(path: &Path, expected: Option<usize>) -> Result<Split, DataErr
     let len = std::fs::metadata(path).map_err(|source| DataError::Io { path: path.into(), source })?.len();
     let max = expected.unwrap_or(TRAIN_IMAGES) as u64 * RECORD_BYTES as u64;
     if len > max {
-        return Err(DataError::TooLarge { path: path.into(), len, max });
+        // Whole records (another split's file, say) are counted; anything else is refused by its size.
+        return Err(match len % RECORD_BYTES as u64 {
+            0 => DataError::WrongCount {
+                path: path.into(),
+                found: (len / RECORD_BYTES as u64) as usize,
+                expected: expected.unwrap_or(TRAIN_IMAGES),
+            },
+            _ => DataError::TooLarge { path: path.into(), len, max },
+        });
     }
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })?;
     parse_split(path, &bytes, expected)
@@ -307,7 +315,11 @@ mod tests {
         let max = TEST_IMAGES as u64 * RECORD_BYTES as u64;
         std::fs::File::create(&path).unwrap().set_len(max + 1).unwrap();
         let err = read_split(&path, Some(TEST_IMAGES)).unwrap_err().to_string();
-        assert!(err.contains(&format!("{} bytes, more than the {max} of a split file", max + 1)), "{err}");
+        assert!(err.contains(&format!("{} bytes, more than the {max} of a CIFAR-100 split file", max + 1)), "{err}");
+        // The training split where the test split belongs: counted, not merely too large.
+        std::fs::File::create(&path).unwrap().set_len(TRAIN_IMAGES as u64 * RECORD_BYTES as u64).unwrap();
+        let err = read_split(&path, Some(TEST_IMAGES)).unwrap_err().to_string();
+        assert!(err.contains("50000 records, expected 10000"), "{err}");
     }
 
     #[test]
