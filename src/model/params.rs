@@ -22,6 +22,13 @@ pub enum Init {
     Torch,
 }
 
+impl Init {
+    /// What runs recorded before the option existed used (and the default was then): Kaiming fan-out.
+    pub fn before_the_option() -> Init {
+        Init::KaimingFanOut
+    }
+}
+
 pub struct ParamStore {
     specs: Vec<TensorSpec>,
     vars: BTreeMap<String, Var>,

@@ -79,8 +79,9 @@ pub struct TrainConfig {
     /// Where checkpoints and histories go.
     pub out_dir: PathBuf,
     pub select_by: SelectBy,
-    /// How the weights start (histories written before this option existed used Kaiming fan-out).
-    #[serde(default)]
+    /// How the weights start (histories written before this option existed used Kaiming fan-out, which is
+    /// what they read as).
+    #[serde(default = "crate::model::params::Init::before_the_option")]
     pub init: crate::model::params::Init,
 }
 
@@ -146,6 +147,17 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_recorded_before_the_init_option_reads_as_kaiming_and_a_new_one_defaults_to_torch() {
+        use crate::model::params::Init;
+        let config = TrainConfig::reference(ModelConfig::new(crate::model::arch::Variant::Small, 0.25));
+        assert_eq!(config.init, Init::Torch);
+        let mut old = serde_json::to_value(&config).unwrap();
+        old.as_object_mut().unwrap().remove("init");
+        let read: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(read.init, Init::KaimingFanOut);
+    }
 
     #[test]
     fn multistep_matches_pytorch() {
