@@ -11,5 +11,7 @@ for t in target/cuda/tests/*; do strip -o "$tmp/cuda/tests/$(basename "$t")" "$t
 "$tmp/cuda/release/mobilenetv3" --version
 # xz -9e: its 64 MiB window sees the CUDA kernels (PTX) that each of the three binaries holds as one copy
 # (38 MB instead of 46 MB at the default level; about three minutes on one core).
-tar -cf - -C "$tmp" cuda | xz -9e -T1 >target/cuda.tar.xz
+# Written aside and renamed, so that an interrupted pack leaves no truncated archive for gpu-check.sh.
+tar -cf - -C "$tmp" cuda | xz -9e -T1 >target/cuda.tar.xz.tmp
+mv target/cuda.tar.xz.tmp target/cuda.tar.xz
 ls -l target/cuda.tar.xz

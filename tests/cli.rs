@@ -96,6 +96,8 @@ fn classify_defaults_to_the_most_accurate_model() {
 #[test]
 fn a_lone_binary_writes_out_the_most_accurate_model_and_the_photos_and_classifies_them() {
     let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().ancestors().find(|d| d.join("trained_models").is_dir() || d.join("test_images").is_dir());
+    assert!(project.is_none(), "the temporary folder is inside a project folder ({project:?}): set TMPDIR elsewhere");
     let lone = dir.path().join("bin/mobilenetv3");
     std::fs::create_dir_all(lone.parent().unwrap()).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_mobilenetv3"), &lone).unwrap();
