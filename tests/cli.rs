@@ -103,7 +103,18 @@ fn a_lone_binary_writes_out_the_most_accurate_model_and_the_photos_and_classifie
     std::fs::copy(env!("CARGO_BIN_EXE_mobilenetv3"), &lone).unwrap();
     let (data, cwd) = (dir.path().join("xdg-data"), dir.path().join("empty"));
     std::fs::create_dir_all(&cwd).unwrap();
-    let out = Command::new(&lone).current_dir(&cwd).env("XDG_DATA_HOME", &data).arg("classify").output().unwrap();
+    // A child that another test thread forks while the copy's file is still open for writing holds that file
+    // open until it execs: running the copy then fails with "text file busy" (ETXTBSY) for a moment.
+    let mut tries = 0;
+    let out = loop {
+        match Command::new(&lone).current_dir(&cwd).env("XDG_DATA_HOME", &data).arg("classify").output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     let user = data.join("mobilenetv3-studio");
