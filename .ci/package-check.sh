@@ -102,8 +102,8 @@ d.flush()
 PY
 for _ in $(seq 40); do kill -0 "$app_pid" 2>/dev/null || break; sleep 0.25; done
 app_pid=""
-test -s "$home/.config/mobilenetv3-studio/settings.ron" || { echo "no settings in the config folder"; ls -R "$home"; exit 1; }
-echo "settings saved to ~/.config/mobilenetv3-studio/settings.ron"
+test -s "$home/.config/mobilenetv3-studio/settings.json" || { echo "no settings in the config folder"; ls -R "$home"; exit 1; }
+echo "settings saved to ~/.config/mobilenetv3-studio/settings.json"
 
 # Installed for real and removed again: the user's models stay.
 if [ "$(id -u)" = 0 ] && ! dpkg -s mobilenetv3-studio >/dev/null 2>&1; then

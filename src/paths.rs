@@ -10,7 +10,7 @@
 //! - **A lone binary** (`cargo install`): the bundled model and photos compiled into it are written out once to
 //!   the XDG data folder, which then serves as the project folder.
 //!
-//! Settings live in the XDG config folder (`~/.config/mobilenetv3-studio/settings.ron`) in every layout.
+//! Settings live in the XDG config folder (`~/.config/mobilenetv3-studio/settings.json`) in every layout.
 
 use std::path::{Path, PathBuf};
 
@@ -102,8 +102,14 @@ pub fn user_dir() -> Option<PathBuf> {
     xdg_dir("XDG_DATA_HOME", ".local/share")
 }
 
-/// The settings file: `$XDG_CONFIG_HOME/mobilenetv3-studio/settings.ron` (or under `~/.config`).
+/// The settings file: `$XDG_CONFIG_HOME/mobilenetv3-studio/settings.json` (or under `~/.config`).
 pub fn settings_file() -> Option<PathBuf> {
+    xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("settings.json"))
+}
+
+/// eframe's storage beside it (`settings.ron`): the window's size and egui's state, and the app's settings as
+/// versions before `settings.json` kept them.
+pub fn window_state_file() -> Option<PathBuf> {
     xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("settings.ron"))
 }
 

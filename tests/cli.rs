@@ -163,6 +163,25 @@ fn a_wrong_model_file_is_an_error_not_a_panic() {
 
 /// The README's table of trained models lists every file of `trained_models/` with its test accuracy; `evaluate`
 /// on the real test split must print exactly those figures (skipped with a message when ../shared/data is absent).
+/// Counts and sizes no measurement needs are refused with their range before any work, not met by a
+/// "capacity overflow" panic or an allocation abort.
+#[test]
+fn latency_and_bench_refuse_counts_and_batches_out_of_range() {
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["latency", "--variants", "small_0.25", "--runs", "2000000000000000000"], 2, "1..=1000000"),
+        (&["latency", "--variants", "small_0.25", "--warmup", "18446744073709551615"], 2, "0..=1000000"),
+        (&["latency", "--variants", "small_0.25", "--batch", "1,100000"], 1, "from 1 to 4096"),
+        (&["bench", "train", "--batch", "1000000000"], 2, "1..=4096"),
+        (&["bench", "train", "--steps", "0"], 2, "1..=1000000"),
+    ];
+    for (args, code, expected) in cases {
+        let out = bin().args(args).output().unwrap();
+        let t = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {t}");
+        assert!(t.contains(expected) && !t.contains("panicked"), "{args:?}: {t}");
+    }
+}
+
 #[test]
 fn evaluate_gives_the_accuracy_the_readme_claims_for_each_trained_model() {
     let data = root().join("../shared/data/cifar-100-binary");

@@ -302,6 +302,58 @@ fn a_resume_file_cannot_choose_where_files_go_nor_the_class_count() {
     assert!(!dir.path().parent().unwrap().join("escaped.history.json").exists());
 }
 
+/// `train --resume exp/runs/X.resume.safetensors` continues in `exp`, the run's own folder, and a run resumed
+/// into a folder where another run of the same name keeps its files (a shipped model) is refused before anything
+/// is written there.
+#[test]
+fn a_resumed_run_never_overwrites_another_runs_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig::reference(ModelConfig::new(Variant::Small, 0.25));
+    // The run stops at its data folder, the check after where files go: nothing trains.
+    cfg.data_dir = Some(dir.path().join("gone"));
+    let mut run = history_named("mobilenetv3_small_0.25", cfg.clone());
+    run.started_unix = 1_000;
+    std::fs::create_dir_all(dir.path().join("exp/runs")).unwrap();
+    let resume = dir.path().join("exp/runs/mobilenetv3_small_0.25.resume.safetensors");
+    resume_file(&resume, &run);
+    // Another run of the same variant, finished in the default folder.
+    let shipped = dir.path().join("trained_models");
+    std::fs::create_dir_all(&shipped).unwrap();
+    let mut other = history_named("mobilenetv3_small_0.25", cfg);
+    other.started_unix = 2_000;
+    let other_history = serde_json::to_vec_pretty(&other).unwrap();
+    std::fs::write(shipped.join("mobilenetv3_small_0.25.history.json"), &other_history).unwrap();
+    std::fs::write(shipped.join("mobilenetv3_small_0.25.safetensors"), b"the shipped model").unwrap();
+    let resume_arg = "exp/runs/mobilenetv3_small_0.25.resume.safetensors";
+
+    // Without --out: the run's own folder, so the other run's files are not even looked at.
+    let out = run_in(dir.path(), &["train", "--resume", resume_arg], Duration::from_secs(60));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("does not exist") && !t.contains("another run"), "{t}");
+
+    // Pointed at the other run's folder: refused, naming the file it would have overwritten.
+    let out =
+        run_in(dir.path(), &["train", "--resume", resume_arg, "--out", "trained_models"], Duration::from_secs(60));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("belongs to another run") && t.contains("mobilenetv3_small_0.25.history.json"), "{t}");
+    // A model there without a history cannot be told to be this run's either.
+    std::fs::remove_file(shipped.join("mobilenetv3_small_0.25.history.json")).unwrap();
+    let out =
+        run_in(dir.path(), &["train", "--resume", resume_arg, "--out", "trained_models"], Duration::from_secs(60));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("exists without its history"), "{t}");
+    assert_eq!(std::fs::read(shipped.join("mobilenetv3_small_0.25.safetensors")).unwrap(), b"the shipped model");
+    assert_eq!(std::fs::read_dir(&shipped).unwrap().count(), 1, "nothing else was written in trained_models");
+    // The run keeps its recipe: a flag that would change it is a usage error, not silently dropped.
+    let out = run_in(dir.path(), &["train", "--resume", resume_arg, "--epochs", "5"], Duration::from_secs(60));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("--epochs") && t.contains("cannot be used with"), "{t}");
+}
+
 /// A PNG of `w` x `h` black pixels at 1 bit each whose image data is a few bytes of zlib: all that matters
 /// is that the header claims the size.
 fn png_claiming(w: u32, h: u32) -> Vec<u8> {

@@ -246,7 +246,7 @@ impl EvaluateTab {
         let mut per_class = String::from("class,top1,images\n");
         for (i, name) in report.class_names.iter().enumerate() {
             let n: u32 = r.confusion[i].iter().sum();
-            per_class.push_str(&format!("{name},{:.6},{n}\n", r.per_class[i]));
+            per_class.push_str(&format!("{},{:.6},{n}\n", crate::train::csv_field(name), r.per_class[i]));
         }
         let write =
             |p: &Path, text: &str| write_atomic(p, text.as_bytes()).map_err(|e| format!("{}: {e}", p.display()));

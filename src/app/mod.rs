@@ -5,6 +5,7 @@ pub mod classify_tab;
 pub mod dialog;
 pub mod evaluate_tab;
 pub mod latency_tab;
+pub mod settings_file;
 pub mod train_tab;
 pub mod worker;
 
@@ -13,12 +14,14 @@ use classify_tab::ClassifyTab;
 use evaluate_tab::EvaluateTab;
 use latency_tab::{LatencyForm, LatencyTab};
 use serde::{Deserialize, Serialize};
+use settings_file::SettingsFile;
 use std::path::PathBuf;
 use train_tab::{TrainForm, TrainTab};
 use worker::{Command, Event, Worker};
 
 pub const APP_TITLE: &str = "MobileNetV3 Studio";
-const STORAGE_KEY: &str = "mobilenetv3-studio";
+/// Where eframe's storage kept the settings before they got a file of their own (read once, to carry them over).
+const LEGACY_STORAGE_KEY: &str = "mobilenetv3-studio";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tab {
@@ -28,7 +31,7 @@ pub enum Tab {
     Evaluate,
 }
 
-/// What survives a restart (eframe persistence).
+/// What survives a restart (saved by [`SettingsFile`]).
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Settings {
@@ -54,14 +57,11 @@ pub struct StudioApp {
     pub error: Option<String>,
     /// The window was asked to close while a run trains: the question is on screen.
     pub confirm_close: bool,
+    /// Where the settings are saved (none in tests that build the app directly).
+    settings_file: SettingsFile,
 }
 
 impl StudioApp {
-    pub fn new(cc: &eframe::CreationContext<'_>, paths: AppPaths) -> Self {
-        let settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
-        Self::with_settings(&cc.egui_ctx, paths, settings)
-    }
-
     /// The app opened with image files or folders (from the command line or the desktop launcher): on Classify,
     /// with those classified instead of the sample photos.
     pub fn with_images(ctx: &egui::Context, paths: AppPaths, settings: Settings, images: &[PathBuf]) -> Self {
@@ -106,6 +106,7 @@ impl StudioApp {
             frame_ms: 0.0,
             error: None,
             confirm_close: false,
+            settings_file: SettingsFile::default(),
         }
     }
 
@@ -289,8 +290,11 @@ impl eframe::App for StudioApp {
         self.frame_ms = if ms > self.frame_ms { ms } else { 0.9 * self.frame_ms + 0.1 * ms };
     }
 
-    fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, STORAGE_KEY, &self.settings());
+    /// Called by eframe every 30 s and on exit; eframe's own storage keeps only the window's state.
+    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
+        if let Err(e) = self.settings_file.save(&self.settings()) {
+            self.error = Some(e);
+        }
     }
 }
 
@@ -306,17 +310,21 @@ pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<()
     if let Some(icon) = icon {
         viewport = viewport.with_icon(icon);
     }
-    let settings_file = crate::paths::settings_file();
-    if let Some(file) = &settings_file {
+    let window_state = crate::paths::window_state_file();
+    if let Some(file) = &window_state {
         adopt_old_settings(file);
     }
-    let options = eframe::NativeOptions { viewport, persistence_path: settings_file, ..Default::default() };
+    let options = eframe::NativeOptions { viewport, persistence_path: window_state, ..Default::default() };
     eframe::run_native(
         APP_TITLE,
         options,
         Box::new(move |cc| {
-            let settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+            let mut file = SettingsFile::new(crate::paths::settings_file());
+            let legacy: Option<Settings> = cc.storage.and_then(|s| eframe::get_value(s, LEGACY_STORAGE_KEY));
+            let (settings, problem) = file.load(legacy);
             let mut app = StudioApp::with_images(&cc.egui_ctx, paths, settings, &images);
+            app.settings_file = file;
+            app.error = problem;
             if let Some(t) = tab {
                 app.tab = t;
             }
@@ -327,7 +335,8 @@ pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<()
 }
 
 /// Settings were kept in the data folder (`app.ron`, eframe's default) before they moved to the config folder:
-/// carry them over once, so that an update keeps the user's choices.
+/// carry them over once (into eframe's file, where [`SettingsFile::load`] finds them as the legacy settings),
+/// so that an update keeps the user's choices.
 fn adopt_old_settings(file: &std::path::Path) {
     let Some(old) = crate::paths::user_dir().map(|d| d.join("app.ron")) else { return };
     if !file.exists() && old.is_file() {

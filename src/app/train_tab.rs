@@ -210,6 +210,8 @@ pub struct TrainTab {
     pub run: RunView,
     /// Past runs found in trained_models/ and whether each is overlaid.
     pub past: Vec<(History, bool)>,
+    /// History files of that folder that could not be listed, each with why.
+    pub past_problems: Vec<String>,
     pub out_dir: PathBuf,
     /// The last data folder checked and whether it holds CIFAR-100 (checked when the field changes only).
     data_check: (String, bool),
@@ -245,6 +247,7 @@ impl TrainTab {
             state: RunState::Idle,
             run: RunView::default(),
             past: Vec::new(),
+            past_problems: Vec::new(),
             out_dir,
             data_check: (String::from("\u{0}"), false),
             data_home,
@@ -264,18 +267,34 @@ impl TrainTab {
 
     pub fn scan_past_runs(&mut self) {
         let mut v = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&self.out_dir) {
-            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-            files.sort();
-            for f in files {
-                if f.to_string_lossy().ends_with(".history.json") {
-                    if let Ok(h) = History::load(&f) {
-                        let shown = self.past.iter().any(|(p, on)| *on && p.name == h.name);
-                        v.push((h, shown));
+        let mut problems = Vec::new();
+        match std::fs::read_dir(&self.out_dir) {
+            Ok(rd) => {
+                let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                files.sort();
+                for f in files {
+                    if !f.to_string_lossy().ends_with(".history.json") {
+                        continue;
+                    }
+                    match History::load(&f) {
+                        // The name becomes file names (exports, the resume state): a plain one only.
+                        Ok(h) if !crate::train::runfiles::is_plain_name(&h.name) => problems.push(format!(
+                            "{}: the run name {:?} is not a plain file name",
+                            f.display(),
+                            h.name
+                        )),
+                        Ok(h) => {
+                            let shown = self.past.iter().any(|(p, on)| *on && p.name == h.name);
+                            v.push((h, shown));
+                        }
+                        Err(e) => problems.push(format!("{e:#}")),
                     }
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("{}: {e}", self.out_dir.display())),
         }
+        self.past_problems = problems;
         // On first look, overlay the most recent run so the curves are not empty.
         if self.past.is_empty() && self.state == RunState::Idle {
             if let Some(newest) = v.iter_mut().max_by_key(|(h, _)| h.started_unix) {
@@ -530,8 +549,11 @@ impl TrainTab {
                 self.scan_past_runs();
             }
         });
-        if self.past.is_empty() {
+        if self.past.is_empty() && self.past_problems.is_empty() {
             ui.label(RichText::new("none yet").weak());
+        }
+        for p in &self.past_problems {
+            ui.label(RichText::new(format!("not listed: {p}")).small().color(ui.visuals().warn_fg_color));
         }
         let idle = self.state == RunState::Idle;
         let mut resume = None;
@@ -822,4 +844,45 @@ fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &HashMap<&'static str, 
             .response
     });
     field(ui, "Seed", errors, "seed", |ui| text(ui, &mut f.seed));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::{ModelConfig, Variant};
+    use crate::train::{History, Status, TrainConfig};
+
+    fn history(name: &str) -> History {
+        History {
+            name: name.into(),
+            config: TrainConfig::reference(ModelConfig::new(Variant::Small, 0.25)),
+            device: "cpu".into(),
+            started_unix: 1,
+            epochs: Vec::new(),
+            step_losses: Vec::new(),
+            best_epoch: None,
+            checkpoint: None,
+            status: Status::Stopped,
+        }
+    }
+
+    #[test]
+    fn past_runs_list_readable_histories_and_say_which_files_were_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, h: &History| {
+            std::fs::write(dir.path().join(file), serde_json::to_vec(h).unwrap()).unwrap();
+        };
+        write("good.history.json", &history("good"));
+        // A name that would send exports out of the export folder; a renamed file is still listed.
+        write("escape.history.json", &history("../../escape"));
+        write("renamed.history.json", &history("other"));
+        std::fs::write(dir.path().join("cut.history.json"), b"{\"name\": \"cut\", \"conf").unwrap();
+        let t = TrainTab::new(TrainForm::default(), dir.path().into(), dir.path().join("data"), dir.path().join("ex"));
+        let names: Vec<&str> = t.past.iter().map(|(h, _)| h.name.as_str()).collect();
+        assert_eq!(names, ["good", "other"]);
+        assert_eq!(t.past_problems.len(), 2, "{:?}", t.past_problems);
+        for file in ["cut.history.json", "escape.history.json"] {
+            assert!(t.past_problems.iter().any(|p| p.contains(file)), "{file}: {:?}", t.past_problems);
+        }
+    }
 }

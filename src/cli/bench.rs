@@ -24,10 +24,10 @@ pub struct LatencyArgs {
     #[arg(long, default_value = "1")]
     batch: String,
     /// Timed runs per variant, device and batch size (the median and percentiles come from these).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = count(1))]
     runs: usize,
     /// Untimed runs first (caches, allocator, thread pool).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = count(0))]
     warmup: usize,
     /// CPU threads (default: all cores).
     #[arg(long)]
@@ -62,13 +62,13 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value = "small_0.25")]
     variant: String,
     /// Images per training step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH as u64))]
     batch: usize,
     /// Timed training steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count(1))]
     steps: usize,
     /// Untimed runs first (caches, allocator, thread pool).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count(0))]
     warmup: usize,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
@@ -98,9 +98,25 @@ pub fn parse_variants(s: &str) -> Result<Vec<ModelConfig>> {
         .collect()
 }
 
+/// The largest batch timed or trained (as `train --batch`): more is an allocation failure, not a measurement.
+const MAX_BATCH: usize = 4096;
+/// The most runs or steps one measurement takes; far more than a median needs, and no overflow of a count.
+const MAX_COUNT: u64 = 1_000_000;
+
+/// A run or step count from `min` to [`MAX_COUNT`], refused by clap with the range otherwise.
+fn count(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=MAX_COUNT)
+}
+
 fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
     s.split(',')
-        .map(|x| x.trim().parse::<usize>().ok().filter(|v| *v > 0).with_context(|| format!("bad {what} {x:?}")))
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|v| (1..=MAX_BATCH).contains(v))
+                .with_context(|| format!("bad {what} {x:?}: from 1 to {MAX_BATCH}"))
+        })
         .collect()
 }
 
@@ -114,9 +130,6 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         Some(d) => d.split(',').map(|s| device::open(s.trim())).collect::<Result<Vec<_>, _>>()?,
         None => device::available(),
     };
-    if a.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
     for p in a.plot.iter().chain(&a.accuracy_plot) {
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if ext != "png" && ext != "svg" {
@@ -202,9 +215,6 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
                 device::set_cpu_threads(t)?;
             }
             let cfg = parse_variant_name(&a.variant).with_context(|| format!("unknown variant {:?}", a.variant))?;
-            if a.batch == 0 || a.steps == 0 {
-                bail!("--batch and --steps must be at least 1");
-            }
             let dev = device::open(&a.device)?;
             let engine = match a.engine.as_str() {
                 "fast" => bench::Engine::Fast,

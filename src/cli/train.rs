@@ -70,8 +70,13 @@ pub struct TrainArgs {
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Continue a run from its state file (trained_models/runs/*.resume.safetensors).
-    #[arg(long)]
+    /// Continue a run from its state file (trained_models/runs/*.resume.safetensors), with the recipe it was
+    /// started with: only --data, --out and --threads may be given beside it.
+    #[arg(long, conflicts_with_all = [
+        "model", "width", "si", "epochs", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
+        "milestones", "gamma", "warmup_epochs", "label_smoothing", "no_crop", "no_flip", "select_by_top1", "device",
+        "limit_train", "limit_test", "seed", "init",
+    ])]
     resume: Option<PathBuf>,
     /// Train on the first N images only.
     #[arg(long)]
@@ -82,9 +87,9 @@ pub struct TrainArgs {
     /// Seed of the weights, the data order, the augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where checkpoints go.
-    #[arg(long, default_value = "trained_models")]
-    out: PathBuf,
+    /// Where checkpoints go [default: trained_models; with --resume, the folder that holds the file's runs/].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// CPU threads.
     #[arg(long)]
     threads: Option<usize>,
@@ -123,6 +128,15 @@ enum InitArg {
 }
 
 impl TrainArgs {
+    /// `--out`, else the resumed run's own folder (so that the printed `--resume` hint alone continues a run
+    /// kept outside `trained_models`), else `trained_models`.
+    fn out_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .or_else(|| self.resume.as_deref().and_then(train::run_folder))
+            .unwrap_or_else(|| PathBuf::from("trained_models"))
+    }
+
     fn config(&self) -> Result<TrainConfig> {
         let variant = match self.model {
             ModelArg::Small => Variant::Small,
@@ -159,7 +173,7 @@ impl TrainArgs {
             device: self.device.clone(),
             limit_train: self.limit_train,
             limit_test: self.limit_test,
-            out_dir: self.out.clone(),
+            out_dir: self.out_dir(),
             select_by: if self.select_by_top1 { SelectBy::Top1 } else { SelectBy::ValLoss },
             init: match self.init {
                 InitArg::Kaiming => mobilenetv3::model::params::Init::KaimingFanOut,

@@ -140,6 +140,9 @@ impl TrainConfig {
         if let Some(0) = self.limit_train {
             v.push(("limit_train", "the training limit must be at least one batch".into()));
         }
+        if let Some(0) = self.limit_test {
+            v.push(("limit_test", "the test limit must be at least one image".into()));
+        }
         v
     }
 }

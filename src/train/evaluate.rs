@@ -55,9 +55,17 @@ pub fn evaluate_with_progress(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Option<EvalResult>> {
     let classes = model.config().num_classes;
+    // The confusion matrix below is classes x classes: a model file may declare up to 100,000 classes.
+    let cifar = crate::data::labels::CIFAR100_FINE.len();
+    if classes != cifar {
+        bail!("the model has {classes} classes, CIFAR-100 has {cifar}: it is not a CIFAR-100 model");
+    }
+    if split.labels.is_empty() {
+        bail!("no test images to evaluate on");
+    }
     if let Some(&max) = split.labels.iter().max() {
         if max as usize >= classes {
-            bail!("the model has {classes} classes, but the data has labels up to {max}: it is not a CIFAR-100 model");
+            bail!("the data has labels up to {max}, the model {classes} classes: it is not CIFAR-100");
         }
     }
     // Folded once per evaluation: on the CPU the fused inference plan, several times faster than the graph.
@@ -119,9 +127,19 @@ pub fn evaluate_with_progress(
     }))
 }
 
+/// One CSV field (RFC 4180): quoted, with its quotes doubled, when it holds a comma, a quote or a line break.
+/// Class names come from the model file's header, so they can hold any of these.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
 /// The confusion matrix as CSV: a header of class names, then one row per true class.
 pub fn confusion_csv(confusion: &[Vec<u32>], class_names: &[String]) -> String {
-    let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class_{i}"));
+    let name = |i: usize| class_names.get(i).map(|n| csv_field(n).into_owned()).unwrap_or_else(|| format!("class_{i}"));
     let mut s = String::from("true\\predicted");
     for i in 0..confusion.len() {
         s.push(',');
@@ -141,4 +159,38 @@ pub fn confusion_csv(confusion: &[Vec<u32>], class_names: &[String]) -> String {
 fn keep_most_confident(m: &mut Vec<Mistake>) {
     m.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then(a.index.cmp(&b.index)));
     m.truncate(MISTAKES_KEPT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::{ModelConfig, Variant};
+    use candle_core::Device;
+
+    fn split(n: usize) -> Arc<Split> {
+        Arc::new(Split { images: vec![0; n * data::IMAGE_BYTES], labels: vec![0; n], coarse: vec![0; n] })
+    }
+
+    #[test]
+    fn a_model_that_is_not_for_cifar_100_or_an_empty_split_is_refused_before_any_work() {
+        let mut cfg = ModelConfig::new(Variant::Small, 0.25);
+        cfg.num_classes = 1000;
+        let model = MobileNetV3::new(&cfg, &Device::Cpu, 0).unwrap();
+        let err = evaluate(&model, &split(2), 2, || false).unwrap_err().to_string();
+        assert!(err.contains("1000 classes") && err.contains("not a CIFAR-100 model"), "{err}");
+
+        let model = MobileNetV3::new(&ModelConfig::new(Variant::Small, 0.25), &Device::Cpu, 0).unwrap();
+        let err = evaluate(&model, &split(0), 2, || false).unwrap_err().to_string();
+        assert!(err.contains("no test images"), "{err}");
+        assert!(evaluate(&model, &split(2), 2, || false).unwrap().is_some());
+    }
+
+    #[test]
+    fn class_names_with_commas_quotes_or_line_breaks_stay_one_csv_field() {
+        assert_eq!(csv_field("apple"), "apple");
+        assert_eq!(csv_field("maple, red"), "\"maple, red\"");
+        assert_eq!(csv_field("say \"hi\"\nnow"), "\"say \"\"hi\"\"\nnow\"");
+        let csv = confusion_csv(&[vec![1, 0], vec![0, 2]], &["a,b".into(), "c".into()]);
+        assert_eq!(csv, "true\\predicted,\"a,b\",c\n\"a,b\",1,0\nc,0,2\n");
+    }
 }

@@ -19,10 +19,10 @@ pub mod runfiles;
 
 pub use config::{Schedule, SelectBy, TrainConfig};
 pub use dataset::{has_dataset, load_data, open_dataset};
-pub use evaluate::{confusion_csv, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
+pub use evaluate::{confusion_csv, csv_field, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{TrainControl, TrainEvent};
 pub use history::{EpochRecord, History, Status};
-pub use resume::resume_path;
+pub use resume::{resume_path, run_folder};
 
 use crate::data;
 use crate::device;

@@ -16,6 +16,17 @@ pub fn resume_path(out_dir: &Path, stem: &str) -> PathBuf {
     out_dir.join("runs").join(format!("{stem}.resume.safetensors"))
 }
 
+/// The run folder a resume file belongs to (the inverse of [`resume_path`]): the folder above its `runs/`,
+/// where the run's model and history are. None for a resume file kept anywhere else.
+pub fn run_folder(resume: &Path) -> Option<PathBuf> {
+    let runs = resume.parent()?;
+    if runs.file_name()? != "runs" {
+        return None;
+    }
+    let dir = runs.parent()?;
+    Some(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_path_buf() })
+}
+
 /// State needed to continue a run after its last finished epoch.
 #[derive(Serialize, Deserialize)]
 pub(super) struct ResumeHeader {
@@ -70,6 +81,7 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
         bail!("{}: the run records {} epochs of {}", path.display(), header.history.epochs.len(), cfg.epochs);
     }
     cfg.out_dir = caller.out_dir.clone();
+    files_are_this_runs(&cfg.out_dir, &header.history)?;
     if caller.data_dir.is_some() {
         cfg.data_dir = caller.data_dir.clone();
     }
@@ -79,4 +91,47 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
         }
     }
     Ok(cfg)
+}
+
+/// A resumed run writes `<out>/<stem>.safetensors` and `<stem>.history.json`. Files already there under that
+/// name must be this run's (its history, with the same start time): resumed into another folder, a run would
+/// otherwise overwrite a different run's model, such as a shipped one of the same variant.
+fn files_are_this_runs(out_dir: &Path, run: &History) -> Result<()> {
+    let history = out_dir.join(format!("{}.history.json", run.name));
+    let model = out_dir.join(format!("{}.safetensors", run.name));
+    let hint = "pass --out with the folder that holds this run's runs/ folder";
+    match std::fs::read(&history) {
+        Ok(bytes) => match serde_json::from_slice::<History>(&bytes) {
+            Ok(h) if h.name == run.name && h.started_unix == run.started_unix => Ok(()),
+            Ok(_) => bail!(
+                "{} belongs to another run of the same name, which resuming here would overwrite: {hint}",
+                history.display()
+            ),
+            Err(e) => bail!(
+                "{} cannot be read ({e}), so it cannot be told to be this run's: move it aside if it is, or {hint}",
+                history.display()
+            ),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if model.exists() {
+                bail!("{} exists without its history, so it is not this run's model: {hint}", model.display());
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", history.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_folder_of_a_resume_file_is_the_folder_above_runs() {
+        let p = resume_path(Path::new("exp/a"), "mobilenetv3_small_0.25");
+        assert_eq!(run_folder(&p), Some(PathBuf::from("exp/a")));
+        assert_eq!(run_folder(Path::new("runs/x.resume.safetensors")), Some(PathBuf::from(".")));
+        assert_eq!(run_folder(Path::new("elsewhere/x.resume.safetensors")), None);
+        assert_eq!(run_folder(Path::new("x.resume.safetensors")), None);
+    }
 }

@@ -29,6 +29,18 @@ fn lock_path(out_dir: &Path, name: &str) -> PathBuf {
 impl RunLock {
     /// Takes the lock of run `name`, or says which process holds it.
     pub fn acquire(out_dir: &Path, name: &str) -> Result<RunLock> {
+        match Self::try_acquire(out_dir, name)? {
+            Ok(lock) => Ok(lock),
+            Err(holder) => {
+                let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+                bail!("the run {name} is being trained by {who} in {}: two runs never share files", out_dir.display())
+            }
+        }
+    }
+
+    /// Takes the lock of run `name`: `Ok(Err(holder))` when another process holds it (its pid, if it wrote one);
+    /// an `Err` is a folder that cannot hold the lock file at all.
+    fn try_acquire(out_dir: &Path, name: &str) -> Result<Result<RunLock, String>> {
         let path = lock_path(out_dir, name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -47,9 +59,7 @@ impl RunLock {
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-                bail!("the run {name} is being trained by {who} in {}: two runs never share files", out_dir.display());
+                return Ok(Err(holder.trim().to_string()));
             }
             return Err(err).with_context(|| format!("locking {}", path.display()));
         }
@@ -57,7 +67,7 @@ impl RunLock {
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = write!(file, "{}", std::process::id());
-        Ok(RunLock { _file: file })
+        Ok(Ok(RunLock { _file: file }))
     }
 }
 
@@ -80,26 +90,50 @@ pub fn free_names<'a>(out_dir: &'a Path, base: &'a str) -> impl Iterator<Item = 
         .filter(move |s| !taken(s))
 }
 
-/// Reserves a new run's name: takes its lock, then creates its history file (create-new) with the bytes
-/// `history(name)` gives. Returns the lock, which the run holds until it ends.
+/// Reserves a new run's name: takes its lock, then creates its history file with the bytes `history(name)`
+/// gives, never replacing an existing file. Returns the lock, which the run holds until it ends.
 pub fn reserve_name(out_dir: &Path, base: &str, mut history: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<RunLock> {
     for name in free_names(out_dir, base).take(MAX_NAMES) {
-        let Ok(lock) = RunLock::acquire(out_dir, &name) else { continue };
+        // Only a lock another run holds means "try the next name"; a folder that takes no lock file is an error.
+        let Ok(lock) = RunLock::try_acquire(out_dir, &name)? else { continue };
         let bytes = history(&name)?;
         let path = out_dir.join(format!("{name}.history.json"));
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => {
-                f.write_all(&bytes)
-                    .and_then(|()| f.sync_all())
-                    .with_context(|| format!("writing {}", path.display()))?;
-                return Ok(lock);
-            }
-            // Another run took this name between the check and the create: try the next one.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        if create_new_complete(&path, &bytes)? {
+            return Ok(lock);
         }
+        // Another run took this name between the check and the create: try the next one.
     }
     bail!("no free run name for {base} in {}", out_dir.display())
+}
+
+/// Creates `path` holding `bytes`, complete or not at all (written and synced in a temp file, then hard-linked
+/// into place, which fails rather than replace a file). False when `path` exists already.
+fn create_new_complete(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Named as write_atomic's temp files, so that one a crash leaves is cleaned up like theirs.
+    let tmp = dir.join(format!(".{file_name}.{}-0.tmp", std::process::id()));
+    let result = (|| -> Result<bool> {
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            // A filesystem without hard links: create-new, then the bytes (complete unless the machine dies).
+            Err(_) => match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut f) => {
+                    f.write_all(bytes)
+                        .and_then(|()| f.sync_all())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            },
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 /// Checks before the first epoch that `out_dir` takes files and has room for a run's files (the checkpoint and
@@ -206,6 +240,29 @@ mod tests {
         .unwrap();
         assert_eq!(names, vec!["m", "m_2"]);
         assert!(dir.path().join("m.history.json").is_file() && dir.path().join("m_2.history.json").is_file());
+    }
+
+    #[test]
+    fn a_folder_that_takes_no_lock_file_is_named_not_reported_as_out_of_names() {
+        let dir = tempfile::tempdir().unwrap();
+        // `runs` is a file, so no lock file can be made under it.
+        std::fs::write(dir.path().join("runs"), b"").unwrap();
+        let err = reserve_name(dir.path(), "m", |_| Ok(b"{}".to_vec())).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("runs") && !msg.contains("no free run name"), "{msg}");
+        assert!(!dir.path().join("m.history.json").exists());
+    }
+
+    #[test]
+    fn a_reserved_history_is_complete_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let _lock = reserve_name(dir.path(), "m", |name| Ok(format!("{{\"name\":\"{name}\"}}").into_bytes())).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("m.history.json")).unwrap(), r#"{"name":"m"}"#);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
 
     #[test]
