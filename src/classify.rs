@@ -31,9 +31,14 @@ pub fn collect_images(paths: &[PathBuf]) -> Vec<PathBuf> {
     for p in paths {
         if p.is_dir() {
             // file_type() does not follow symlinks: a linked folder is skipped, so a link loop cannot recurse.
-            let mut found: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(p)
-                .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| Some((e.path(), e.file_type().ok()?))).collect())
-                .unwrap_or_default();
+            let mut found: Vec<(PathBuf, std::fs::FileType)> = match std::fs::read_dir(p) {
+                Ok(rd) => rd.filter_map(|e| e.ok()).filter_map(|e| Some((e.path(), e.file_type().ok()?))).collect(),
+                // Kept as an entry of its own, so that its result says why (see `preprocess::decode`).
+                Err(_) => {
+                    out.push(p.clone());
+                    continue;
+                }
+            };
             found.sort_by(|a, b| a.0.cmp(&b.0));
             for (f, kind) in found {
                 let hidden = f.file_name().map(|n| n.to_string_lossy().starts_with('.')).unwrap_or(true);

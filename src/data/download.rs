@@ -51,7 +51,8 @@ pub enum DownloadError {
     Cancelled { url: String, received: u64 },
     #[error("{url} gave a file whose MD5 is {actual}, not the expected {expected}: the download is corrupt or the file changed; it was deleted")]
     Checksum { url: String, expected: String, actual: String },
-    #[error("cannot write {path}: {source}")]
+    /// Reading or writing the download's own files (the partial file, a finished one checked again).
+    #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
 

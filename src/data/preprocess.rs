@@ -26,7 +26,15 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Decodes an image file (format from its content), applying its EXIF orientation. Files over
 /// [`MAX_FILE_BYTES`] and images over [`MAX_PIXELS`] are refused before decoding.
 pub fn decode(path: &Path) -> Result<DynamicImage, String> {
-    let len = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?.len();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?;
+    if meta.is_dir() {
+        // A folder reaches here only when it could not be listed, or when it was named directly.
+        return Err(match std::fs::read_dir(path) {
+            Err(e) => format!("a folder that cannot be listed: {e}"),
+            Ok(_) => "a folder, not an image".into(),
+        });
+    }
+    let len = meta.len();
     if len > MAX_FILE_BYTES {
         return Err(format!(
             "{:.0} MB: larger than the {} MB image files this app reads",
@@ -95,6 +103,12 @@ pub fn batch(images: &[Vec<f32>], size: usize, device: &Device) -> candle_core::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_given_as_an_image_says_it_is_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(decode(dir.path()).unwrap_err(), "a folder, not an image");
+    }
 
     #[test]
     fn normalise_is_channel_planar() {
