@@ -161,8 +161,6 @@ fn a_wrong_model_file_is_an_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// The README's table of trained models lists every file of `trained_models/` with its test accuracy; `evaluate`
-/// on the real test split must print exactly those figures (skipped with a message when ../shared/data is absent).
 /// Counts and sizes no measurement needs are refused with their range before any work, not met by a
 /// "capacity overflow" panic or an allocation abort.
 #[test]
@@ -182,6 +180,8 @@ fn latency_and_bench_refuse_counts_and_batches_out_of_range() {
     }
 }
 
+/// The README's table of trained models lists every file of `trained_models/` with its test accuracy; `evaluate`
+/// on the real test split must print exactly those figures (skipped with a message when ../shared/data is absent).
 #[test]
 fn evaluate_gives_the_accuracy_the_readme_claims_for_each_trained_model() {
     let data = root().join("../shared/data/cifar-100-binary");

@@ -337,7 +337,10 @@ fn a_resumed_run_never_overwrites_another_runs_model() {
         run_in(dir.path(), &["train", "--resume", resume_arg, "--out", "trained_models"], Duration::from_secs(60));
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("belongs to another run") && t.contains("mobilenetv3_small_0.25.history.json"), "{t}");
+    assert!(
+        t.contains("is another run's") && t.contains("stale") && t.contains("mobilenetv3_small_0.25.history.json"),
+        "{t}"
+    );
     // A model there without a history cannot be told to be this run's either.
     std::fs::remove_file(shipped.join("mobilenetv3_small_0.25.history.json")).unwrap();
     let out =

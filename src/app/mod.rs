@@ -20,8 +20,6 @@ use train_tab::{TrainForm, TrainTab};
 use worker::{Command, Event, Worker};
 
 pub const APP_TITLE: &str = "MobileNetV3 Studio";
-/// Where eframe's storage kept the settings before they got a file of their own (read once, to carry them over).
-const LEGACY_STORAGE_KEY: &str = "mobilenetv3-studio";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tab {
@@ -291,8 +289,8 @@ impl eframe::App for StudioApp {
     }
 
     /// Called by eframe every 30 s and on exit; eframe's own storage keeps only the window's state.
-    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
-        if let Err(e) = self.settings_file.save(&self.settings()) {
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if let Err(e) = self.settings_file.save_to(&self.settings(), storage) {
             self.error = Some(e);
         }
     }
@@ -320,8 +318,7 @@ pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<()
         options,
         Box::new(move |cc| {
             let mut file = SettingsFile::new(crate::paths::settings_file());
-            let legacy: Option<Settings> = cc.storage.and_then(|s| eframe::get_value(s, LEGACY_STORAGE_KEY));
-            let (settings, problem) = file.load(legacy);
+            let (settings, problem) = file.load_from(cc.storage);
             let mut app = StudioApp::with_images(&cc.egui_ctx, paths, settings, &images);
             app.settings_file = file;
             app.error = problem;

@@ -100,6 +100,8 @@ fn run_inner(
     let (mut history, mut best_metric, _lock) = match resumed {
         Some((tensors, header)) => {
             let lock = runfiles::RunLock::acquire(&cfg.out_dir, &header.history.name)?;
+            // Again under the lock: a run of the same name may have started and ended since the first check.
+            resume::files_are_this_runs(&cfg.out_dir, &header.history)?;
             model.params().copy_from(&tensors)?;
             opt.load_state(&tensors)?;
             let mut h = header.history;

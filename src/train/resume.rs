@@ -94,27 +94,35 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
 }
 
 /// A resumed run writes `<out>/<stem>.safetensors` and `<stem>.history.json`. Files already there under that
-/// name must be this run's (its history, with the same start time): resumed into another folder, a run would
-/// otherwise overwrite a different run's model, such as a shipped one of the same variant.
-fn files_are_this_runs(out_dir: &Path, run: &History) -> Result<()> {
+/// name must be this run's (its history, with the same start time): resumed into another folder, or from a resume
+/// file older than the run now of that name, a run would otherwise overwrite a different run's model, such as a
+/// shipped one of the same variant. Checked before the data is loaded and again once the run's lock is held.
+pub(super) fn files_are_this_runs(out_dir: &Path, run: &History) -> Result<()> {
     let history = out_dir.join(format!("{}.history.json", run.name));
     let model = out_dir.join(format!("{}.safetensors", run.name));
-    let hint = "pass --out with the folder that holds this run's runs/ folder";
+    let hint = "continue a run in the folder that holds its own model and history (train --out)";
     match std::fs::read(&history) {
         Ok(bytes) => match serde_json::from_slice::<History>(&bytes) {
             Ok(h) if h.name == run.name && h.started_unix == run.started_unix => Ok(()),
-            Ok(_) => bail!(
-                "{} belongs to another run of the same name, which resuming here would overwrite: {hint}",
-                history.display()
+            Ok(h) => bail!(
+                "{} is another run's (started at {}, the resume file's run at {}: the resume file is stale or from \
+                 another folder), and continuing here would overwrite it; {hint}",
+                history.display(),
+                h.started_unix,
+                run.started_unix
             ),
             Err(e) => bail!(
-                "{} cannot be read ({e}), so it cannot be told to be this run's: move it aside if it is, or {hint}",
+                "{} cannot be read ({e}), so it cannot be told to be this run's: move it aside if it is; {hint}",
                 history.display()
             ),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if model.exists() {
-                bail!("{} exists without its history, so it is not this run's model: {hint}", model.display());
+                bail!(
+                    "{} exists without its history, so it cannot be told to be this run's: move it aside if it is; \
+                     {hint}",
+                    model.display()
+                );
             }
             Ok(())
         }

@@ -94,8 +94,14 @@ pub fn free_names<'a>(out_dir: &'a Path, base: &'a str) -> impl Iterator<Item = 
 /// gives, never replacing an existing file. Returns the lock, which the run holds until it ends.
 pub fn reserve_name(out_dir: &Path, base: &str, mut history: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<RunLock> {
     for name in free_names(out_dir, base).take(MAX_NAMES) {
-        // Only a lock another run holds means "try the next name"; a folder that takes no lock file is an error.
-        let Ok(lock) = RunLock::try_acquire(out_dir, &name)? else { continue };
+        // A lock another run holds, or a lock file that cannot be opened (another user's, left by `sudo train`),
+        // means "try the next name"; a folder that takes no lock file at all is an error.
+        let lock = match RunLock::try_acquire(out_dir, &name) {
+            Ok(Ok(lock)) => lock,
+            Ok(Err(_holder)) => continue,
+            Err(_) if lock_path(out_dir, &name).exists() => continue,
+            Err(e) => return Err(e),
+        };
         let bytes = history(&name)?;
         let path = out_dir.join(format!("{name}.history.json"));
         if create_new_complete(&path, &bytes)? {
