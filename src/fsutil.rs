@@ -16,6 +16,35 @@ pub(crate) fn write_atomic_with(
     bytes: &[u8],
     write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    write_via_temp(path, bytes, write, |tmp, path| std::fs::rename(tmp, path))
+}
+
+/// Creates `path` holding `bytes`, complete or not at all, and never replaces a file: the temp file is
+/// hard-linked into place, which fails where `path` exists. `Ok(false)` when it exists already.
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    match write_via_temp(path, bytes, |f, b| f.write_all(b), |tmp, path| std::fs::hard_link(tmp, path)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // A filesystem without hard links: create-new, then the bytes (complete unless the machine dies).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EXDEV)) => {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut f) => f.write_all(bytes).and_then(|()| f.sync_all()).map(|()| true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` into a temp file beside `path`, syncs it, then `place`s it at `path` (rename or link) and
+/// syncs the folder; the temp file never outlives the call.
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+    place: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -31,16 +60,15 @@ pub(crate) fn write_atomic_with(
         write(&mut f, bytes)?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, path)?;
+        place(&tmp, path)?;
         if let Ok(d) = std::fs::File::open(&dir) {
-            // Makes the rename itself durable; not every filesystem supports syncing a folder.
+            // Makes the rename or link itself durable; not every filesystem supports syncing a folder.
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    // Gone already after a rename; still there after a link or a failure.
+    let _ = std::fs::remove_file(&tmp);
     result.map_err(|e| match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => std::io::Error::new(
             e.kind(),

@@ -104,42 +104,12 @@ pub fn reserve_name(out_dir: &Path, base: &str, mut history: impl FnMut(&str) ->
         };
         let bytes = history(&name)?;
         let path = out_dir.join(format!("{name}.history.json"));
-        if create_new_complete(&path, &bytes)? {
+        if crate::fsutil::write_new(&path, &bytes).with_context(|| format!("creating {}", path.display()))? {
             return Ok(lock);
         }
         // Another run took this name between the check and the create: try the next one.
     }
     bail!("no free run name for {base} in {}", out_dir.display())
-}
-
-/// Creates `path` holding `bytes`, complete or not at all (written and synced in a temp file, then hard-linked
-/// into place, which fails rather than replace a file). False when `path` exists already.
-fn create_new_complete(path: &Path, bytes: &[u8]) -> Result<bool> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // Named as write_atomic's temp files, so that one a crash leaves is cleaned up like theirs.
-    let tmp = dir.join(format!(".{file_name}.{}-0.tmp", std::process::id()));
-    let result = (|| -> Result<bool> {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            // A filesystem without hard links: create-new, then the bytes (complete unless the machine dies).
-            Err(_) => match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut f) => {
-                    f.write_all(bytes)
-                        .and_then(|()| f.sync_all())
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    Ok(true)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
-            },
-        }
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
 }
 
 /// Checks before the first epoch that `out_dir` takes files and has room for a run's files (the checkpoint and
