@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The official CIFAR-100 python archive (161 MB), as torchvision fetches it.
+/// The official CIFAR-100 python archive (161 MiB), as torchvision fetches it.
 pub const CIFAR100_PYTHON_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz";
 /// Its MD5, as published with it.
 pub const CIFAR100_PYTHON_MD5: &str = "eb9058c3a382ffc7106e4002c42a8d85";
