@@ -274,33 +274,13 @@ pub fn accuracy_vs_latency(ours: &[crate::zoo::ZooPoint], reference: &[crate::zo
         let (x, y) = (xp(p.latency_ms), yp(p.top1));
         s.push(Shape::Rect { x: x - 6.0, y: y - 6.0, w: 12.0, h: 12.0, fill: ours_c });
     }
-    // A variant's two labels sit on one side of its points, the higher point's above it and the lower's below,
-    // so that ours and the reference's stay apart however close the two figures are; variants next to each
-    // other in latency take opposite sides, so that labels of neighbouring points do not run into each other.
-    let mut order: Vec<&crate::zoo::ZooPoint> = ours.iter().chain(reference).collect();
-    order.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms));
-    let mut seen = Vec::new();
-    order.retain(|p| {
-        if seen.contains(&p.variant) {
-            false
-        } else {
-            seen.push(p.variant.clone());
-            true
-        }
-    });
-    for (i, variant) in order.iter().map(|p| &p.variant).enumerate() {
-        let mine = ours.iter().find(|p| &p.variant == variant);
-        let theirs = reference.iter().find(|p| &p.variant == variant);
-        let ours_above = match (mine, theirs) {
-            (Some(m), Some(t)) => m.top1 >= t.top1,
-            _ => true,
-        };
-        let labelled = [(mine, ours_above, 13.0), (theirs, !ours_above, 12.0)];
-        for (p, above, size) in labelled.into_iter().filter_map(|(p, above, size)| Some((p?, above, size))) {
+    for place in crate::zoo::label_places(ours, reference) {
+        let above = [(place.ours, place.ours_above, 13.0), (place.reference, !place.ours_above, 12.0)];
+        for (p, above, size) in above.into_iter().filter_map(|(p, above, size)| Some((p?, above, size))) {
             let (x, y) = (xp(p.latency_ms), yp(p.top1));
             let y = if above { y - 9.0 } else { y + 19.0 };
             let label = format!("{} {:.2}%", p.variant, p.top1);
-            s.push(if i % 2 == 0 {
+            s.push(if place.right {
                 text(x + 9.0, y, size, Anchor::Start, label)
             } else {
                 text(x - 9.0, y, size, Anchor::End, label)

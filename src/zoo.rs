@@ -52,6 +52,46 @@ pub fn accuracy_points(models: &[(String, f64)], latency: &[(String, f64)]) -> (
     (ours, reference)
 }
 
+/// Where one variant's labels go on an accuracy-against-latency chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelPlace<'a> {
+    pub variant: &'a str,
+    /// Our point and the reference's for the variant (either may be missing).
+    pub ours: Option<&'a ZooPoint>,
+    pub reference: Option<&'a ZooPoint>,
+    /// Labels to the right of the points (else to the left).
+    pub right: bool,
+    /// Our label above our point and the reference's below its point (else the other way round).
+    pub ours_above: bool,
+}
+
+/// Label places that keep close points' labels apart: a variant's two labels on one side of its points, the
+/// higher point's above it and the lower's below (however close ours and the reference's figures are), and
+/// variants next to each other in latency on opposite sides (two variants can be within 0.1 ms).
+pub fn label_places<'a>(ours: &'a [ZooPoint], reference: &'a [ZooPoint]) -> Vec<LabelPlace<'a>> {
+    let mut order: Vec<&ZooPoint> = ours.iter().chain(reference).collect();
+    order.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms));
+    let mut variants: Vec<&str> = Vec::new();
+    for p in order {
+        if !variants.contains(&p.variant.as_str()) {
+            variants.push(&p.variant);
+        }
+    }
+    variants
+        .into_iter()
+        .enumerate()
+        .map(|(i, variant)| {
+            let mine = ours.iter().find(|p| p.variant == variant);
+            let theirs = reference.iter().find(|p| p.variant == variant);
+            let ours_above = match (mine, theirs) {
+                (Some(m), Some(t)) => m.top1 >= t.top1,
+                _ => true,
+            };
+            LabelPlace { variant, ours: mine, reference: theirs, right: i % 2 == 0, ours_above }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +105,20 @@ mod tests {
         assert_eq!(ours, vec![ZooPoint { variant: "small_0.25".into(), latency_ms: 0.44, top1: 60.18 }]);
         assert_eq!(reference.len(), 2);
         assert_eq!((reference[1].variant.as_str(), reference[1].top1), ("small_0.5", 66.37));
+    }
+
+    #[test]
+    fn labels_alternate_sides_in_latency_order_and_the_higher_point_is_labelled_above() {
+        let p = |v: &str, ms: f64, t: f64| ZooPoint { variant: v.into(), latency_ms: ms, top1: t };
+        let ours = [p("small_1.0", 1.44, 69.91), p("large_0.5", 1.57, 69.38)];
+        let reference = [p("large_0.5", 1.57, 69.50), p("small_1.0", 1.44, 69.44), p("small_0.25", 0.4, 60.13)];
+        let places = label_places(&ours, &reference);
+        let got: Vec<(&str, bool, bool, bool)> =
+            places.iter().map(|l| (l.variant, l.right, l.ours_above, l.ours.is_some())).collect();
+        assert_eq!(
+            got,
+            [("small_0.25", true, true, false), ("small_1.0", false, true, true), ("large_0.5", true, false, true)]
+        );
+        assert_eq!(places[2].reference.map(|r| r.top1), Some(69.50));
     }
 }

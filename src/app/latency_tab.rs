@@ -174,11 +174,18 @@ impl LatencyTab {
                         .radius(5.0)
                         .color(Color32::from_rgb(a[0], a[1], a[2])),
                 );
-                for z in &reference {
-                    p.text(
-                        egui_plot::Text::new("", [z.latency_ms, z.top1].into(), format!("  {}", z.variant))
-                            .anchor(egui::Align2::LEFT_TOP),
-                    );
+                // One name a variant, above the higher of its two points, on the side crate::zoo::label_places
+                // gives it (neighbours in latency on opposite sides).
+                for place in crate::zoo::label_places(&ours, &reference) {
+                    let higher =
+                        [place.ours, place.reference].into_iter().flatten().max_by(|a, b| a.top1.total_cmp(&b.top1));
+                    let Some(z) = higher else { continue };
+                    let (name, anchor) = if place.right {
+                        (format!("  {}", z.variant), egui::Align2::LEFT_BOTTOM)
+                    } else {
+                        (format!("{}  ", z.variant), egui::Align2::RIGHT_BOTTOM)
+                    };
+                    p.text(egui_plot::Text::new("", [z.latency_ms, z.top1].into(), name).anchor(anchor));
                 }
             });
     }
