@@ -40,5 +40,18 @@ if [[ $only == *evaluate* ]]; then
   import -window "$wid" "$out/evaluate.png"
   kill $app; wait $app 2>/dev/null || true
 fi
-[[ $only == *latency* ]] && shoot latency latency.png "${LATENCY_WAIT:-40}" "${LATENCY_RUN_AT:-35 225}"
+# Latency: press Run (all six variants, batch 1, CPU), then the same run as *Accuracy against latency*.
+if [[ $only == *latency* ]]; then
+  target/release/mobilenetv3 gui --tab latency >"$tmp/latency.log" 2>&1 &
+  app=$!
+  wid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
+  sleep 3
+  xdotool mousemove --window "$wid" ${LATENCY_RUN_AT:-35 225} click 1
+  sleep "${LATENCY_WAIT:-40}"
+  import -window "$wid" "$out/latency.png"
+  xdotool mousemove --window "$wid" ${ACCURACY_VIEW_AT:-677 45} click 1
+  sleep 2
+  import -window "$wid" "$out/latency_accuracy.png"
+  kill $app; wait $app 2>/dev/null || true
+fi
 echo "screenshots in $out"
