@@ -34,7 +34,7 @@ if [[ $only == *evaluate* ]]; then
   wid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
   sleep 3
   xdotool mousemove --window "$wid" 508 45 click 1
-  sleep "${EVALUATE_WAIT:-15}"
+  sleep "${EVALUATE_WAIT:-45}"
   xdotool mousemove --window "$wid" 560 330
   sleep 1
   import -window "$wid" "$out/evaluate.png"
