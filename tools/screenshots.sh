@@ -13,14 +13,12 @@ export DISPLAY=$display
 sleep 1
 tmp=$(mktemp -d)
 export XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config"
-shoot() { # tab, file, seconds to wait, optional xdotool click "X Y"
+shoot() { # tab, file, seconds to wait
   target/release/mobilenetv3 gui --tab "$1" >"$tmp/$1.log" 2>&1 &
   local app=$!
   local wid
   wid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
-  sleep 3
-  if [ -n "${4:-}" ]; then xdotool mousemove --window "$wid" $4 click 1; fi
-  sleep "$3"
+  sleep $((3 + $3))
   import -window "$wid" "$out/$2"
   kill $app; wait $app 2>/dev/null || true
 }
