@@ -5,10 +5,12 @@
 # interruption: a finished variant is skipped, an interrupted one continues from its resume file (end of its
 # last epoch).
 #
-#   nohup nice -n 19 bash tools/zoo.sh OUT DATA >> OUT/zoo.log 2>&1 &
-#   SEED=1 nohup nice -n 19 bash tools/zoo.sh OUT-seed1 DATA large_1.0 >> OUT-seed1/zoo.log 2>&1 &
+#   nohup nice -n 19 bash tools/zoo.sh trained_models/runs/seed0 DATA >> trained_models/runs/seed0.log 2>&1 &
+#   SEED=1 nohup nice -n 19 bash tools/zoo.sh trained_models/runs/seed1 DATA large_1.0 >> trained_models/runs/seed1.log 2>&1 &
 #
-# (A second seed goes to its own OUT, since OUT's names are per variant.)
+# (A second seed goes to its own OUT, since OUT's names are per variant. An OUT under trained_models/runs/ stays
+# out of git and inside the clone, so a run and its resume files live as long as the checkout does; a folder
+# beside the clone, such as /tmp, can be gone when the machine is.)
 # OUT gets each model, its history and its log (OUT/<name>.log); `mobilenetv3 evaluate --model` and
 # tools/reference/evaluate_torch.py then measure it, and the best file of each variant goes to trained_models/.
 set -euo pipefail
