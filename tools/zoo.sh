@@ -5,6 +5,7 @@
 # interruption: a finished variant is skipped, an interrupted one continues from its resume file (end of its
 # last epoch).
 #
+#   mkdir -p trained_models/runs
 #   nohup nice -n 19 bash tools/zoo.sh trained_models/runs/seed0 DATA >> trained_models/runs/seed0.log 2>&1 &
 #   SEED=1 nohup nice -n 19 bash tools/zoo.sh trained_models/runs/seed1 DATA large_1.0 >> trained_models/runs/seed1.log 2>&1 &
 #
