@@ -24,16 +24,28 @@ variants=("$@")
 bin=${MOBILENETV3:-$(dirname "$0")/../target/release/mobilenetv3}
 mkdir -p "$out"
 
+# A run killed in its first epoch leaves its history (status "running") and no resume file; `train` then names the
+# next run of the variant `<name>_2` (it never takes over another run's files). So a variant's runs in OUT are
+# `<name>` and `<name>_N`: it is done when one of them finished, and continues from the newest resume file.
+runs_of() { # VARIANT_NAME SUFFIX: OUT's files of every run of that variant with that suffix
+  compgen -G "$out/$1$2" || true
+  compgen -G "$out/$1_[0-9]*$2" || true
+}
+
 for v in "${variants[@]}"; do
   name="mobilenetv3_$v"
-  history="$out/$name.history.json"
-  resume="$out/runs/$name.resume.safetensors"
-  status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status",""))' "$history" 2>/dev/null || true)
-  if [ "$status" = finished ]; then
-    echo "$(date -u +%FT%TZ) $v: finished already"
+  finished=""
+  while read -r history; do
+    [ -n "$history" ] || continue
+    status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status",""))' "$history" 2>/dev/null || true)
+    [ "$status" = finished ] && finished=$history
+  done < <(runs_of "$name" .history.json)
+  if [ -n "$finished" ]; then
+    echo "$(date -u +%FT%TZ) $v: finished already ($finished)"
     continue
   fi
-  if [ -f "$resume" ]; then
+  resume=$(runs_of "runs/$name" .resume.safetensors | xargs -r -d '\n' ls -t | head -1)
+  if [ -n "$resume" ]; then
     echo "$(date -u +%FT%TZ) $v: continuing from $resume"
     "$bin" train --resume "$resume" --out "$out" --data "$data" >>"$out/$name.log" 2>&1
   else
