@@ -38,7 +38,7 @@ for v in "${variants[@]}"; do
   while read -r history; do
     [ -n "$history" ] || continue
     status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status",""))' "$history" 2>/dev/null || true)
-    [ "$status" = finished ] && finished=$history
+    if [ "$status" = finished ]; then finished=$history; fi
   done < <(runs_of "$name" .history.json)
   if [ -n "$finished" ]; then
     echo "$(date -u +%FT%TZ) $v: finished already ($finished)"
