@@ -212,6 +212,9 @@ pub struct TrainTab {
     pub past: Vec<(History, bool)>,
     /// History files of that folder that could not be listed, each with why.
     pub past_problems: Vec<String>,
+    /// Past runs whose history says "running" and whose lock a live process holds (this app or a `train`
+    /// command); the others that say "running" were interrupted.
+    pub past_training: Vec<String>,
     pub out_dir: PathBuf,
     /// The last data folder checked and whether it holds CIFAR-100 (checked when the field changes only).
     data_check: (String, bool),
@@ -248,6 +251,7 @@ impl TrainTab {
             run: RunView::default(),
             past: Vec::new(),
             past_problems: Vec::new(),
+            past_training: Vec::new(),
             out_dir,
             data_check: (String::from("\u{0}"), false),
             data_home,
@@ -295,6 +299,12 @@ impl TrainTab {
             Err(e) => problems.push(format!("{}: {e}", self.out_dir.display())),
         }
         self.past_problems = problems;
+        self.past_training = v
+            .iter()
+            .filter(|(h, _)| h.status == crate::train::Status::Running)
+            .filter(|(h, _)| crate::train::runfiles::is_training(&self.out_dir, &h.name))
+            .map(|(h, _)| h.name.clone())
+            .collect();
         // On first look, overlay the most recent run so the curves are not empty.
         if self.past.is_empty() && self.state == RunState::Idle {
             if let Some(newest) = v.iter_mut().max_by_key(|(h, _)| h.started_unix) {
@@ -559,20 +569,22 @@ impl TrainTab {
         let mut resume = None;
         for (h, on) in &mut self.past {
             let best = h.best().map(|b| format!(" · top-1 {:.1}%", b.top1 * 100.0)).unwrap_or_default();
+            let training = self.past_training.contains(&h.name);
             ui.horizontal(|ui| {
                 ui.checkbox(on, format!("{}{best}", h.name)).on_hover_text(format!(
                     "{} of {} epochs, {}",
                     h.epochs.len(),
                     h.config.epochs,
-                    h.status
+                    run_status_text(&h.status, training)
                 ));
                 let state = crate::train::resume_path(&self.out_dir, &h.name);
                 if h.status != crate::train::Status::Finished && state.is_file() {
-                    let b = ui.add_enabled(idle, egui::Button::new("Continue").small()).on_hover_text(format!(
-                        "Continue from epoch {} of {}",
-                        h.epochs.len(),
-                        h.config.epochs
-                    ));
+                    let b = ui.add_enabled(idle && !training, egui::Button::new("Continue").small());
+                    let b = if training {
+                        b.on_disabled_hover_text("Another process is training this run now")
+                    } else {
+                        b.on_hover_text(format!("Continue from epoch {} of {}", h.epochs.len(), h.config.epochs))
+                    };
                     if b.clicked() {
                         resume = Some((h.config.clone(), state));
                     }
@@ -698,6 +710,16 @@ impl TrainTab {
             });
             ui.end_row();
         });
+    }
+}
+
+/// A past run's status as the list shows it: a history left "running" by a process that ended (killed, the
+/// machine shut down) was interrupted, which is what its Continue button is for.
+fn run_status_text(status: &crate::train::Status, training: bool) -> String {
+    match status {
+        crate::train::Status::Running if training => "training now".into(),
+        crate::train::Status::Running => "interrupted".into(),
+        other => other.to_string(),
     }
 }
 
@@ -884,5 +906,22 @@ mod tests {
         for file in ["cut.history.json", "escape.history.json"] {
             assert!(t.past_problems.iter().any(|p| p.contains(file)), "{file}: {:?}", t.past_problems);
         }
+    }
+
+    #[test]
+    fn a_run_left_running_by_a_process_that_ended_reads_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["live", "dead"] {
+            let h = History { status: Status::Running, ..history(name) };
+            std::fs::write(dir.path().join(format!("{name}.history.json")), serde_json::to_vec(&h).unwrap()).unwrap();
+        }
+        let _held = crate::train::runfiles::RunLock::acquire(dir.path(), "live").unwrap();
+        // The dead run's process wrote its lock file and ended.
+        drop(crate::train::runfiles::RunLock::acquire(dir.path(), "dead").unwrap());
+        let t = TrainTab::new(TrainForm::default(), dir.path().into(), dir.path().join("data"), dir.path().join("ex"));
+        assert_eq!(t.past_training, ["live"]);
+        assert_eq!(run_status_text(&Status::Running, true), "training now");
+        assert_eq!(run_status_text(&Status::Running, false), "interrupted");
+        assert_eq!(run_status_text(&Status::Stopped, false), "stopped");
     }
 }

@@ -71,6 +71,16 @@ impl RunLock {
     }
 }
 
+/// Whether a live process trains run `name` now: a history left "running" by a process that was killed holds no
+/// lock. Probes with a shared lock that it drops at once, so it neither creates a lock file nor rewrites the
+/// holder recorded in one; a run started in that instant may take the next name, which harms nothing.
+pub fn is_training(out_dir: &Path, name: &str) -> bool {
+    let Ok(file) = File::open(lock_path(out_dir, name)) else { return false };
+    // SAFETY: flock on a descriptor this function owns; the lock, if taken, goes with `file` at the return.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
 /// Whether `name` can be used as a file stem: no folders, nothing hidden, no odd characters.
 pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -198,6 +208,19 @@ mod tests {
         assert!(err.contains("being trained by process"), "{err}");
         drop(lock);
         RunLock::acquire(dir.path(), "run_a").unwrap();
+    }
+
+    #[test]
+    fn a_run_is_training_only_while_its_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_training(dir.path(), "run_a"));
+        assert!(!lock_path(dir.path(), "run_a").exists(), "the probe made a lock file");
+        let lock = RunLock::acquire(dir.path(), "run_a").unwrap();
+        assert!(is_training(dir.path(), "run_a"));
+        // The probe leaves the lock to its holder.
+        assert!(RunLock::acquire(dir.path(), "run_a").is_err());
+        drop(lock);
+        assert!(!is_training(dir.path(), "run_a"), "a lock file whose holder is gone reads as training");
     }
 
     #[test]
