@@ -73,7 +73,8 @@ impl RunLock {
 
 /// Whether a live process trains run `name` now: a history left "running" by a process that was killed holds no
 /// lock. Probes with a shared lock that it drops at once, so it neither creates a lock file nor rewrites the
-/// holder recorded in one; a run started in that instant may take the next name, which harms nothing.
+/// holder recorded in one. A run that starts in that microsecond takes the next name, and a `--resume` of this
+/// very run is refused as held by another process: both say so, neither loses a file.
 pub fn is_training(out_dir: &Path, name: &str) -> bool {
     let Ok(file) = File::open(lock_path(out_dir, name)) else { return false };
     // SAFETY: flock on a descriptor this function owns; the lock, if taken, goes with `file` at the return.
