@@ -1,11 +1,8 @@
 use super::progress::{Progress, Unit};
 use anyhow::{Context, Result};
 use clap::Args;
-use mobilenetv3::data::Augment;
-use mobilenetv3::model::arch::{ModelConfig, Variant};
 use mobilenetv3::model::weights::{self, LoadOptions};
-use mobilenetv3::train::optim::SgdConfig;
-use mobilenetv3::train::{self, hms, Schedule, SelectBy, TrainConfig, TrainControl, TrainEvent};
+use mobilenetv3::train::{self, hms, TrainConfig, TrainControl, TrainEvent, TrainOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,118 +10,23 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// The network.
-    #[arg(long, value_enum, ignore_case = true, default_value_t = ModelArg::Small)]
-    model: ModelArg,
-    /// Width multiplier.
-    #[arg(long, default_value_t = 0.25)]
-    width: f64,
-    /// Initial stride (1 for 32x32 CIFAR input, 2 for the paper's layout).
-    #[arg(long, default_value_t = 1)]
-    si: usize,
-    /// Epochs to train.
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    /// Images per SGD step.
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
-    /// Base learning rate of SGD.
-    #[arg(long, default_value_t = 0.1)]
-    lr: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// L2 weight decay (the reference uses none).
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// Nesterov momentum.
-    #[arg(long)]
-    nesterov: bool,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, ignore_case = true, default_value_t = ScheduleArg::Multistep)]
-    schedule: ScheduleArg,
-    /// MultiStep milestones (epochs).
-    #[arg(long, default_value = "15,20,30")]
-    milestones: String,
-    /// Learning-rate factor at each MultiStep milestone.
-    #[arg(long, default_value_t = 0.1)]
-    gamma: f64,
-    /// Warm-up epochs of the cosine schedule.
-    #[arg(long, default_value_t = 1)]
-    warmup_epochs: usize,
-    /// Label smoothing of the cross-entropy (0 = none).
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f64,
-    /// Turn off the random crop.
-    #[arg(long)]
-    no_crop: bool,
-    /// Turn off the random horizontal flip.
-    #[arg(long)]
-    no_flip: bool,
-    /// Keep the checkpoint with the best top-1 instead of the lowest validation loss.
-    #[arg(long)]
-    select_by_top1: bool,
-    /// CIFAR-100: a folder of the binary or python layout, or either official .tar.gz.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// The recipe, the data and the device (the library's options, shared with the app's Train form).
+    #[command(flatten)]
+    options: TrainOptions,
     /// Continue a run from its state file (trained_models/runs/*.resume.safetensors), with the recipe it was
     /// started with: only --data, --out and --threads may be given beside it.
     #[arg(long, conflicts_with_all = [
         "model", "width", "si", "epochs", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-        "milestones", "gamma", "warmup_epochs", "label_smoothing", "no_crop", "no_flip", "select_by_top1", "device",
-        "limit_train", "limit_test", "seed", "init",
+        "milestones", "gamma", "warmup_epochs", "label_smoothing", "no_crop", "no_flip", "select_by",
+        "select_by_top1", "device", "limit_train", "limit_test", "seed", "init",
     ])]
     resume: Option<PathBuf>,
-    /// Train on the first N images only.
-    #[arg(long)]
-    limit_train: Option<usize>,
-    /// Evaluate on the first N test images only.
-    #[arg(long)]
-    limit_test: Option<usize>,
-    /// Seed of the weights, the data order, the augmentation and dropout.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Where checkpoints go [default: trained_models; with --resume, the folder that holds the file's runs/].
     #[arg(long)]
     out: Option<PathBuf>,
     /// CPU threads.
     #[arg(long)]
     threads: Option<usize>,
-    /// Weight initialisation (torch: PyTorch's layer defaults, as the reference recipe).
-    #[arg(long, value_enum, ignore_case = true, default_value_t = InitArg::Torch)]
-    init: InitArg,
-}
-
-/// The two networks, as `--model` takes them.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum ModelArg {
-    /// MobileNetV3-Small.
-    #[value(alias = "s")]
-    Small,
-    /// MobileNetV3-Large.
-    #[value(alias = "l")]
-    Large,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum ScheduleArg {
-    /// Multiply by --gamma at each of --milestones (the reference's).
-    Multistep,
-    /// Linear warm-up over --warmup-epochs, then cosine decay to zero.
-    Cosine,
-    /// The same rate throughout.
-    Constant,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum InitArg {
-    /// Kaiming-normal with fan-out, as torchvision's MobileNetV3.
-    Kaiming,
-    /// PyTorch's layer defaults (uniform in +-1/sqrt(fan_in)).
-    Torch,
 }
 
 impl TrainArgs {
@@ -136,58 +38,13 @@ impl TrainArgs {
             .or_else(|| self.resume.as_deref().and_then(train::run_folder))
             .unwrap_or_else(|| PathBuf::from("trained_models"))
     }
-
-    fn config(&self) -> Result<TrainConfig> {
-        let variant = match self.model {
-            ModelArg::Small => Variant::Small,
-            ModelArg::Large => Variant::Large,
-        };
-        let schedule = match self.schedule {
-            ScheduleArg::Multistep => Schedule::MultiStep {
-                milestones: self
-                    .milestones
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| s.trim().parse().with_context(|| format!("bad milestone {s:?}")))
-                    .collect::<Result<_>>()?,
-                gamma: self.gamma,
-            },
-            ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: self.warmup_epochs },
-            ScheduleArg::Constant => Schedule::Constant,
-        };
-        Ok(TrainConfig {
-            model: ModelConfig::new(variant, self.width).with_initial_stride(self.si),
-            epochs: self.epochs,
-            batch_size: self.batch,
-            sgd: SgdConfig {
-                lr: self.lr,
-                momentum: self.momentum,
-                weight_decay: self.weight_decay,
-                nesterov: self.nesterov,
-            },
-            schedule,
-            label_smoothing: self.label_smoothing,
-            augment: Augment { crop: !self.no_crop, flip: !self.no_flip },
-            seed: self.seed,
-            data_dir: self.data.clone(),
-            device: self.device.clone(),
-            limit_train: self.limit_train,
-            limit_test: self.limit_test,
-            out_dir: self.out_dir(),
-            select_by: if self.select_by_top1 { SelectBy::Top1 } else { SelectBy::ValLoss },
-            init: match self.init {
-                InitArg::Kaiming => mobilenetv3::model::params::Init::KaimingFanOut,
-                InitArg::Torch => mobilenetv3::model::params::Init::Torch,
-            },
-        })
-    }
 }
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         mobilenetv3::device::set_cpu_threads(t)?;
     }
-    let cfg = a.config()?;
+    let cfg = a.options.config(&a.out_dir());
     let control = TrainControl::new();
     // Ctrl-C stops cleanly after the current batch; the best checkpoint is already on disk.
     stop_on_sigint(Arc::clone(&control));

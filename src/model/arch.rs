@@ -12,10 +12,14 @@ pub const BN_EPS: f64 = 1e-5;
 pub const BN_MOMENTUM: f64 = 0.1;
 
 /// The two networks of "Searching for MobileNetV3" (Howard et al. 2019).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
+    /// MobileNetV3-Small.
+    #[value(alias = "s")]
     Small,
+    /// MobileNetV3-Large.
+    #[value(alias = "l")]
     Large,
 }
 

@@ -11,10 +11,11 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 
 /// How fresh weights are drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Init {
     /// Convolutions Kaiming-normal with fan-out (torchvision's MobileNetV3), biases zero.
+    #[value(name = "kaiming")]
     KaimingFanOut,
     /// PyTorch's layer defaults: weights and biases uniform in +-1/sqrt(fan_in), what a plain `nn.Conv2d` gets.
     /// The default: the reference recipe, and every model in `trained_models/`, start from it.

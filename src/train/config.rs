@@ -50,13 +50,30 @@ impl Schedule {
     }
 }
 
+/// The kinds of [`Schedule`], as `--schedule` and the app's form name them (their parameters are separate
+/// options).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum ScheduleKind {
+    /// Multiply by --gamma at each of --milestones (the reference's).
+    #[value(name = "multistep")]
+    MultiStep,
+    /// Linear warm-up over --warmup-epochs, then cosine decay to zero.
+    Cosine,
+    /// The same rate throughout.
+    Constant,
+}
+
+/// Warm-up epochs of a cosine schedule when none are given.
+pub const DEFAULT_WARMUP_EPOCHS: usize = 1;
+
 /// Which validation figure picks the best checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectBy {
     /// Lowest validation loss (the reference's rule).
     ValLoss,
     /// Highest top-1 accuracy.
+    #[value(name = "top1")]
     Top1,
 }
 
@@ -83,6 +100,13 @@ pub struct TrainConfig {
     /// what they read as).
     #[serde(default = "crate::model::params::Init::before_the_option")]
     pub init: crate::model::params::Init,
+}
+
+/// The run every front end starts from: MobileNetV3-Small at width 0.25 with the reference recipe.
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig::reference(ModelConfig::new(crate::model::arch::Variant::Small, 0.25))
+    }
 }
 
 impl TrainConfig {
@@ -112,7 +136,7 @@ impl TrainConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
         if let Err(e) = self.model.validate() {
-            v.push(("model", e));
+            v.push(("model", e.to_string()));
         }
         if self.epochs == 0 || self.epochs > 10_000 {
             v.push(("epochs", "epochs must be between 1 and 10000".into()));

@@ -14,14 +14,16 @@ mod evaluate;
 mod events;
 mod history;
 pub mod optim;
+mod options;
 mod resume;
 pub mod runfiles;
 
-pub use config::{Schedule, SelectBy, TrainConfig};
+pub use config::{Schedule, ScheduleKind, SelectBy, TrainConfig, DEFAULT_WARMUP_EPOCHS};
 pub use dataset::{has_dataset, load_data, open_dataset};
 pub use evaluate::{confusion_csv, csv_field, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{TrainControl, TrainEvent};
 pub use history::{EpochRecord, History, Status};
+pub use options::{Milestones, TrainOptions};
 pub use resume::{resume_path, run_folder};
 
 use crate::data;

@@ -1,0 +1,263 @@
+//! The recipe as a person states it: one value per option of `mobilenetv3 train` and per field of the app's
+//! Train form. Both front ends go through [`TrainOptions`]: the command line parses it with clap (its defaults
+//! are [`TrainConfig::default`]'s), the app's form parses its text fields into it, and
+//! [`TrainOptions::config`] turns either into the [`TrainConfig`] a run takes. So the same values give the same
+//! run wherever they were typed.
+
+use super::config::{Schedule, ScheduleKind, SelectBy, TrainConfig, DEFAULT_WARMUP_EPOCHS};
+use crate::data::Augment;
+use crate::model::arch::{ModelConfig, Variant};
+use crate::model::params::Init;
+use crate::train::optim::SgdConfig;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// MultiStep milestones as typed: epochs separated by commas (`15,20,30`); empty parts are skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Milestones(pub Vec<usize>);
+
+impl FromStr for Milestones {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<usize>()
+                    .map_err(|_| format!("bad milestone {p:?}: epochs separated by commas, e.g. 15,20,30"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Milestones)
+    }
+}
+
+impl fmt::Display for Milestones {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// The default run's options (small_0.25 with the reference recipe), for clap's `default_value_t`.
+fn d() -> TrainOptions {
+    TrainOptions::default()
+}
+
+/// Every choice of a training run that a person makes, typed. Where files go (`--out`, the app's models folder)
+/// and how many threads run are the front ends' own business and not here.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct TrainOptions {
+    /// The network.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = d().model)]
+    pub model: Variant,
+    /// Width multiplier.
+    #[arg(long, default_value_t = d().width)]
+    pub width: f64,
+    /// Initial stride (1 for 32x32 CIFAR input, 2 for the paper's layout).
+    #[arg(long, default_value_t = d().si)]
+    pub si: usize,
+    /// Epochs to train.
+    #[arg(long, default_value_t = d().epochs)]
+    pub epochs: usize,
+    /// Images per SGD step.
+    #[arg(long, default_value_t = d().batch)]
+    pub batch: usize,
+    /// Base learning rate of SGD.
+    #[arg(long, default_value_t = d().lr)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = d().momentum)]
+    pub momentum: f64,
+    /// L2 weight decay (the reference uses none).
+    #[arg(long, default_value_t = d().weight_decay)]
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = d().schedule)]
+    pub schedule: ScheduleKind,
+    /// MultiStep milestones (epochs).
+    #[arg(long, default_value_t = d().milestones)]
+    pub milestones: Milestones,
+    /// Learning-rate factor at each MultiStep milestone.
+    #[arg(long, default_value_t = d().gamma)]
+    pub gamma: f64,
+    /// Warm-up epochs of the cosine schedule.
+    #[arg(long, default_value_t = d().warmup_epochs)]
+    pub warmup_epochs: usize,
+    /// Label smoothing of the cross-entropy (0 = none).
+    #[arg(long, default_value_t = d().label_smoothing)]
+    pub label_smoothing: f64,
+    /// Turn off the random crop.
+    #[arg(long)]
+    pub no_crop: bool,
+    /// Turn off the random horizontal flip.
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Which validation figure picks the checkpoint that is kept.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = d().select_by)]
+    pub select_by: SelectBy,
+    /// The same as --select-by top1 (kept for scripts written before --select-by).
+    #[arg(long, hide = true, conflicts_with = "select_by")]
+    pub select_by_top1: bool,
+    /// CIFAR-100: a folder of the binary or python layout, or either official .tar.gz.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value_t = d().device)]
+    pub device: String,
+    /// Train on the first N images only.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Seed of the weights, the data order, the augmentation and dropout.
+    #[arg(long, default_value_t = d().seed)]
+    pub seed: u64,
+    /// Weight initialisation (torch: PyTorch's layer defaults, as the reference recipe).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = d().init)]
+    pub init: Init,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions::from_config(&TrainConfig::default())
+    }
+}
+
+impl TrainOptions {
+    /// The options that give `cfg` (its out_dir aside). Options a schedule does not use (the cosine warm-up
+    /// of a MultiStep run, say) take their defaults.
+    pub fn from_config(cfg: &TrainConfig) -> TrainOptions {
+        let (schedule, milestones, gamma, warmup_epochs) = match &cfg.schedule {
+            Schedule::MultiStep { milestones, gamma } => {
+                (ScheduleKind::MultiStep, Milestones(milestones.clone()), *gamma, DEFAULT_WARMUP_EPOCHS)
+            }
+            Schedule::Cosine { warmup_epochs } => {
+                let (m, g) = reference_steps();
+                (ScheduleKind::Cosine, m, g, *warmup_epochs)
+            }
+            Schedule::Constant => {
+                let (m, g) = reference_steps();
+                (ScheduleKind::Constant, m, g, DEFAULT_WARMUP_EPOCHS)
+            }
+        };
+        TrainOptions {
+            model: cfg.model.variant,
+            width: cfg.model.width,
+            si: cfg.model.initial_stride,
+            epochs: cfg.epochs,
+            batch: cfg.batch_size,
+            lr: cfg.sgd.lr,
+            momentum: cfg.sgd.momentum,
+            weight_decay: cfg.sgd.weight_decay,
+            nesterov: cfg.sgd.nesterov,
+            schedule,
+            milestones,
+            gamma,
+            warmup_epochs,
+            label_smoothing: cfg.label_smoothing,
+            no_crop: !cfg.augment.crop,
+            no_flip: !cfg.augment.flip,
+            select_by: cfg.select_by,
+            select_by_top1: false,
+            data: cfg.data_dir.clone(),
+            device: cfg.device.clone(),
+            limit_train: cfg.limit_train,
+            limit_test: cfg.limit_test,
+            seed: cfg.seed,
+            init: cfg.init,
+        }
+    }
+
+    /// The run these options describe, writing its files to `out_dir`. Not checked here: the run checks
+    /// [`TrainConfig::problems`] before it starts, and the app shows them at their fields.
+    pub fn config(&self, out_dir: &Path) -> TrainConfig {
+        let schedule = match self.schedule {
+            ScheduleKind::MultiStep => Schedule::MultiStep { milestones: self.milestones.0.clone(), gamma: self.gamma },
+            ScheduleKind::Cosine => Schedule::Cosine { warmup_epochs: self.warmup_epochs },
+            ScheduleKind::Constant => Schedule::Constant,
+        };
+        let base = TrainConfig::default();
+        TrainConfig {
+            model: ModelConfig { variant: self.model, width: self.width, initial_stride: self.si, ..base.model },
+            epochs: self.epochs,
+            batch_size: self.batch,
+            sgd: SgdConfig {
+                lr: self.lr,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+                nesterov: self.nesterov,
+            },
+            schedule,
+            label_smoothing: self.label_smoothing,
+            augment: Augment { crop: !self.no_crop, flip: !self.no_flip },
+            seed: self.seed,
+            data_dir: self.data.clone(),
+            device: self.device.clone(),
+            limit_train: self.limit_train,
+            limit_test: self.limit_test,
+            out_dir: out_dir.to_path_buf(),
+            select_by: if self.select_by_top1 { SelectBy::Top1 } else { self.select_by },
+            init: self.init,
+        }
+    }
+}
+
+/// The reference schedule's milestones and gamma, shown for a schedule that does not use them.
+fn reference_steps() -> (Milestones, f64) {
+    match Schedule::reference() {
+        Schedule::MultiStep { milestones, gamma } => (Milestones(milestones), gamma),
+        _ => (Milestones::default(), 0.1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: TrainOptions,
+    }
+
+    fn parse(args: &[&str]) -> TrainOptions {
+        Cli::try_parse_from(std::iter::once("train").chain(args.iter().copied())).unwrap().options
+    }
+
+    #[test]
+    fn no_options_give_the_reference_recipe_for_small_0_25() {
+        let out = Path::new("out");
+        let cfg = parse(&[]).config(out);
+        let expected = TrainConfig { out_dir: out.into(), ..TrainConfig::default() };
+        assert_eq!(cfg, expected);
+        assert_eq!(cfg.model, ModelConfig::new(Variant::Small, 0.25));
+    }
+
+    #[test]
+    fn options_round_trip_through_a_config() {
+        let o =
+            parse(&["--model", "large", "--schedule", "cosine", "--warmup-epochs", "3", "--no-flip", "--seed", "7"]);
+        assert_eq!(TrainOptions::from_config(&o.config(Path::new("x"))), o);
+    }
+
+    #[test]
+    fn milestones_parse_and_print_the_same_way() {
+        assert_eq!("15, 20,30,".parse::<Milestones>().unwrap(), Milestones(vec![15, 20, 30]));
+        assert_eq!(Milestones(vec![15, 20, 30]).to_string(), "15,20,30");
+        assert!("15;20".parse::<Milestones>().unwrap_err().contains("15;20"));
+        assert!(Cli::try_parse_from(["train", "--milestones", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_old_top1_flag_still_selects_by_top1() {
+        assert_eq!(parse(&["--select-by-top1"]).config(Path::new("x")).select_by, SelectBy::Top1);
+        assert_eq!(parse(&["--select-by", "top1"]).config(Path::new("x")).select_by, SelectBy::Top1);
+        assert!(Cli::try_parse_from(["train", "--select-by-top1", "--select-by", "val-loss"]).is_err());
+    }
+}
