@@ -442,10 +442,11 @@ fn the_model_list_offers_the_good_model_and_names_each_hostile_file() {
     std::fs::write(dir.path().join("junk.pth"), b"PK\x03\x04 and nothing a zip needs").unwrap();
     std::fs::write(dir.path().join("empty.safetensors"), b"").unwrap();
     let start = Instant::now();
-    let (models, rejected) = mobilenetv3::app::worker::list_models(dir.path());
+    // What the app's model picker lists (its worker maps these to entries).
+    let (models, rejected) = mobilenetv3::classify::scan_models(dir.path(), &Default::default());
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(models.iter().map(|m| m.path.clone()).collect::<Vec<_>>(), vec![good]);
-    assert_eq!(models[0].name, "small_0.25");
+    assert_eq!(models[0].summary.config.name(), "small_0.25");
     let mut names: Vec<String> =
         rejected.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     names.sort();

@@ -13,6 +13,7 @@ use std::sync::mpsc::{channel, Receiver, TryRecvError};
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
 /// From now on, every dialog answers as on a machine that cannot show one (for tests of the message).
+#[cfg(test)]
 pub fn disable_dialogs() {
     DISABLED.store(true, Ordering::SeqCst);
 }

@@ -1,13 +1,16 @@
 //! MobileNetV3 Studio, the desktop app: a thin shell that owns the tab choice, the status line and drag and
 //! drop, over one struct per tab. Model work happens on the background [`worker`].
 
-pub mod classify_tab;
-pub mod dialog;
-pub mod evaluate_tab;
-pub mod latency_tab;
-pub mod settings_file;
-pub mod train_tab;
-pub mod worker;
+// The tabs, the worker and the settings are the app's own: the library's users get [`run`] and [`Tab`].
+pub(crate) mod classify_tab;
+pub(crate) mod dialog;
+pub(crate) mod evaluate_tab;
+pub(crate) mod latency_tab;
+pub(crate) mod settings_file;
+#[cfg(test)]
+mod tests;
+pub(crate) mod train_tab;
+pub(crate) mod worker;
 
 pub use crate::paths::AppPaths;
 use classify_tab::ClassifyTab;
@@ -32,7 +35,7 @@ pub enum Tab {
 /// What survives a restart (saved by [`SettingsFile`]).
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 #[serde(default)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub tab: Option<Tab>,
     pub train: TrainForm,
     pub latency: LatencyForm,
@@ -42,7 +45,7 @@ pub struct Settings {
     pub batch1_cpu_ms: Vec<(String, f64)>,
 }
 
-pub struct StudioApp {
+pub(crate) struct StudioApp {
     pub tab: Tab,
     pub worker: Worker,
     pub train: TrainTab,
@@ -71,6 +74,8 @@ impl StudioApp {
         app
     }
 
+    /// The app on `settings`, with the sample photos shown (what the tests drive).
+    #[cfg(test)]
     pub fn with_settings(ctx: &egui::Context, paths: AppPaths, settings: Settings) -> Self {
         Self::build(ctx, paths, settings, false)
     }
@@ -297,7 +302,7 @@ impl eframe::App for StudioApp {
 }
 
 /// Opens the app window; returns when it is closed.
-pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<(), String> {
+pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<(), eframe::Error> {
     let icon = eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png")).ok();
     let mut viewport = egui::ViewportBuilder::default()
         .with_title(APP_TITLE)
@@ -328,7 +333,6 @@ pub fn run(paths: AppPaths, tab: Option<Tab>, images: Vec<PathBuf>) -> Result<()
             Ok(Box::new(app))
         }),
     )
-    .map_err(|e| e.to_string())
 }
 
 /// Settings were kept in the data folder (`app.ron`, eframe's default) before they moved to the config folder:

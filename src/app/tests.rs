@@ -1,9 +1,11 @@
 //! The desktop app, driven headless through egui_kittest: real files, a real model, the real worker thread.
+//! In the crate (not under tests/) because the tabs' state they read is the app's own business, not the
+//! library's public API.
 
+use super::{AppPaths, Settings, StudioApp, Tab};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use md5::Digest;
-use mobilenetv3::app::{AppPaths, Settings, StudioApp, Tab};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,11 +38,11 @@ fn harness(dir: &Path, tab: Tab) -> Harness<'static, StudioApp> {
 /// new user sees. `edit` sets any other field of the form.
 fn train_tab_without_data(
     dir: &Path,
-    edit: impl FnOnce(&mut mobilenetv3::app::train_tab::TrainForm),
+    edit: impl FnOnce(&mut crate::app::train_tab::TrainForm),
 ) -> Harness<'static, StudioApp> {
     let mut paths = AppPaths::from_project(dir);
     paths.data = dir.join("user-data");
-    let mut form = mobilenetv3::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
+    let mut form = crate::app::train_tab::TrainForm { data_dir: String::new(), ..Default::default() };
     edit(&mut form);
     let settings = Settings { tab: Some(Tab::Train), train: form, ..Default::default() };
     Harness::builder()
@@ -162,8 +164,7 @@ fn a_tiny_training_run_draws_its_curves() {
     // at the end, so the UI never waited for the training thread.
     let mut seen_lengths = std::collections::BTreeSet::new();
     let start = Instant::now();
-    while h.state().train.state != mobilenetv3::app::train_tab::RunState::Idle || h.state().train.run.epochs.is_empty()
-    {
+    while h.state().train.state != crate::app::train_tab::RunState::Idle || h.state().train.run.epochs.is_empty() {
         assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for the run to finish");
         h.step();
         seen_lengths.insert(h.state().train.run.step_loss.len());
@@ -199,11 +200,11 @@ fn where_cuda_does_not_open_its_choices_are_greyed_out_and_a_kept_cuda_choice_fa
     let mut h = harness(dir.path(), Tab::Latency);
     // The app asks on a background thread at start-up; the tab reads the answer once it is in.
     let start = std::time::Instant::now();
-    while mobilenetv3::device::cuda_if_probed().is_none() && start.elapsed().as_secs() < 30 {
+    while crate::device::cuda_if_probed().is_none() && start.elapsed().as_secs() < 30 {
         h.step();
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let Some(Err(reason)) = mobilenetv3::device::cuda_if_probed() else {
+    let Some(Err(reason)) = crate::device::cuda_if_probed() else {
         eprintln!("skipped: CUDA opened on this machine");
         return;
     };
@@ -351,7 +352,7 @@ fn a_new_user_downloads_the_data_from_the_train_tab_and_trains_an_epoch() {
     h.get_by_label("Start").click();
     h.step();
     wait_for(&mut h, "the one-epoch run", 300, |a| {
-        a.train.state == mobilenetv3::app::train_tab::RunState::Idle && !a.train.run.epochs.is_empty()
+        a.train.state == crate::app::train_tab::RunState::Idle && !a.train.run.epochs.is_empty()
     });
     assert!(h.state().train.run.message.starts_with("finished"), "{}", h.state().train.run.message);
     assert!(dir.path().join("trained_models/mobilenetv3_small_0.25.safetensors").is_file());
@@ -374,12 +375,12 @@ fn offline_the_train_tab_says_so_and_how_to_get_the_data_by_hand() {
 
 #[test]
 fn a_stopped_run_is_continued_from_past_runs() {
-    use mobilenetv3::train::{self, History, TrainConfig, TrainControl, TrainEvent};
+    use crate::train::{self, History, TrainConfig, TrainControl, TrainEvent};
     let dir = project();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("cifar-100-binary.tar.gz"), binary_archive()).unwrap();
-    let mut cfg = TrainConfig::reference(mobilenetv3::ModelConfig::new(mobilenetv3::Variant::Small, 0.25));
+    let mut cfg = TrainConfig::reference(crate::ModelConfig::new(crate::Variant::Small, 0.25));
     cfg.epochs = 2;
     cfg.limit_train = Some(256);
     cfg.limit_test = Some(256);
@@ -394,17 +395,17 @@ fn a_stopped_run_is_continued_from_past_runs() {
         }
     })
     .unwrap();
-    assert_eq!((&stopped.status, stopped.epochs.len()), (&mobilenetv3::train::Status::Stopped, 1));
+    assert_eq!((&stopped.status, stopped.epochs.len()), (&crate::train::Status::Stopped, 1));
 
     let mut h = harness(dir.path(), Tab::Train);
     h.step();
     h.get_by_label("Continue").click();
     h.step();
     wait_for(&mut h, "the continued run", 300, |a| {
-        a.train.state == mobilenetv3::app::train_tab::RunState::Idle && a.train.run.message.starts_with("finished")
+        a.train.state == crate::app::train_tab::RunState::Idle && a.train.run.message.starts_with("finished")
     });
     let history = History::load(&dir.path().join("trained_models/mobilenetv3_small_0.25.history.json")).unwrap();
-    assert_eq!((&history.status, history.epochs.len()), (&mobilenetv3::train::Status::Finished, 2));
+    assert_eq!((&history.status, history.epochs.len()), (&crate::train::Status::Finished, 2));
 }
 
 #[test]
@@ -412,7 +413,7 @@ fn closing_the_window_during_a_run_asks_first() {
     let dir = project();
     let mut h = harness(dir.path(), Tab::Train);
     h.step();
-    h.state_mut().train.state = mobilenetv3::app::train_tab::RunState::Running;
+    h.state_mut().train.state = crate::app::train_tab::RunState::Running;
     h.input_mut().viewports.entry(egui::ViewportId::ROOT).or_default().events.push(egui::ViewportEvent::Close);
     h.step();
     h.step();
@@ -438,21 +439,16 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
     wait_for(&mut h, "the evaluation", 120, |a| !a.evaluate.running && a.evaluate.report.is_some());
     let r = &h.state().evaluate.report.as_ref().unwrap().result;
     assert_eq!(r.images, 10_000);
-    assert_eq!(r.mistakes.len(), mobilenetv3::train::MISTAKES_KEPT);
+    assert_eq!(r.mistakes.len(), crate::train::MISTAKES_KEPT);
     assert!(r.mistakes.windows(2).all(|w| w[0].confidence >= w[1].confidence));
-    // The same figures as the command line.
+    // The same figures as `mobilenetv3 evaluate` (the library calls it makes, on the same file and data).
     let model = dir.path().join("trained_models/fixture_small.safetensors");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mobilenetv3"))
-        .args(["evaluate", "--json", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cli["top1"].as_f64().unwrap(), r.top1);
-    assert_eq!(cli["top5"].as_f64().unwrap(), r.top5);
+    let loaded = crate::model::weights::load_model(&model, &candle_core::Device::Cpu, &Default::default()).unwrap();
+    let mut cfg = crate::train::TrainConfig::reference(loaded.meta.config.clone());
+    cfg.data_dir = Some(data.clone());
+    let test = std::sync::Arc::new(crate::train::load_data(&cfg).unwrap().test);
+    let cli = crate::train::evaluate_with_progress(&loaded.model, &test, 256, || false, |_, _| {}).unwrap().unwrap();
+    assert_eq!((cli.top1, cli.top5), (r.top1, r.top5));
     // What a user sees: the headline, the sortable table, the mistakes.
     h.get_by_label_contains(&format!("top-1 {:.2}%", r.top1 * 100.0));
     h.get_by_label("class");
@@ -478,7 +474,7 @@ fn latency_results_of_an_earlier_run_can_be_kept_beside_a_new_one() {
     let devices: Vec<&str> = h.state().latency.rows.iter().map(|r| r.device.as_str()).collect();
     assert_eq!(devices, ["cpu", "cpu #2"]);
     // Timed at batch 1 on the CPU, the variant is placed on the accuracy chart (with the reference's figure).
-    h.state_mut().latency.view = mobilenetv3::app::latency_tab::ChartView::Accuracy;
+    h.state_mut().latency.view = crate::app::latency_tab::ChartView::Accuracy;
     h.step();
     h.get_by_label_contains("Top-1 against batch-1 CPU latency");
 }
@@ -510,26 +506,26 @@ fn a_thousand_dropped_images_are_all_classified_and_only_those_in_view_are_drawn
 
 #[test]
 fn where_no_file_dialog_can_be_shown_each_button_says_so_where_it_was_clicked() {
-    mobilenetv3::app::dialog::disable_dialogs();
+    crate::app::dialog::disable_dialogs();
     let dir = project();
     let mut h = harness(dir.path(), Tab::Classify);
     h.get_by_label("Open images…").click();
     h.step();
     h.step();
-    assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Classify: no message");
+    assert!(h.query_by_label(crate::app::dialog::NO_DIALOG).is_some(), "Classify: no message");
     h.state_mut().tab = Tab::Latency;
     h.step();
     h.get_by_label("Change folder…").click();
     h.step();
     h.step();
-    assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Latency: no message");
+    assert!(h.query_by_label(crate::app::dialog::NO_DIALOG).is_some(), "Latency: no message");
     // The Train tab without a data set: the picker beside the download button.
     let mut h = train_tab_without_data(dir.path(), |_| {});
     h.step();
     h.get_by_label("Use a folder I already have…").click();
     h.step();
     h.step();
-    assert!(h.query_by_label(mobilenetv3::app::dialog::NO_DIALOG).is_some(), "Train: no message");
+    assert!(h.query_by_label(crate::app::dialog::NO_DIALOG).is_some(), "Train: no message");
 }
 
 #[test]
