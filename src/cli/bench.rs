@@ -173,7 +173,7 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         let devices: Vec<String> = rows.iter().map(|r| r.device.clone()).collect();
         let caption = mobilenetv3::chart::machine_caption(&devices, &mobilenetv3::chart::today());
         let chart = mobilenetv3::chart::latency_bars(&rows, "MobileNetV3 inference latency", &caption);
-        mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
+        mobilenetv3::chart::save(&chart, p)?;
         eprintln!("chart written to {}", p.display());
     }
     if let Some(p) = &a.accuracy_plot {
@@ -186,7 +186,7 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         let devices = vec![cpu.to_string()];
         let caption = mobilenetv3::chart::machine_caption(&devices, &mobilenetv3::chart::today());
         let chart = mobilenetv3::chart::accuracy_vs_latency(&ours, &reference, &caption);
-        mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
+        mobilenetv3::chart::save(&chart, p)?;
         eprintln!(
             "accuracy chart written to {} ({} of our models, {} reference figures)",
             p.display(),
