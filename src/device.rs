@@ -71,13 +71,13 @@ pub fn cuda_if_probed() -> Option<Result<(), String>> {
     CUDA.get().map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
 }
 
-/// Sets the number of CPU threads for the whole process; call before any model work.
+/// Sizes rayon's global pool to `n` threads; call before any model work. candle sizes its matrix products (and
+/// gemm's parallelism) by the RAYON_NUM_THREADS environment variable instead, which `main` sets to the same `n`
+/// before any thread starts (setting the environment is unsound once other threads may read it).
 pub fn set_cpu_threads(n: usize) -> Result<(), DeviceError> {
     if n == 0 {
         return Err(DeviceError::Threads("must be at least 1".into()));
     }
-    // candle and gemm size their work by RAYON_NUM_THREADS; rayon's pool is sized here.
-    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| DeviceError::Threads(e.to_string()))
 }
 

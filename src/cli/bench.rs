@@ -121,9 +121,8 @@ fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
 }
 
 pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
-    if let Some(t) = a.threads {
-        device::set_cpu_threads(t)?;
-    }
+    // main applied --threads (RAYON_NUM_THREADS and rayon's pool) before any thread started.
+    debug_assert!(a.threads.is_none_or(|n| n == rayon::current_num_threads()));
     let variants = parse_variants(&a.variants)?;
     let batches = parse_list(&a.batch, "batch size")?;
     let devices = match &a.devices {
@@ -174,7 +173,7 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         let devices: Vec<String> = rows.iter().map(|r| r.device.clone()).collect();
         let caption = mobilenetv3::chart::machine_caption(&devices, &mobilenetv3::chart::today());
         let chart = mobilenetv3::chart::latency_bars(&rows, "MobileNetV3 inference latency", &caption);
-        mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
+        mobilenetv3::chart::save(&chart, p)?;
         eprintln!("chart written to {}", p.display());
     }
     if let Some(p) = &a.accuracy_plot {
@@ -187,7 +186,7 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
         let devices = vec![cpu.to_string()];
         let caption = mobilenetv3::chart::machine_caption(&devices, &mobilenetv3::chart::today());
         let chart = mobilenetv3::chart::accuracy_vs_latency(&ours, &reference, &caption);
-        mobilenetv3::chart::save(&chart, p).map_err(anyhow::Error::msg)?;
+        mobilenetv3::chart::save(&chart, p)?;
         eprintln!(
             "accuracy chart written to {} ({} of our models, {} reference figures)",
             p.display(),
@@ -211,9 +210,8 @@ fn write_out(target: &str, text: &str) -> Result<()> {
 pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Train(a) => {
-            if let Some(t) = a.threads {
-                device::set_cpu_threads(t)?;
-            }
+            // main applied --threads (RAYON_NUM_THREADS and rayon's pool) before any thread started.
+            debug_assert!(a.threads.is_none_or(|n| n == rayon::current_num_threads()));
             let cfg = parse_variant_name(&a.variant).with_context(|| format!("unknown variant {:?}", a.variant))?;
             let dev = device::open(&a.device)?;
             let engine = match a.engine.as_str() {

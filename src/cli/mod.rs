@@ -8,7 +8,7 @@ mod progress;
 mod train;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mobilenetv3::model::weights::{self, LoadOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,28 @@ pub struct Cli {
     /// Image files or folders to open in the app's Classify tab.
     #[arg(value_name = "IMAGE")]
     images: Vec<PathBuf>,
+}
+
+impl Cli {
+    /// The command line, parsed as `Parser::parse` does (clap exits on a usage error or for --help), with the
+    /// `--threads` of the command that was given it (train, latency, bench train): `main` applies that before
+    /// any thread starts, the commands do not.
+    pub fn parse_with_threads() -> (Cli, Option<usize>) {
+        let matches = Cli::command().get_matches();
+        let threads = threads_of(&matches);
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+        (cli, threads)
+    }
+}
+
+/// The `--threads` of the innermost subcommand, if it has that option and it was given. Read from the matches,
+/// by the option's name, so that every command that declares a `threads: Option<usize>` is covered.
+fn threads_of(matches: &ArgMatches) -> Option<usize> {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m.try_get_one::<usize>("threads").ok().flatten().copied()
 }
 
 /// The app's tabs, as `gui --tab` takes them.
@@ -186,4 +208,24 @@ fn open_app(_tab: Option<TabArg>, _images: Vec<PathBuf>) -> Result<ExitCode> {
     eprintln!("error: this build has no window (built without the `gui` feature); the command line:\n");
     Cli::command().print_help()?;
     Ok(ExitCode::from(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads(args: &[&str]) -> Option<usize> {
+        threads_of(&Cli::command().try_get_matches_from(args).unwrap())
+    }
+
+    #[test]
+    fn threads_is_read_from_each_command_that_has_it() {
+        assert_eq!(threads(&["mobilenetv3", "train", "--threads", "3"]), Some(3));
+        assert_eq!(threads(&["mobilenetv3", "latency", "--threads", "2"]), Some(2));
+        assert_eq!(threads(&["mobilenetv3", "bench", "train", "--threads", "5"]), Some(5));
+        assert_eq!(threads(&["mobilenetv3", "train"]), None);
+        assert_eq!(threads(&["mobilenetv3", "info", "small_0.25"]), None);
+        assert_eq!(threads(&["mobilenetv3", "gui"]), None);
+        assert_eq!(threads(&["mobilenetv3"]), None);
+    }
 }

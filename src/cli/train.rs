@@ -41,9 +41,8 @@ impl TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
-    if let Some(t) = a.threads {
-        mobilenetv3::device::set_cpu_threads(t)?;
-    }
+    // main applied --threads (RAYON_NUM_THREADS and rayon's pool) before any thread started.
+    debug_assert!(a.threads.is_none_or(|n| n == rayon::current_num_threads()));
     let cfg = a.options.config(&a.out_dir());
     let control = TrainControl::new();
     // Ctrl-C stops cleanly after the current batch; the best checkpoint is already on disk.

@@ -130,7 +130,7 @@ pub fn pointwise_backward_fused(
     let n = x.len() / (c * hw).max(1);
     let out = dx.map(|d| {
         assert!(d.len() >= n * c * hw, "pointwise backward: short input gradient");
-        crate::kernels::SharedMut(d.as_mut_ptr())
+        crate::kernels::SharedMut::new(d)
     });
     let partial: Vec<Vec<f32>> = crate::kernels::image_ranges(n)
         .into_par_iter()

@@ -690,14 +690,24 @@ mod avx2 {
         unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
             _mm256_fmadd_ps(a, b, c)
         }
-        /// Rows here are whole vectors (8, 16 or 32 pixels), so `n` is always at least 8.
+        // The row kernels' rows are whole vectors here (8, 16 or 32 pixels), so they always pass n >= 8 and take
+        // the plain unaligned load or store (the branch is predicted perfectly); the masked one keeps the trait's
+        // contract for a shorter n.
         #[inline(always)]
-        unsafe fn load(p: *const f32, _n: usize) -> Self {
-            _mm256_loadu_ps(p)
+        unsafe fn load(p: *const f32, n: usize) -> Self {
+            if n >= 8 {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, first_lanes(n))
+            }
         }
         #[inline(always)]
-        unsafe fn store(p: *mut f32, v: Self, _n: usize) {
-            _mm256_storeu_ps(p, v)
+        unsafe fn store(p: *mut f32, v: Self, n: usize) {
+            if n >= 8 {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_maskstore_ps(p, first_lanes(n), v)
+            }
         }
         #[inline(always)]
         unsafe fn sum(v: Self) -> f32 {
@@ -705,6 +715,16 @@ mod avx2 {
             _mm256_storeu_ps(a.as_mut_ptr(), v);
             crate::kernels::hsum(a)
         }
+    }
+
+    /// The mask of `_mm256_maskload_ps` and `_mm256_maskstore_ps` for lanes below `n` (n < 8): all ones in those
+    /// lanes (the instructions read each lane's sign bit), zeros above.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    unsafe fn first_lanes(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
     }
 
     /// Zeros before (and after) a row in its temporary array: at least the largest shift.
@@ -847,5 +867,58 @@ mod avx2 {
             }
         }
         kernels::transpose_rows::<__m256, K, V, R>(p, rows as *const __m256, wk, dx)
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::kernels::Lanes;
+    use std::arch::x86_64::*;
+
+    /// `load(p, n)` and `store(p, v, n)` touch the first `n` floats only (all N when n >= N): the other lanes
+    /// load as zeros, and the floats past n in memory are left as they were.
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit (the callers are compiled for it and this inlines into them).
+    #[inline(always)]
+    unsafe fn check_partial<L: Lanes>() {
+        let src: Vec<f32> = (1..=L::N).map(|i| i as f32).collect();
+        for n in 0..=L::N + 1 {
+            let k = n.min(L::N);
+            let mut loaded = vec![-1f32; L::N];
+            L::store(loaded.as_mut_ptr(), L::load(src.as_ptr(), n), L::N);
+            assert_eq!(loaded[..k], src[..k], "load n = {n}");
+            assert!(loaded[k..].iter().all(|&v| v == 0.0), "load n = {n}: {loaded:?}");
+            let mut stored = vec![-1f32; L::N];
+            L::store(stored.as_mut_ptr(), L::load(src.as_ptr(), L::N), n);
+            assert_eq!(stored[..k], src[..k], "store n = {n}");
+            assert!(stored[k..].iter().all(|&v| v == -1.0), "store n = {n}: {stored:?}");
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn check_avx2() {
+        check_partial::<__m256>()
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn check_avx512() {
+        check_partial::<__m512>()
+    }
+
+    #[test]
+    fn partial_loads_and_stores_touch_the_first_n_floats_only() {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { check_avx2() }
+        }
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            unsafe { check_avx512() }
+        }
     }
 }

@@ -303,22 +303,44 @@ fn simd_level() -> u8 {
     level
 }
 
-/// A raw pointer that rayon tasks may share when each writes a disjoint set of indices.
+/// A mutable buffer that rayon tasks may share when each writes a disjoint range of it: made from the
+/// `&'a mut [f32]` it borrows (so the buffer outlives every copy of the handle and nothing else touches it
+/// meanwhile), handing out subslices through [`SharedMut::slice`].
+///
+/// Copies are the design (one per task, all pointing at the same buffer): a copy only grants access through
+/// the `unsafe` [`SharedMut::slice`], whose caller promises the ranges in use at once are disjoint.
 #[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub *mut f32);
-// SAFETY: a SharedMut is only made from a buffer that outlives the parallel loop it is used in, and every
-// task writes through `slice` a range no other task touches (each caller splits by image or by channel), so
-// sending or sharing the pointer across threads creates no data race.
-unsafe impl Send for SharedMut {}
+pub(crate) struct SharedMut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    buf: std::marker::PhantomData<&'a mut [f32]>,
+}
+// SAFETY: a SharedMut borrows its buffer mutably for 'a, so the buffer outlives every copy and no one else
+// reads or writes it meanwhile; every task writes through `slice` a range no other task touches (each caller
+// splits by image or by channel), so sending or sharing the handle across threads creates no data race.
+unsafe impl Send for SharedMut<'_> {}
 // SAFETY: as for Send: concurrent tasks only ever hold disjoint ranges of the pointee.
-unsafe impl Sync for SharedMut {}
+unsafe impl Sync for SharedMut<'_> {}
 
-impl SharedMut {
+impl<'a> SharedMut<'a> {
+    /// Shares `buf` for the rest of its borrow.
+    #[inline]
+    pub fn new(buf: &'a mut [f32]) -> Self {
+        SharedMut { ptr: buf.as_mut_ptr(), len: buf.len(), buf: std::marker::PhantomData }
+    }
+
+    /// `[offset, offset + len)` of the buffer. Panics when the range is out of bounds: an `assert!` (not a
+    /// `debug_assert!`), since two comparisons per call cost nothing next to the kernel work on the slice
+    /// (each call hands out a whole image or plane) and an out-of-bounds write would be undefined behaviour.
+    ///
     /// # Safety
-    /// The caller guarantees `[offset, offset + len)` is in bounds and written by one task only.
+    /// While the returned slice lives, no other slice from this buffer (through any copy of the handle)
+    /// overlaps it: each range is used by one task only.
     #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(offset), len)
+    pub unsafe fn slice(&self, offset: usize, len: usize) -> &'a mut [f32] {
+        assert!(offset <= self.len && len <= self.len - offset, "SharedMut::slice out of bounds");
+        // SAFETY: the range is within the buffer (asserted above), which lives and is borrowed for 'a; the
+        // caller guarantees no overlapping slice is in use meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
     }
 }

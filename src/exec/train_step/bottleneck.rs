@@ -223,7 +223,7 @@ fn per_thread<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync 
 fn expand_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32]) -> MomentSums {
     let n = x.len() / (c * hw);
     assert!(z.len() >= n * o * hw);
-    let out = SharedMut(z.as_mut_ptr());
+    let out = SharedMut::new(z);
     MomentSums::merge(per_thread(n, |range| {
         let mut m = MomentSums::new(o);
         for img in range {
@@ -243,7 +243,7 @@ fn depthwise_forward(g: &Geometry, z1: &[f32], bn1: &TrainNorm, wd: &[f32], z2: 
     let conv = PlaneConv::new(g);
     let (hw, ohw, kk) = (g.h * g.w, g.out_h() * g.out_w(), g.k * g.k);
     assert!(z2.len() >= g.n * g.c * ohw && z1.len() >= g.n * g.c * hw);
-    let out = SharedMut(z2.as_mut_ptr());
+    let out = SharedMut::new(z2);
     MomentSums::merge(per_thread(g.n, |range| {
         let mut m = MomentSums::new(g.c);
         let mut s = conv.scratch();
@@ -288,12 +288,12 @@ fn project_forward(
         pre_gate: vec![0f32; n * c],
         gate: vec![0f32; n * c],
     };
-    let out = SharedMut(z3.as_mut_ptr());
+    let out = SharedMut::new(z3);
     let t = (
-        SharedMut(tape.pooled.as_mut_ptr()),
-        SharedMut(tape.hidden.as_mut_ptr()),
-        SharedMut(tape.pre_gate.as_mut_ptr()),
-        SharedMut(tape.gate.as_mut_ptr()),
+        SharedMut::new(&mut tape.pooled),
+        SharedMut::new(&mut tape.hidden),
+        SharedMut::new(&mut tape.pre_gate),
+        SharedMut::new(&mut tape.gate),
     );
     let moments = MomentSums::merge(per_thread(n, |range| {
         let mut m = MomentSums::new(o);
@@ -388,7 +388,7 @@ fn project_backward(c: &BottleneckCache, coeffs3: &BackwardCoeffs, d_out: &[f32]
     let g = &c.g;
     let (n, ce, o, hw) = (g.n, g.c, c.out_c, g.out_h() * g.out_w());
     assert!(dy2.len() >= n * ce * hw && d_out.len() >= n * o * hw);
-    let out = SharedMut(dy2.as_mut_ptr());
+    let out = SharedMut::new(dy2);
     let mid = c.se.as_ref().map_or(0, |(w, _)| w.mid);
     let parts = per_thread(n, |range| {
         let mut acc = ProjectGrads {
@@ -543,7 +543,7 @@ fn depthwise_backward(
     let conv = PlaneConv::new(g);
     let (hw, ohw, kk) = (g.h * g.w, g.out_h() * g.out_w(), g.k * g.k);
     assert!(dy1.len() >= g.n * g.c * hw && dy2.len() >= g.n * g.c * ohw);
-    let out = SharedMut(dy1.as_mut_ptr());
+    let out = SharedMut::new(dy1);
     let parts = per_thread(g.n, |range| {
         let mut dw = vec![0f64; g.c * kk];
         let mut sums = vec![(0f64, 0f64); g.c];
