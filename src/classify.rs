@@ -123,7 +123,8 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(loaded: LoadedModel) -> candle_core::Result<Self> {
-        Ok(Classifier { inference: Inference::only(loaded.model)?, meta: loaded.meta })
+        let model = MobileNetV3::from_params(&loaded.meta.config, loaded.params);
+        Ok(Classifier { inference: Inference::only(model)?, meta: loaded.meta })
     }
 
     /// Loads a weight file (any format [`crate::model::weights::load_model`] reads) for classification.

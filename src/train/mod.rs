@@ -268,7 +268,7 @@ fn run_inner(
             let mut meta = ModelMeta::cifar100(&cfg.model);
             meta.class_names = ds.class_names.clone();
             meta.training = Some(training_summary(&history, &record));
-            if let Err(e) = weights::save_model(&ckpt_path, &model, &meta) {
+            if let Err(e) = weights::save_model(&ckpt_path, model.params(), &meta) {
                 return Err(fail(&mut history, e.into()));
             }
             on_event(TrainEvent::Checkpoint { path: ckpt_path.clone(), epoch: epoch + 1 });
