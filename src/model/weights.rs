@@ -283,7 +283,7 @@ fn read_data(path: &Path, index: FileIndex, only: Option<&BTreeSet<String>>) -> 
     let wanted = |n: &String| only.is_none_or(|o| o.contains(n));
     if let Some(pth) = &index.pth {
         let names: Vec<String> = index.tensors.keys().filter(|n| wanted(n)).cloned().collect();
-        let tensors = pth.read(names).map_err(not_model)?;
+        let tensors = pth.read(names).map_err(|e| not_model(e.to_string()))?;
         return Ok(RawWeights { tensors, header: None });
     }
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
