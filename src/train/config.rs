@@ -112,7 +112,7 @@ impl TrainConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
         if let Err(e) = self.model.validate() {
-            v.push(("model", e));
+            v.push(("model", e.to_string()));
         }
         if self.epochs == 0 || self.epochs > 10_000 {
             v.push(("epochs", "epochs must be between 1 and 10000".into()));
