@@ -291,7 +291,7 @@ impl WorkerState {
             }
             Err(error) => {
                 eprintln!("cannot load model {}: {error}", path.display());
-                self.events.send(Event::ModelFailed { path: path.to_path_buf(), error })
+                self.events.send(Event::ModelFailed { path: path.to_path_buf(), error: error.to_string() })
             }
         }
     }
