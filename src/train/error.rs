@@ -141,3 +141,45 @@ fn holder_text(holder: &Option<String>) -> String {
 fn cifar100_classes() -> usize {
     crate::data::labels::CIFAR100_FINE.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message is whole whichever way it is printed: the app and a run's history print `{}` or `{:#}` of the
+    /// error itself, the command line `{:#}` of an anyhow error around it (which adds each `source()`).
+    #[test]
+    fn a_message_prints_once_whole_in_every_form() {
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let errors = [
+            TrainError::io("writing", Path::new("/runs/m.history.json"))(denied()),
+            TrainError::OutputFolder { dir: "/out".into(), problem: "cannot take files", error: denied() },
+            TrainError::Diverged {
+                what: "the loss is NaN".into(),
+                when: "at epoch 2, step 7".into(),
+                lr: 0.5,
+                kept: "No checkpoint was saved.".into(),
+            },
+        ];
+        let texts = [
+            "writing /runs/m.history.json: permission denied",
+            "the output folder /out cannot take files: permission denied",
+            "the loss is NaN at epoch 2, step 7 (learning rate 0.5): the run diverged. No checkpoint was saved. Try a lower learning rate (e.g. --lr 0.05)",
+        ];
+        for (e, text) in errors.into_iter().zip(texts) {
+            assert_eq!(e.to_string(), text);
+            assert_eq!(format!("{e:#}"), text);
+            assert_eq!(format!("{:#}", anyhow::Error::from(e)), text);
+        }
+    }
+
+    /// Errors of the layers below pass through as they are: the same message and the same cause.
+    #[test]
+    fn a_wrapped_error_keeps_its_message_and_its_source() {
+        let data = DataError::Io { path: "/d/train.bin".into(), source: std::io::ErrorKind::NotFound.into() };
+        let text = data.to_string();
+        let e = TrainError::from(data);
+        assert_eq!(e.to_string(), text);
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
+    }
+}

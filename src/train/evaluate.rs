@@ -175,7 +175,9 @@ mod tests {
         let mut cfg = ModelConfig::new(Variant::Small, 0.25);
         cfg.num_classes = 1000;
         let model = MobileNetV3::new(&cfg, &Device::Cpu, 0).unwrap();
-        let err = evaluate(&model, &split(2), 2, || false).unwrap_err().to_string();
+        let err = evaluate(&model, &split(2), 2, || false).unwrap_err();
+        assert!(matches!(err, TrainError::NotCifar100Model { classes: 1000 }), "{err}");
+        let err = err.to_string();
         assert!(err.contains("1000 classes") && err.contains("not a CIFAR-100 model"), "{err}");
 
         let model = MobileNetV3::new(&ModelConfig::new(Variant::Small, 0.25), &Device::Cpu, 0).unwrap();

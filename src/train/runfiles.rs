@@ -200,7 +200,9 @@ mod tests {
     fn a_held_lock_is_refused_and_freed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let lock = RunLock::acquire(dir.path(), "run_a").unwrap();
-        let err = RunLock::acquire(dir.path(), "run_a").unwrap_err().to_string();
+        let err = RunLock::acquire(dir.path(), "run_a").unwrap_err();
+        assert!(matches!(&err, TrainError::Locked { name, holder: Some(_), .. } if name == "run_a"), "{err}");
+        let err = err.to_string();
         assert!(err.contains("being trained by process"), "{err}");
         drop(lock);
         RunLock::acquire(dir.path(), "run_a").unwrap();
