@@ -5,7 +5,7 @@ use crate::exec::graph::MobileNetV3;
 use crate::exec::Inference;
 use crate::kernels::loss::softmax_in_place;
 use crate::model::arch::INPUT_SIZE;
-use crate::model::weights::{load_model, LoadOptions, LoadedModel, ModelMeta, ModelSummary};
+use crate::model::weights::{load_model, LoadOptions, LoadedModel, ModelMeta, ModelSummary, WeightsError};
 use candle_core::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -114,6 +114,15 @@ pub fn models_by_accuracy(dirs: &[PathBuf], opts: &LoadOptions) -> (Vec<RankedMo
     (ranked, rejected)
 }
 
+/// Why a model cannot classify: its file cannot be loaded, or its inference cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
 /// A model ready to classify images: its inference executor (chosen for its device by [`crate::exec::choose`]),
 /// its class names and its normalisation. The CLI, the app and `evaluate` all classify through this, on slices.
 pub struct Classifier {
@@ -123,13 +132,13 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(loaded: LoadedModel) -> candle_core::Result<Self> {
-        Ok(Classifier { inference: Inference::only(loaded.model)?, meta: loaded.meta })
+        let model = MobileNetV3::from_params(&loaded.meta.config, loaded.params);
+        Ok(Classifier { inference: Inference::only(model)?, meta: loaded.meta })
     }
 
     /// Loads a weight file (any format [`crate::model::weights::load_model`] reads) for classification.
-    pub fn load(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Self, String> {
-        let loaded = load_model(path, device, opts).map_err(|e| e.to_string())?;
-        Self::new(loaded).map_err(|e| e.to_string())
+    pub fn load(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Self, ClassifyError> {
+        Ok(Self::new(load_model(path, device, opts)?)?)
     }
 
     /// The normalised 32x32 input of a decoded image.

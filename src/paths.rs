@@ -39,7 +39,7 @@ impl AppPaths {
             bundled_models: Vec::new(),
             samples: dir.join("test_images"),
             exports: dir.join("exports"),
-            data: crate::data::download::user_data_dir().unwrap_or_else(|| dir.join("data")),
+            data: user_data_dir().unwrap_or_else(|| dir.join("data")),
         }
     }
 
@@ -100,6 +100,11 @@ pub fn package_share(exe: &Path) -> Option<PathBuf> {
 /// `$XDG_DATA_HOME/mobilenetv3-studio` (or `~/.local/share/mobilenetv3-studio`).
 pub fn user_dir() -> Option<PathBuf> {
     xdg_dir("XDG_DATA_HOME", ".local/share")
+}
+
+/// The folder the app downloads the data set into: `<user data folder>/data` (XDG).
+pub fn user_data_dir() -> Option<PathBuf> {
+    user_dir().map(|d| d.join("data"))
 }
 
 /// The settings file: `$XDG_CONFIG_HOME/mobilenetv3-studio/settings.json` (or under `~/.config`).

@@ -10,7 +10,7 @@
 use candle_core::{DType, Device, Tensor};
 use mobilenetv3::exec::graph::ops::Ops;
 use mobilenetv3::model::weights::{load_model, LoadOptions};
-use mobilenetv3::Mode;
+use mobilenetv3::{MobileNetV3, Mode};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -52,20 +52,20 @@ fn eval_parity(case: &str) {
 }
 
 fn eval_parity_with(case: &str, ops: Ops, dev: &Device) {
-    let mut loaded =
-        load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
-    loaded.model.set_ops(ops);
+    let loaded = load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
+    let mut model = MobileNetV3::from_loaded(loaded);
+    model.set_ops(ops);
     let io = io(case);
     let input = io["input"].to_device(dev).unwrap();
-    let logits = loaded.model.forward(&input, Mode::Eval).unwrap();
+    let logits = model.forward(&input, Mode::Eval).unwrap();
     let d = max_abs_diff(&logits, &io["logits_eval"]);
     assert!(d < 1e-4, "{case} ({ops:?} ops on {dev:?}): eval logits differ from PyTorch by {d}");
     // Frozen for inference (BatchNorm's scale and shift computed once): the same numbers.
-    loaded.model.freeze_batch_norm().unwrap();
-    let frozen = loaded.model.forward(&input, Mode::Eval).unwrap();
+    model.freeze_batch_norm().unwrap();
+    let frozen = model.forward(&input, Mode::Eval).unwrap();
     let d = max_abs_diff(&frozen, &io["logits_eval"]);
     assert!(d < 1e-4, "{case} ({ops:?} ops on {dev:?}, frozen): eval logits differ from PyTorch by {d}");
-    let refused = loaded.model.forward(&input, Mode::Train { seed: 0 });
+    let refused = model.forward(&input, Mode::Train { seed: 0 });
     assert!(refused.is_err(), "{case}: a frozen model must refuse a training forward");
 }
 
@@ -97,11 +97,11 @@ fn train_parity(case: &str) {
 }
 
 fn train_parity_with(case: &str, ops: Ops, dev: &Device) {
-    let mut loaded =
-        load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
-    loaded.model.set_dropout(0.0);
-    loaded.model.set_ops(ops);
-    let model = &loaded.model;
+    let loaded = load_model(&fixture(&format!("{case}.weights.safetensors")), dev, &LoadOptions::default()).unwrap();
+    let mut model = MobileNetV3::from_loaded(loaded);
+    model.set_dropout(0.0);
+    model.set_ops(ops);
+    let model = &model;
     let io = io(case);
     let case = &format!("{case} ({ops:?} ops on {dev:?})");
     let logits = model.forward(&io["input"].to_device(dev).unwrap(), Mode::Train { seed: 0 }).unwrap();
@@ -156,10 +156,11 @@ fn train_small_025_si2() {
 
 /// The hand-written CPU training step (src/engine.rs) against the same PyTorch numbers.
 fn engine_parity(case: &str) {
-    let mut loaded =
+    let loaded =
         load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
-    loaded.model.set_dropout(0.0);
-    let model = &loaded.model;
+    let mut model = MobileNetV3::from_loaded(loaded);
+    model.set_dropout(0.0);
+    let model = &model;
     let io = io(case);
     let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let labels: Vec<u32> = io["labels"].to_vec1::<i64>().unwrap().iter().map(|v| *v as u32).collect();
@@ -219,7 +220,8 @@ fn inference_plan_matches_pytorch() {
             load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default())
                 .unwrap();
         let io = io(case);
-        let logits = mobilenetv3::exec::Inference::new(&loaded.model).unwrap().forward(&io["input"]).unwrap();
+        let logits =
+            mobilenetv3::exec::Inference::new(MobileNetV3::from_loaded(loaded)).unwrap().forward(&io["input"]).unwrap();
         let d = max_abs_diff(&logits, &io["logits_eval"]);
         assert!(d < 1e-4, "{case}: inference plan differs from PyTorch by {d}");
     }
@@ -237,7 +239,7 @@ fn inference_plan_groupings_match_pytorch() {
         let (n, _, side, _) = io["input"].dims4().unwrap();
         let x = io["input"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let plan =
-            mobilenetv3::exec::inference::InferencePlan::new(loaded.model.spec(), loaded.model.params()).unwrap();
+            mobilenetv3::exec::inference::InferencePlan::new(&loaded.meta.config.spec(), &loaded.params).unwrap();
         for group in [1, 3, n] {
             let logits = Tensor::from_vec(plan.forward_in_groups(&x, n, side, group), (n, 100), &Device::Cpu).unwrap();
             let d = max_abs_diff(&logits, &io["logits_eval"]);

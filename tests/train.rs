@@ -99,7 +99,7 @@ fn checkpoint_writer_child() {
     // The same weights each time with a new round number: nearly all the child's time is spent writing.
     for round in 0u64.. {
         meta.training = Some(serde_json::json!({ "round": round }));
-        weights::save_model(std::path::Path::new(&path), &model, &meta).unwrap();
+        weights::save_model(std::path::Path::new(&path), model.params(), &meta).unwrap();
     }
 }
 
@@ -108,7 +108,8 @@ fn sigkill_during_checkpoint_writes_leaves_a_loadable_model() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mobilenetv3_large_1.0.safetensors");
     let cfg = ModelConfig::new(Variant::Large, 1.0);
-    weights::save_model(&path, &MobileNetV3::new(&cfg, &Device::Cpu, 99).unwrap(), &ModelMeta::cifar100(&cfg)).unwrap();
+    weights::save_model(&path, MobileNetV3::new(&cfg, &Device::Cpu, 99).unwrap().params(), &ModelMeta::cifar100(&cfg))
+        .unwrap();
     let mut written_by_child = 0;
     let temp_files = || {
         std::fs::read_dir(dir.path())

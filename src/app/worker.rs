@@ -291,7 +291,7 @@ impl WorkerState {
             }
             Err(error) => {
                 eprintln!("cannot load model {}: {error}", path.display());
-                self.events.send(Event::ModelFailed { path: path.to_path_buf(), error })
+                self.events.send(Event::ModelFailed { path: path.to_path_buf(), error: error.to_string() })
             }
         }
     }
@@ -444,8 +444,9 @@ fn evaluate_report(
     cfg.data_dir = data_dir;
     let ds = train::load_data(&cfg).map_err(|e| format!("{e:#}"))?;
     let test = Arc::new(ds.test);
+    let model = crate::MobileNetV3::from_params(&loaded.meta.config, loaded.params);
     let result = train::evaluate_with_progress(
-        &loaded.model,
+        &model,
         &test,
         256,
         || cancel.load(Ordering::SeqCst),

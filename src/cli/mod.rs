@@ -161,7 +161,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Convert { input, output, si }) => {
             let opts = LoadOptions { initial_stride: Some(si), ..Default::default() };
             let loaded = weights::load_model(&input, &candle_core::Device::Cpu, &opts)?;
-            weights::save_model(&output, &loaded.model, &loaded.meta)
+            weights::save_model(&output, &loaded.params, &loaded.meta)
                 .with_context(|| format!("converting {}", input.display()))?;
             println!(
                 "{} -> {} ({}, si {}, {} parameters)",
@@ -169,7 +169,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 output.display(),
                 loaded.meta.config.name(),
                 loaded.meta.config.initial_stride,
-                loaded.model.spec().parameter_count()
+                loaded.meta.config.spec().parameter_count()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -194,8 +194,9 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     let ds = train::load_data(&cfg)?;
     let test = Arc::new(ds.test);
     let mut bar = Progress::new(test.len() as u64, "evaluating", Unit::Items, Duration::from_secs(10));
+    let model = mobilenetv3::MobileNetV3::from_params(&loaded.meta.config, loaded.params);
     let r = train::evaluate_with_progress(
-        &loaded.model,
+        &model,
         &test,
         256,
         || false,

@@ -23,11 +23,6 @@ pub fn cifar100_source() -> (String, Option<String>) {
     }
 }
 
-/// The folder the app downloads the data set into: `<user data folder>/data` (XDG).
-pub fn user_data_dir() -> Option<PathBuf> {
-    crate::paths::user_dir().map(|d| d.join("data"))
-}
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A read that waits longer than this means the transfer has stalled.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);

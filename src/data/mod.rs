@@ -100,7 +100,7 @@ pub fn default_dirs() -> Vec<PathBuf> {
     }
     v.push(PathBuf::from("data"));
     // Where the app downloads it.
-    if let Some(d) = crate::data::download::user_data_dir() {
+    if let Some(d) = crate::paths::user_data_dir() {
         v.push(d);
     }
     v.push(PathBuf::from("../shared/data/cifar-100-binary"));

@@ -16,6 +16,8 @@ pub mod train_step;
 use crate::exec::graph::layers::Mode;
 use crate::exec::graph::MobileNetV3;
 use crate::exec::inference::InferencePlan;
+use crate::kernels::Act;
+use crate::model::arch::Activation;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, D};
 use std::borrow::Borrow;
@@ -134,6 +136,17 @@ pub fn train_step(
     let loss = graph::cross_entropy(&logits, &y, smoothing as f64)?;
     let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     Ok(Step { loss: loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?, predictions, grads: loss.backward()? })
+}
+
+/// The kernel activation for an architecture's: the conversion lives here, where the two meet, so that the
+/// kernels know nothing of the model.
+impl From<Activation> for Act {
+    fn from(a: Activation) -> Act {
+        match a {
+            Activation::Relu => Act::Relu,
+            Activation::HardSwish => Act::HardSwish,
+        }
+    }
 }
 
 fn argmax(row: &[f32]) -> usize {

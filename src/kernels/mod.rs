@@ -71,15 +71,6 @@ impl Act {
     }
 }
 
-impl From<crate::model::arch::Activation> for Act {
-    fn from(a: crate::model::arch::Activation) -> Act {
-        match a {
-            crate::model::arch::Activation::Relu => Act::Relu,
-            crate::model::arch::Activation::HardSwish => Act::HardSwish,
-        }
-    }
-}
-
 /// An output buffer for a kernel that overwrites it in full.
 ///
 /// A fresh buffer would be zeroed for nothing: at batch 128 that is one more pass over memory per layer

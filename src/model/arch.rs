@@ -89,6 +89,24 @@ pub const NUM_CLASSES: usize = 100;
 /// Input side the models are trained on.
 pub const INPUT_SIZE: usize = 32;
 
+/// A [`ModelConfig`] outside the ranges the architecture supports ([`ModelConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ArchError {
+    #[error("width multiplier must be in (0, 2], got {0}")]
+    Width(f64),
+    /// Some layer (or squeeze-excite block) would have no channels at this width; `min` is the least that works.
+    #[error(
+        "width multiplier {width} is too narrow for MobileNetV3-{variant}: some layers (or squeeze-excite blocks) would have no channels; use at least {min}"
+    )]
+    TooNarrow { width: f64, variant: Variant, min: f64 },
+    #[error("initial stride must be 1 or 2, got {0}")]
+    InitialStride(usize),
+    #[error("the classifier needs at least one class")]
+    NoClasses,
+    #[error("dropout must be in [0, 1), got {0}")]
+    Dropout(f32),
+}
+
 /// What a user chooses: which network, how wide, and the initial stride.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct ModelConfig {
@@ -118,9 +136,9 @@ impl ModelConfig {
     }
 
     /// Checks the ranges the architecture supports.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ArchError> {
         if !(self.width > 0.0 && self.width <= 2.0) {
-            return Err(format!("width multiplier must be in (0, 2], got {}", self.width));
+            return Err(ArchError::Width(self.width));
         }
         let spec = ArchSpec::new(self);
         let empty_se = spec.blocks.iter().any(|b| b.squeeze_excite && b.se_hidden == 0);
@@ -130,19 +148,16 @@ impl ModelConfig {
                 Variant::Small => 0.25,
                 Variant::Large => 0.07,
             };
-            return Err(format!(
-                "width multiplier {} is too narrow for MobileNetV3-{}: some layers (or squeeze-excite blocks) would have no channels; use at least {min}",
-                self.width, self.variant
-            ));
+            return Err(ArchError::TooNarrow { width: self.width, variant: self.variant, min });
         }
         if !matches!(self.initial_stride, 1 | 2) {
-            return Err(format!("initial stride must be 1 or 2, got {}", self.initial_stride));
+            return Err(ArchError::InitialStride(self.initial_stride));
         }
         if self.num_classes == 0 {
-            return Err("the classifier needs at least one class".into());
+            return Err(ArchError::NoClasses);
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+            return Err(ArchError::Dropout(self.dropout));
         }
         Ok(())
     }
@@ -520,7 +535,8 @@ mod tests {
 
     #[test]
     fn widths_too_narrow_for_a_layer_are_refused() {
-        assert!(ModelConfig::new(Variant::Small, 0.2).validate().unwrap_err().contains("at least 0.25"));
+        let err = ModelConfig::new(Variant::Small, 0.2).validate().unwrap_err();
+        assert!(matches!(err, ArchError::TooNarrow { min: 0.25, .. }) && err.to_string().contains("at least 0.25"));
         assert!(ModelConfig::new(Variant::Small, 0.25).validate().is_ok());
         assert!(ModelConfig::new(Variant::Large, 0.1).validate().is_ok());
         assert!(ModelConfig::new(Variant::Large, 0.05).validate().is_err());

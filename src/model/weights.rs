@@ -3,7 +3,6 @@
 //! fit gets an error that says what was expected and what was found.
 
 use crate::data::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
-use crate::exec::graph::MobileNetV3;
 use crate::fsutil::write_atomic;
 use crate::model::arch::{self, ArchSpec, ModelConfig, TensorRole, Variant};
 use crate::model::names;
@@ -114,9 +113,11 @@ pub struct LoadOptions {
     pub initial_stride: Option<usize>,
 }
 
-/// A model read from a file, with where it came from.
+/// A model read from a file, with where it came from: what it is (`meta.config`), its parameters and its
+/// metadata. The executors are built from these in [`crate::exec`] (`MobileNetV3::from_params`, the inference
+/// plan, the training step), so that the model knows nothing of how it runs.
 pub struct LoadedModel {
-    pub model: MobileNetV3,
+    pub params: ParamStore,
     pub meta: ModelMeta,
     pub path: PathBuf,
 }
@@ -282,7 +283,7 @@ fn read_data(path: &Path, index: FileIndex, only: Option<&BTreeSet<String>>) -> 
     let wanted = |n: &String| only.is_none_or(|o| o.contains(n));
     if let Some(pth) = &index.pth {
         let names: Vec<String> = index.tensors.keys().filter(|n| wanted(n)).cloned().collect();
-        let tensors = pth.read(names).map_err(not_model)?;
+        let tensors = pth.read(names).map_err(|e| not_model(e.to_string()))?;
         return Ok(RawWeights { tensors, header: None });
     }
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
@@ -528,7 +529,7 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
     meta.std = partial.std.filter(|s| s.iter().all(|x| x.is_finite() && *x > 0.0)).unwrap_or(meta.std);
     meta.training = partial.training;
     let params = ParamStore::from_tensors(&spec, raw.tensors, device)?;
-    Ok(LoadedModel { model: MobileNetV3::from_params(&config, params), meta, path: path.into() })
+    Ok(LoadedModel { params, meta, path: path.into() })
 }
 
 /// The bytes of a native weight file: every state_dict tensor (the unused SE ones too, so that PyTorch's
@@ -550,8 +551,8 @@ pub fn to_safetensors_bytes(params: &ParamStore, meta: &ModelMeta) -> Result<Vec
         .map_err(|e| WeightsError::Invalid(format!("cannot serialise the weights: {e}")))
 }
 
-/// Saves a model atomically: a crash at any moment leaves either the previous file or the new one.
-pub fn save_model(path: &Path, model: &MobileNetV3, meta: &ModelMeta) -> Result<()> {
-    let bytes = to_safetensors_bytes(model.params(), meta)?;
+/// Saves a model's parameters atomically: a crash at any moment leaves either the previous file or the new one.
+pub fn save_model(path: &Path, params: &ParamStore, meta: &ModelMeta) -> Result<()> {
+    let bytes = to_safetensors_bytes(params, meta)?;
     write_atomic(path, &bytes).map_err(|source| WeightsError::Write { path: path.into(), source })
 }

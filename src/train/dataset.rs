@@ -1,8 +1,7 @@
 //! Finding CIFAR-100 in whichever official layout a folder holds, and loading it for a run.
 
-use super::TrainConfig;
+use super::{Result, TrainConfig, TrainError};
 use crate::data::{self, Cifar100};
-use anyhow::{bail, Result};
 use std::path::Path;
 
 /// Reads CIFAR-100 from `path` in whichever official layout it holds: the binary version (`train.bin`,
@@ -59,9 +58,5 @@ pub fn load_data(cfg: &TrainConfig) -> Result<Cifar100> {
             return Ok(ds);
         }
     }
-    bail!(
-        "no CIFAR-100 data found in {}: expected train.bin/test.bin, cifar-100-python/ or the .tar.gz archive; \
-         pass --data PATH, set CIFAR100_DIR, or fetch it with `mobilenetv3 download`",
-        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-    )
+    Err(TrainError::NoData { searched: dirs })
 }

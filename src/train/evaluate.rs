@@ -4,7 +4,7 @@
 use crate::data::{self, Augment, Split};
 use crate::exec::graph::MobileNetV3;
 use crate::model::arch::INPUT_SIZE;
-use anyhow::{bail, Result};
+use crate::train::{Result, TrainError};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -56,16 +56,15 @@ pub fn evaluate_with_progress(
 ) -> Result<Option<EvalResult>> {
     let classes = model.config().num_classes;
     // The confusion matrix below is classes x classes: a model file may declare up to 100,000 classes.
-    let cifar = crate::data::labels::CIFAR100_FINE.len();
-    if classes != cifar {
-        bail!("the model has {classes} classes, CIFAR-100 has {cifar}: it is not a CIFAR-100 model");
+    if classes != crate::data::labels::CIFAR100_FINE.len() {
+        return Err(TrainError::NotCifar100Model { classes });
     }
     if split.labels.is_empty() {
-        bail!("no test images to evaluate on");
+        return Err(TrainError::NoImages);
     }
     if let Some(&max) = split.labels.iter().max() {
         if max as usize >= classes {
-            bail!("the data has labels up to {max}, the model {classes} classes: it is not CIFAR-100");
+            return Err(TrainError::LabelsOutOfRange { max, classes });
         }
     }
     // Folded once per evaluation: on the CPU the fused inference plan, several times faster than the graph.
@@ -176,7 +175,9 @@ mod tests {
         let mut cfg = ModelConfig::new(Variant::Small, 0.25);
         cfg.num_classes = 1000;
         let model = MobileNetV3::new(&cfg, &Device::Cpu, 0).unwrap();
-        let err = evaluate(&model, &split(2), 2, || false).unwrap_err().to_string();
+        let err = evaluate(&model, &split(2), 2, || false).unwrap_err();
+        assert!(matches!(err, TrainError::NotCifar100Model { classes: 1000 }), "{err}");
+        let err = err.to_string();
         assert!(err.contains("1000 classes") && err.contains("not a CIFAR-100 model"), "{err}");
 
         let model = MobileNetV3::new(&ModelConfig::new(Variant::Small, 0.25), &Device::Cpu, 0).unwrap();

@@ -1,8 +1,7 @@
 //! A run's record: every epoch's metrics and every step's loss, saved beside its checkpoint.
 
-use super::TrainConfig;
+use super::{Result, TrainConfig, TrainError};
 use crate::fsutil::write_atomic;
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -107,14 +106,14 @@ impl History {
     }
 
     pub fn load(path: &Path) -> Result<History> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a training history", path.display()))
+        let text = std::fs::read_to_string(path).map_err(TrainError::io("reading", path))?;
+        serde_json::from_str(&text).map_err(|error| TrainError::NotAHistory { path: path.into(), error })
     }
 }
 
 pub(super) fn save_history(path: &Path, h: &History) -> Result<()> {
     let text = serde_json::to_string_pretty(h)?;
-    write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    write_atomic(path, text.as_bytes()).map_err(TrainError::io("writing", path))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 mod config;
 mod dataset;
 mod divergence;
+mod error;
 mod evaluate;
 mod events;
 mod history;
@@ -20,6 +21,7 @@ pub mod runfiles;
 
 pub use config::{Schedule, ScheduleKind, SelectBy, TrainConfig, DEFAULT_WARMUP_EPOCHS};
 pub use dataset::{has_dataset, load_data, open_dataset};
+pub use error::{ResumeError, TrainError};
 pub use evaluate::{confusion_csv, csv_field, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{TrainControl, TrainEvent};
 pub use history::{EpochRecord, History, Status};
@@ -32,7 +34,6 @@ use crate::exec::graph::MobileNetV3;
 use crate::model::arch::{ModelConfig, INPUT_SIZE};
 use crate::model::weights::{self, ModelMeta};
 use crate::train::optim::Sgd;
-use anyhow::{bail, Result};
 use divergence::{kept, DivergenceGuard};
 use events::wait_while_paused;
 use history::save_history;
@@ -40,6 +41,9 @@ use resume::{load_resume, resumed_config, save_resume, ResumeHeader};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What the training engine's functions return.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// File stem of a run's checkpoint: `mobilenetv3_small_0.25`, or `..._2`, `..._3` when that name belongs to
 /// another run (a new run never overwrites an earlier run's model).
@@ -81,14 +85,14 @@ fn run_inner(
         }
         None => (cfg.clone(), None),
     };
-    if let Some((field, msg)) = cfg.problems().into_iter().next() {
-        bail!("invalid {field}: {msg}");
+    if let Some((field, message)) = cfg.problems().into_iter().next() {
+        return Err(TrainError::Config { field, message });
     }
     let dev = device::open(&cfg.device)?;
     let executor = crate::exec::choose(&dev, crate::exec::Purpose::Train);
     let ds = load_data(&cfg)?;
     if ds.train.len() < cfg.batch_size {
-        bail!("only {} training images for a batch of {}", ds.train.len(), cfg.batch_size);
+        return Err(TrainError::TooFewImages { images: ds.train.len(), batch: cfg.batch_size });
     }
     let train = Arc::new(ds.train);
     let test = Arc::new(ds.test);
@@ -135,7 +139,7 @@ fn run_inner(
     let history_path = cfg.out_dir.join(format!("{stem}.history.json"));
     let state_path = resume_path(&cfg.out_dir, &stem);
     // From here on a failure is recorded in the run's history ("failed: <reason>") before it is reported.
-    let fail = |history: &mut History, e: anyhow::Error| -> anyhow::Error {
+    let fail = |history: &mut History, e: TrainError| -> TrainError {
         history.status = Status::Failed(format!("{e:#}"));
         let _ = save_history(&history_path, history);
         e
@@ -193,14 +197,12 @@ fn run_inner(
             let (loss_v, pred, grads) = (step.loss, step.predictions, step.grads);
             if let Some(what) = divergence.check(loss_v) {
                 history.step_losses.push(loss_v);
-                let e = anyhow::anyhow!(
-                    "{what} at epoch {}, step {} (learning rate {lr}): the run diverged. {} Try a lower learning \
-                     rate (e.g. --lr {})",
-                    epoch + 1,
-                    b.index + 1,
-                    kept(&history),
-                    lr / 10.0
-                );
+                let e = TrainError::Diverged {
+                    what,
+                    when: format!("at epoch {}, step {}", epoch + 1, b.index + 1),
+                    lr,
+                    kept: kept(&history),
+                };
                 return Err(fail(&mut history, e));
             }
             opt.step(&grads)?;
@@ -236,14 +238,12 @@ fn run_inner(
         };
         eval_s = Some(t_eval.elapsed().as_secs_f64());
         if !ev.loss.is_finite() {
-            let e = anyhow::anyhow!(
-                "the validation loss became {} after epoch {} (learning rate {lr}): the run diverged. {} Try a \
-                 lower learning rate (e.g. --lr {})",
-                ev.loss,
-                epoch + 1,
-                kept(&history),
-                lr / 10.0
-            );
+            let e = TrainError::Diverged {
+                what: format!("the validation loss became {}", ev.loss),
+                when: format!("after epoch {}", epoch + 1),
+                lr,
+                kept: kept(&history),
+            };
             return Err(fail(&mut history, e));
         }
         let record = EpochRecord {
@@ -270,7 +270,7 @@ fn run_inner(
             let mut meta = ModelMeta::cifar100(&cfg.model);
             meta.class_names = ds.class_names.clone();
             meta.training = Some(training_summary(&history, &record));
-            if let Err(e) = weights::save_model(&ckpt_path, &model, &meta) {
+            if let Err(e) = weights::save_model(&ckpt_path, model.params(), &meta) {
                 return Err(fail(&mut history, e.into()));
             }
             on_event(TrainEvent::Checkpoint { path: ckpt_path.clone(), epoch: epoch + 1 });

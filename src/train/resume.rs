@@ -1,11 +1,10 @@
 //! A run's resume state (weights, momentum, history, best figure) and what a resumed run may take from it.
 
-use super::{runfiles, History, TrainConfig};
+use super::{runfiles, History, Result, ResumeError, TrainConfig, TrainError};
 use crate::exec::graph::MobileNetV3;
 use crate::fsutil::write_atomic;
 use crate::model::weights;
 use crate::train::optim::Sgd;
-use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -42,7 +41,7 @@ pub(super) fn save_resume(path: &Path, model: &MobileNetV3, opt: &Sgd, header: &
     let mut meta = HashMap::new();
     meta.insert("resume".to_string(), serde_json::to_string(header)?);
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))?;
-    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+    write_atomic(path, &bytes).map_err(TrainError::io("writing", path))
 }
 
 pub(super) fn load_resume(path: &Path) -> Result<(HashMap<String, Tensor>, ResumeHeader)> {
@@ -51,9 +50,9 @@ pub(super) fn load_resume(path: &Path) -> Result<(HashMap<String, Tensor>, Resum
         .header
         .as_ref()
         .and_then(|h| h.get("resume"))
-        .with_context(|| format!("{} is not a resume file of a training run", path.display()))?;
+        .ok_or_else(|| ResumeError::NotAResumeFile { path: path.into() })?;
     let header: ResumeHeader =
-        serde_json::from_str(text).with_context(|| format!("{}: unreadable run state", path.display()))?;
+        serde_json::from_str(text).map_err(|error| ResumeError::UnreadableState { path: path.into(), error })?;
     Ok((raw.tensors, header))
 }
 
@@ -63,22 +62,15 @@ pub(super) fn load_resume(path: &Path) -> Result<(HashMap<String, Tensor>, Resum
 pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainConfig) -> Result<TrainConfig> {
     let name = &header.history.name;
     if !runfiles::is_plain_name(name) {
-        bail!(
-            "{}: the run name {name:?} is not a plain file name; the file is damaged or not from this app",
-            path.display()
-        );
+        return Err(ResumeError::BadRunName { path: path.into(), name: name.clone() }.into());
     }
     let mut cfg = header.history.config.clone();
     if cfg.model.num_classes != crate::data::labels::CIFAR100_FINE.len() {
-        bail!(
-            "{}: the run is for {} classes; training here is for CIFAR-100's {}",
-            path.display(),
-            cfg.model.num_classes,
-            crate::data::labels::CIFAR100_FINE.len()
-        );
+        return Err(ResumeError::NotCifar100 { path: path.into(), classes: cfg.model.num_classes }.into());
     }
     if header.history.epochs.len() > cfg.epochs {
-        bail!("{}: the run records {} epochs of {}", path.display(), header.history.epochs.len(), cfg.epochs);
+        let (recorded, planned) = (header.history.epochs.len(), cfg.epochs);
+        return Err(ResumeError::TooManyEpochs { path: path.into(), recorded, planned }.into());
     }
     cfg.out_dir = caller.out_dir.clone();
     files_are_this_runs(&cfg.out_dir, &header.history)?;
@@ -87,7 +79,7 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
     }
     if let Some(d) = &cfg.data_dir {
         if !d.exists() {
-            bail!("the run's data folder {} does not exist: pass --data with the CIFAR-100 folder", d.display());
+            return Err(ResumeError::DataFolderGone { dir: d.clone() }.into());
         }
     }
     Ok(cfg)
@@ -100,33 +92,19 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
 pub(super) fn files_are_this_runs(out_dir: &Path, run: &History) -> Result<()> {
     let history = out_dir.join(format!("{}.history.json", run.name));
     let model = out_dir.join(format!("{}.safetensors", run.name));
-    let hint = "continue a run in the folder that holds its own model and history (train --out)";
     match std::fs::read(&history) {
         Ok(bytes) => match serde_json::from_slice::<History>(&bytes) {
             Ok(h) if h.name == run.name && h.started_unix == run.started_unix => Ok(()),
-            Ok(h) => bail!(
-                "{} is another run's (started at {}, the resume file's run at {}: the resume file is stale or from \
-                 another folder), and continuing here would overwrite it; {hint}",
-                history.display(),
-                h.started_unix,
-                run.started_unix
-            ),
-            Err(e) => bail!(
-                "{} cannot be read ({e}), so it cannot be told to be this run's: move it aside if it is; {hint}",
-                history.display()
-            ),
+            Ok(h) => Err(ResumeError::AnotherRun { history, theirs: h.started_unix, ours: run.started_unix }.into()),
+            Err(error) => Err(ResumeError::UnreadableHistory { history, error }.into()),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if model.exists() {
-                bail!(
-                    "{} exists without its history, so it cannot be told to be this run's: move it aside if it is; \
-                     {hint}",
-                    model.display()
-                );
+                return Err(ResumeError::ModelWithoutHistory { model }.into());
             }
             Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", history.display())),
+        Err(e) => Err(TrainError::io("reading", &history)(e)),
     }
 }
 

@@ -6,8 +6,8 @@
 //! epoch the folder is checked to take files and to have room for the checkpoints, and temp files that a
 //! crashed writer left behind are removed.
 
+use super::{Result, TrainError};
 use crate::fsutil::write_atomic;
-use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -31,10 +31,11 @@ impl RunLock {
     pub fn acquire(out_dir: &Path, name: &str) -> Result<RunLock> {
         match Self::try_acquire(out_dir, name)? {
             Ok(lock) => Ok(lock),
-            Err(holder) => {
-                let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-                bail!("the run {name} is being trained by {who} in {}: two runs never share files", out_dir.display())
-            }
+            Err(holder) => Err(TrainError::Locked {
+                name: name.to_string(),
+                dir: out_dir.to_path_buf(),
+                holder: Some(holder).filter(|h| !h.is_empty()),
+            }),
         }
     }
 
@@ -43,7 +44,7 @@ impl RunLock {
     fn try_acquire(out_dir: &Path, name: &str) -> Result<Result<RunLock, String>> {
         let path = lock_path(out_dir, name);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(TrainError::io("creating", dir))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -51,7 +52,7 @@ impl RunLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(TrainError::io("opening", &path))?;
         // SAFETY: flock on a descriptor this function owns for as long as `file` lives; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -61,7 +62,7 @@ impl RunLock {
                 let _ = file.read_to_string(&mut holder);
                 return Ok(Err(holder.trim().to_string()));
             }
-            return Err(err).with_context(|| format!("locking {}", path.display()));
+            return Err(TrainError::io("locking", &path)(err));
         }
         // Record the holder for the message above (best effort: the lock itself is what counts).
         let _ = file.set_len(0);
@@ -115,37 +116,31 @@ pub fn reserve_name(out_dir: &Path, base: &str, mut history: impl FnMut(&str) ->
         };
         let bytes = history(&name)?;
         let path = out_dir.join(format!("{name}.history.json"));
-        if crate::fsutil::write_new(&path, &bytes).with_context(|| format!("creating {}", path.display()))? {
+        if crate::fsutil::write_new(&path, &bytes).map_err(TrainError::io("creating", &path))? {
             return Ok(lock);
         }
         // Another run took this name between the check and the create: try the next one.
     }
-    bail!("no free run name for {base} in {}", out_dir.display())
+    Err(TrainError::NoFreeName { base: base.to_string(), dir: out_dir.to_path_buf() })
 }
 
 /// Checks before the first epoch that `out_dir` takes files and has room for a run's files (the checkpoint and
 /// the resume state, each written beside its previous version), and removes temp files of writers that died.
 pub fn prepare_out_dir(out_dir: &Path, checkpoint_bytes: u64) -> Result<()> {
     let runs = out_dir.join("runs");
-    std::fs::create_dir_all(&runs)
-        .with_context(|| format!("the output folder {} cannot be created", out_dir.display()))?;
+    let folder = |problem| move |error| TrainError::OutputFolder { dir: out_dir.to_path_buf(), problem, error };
+    std::fs::create_dir_all(&runs).map_err(folder("cannot be created"))?;
     for dir in [out_dir, runs.as_path()] {
         clean_stale_temp_files(dir);
     }
     let probe = out_dir.join(format!(".write-test-{}", std::process::id()));
-    write_atomic(&probe, b"ok")
-        .with_context(|| format!("the output folder {} cannot take files", out_dir.display()))?;
+    write_atomic(&probe, b"ok").map_err(folder("cannot take files"))?;
     let _ = std::fs::remove_file(&probe);
     // Checkpoint + its temp copy, resume state (weights and momentum) + its temp copy, with some slack.
     let need = checkpoint_bytes.saturating_mul(6).saturating_add(1 << 20);
     if let Some(free) = free_bytes(out_dir) {
         if free < need {
-            bail!(
-                "only {:.1} MB free on the disk that holds {}; this run needs about {:.1} MB for its checkpoints",
-                free as f64 / 1e6,
-                out_dir.display(),
-                need as f64 / 1e6
-            );
+            return Err(TrainError::NoRoom { dir: out_dir.to_path_buf(), free, need });
         }
     }
     Ok(())
@@ -205,7 +200,9 @@ mod tests {
     fn a_held_lock_is_refused_and_freed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let lock = RunLock::acquire(dir.path(), "run_a").unwrap();
-        let err = RunLock::acquire(dir.path(), "run_a").unwrap_err().to_string();
+        let err = RunLock::acquire(dir.path(), "run_a").unwrap_err();
+        assert!(matches!(&err, TrainError::Locked { name, holder: Some(_), .. } if name == "run_a"), "{err}");
+        let err = err.to_string();
         assert!(err.contains("being trained by process"), "{err}");
         drop(lock);
         RunLock::acquire(dir.path(), "run_a").unwrap();

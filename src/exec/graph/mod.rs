@@ -7,6 +7,7 @@ pub mod ops;
 use crate::model::arch::{Activation, ArchSpec, ModelConfig};
 use crate::model::names;
 use crate::model::params::ParamStore;
+use crate::model::weights::LoadedModel;
 use candle_core::{Device, Result, Tensor, D};
 use layers::{Bottleneck, ConvBn, Mode};
 
@@ -64,6 +65,12 @@ impl MobileNetV3 {
             last,
             ops: ops::Ops::default_for(&params_device),
         }
+    }
+
+    /// Builds the network over the parameters of a model file ([`crate::model::weights::load_model`]); a caller
+    /// that keeps the file's metadata calls `from_params(&loaded.meta.config, loaded.params)` instead.
+    pub fn from_loaded(loaded: LoadedModel) -> Self {
+        Self::from_params(&loaded.meta.config, loaded.params)
     }
 
     /// Chooses the implementation of the graph's ops (by default [`ops::Ops::default_for`] the device: our
