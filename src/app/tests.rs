@@ -447,7 +447,8 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
     let mut cfg = crate::train::TrainConfig::reference(loaded.meta.config.clone());
     cfg.data_dir = Some(data.clone());
     let test = std::sync::Arc::new(crate::train::load_data(&cfg).unwrap().test);
-    let cli = crate::train::evaluate_with_progress(&loaded.model, &test, 256, || false, |_, _| {}).unwrap().unwrap();
+    let net = crate::MobileNetV3::from_params(&loaded.meta.config, loaded.params);
+    let cli = crate::train::evaluate_with_progress(&net, &test, 256, || false, |_, _| {}).unwrap().unwrap();
     assert_eq!((cli.top1, cli.top5), (r.top1, r.top5));
     // What a user sees: the headline, the sortable table, the mistakes.
     h.get_by_label_contains(&format!("top-1 {:.2}%", r.top1 * 100.0));
