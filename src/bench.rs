@@ -20,7 +20,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn from_ms(samples: &[f64]) -> Stats {
+    pub(crate) fn from_ms(samples: &[f64]) -> Stats {
         let mut s = samples.to_vec();
         s.sort_by(f64::total_cmp);
         let n = s.len().max(1) as f64;
@@ -38,7 +38,7 @@ impl Stats {
 }
 
 /// Linear-interpolated percentile of sorted samples (numpy's default).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -67,7 +67,7 @@ pub struct LatencyRow {
 }
 
 /// Waits for queued device work, so that a timing covers the computation, not its launch.
-pub fn synchronize(device: &Device) -> candle_core::Result<()> {
+pub(crate) fn synchronize(device: &Device) -> candle_core::Result<()> {
     device.synchronize()
 }
 

@@ -18,7 +18,7 @@ pub struct Bundle<'a> {
 impl Bundle<'_> {
     /// Writes the files into `dir` (`trained_models/`, `test_images/`) where they are missing; never
     /// overwrites a file the user has.
-    pub fn install_into(&self, dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn install_into(&self, dir: &Path) -> std::io::Result<()> {
         let models = dir.join("trained_models");
         let samples = dir.join("test_images");
         std::fs::create_dir_all(&models)?;

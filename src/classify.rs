@@ -142,12 +142,12 @@ impl Classifier {
     }
 
     /// The normalised 32x32 input of a decoded image.
-    pub fn prepare(&self, img: &image::DynamicImage) -> Vec<f32> {
+    pub(crate) fn prepare(&self, img: &image::DynamicImage) -> Vec<f32> {
         prepare_image(&self.meta, img)
     }
 
     /// Softmax probabilities for prepared inputs, one row per image (in batches of 64).
-    pub fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+    pub(crate) fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         let classes = self.meta.config.num_classes;
         let mut rows = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(64) {
@@ -163,7 +163,7 @@ impl Classifier {
     }
 
     /// The top-k predictions for one decoded image.
-    pub fn classify_image(&self, img: &image::DynamicImage, k: usize) -> candle_core::Result<Vec<Prediction>> {
+    pub(crate) fn classify_image(&self, img: &image::DynamicImage, k: usize) -> candle_core::Result<Vec<Prediction>> {
         let probs = self.probabilities(&[self.prepare(img)])?;
         Ok(top_k(&probs[0], &self.meta.class_names, k))
     }
@@ -189,7 +189,7 @@ impl Classifier {
 }
 
 /// The k most likely classes of one probability row.
-pub fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction> {
+pub(crate) fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Prediction> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
     idx.into_iter()

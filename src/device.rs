@@ -67,7 +67,7 @@ static CUDA: OnceLock<Result<Device, String>> = OnceLock::new();
 
 /// [`cuda`]'s answer if it has been asked already, without waiting: the app asks on a background thread at
 /// start-up and reads this each frame (`None`: still checking).
-pub fn cuda_if_probed() -> Option<Result<(), String>> {
+pub(crate) fn cuda_if_probed() -> Option<Result<(), String>> {
     CUDA.get().map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
 }
 
@@ -97,7 +97,7 @@ pub fn tune_allocator() {
 }
 
 /// The CPU's model name (from /proc/cpuinfo on Linux) and how many threads the engine uses, for captions.
-pub fn cpu_name() -> String {
+pub(crate) fn cpu_name() -> String {
     let name = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

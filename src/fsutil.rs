@@ -21,7 +21,7 @@ pub(crate) fn write_atomic_with(
 
 /// Creates `path` holding `bytes`, complete or not at all, and never replaces a file: the temp file is
 /// hard-linked into place, which fails where `path` exists. `Ok(false)` when it exists already.
-pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     match write_via_temp(path, bytes, |f, b| f.write_all(b), |tmp, path| std::fs::hard_link(tmp, path)) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 /// The folder name used under `share/`, the XDG data folder and the XDG config folder.
-pub const APP_DIR: &str = "mobilenetv3-studio";
+pub(crate) const APP_DIR: &str = "mobilenetv3-studio";
 
 /// Where the app reads and writes.
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ pub struct AppPaths {
 
 impl AppPaths {
     /// Everything in one project folder.
-    pub fn from_project(dir: &Path) -> Self {
+    pub(crate) fn from_project(dir: &Path) -> Self {
         AppPaths {
             models: dir.join("trained_models"),
             bundled_models: Vec::new(),
@@ -44,7 +44,7 @@ impl AppPaths {
     }
 
     /// An installed package: bundled files read from `share`, the user's own under `user`.
-    pub fn installed(share: &Path, user: &Path) -> Self {
+    pub(crate) fn installed(share: &Path, user: &Path) -> Self {
         AppPaths {
             models: user.join("trained_models"),
             bundled_models: vec![share.join("trained_models")],
@@ -81,7 +81,7 @@ impl AppPaths {
 
 /// The project folder that holds `trained_models/` or `test_images/`: `cwd` if it has them, else the first
 /// ancestor of the executable that does.
-pub fn project_folder(cwd: Option<&Path>, exe: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn project_folder(cwd: Option<&Path>, exe: Option<&Path>) -> Option<PathBuf> {
     let has = |d: &Path| d.join("trained_models").is_dir() || d.join("test_images").is_dir();
     if let Some(cwd) = cwd.filter(|d| has(d)) {
         return Some(cwd.to_path_buf());
@@ -91,30 +91,30 @@ pub fn project_folder(cwd: Option<&Path>, exe: Option<&Path>) -> Option<PathBuf>
 
 /// `<prefix>/share/mobilenetv3-studio` for an executable at `<prefix>/bin/…`, when that folder holds the
 /// bundled models.
-pub fn package_share(exe: &Path) -> Option<PathBuf> {
+pub(crate) fn package_share(exe: &Path) -> Option<PathBuf> {
     let prefix = exe.parent()?.parent()?;
     let share = prefix.join("share").join(APP_DIR);
     share.join("trained_models").is_dir().then_some(share)
 }
 
 /// `$XDG_DATA_HOME/mobilenetv3-studio` (or `~/.local/share/mobilenetv3-studio`).
-pub fn user_dir() -> Option<PathBuf> {
+pub(crate) fn user_dir() -> Option<PathBuf> {
     xdg_dir("XDG_DATA_HOME", ".local/share")
 }
 
 /// The folder the app downloads the data set into: `<user data folder>/data` (XDG).
-pub fn user_data_dir() -> Option<PathBuf> {
+pub(crate) fn user_data_dir() -> Option<PathBuf> {
     user_dir().map(|d| d.join("data"))
 }
 
 /// The settings file: `$XDG_CONFIG_HOME/mobilenetv3-studio/settings.json` (or under `~/.config`).
-pub fn settings_file() -> Option<PathBuf> {
+pub(crate) fn settings_file() -> Option<PathBuf> {
     xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("settings.json"))
 }
 
 /// eframe's storage beside it (`settings.ron`): the window's size and egui's state, and the app's settings as
 /// versions before `settings.json` kept them.
-pub fn window_state_file() -> Option<PathBuf> {
+pub(crate) fn window_state_file() -> Option<PathBuf> {
     xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("settings.ron"))
 }
 

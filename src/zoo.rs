@@ -2,7 +2,7 @@
 //! epochs of its recipe, for the six variants of its results table, and how our models compare with it.
 
 /// (variant, top-1 %) as the reference reports them.
-pub const REFERENCE_TOP1: [(&str, f64); 6] = [
+pub(crate) const REFERENCE_TOP1: [(&str, f64); 6] = [
     ("small_0.25", 60.13),
     ("small_0.5", 66.37),
     ("small_1.0", 69.44),
@@ -12,7 +12,7 @@ pub const REFERENCE_TOP1: [(&str, f64); 6] = [
 ];
 
 /// The reference's top-1 (%) for a variant name such as `large_1.0`.
-pub fn reference_top1(variant: &str) -> Option<f64> {
+pub(crate) fn reference_top1(variant: &str) -> Option<f64> {
     REFERENCE_TOP1.iter().find(|(v, _)| *v == variant).map(|(_, t)| *t)
 }
 
@@ -68,7 +68,7 @@ pub struct LabelPlace<'a> {
 /// Label places that keep close points' labels apart: a variant's two labels on one side of its points, the
 /// higher point's above it and the lower's below (however close ours and the reference's figures are), and
 /// variants next to each other in latency on opposite sides (two variants can be within 0.1 ms).
-pub fn label_places<'a>(ours: &'a [ZooPoint], reference: &'a [ZooPoint]) -> Vec<LabelPlace<'a>> {
+pub(crate) fn label_places<'a>(ours: &'a [ZooPoint], reference: &'a [ZooPoint]) -> Vec<LabelPlace<'a>> {
     let mut order: Vec<&ZooPoint> = ours.iter().chain(reference).collect();
     order.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms));
     let mut variants: Vec<&str> = Vec::new();

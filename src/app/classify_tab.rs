@@ -33,13 +33,13 @@ pub struct ClassifyTab {
 
 impl ClassifyTab {
     /// Asks the worker to expand and classify files or folders (no file system work on the UI thread).
-    pub fn add_paths(&mut self, worker: &Worker, paths: &[PathBuf]) {
+    pub(crate) fn add_paths(&mut self, worker: &Worker, paths: &[PathBuf]) {
         self.pending_adds += 1;
         worker.send(Command::AddPaths(paths.to_vec()));
     }
 
     /// The worker found these files; their results follow.
-    pub fn on_queued(&mut self, files: Vec<(u64, PathBuf)>) {
+    pub(crate) fn on_queued(&mut self, files: Vec<(u64, PathBuf)>) {
         self.pending_adds = self.pending_adds.saturating_sub(1);
         for (id, path) in files {
             self.cards.push(ImageCard { id, path, texture: None, outcome: None });
@@ -61,14 +61,14 @@ impl ClassifyTab {
         }
     }
 
-    pub fn select_model(&mut self, worker: &Worker, path: PathBuf) {
+    pub(crate) fn select_model(&mut self, worker: &Worker, path: PathBuf) {
         self.selected = Some(path.clone());
         self.loaded = None;
         self.model_error = None;
         worker.send(Command::LoadModel(path));
     }
 
-    pub fn on_models(&mut self, worker: &Worker, models: Vec<ModelEntry>, rejected: Vec<(PathBuf, String)>) {
+    pub(crate) fn on_models(&mut self, worker: &Worker, models: Vec<ModelEntry>, rejected: Vec<(PathBuf, String)>) {
         self.models = models;
         self.rejected = rejected;
         let still_there = self.selected.as_ref().is_some_and(|s| self.models.iter().any(|m| &m.path == s));
@@ -85,7 +85,7 @@ impl ClassifyTab {
         }
     }
 
-    pub fn on_model_loaded(&mut self, worker: &Worker, path: PathBuf, name: String) {
+    pub(crate) fn on_model_loaded(&mut self, worker: &Worker, path: PathBuf, name: String) {
         if self.selected.as_ref() == Some(&path) {
             self.loaded = Some(name);
             self.reclassify(worker);
@@ -94,7 +94,7 @@ impl ClassifyTab {
 
     /// A model that fails to load (e.g. weights that are not finite) leaves the picker for the list of
     /// unusable files, and the next most accurate model is chosen.
-    pub fn on_model_failed(&mut self, worker: &Worker, path: PathBuf, error: String) {
+    pub(crate) fn on_model_failed(&mut self, worker: &Worker, path: PathBuf, error: String) {
         if self.selected.as_ref() == Some(&path) {
             self.loaded = None;
             self.model_error = Some(error.clone());
@@ -111,7 +111,7 @@ impl ClassifyTab {
         }
     }
 
-    pub fn on_classified(
+    pub(crate) fn on_classified(
         &mut self,
         ctx: &egui::Context,
         id: u64,
@@ -141,7 +141,7 @@ impl ClassifyTab {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+    pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
         if let Some(answer) = self.open_dialog.as_ref().and_then(super::dialog::Pending::poll) {
             self.open_dialog = None;
             match answer {

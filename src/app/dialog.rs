@@ -14,7 +14,7 @@ static DISABLED: AtomicBool = AtomicBool::new(false);
 
 /// From now on, every dialog answers as on a machine that cannot show one (for tests of the message).
 #[cfg(test)]
-pub fn disable_dialogs() {
+pub(crate) fn disable_dialogs() {
     DISABLED.store(true, Ordering::SeqCst);
 }
 
@@ -22,7 +22,8 @@ pub fn disable_dialogs() {
 pub struct Pending(Receiver<Result<Vec<PathBuf>, String>>);
 
 /// What a tab shows when no file dialog can appear.
-pub const NO_DIALOG: &str = "No file dialog can be shown on this machine: it has neither a desktop portal with a \
+pub(crate) const NO_DIALOG: &str =
+    "No file dialog can be shown on this machine: it has neither a desktop portal with a \
      file chooser (xdg-desktop-portal-gtk, -gnome or -kde) nor zenity. Drag files onto the window instead, or \
      install zenity.";
 
@@ -59,7 +60,7 @@ impl Pending {
 
     /// The answer once the dialog has closed: `Some` exactly once (`Ok(empty)` if cancelled, `Err` if no dialog
     /// could be shown), `None` while it is open.
-    pub fn poll(&self) -> Option<Result<Vec<PathBuf>, String>> {
+    pub(crate) fn poll(&self) -> Option<Result<Vec<PathBuf>, String>> {
         match self.0.try_recv() {
             Ok(answer) => Some(answer),
             Err(TryRecvError::Empty) => None,
@@ -69,7 +70,7 @@ impl Pending {
 }
 
 /// Whether rfd can show a dialog here. `MBV3_NO_FILE_DIALOG=1` (or [`disable_dialogs`]) answers no.
-pub fn dialogs_available() -> bool {
+pub(crate) fn dialogs_available() -> bool {
     if DISABLED.load(Ordering::SeqCst) || std::env::var_os("MBV3_NO_FILE_DIALOG").is_some_and(|v| v == "1") {
         return false;
     }

@@ -34,11 +34,11 @@ impl EvaluateTab {
         EvaluateTab { export_dir, descending: true, ..Default::default() }
     }
 
-    pub fn on_progress(&mut self, done: usize, total: usize) {
+    pub(crate) fn on_progress(&mut self, done: usize, total: usize) {
         self.progress = (done, total);
     }
 
-    pub fn on_done(&mut self, ctx: &egui::Context, result: Result<Option<Box<EvalReport>>, String>) {
+    pub(crate) fn on_done(&mut self, ctx: &egui::Context, result: Result<Option<Box<EvalReport>>, String>) {
         self.running = false;
         match result {
             Ok(Some(report)) => {
@@ -68,7 +68,7 @@ impl EvaluateTab {
     }
 
     /// `models`: the usable model files; `data_dir`: the Train tab's data folder when it holds CIFAR-100.
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker, models: &[ModelEntry], data_dir: Option<PathBuf>) {
+    pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker, models: &[ModelEntry], data_dir: Option<PathBuf>) {
         if self.model.as_ref().is_none_or(|m| !models.iter().any(|e| &e.path == m)) {
             self.model = models
                 .iter()

@@ -9,7 +9,7 @@ use egui_plot::{Bar, BarChart, BoxElem, BoxPlot, BoxSpread, Legend, Line, Plot, 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub const WIDTHS: [&str; 4] = ["0.25", "0.5", "0.75", "1.0"];
+pub(crate) const WIDTHS: [&str; 4] = ["0.25", "0.5", "0.75", "1.0"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -113,11 +113,11 @@ impl LatencyTab {
         }
     }
 
-    pub fn on_progress(&mut self, done: usize, total: usize, current: String) {
+    pub(crate) fn on_progress(&mut self, done: usize, total: usize, current: String) {
         self.progress = (done, total, current);
     }
 
-    pub fn on_row(&mut self, mut row: LatencyRow) {
+    pub(crate) fn on_row(&mut self, mut row: LatencyRow) {
         if row.batch == 1 && row.device == "cpu" {
             self.remember(row.variant.clone(), row.median_ms);
         }
@@ -127,7 +127,7 @@ impl LatencyTab {
         self.rows.push(row);
     }
 
-    pub fn on_done(&mut self, cancelled: bool, error: Option<String>) {
+    pub(crate) fn on_done(&mut self, cancelled: bool, error: Option<String>) {
         self.running = false;
         self.message = match (cancelled, error) {
             (_, Some(e)) => format!("failed: {e}"),
@@ -138,7 +138,7 @@ impl LatencyTab {
 
     /// The latest batch-1 CPU median of each variant, this session's or an earlier one's: what the model
     /// pickers show beside each model.
-    pub fn cpu_batch1_ms(&self) -> Vec<(String, f64)> {
+    pub(crate) fn cpu_batch1_ms(&self) -> Vec<(String, f64)> {
         self.batch1_cpu_ms.clone()
     }
 
@@ -190,7 +190,7 @@ impl LatencyTab {
             });
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker, models: &[super::worker::ModelEntry]) {
+    pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker, models: &[super::worker::ModelEntry]) {
         egui::Panel::left("latency-form").resizable(false).exact_size(250.0).show(ui, |ui| {
             ui.add_enabled_ui(!self.running, |ui| form_ui(ui, &mut self.form));
             ui.separator();

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use train_tab::{TrainForm, TrainTab};
 use worker::{Command, Event, Worker};
 
-pub const APP_TITLE: &str = "MobileNetV3 Studio";
+pub(crate) const APP_TITLE: &str = "MobileNetV3 Studio";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tab {
@@ -65,7 +65,7 @@ pub(crate) struct StudioApp {
 impl StudioApp {
     /// The app opened with image files or folders (from the command line or the desktop launcher): on Classify,
     /// with those classified instead of the sample photos.
-    pub fn with_images(ctx: &egui::Context, paths: AppPaths, settings: Settings, images: &[PathBuf]) -> Self {
+    pub(crate) fn with_images(ctx: &egui::Context, paths: AppPaths, settings: Settings, images: &[PathBuf]) -> Self {
         let mut app = Self::build(ctx, paths, settings, !images.is_empty());
         if !images.is_empty() {
             app.tab = Tab::Classify;
@@ -76,7 +76,7 @@ impl StudioApp {
 
     /// The app on `settings`, with the sample photos shown (what the tests drive).
     #[cfg(test)]
-    pub fn with_settings(ctx: &egui::Context, paths: AppPaths, settings: Settings) -> Self {
+    pub(crate) fn with_settings(ctx: &egui::Context, paths: AppPaths, settings: Settings) -> Self {
         Self::build(ctx, paths, settings, false)
     }
 

@@ -25,13 +25,13 @@ impl SettingsFile {
     }
 
     /// [`Self::load`] with the legacy settings from eframe's storage.
-    pub fn load_from(&mut self, storage: Option<&dyn eframe::Storage>) -> (Settings, Option<String>) {
+    pub(crate) fn load_from(&mut self, storage: Option<&dyn eframe::Storage>) -> (Settings, Option<String>) {
         self.load(storage.and_then(|s| eframe::get_value(s, LEGACY_KEY)))
     }
 
     /// [`Self::save`], then drops the legacy settings from eframe's storage: once this file holds the settings,
     /// deleting it must bring back the defaults, not the settings of an old version.
-    pub fn save_to(&mut self, settings: &Settings, storage: &mut dyn eframe::Storage) -> Result<(), String> {
+    pub(crate) fn save_to(&mut self, settings: &Settings, storage: &mut dyn eframe::Storage) -> Result<(), String> {
         self.save(settings)?;
         if self.saved.is_some() && storage.get_string(LEGACY_KEY).is_some() {
             storage.remove_string(LEGACY_KEY);

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub type Rgb = [u8; 3];
 
 /// Colours of the devices' bars, in order of first appearance.
-pub const DEVICE_COLOURS: [Rgb; 4] = [[66, 133, 244], [234, 67, 53], [52, 168, 83], [251, 188, 5]];
+pub(crate) const DEVICE_COLOURS: [Rgb; 4] = [[66, 133, 244], [234, 67, 53], [52, 168, 83], [251, 188, 5]];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Anchor {

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The folder the python archive unpacks to.
-pub const PYTHON_DIR: &str = "cifar-100-python";
+pub(crate) const PYTHON_DIR: &str = "cifar-100-python";
 /// Largest file read for each member of the data set, a little above the real files' sizes (python `train`
 /// 155.2 MB, `test` 31.0 MB, `meta` 1.5 KB; `train.bin` 153.7 MB, `test.bin` 30.7 MB): a corrupt or hostile
 /// archive header or file is refused before anything is read into memory.
@@ -60,13 +60,13 @@ pub struct Expected {
 
 impl Expected {
     /// The official 50,000 training and 10,000 test images.
-    pub const OFFICIAL: Expected = Expected { train: Some(TRAIN_IMAGES), test: Some(TEST_IMAGES) };
+    pub(crate) const OFFICIAL: Expected = Expected { train: Some(TRAIN_IMAGES), test: Some(TEST_IMAGES) };
     /// Any number: miniature copies for tests and demos.
     pub const ANY: Expected = Expected { train: None, test: None };
 }
 
 /// Finds the folder that holds the pickles `train` and `test`: `dir` itself or `dir/cifar-100-python`.
-pub fn locate_python(dir: &Path) -> Result<PathBuf, PythonDataError> {
+pub(crate) fn locate_python(dir: &Path) -> Result<PathBuf, PythonDataError> {
     for cand in [dir.to_path_buf(), dir.join(PYTHON_DIR)] {
         if cand.join("train").is_file() && cand.join("test").is_file() {
             return Ok(cand);
@@ -76,12 +76,12 @@ pub fn locate_python(dir: &Path) -> Result<PathBuf, PythonDataError> {
 }
 
 /// Loads the official python layout (50,000 + 10,000 images) from `dir` or `dir/cifar-100-python`.
-pub fn load_python_dir(dir: &Path) -> Result<Cifar100, PythonDataError> {
+pub(crate) fn load_python_dir(dir: &Path) -> Result<Cifar100, PythonDataError> {
     load_python_dir_expecting(dir, Expected::OFFICIAL)
 }
 
 /// As [`load_python_dir`], with the image counts to insist on.
-pub fn load_python_dir_expecting(dir: &Path, expected: Expected) -> Result<Cifar100, PythonDataError> {
+pub(crate) fn load_python_dir_expecting(dir: &Path, expected: Expected) -> Result<Cifar100, PythonDataError> {
     let root = locate_python(dir)?;
     let train = read_python_split(&root.join("train"), expected.train)?;
     let test = read_python_split(&root.join("test"), expected.test)?;
@@ -91,7 +91,7 @@ pub fn load_python_dir_expecting(dir: &Path, expected: Expected) -> Result<Cifar
 }
 
 /// Reads one split pickle (`train` or `test`); `expected` images if given.
-pub fn read_python_split(path: &Path, expected: Option<usize>) -> Result<Split, PythonDataError> {
+pub(crate) fn read_python_split(path: &Path, expected: Option<usize>) -> Result<Split, PythonDataError> {
     parse_python_split(path, read(path)?, expected)
 }
 
@@ -141,7 +141,7 @@ pub fn parse_meta(path: &Path, bytes: &[u8]) -> Result<Vec<String>, PythonDataEr
 
 /// Loads the official archive, python (`cifar-100-python.tar.gz`) or binary (`cifar-100-binary.tar.gz`), without
 /// unpacking it. Errors name a member as `ARCHIVE/MEMBER`.
-pub fn load_tar_gz(path: &Path) -> Result<Cifar100, PythonDataError> {
+pub(crate) fn load_tar_gz(path: &Path) -> Result<Cifar100, PythonDataError> {
     load_tar_gz_expecting(path, Expected::OFFICIAL)
 }
 

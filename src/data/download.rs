@@ -16,7 +16,7 @@ pub const CIFAR100_PYTHON_MD5: &str = "eb9058c3a382ffc7106e4002c42a8d85";
 /// Where the data set is fetched from and the MD5 it must have: the official archive, unless
 /// `MBV3_CIFAR_URL` (and `MBV3_CIFAR_MD5`, or none to skip the check) point elsewhere, e.g. at a mirror or a
 /// local test server.
-pub fn cifar100_source() -> (String, Option<String>) {
+pub(crate) fn cifar100_source() -> (String, Option<String>) {
     match std::env::var("MBV3_CIFAR_URL") {
         Ok(url) if !url.trim().is_empty() => (url.trim().to_string(), std::env::var("MBV3_CIFAR_MD5").ok()),
         _ => (CIFAR100_PYTHON_URL.to_string(), Some(CIFAR100_PYTHON_MD5.to_string())),
@@ -96,7 +96,7 @@ pub fn download_cancellable(
 }
 
 /// MD5 of a file, as lowercase hex.
-pub fn md5_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn md5_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Md5::new();
     let mut buf = vec![0u8; CHUNK];

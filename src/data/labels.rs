@@ -1,7 +1,7 @@
 //! CIFAR-100's class names and the normalisation its models are trained with.
 
 /// The 100 fine labels of CIFAR-100, in label-index order.
-pub const CIFAR100_FINE: [&str; 100] = [
+pub(crate) const CIFAR100_FINE: [&str; 100] = [
     "apple",
     "aquarium_fish",
     "baby",
@@ -105,6 +105,6 @@ pub const CIFAR100_FINE: [&str; 100] = [
 ];
 
 /// Per-channel mean of the CIFAR-100 training images (RGB, pixel values scaled to [0, 1]).
-pub const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4865, 0.4409];
+pub(crate) const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4865, 0.4409];
 /// Per-channel standard deviation of the CIFAR-100 training images.
-pub const CIFAR100_STD: [f32; 3] = [0.2673, 0.2564, 0.2762];
+pub(crate) const CIFAR100_STD: [f32; 3] = [0.2673, 0.2564, 0.2762];

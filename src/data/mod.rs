@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 
 /// Pixels per image: 3 planes of 32 x 32.
-pub const IMAGE_BYTES: usize = 3 * 32 * 32;
+pub(crate) const IMAGE_BYTES: usize = 3 * 32 * 32;
 /// Binary record: coarse label byte, fine label byte, pixels.
-pub const RECORD_BYTES: usize = 2 + IMAGE_BYTES;
-pub const TRAIN_IMAGES: usize = 50_000;
-pub const TEST_IMAGES: usize = 10_000;
+pub(crate) const RECORD_BYTES: usize = 2 + IMAGE_BYTES;
+pub(crate) const TRAIN_IMAGES: usize = 50_000;
+pub(crate) const TEST_IMAGES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -93,7 +93,7 @@ pub fn locate(dir: &Path) -> Result<PathBuf, DataError> {
 }
 
 /// The data folders tried when the user names none: `$CIFAR100_DIR`, `data/`, and the shared development copy.
-pub fn default_dirs() -> Vec<PathBuf> {
+pub(crate) fn default_dirs() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Ok(d) = std::env::var("CIFAR100_DIR") {
         v.push(PathBuf::from(d));
@@ -121,7 +121,7 @@ pub fn load(dir: &Path) -> Result<Cifar100, DataError> {
 }
 
 /// Reads one binary split file; `expected` records if given.
-pub fn read_split(path: &Path, expected: Option<usize>) -> Result<Split, DataError> {
+pub(crate) fn read_split(path: &Path, expected: Option<usize>) -> Result<Split, DataError> {
     // The size is checked before the file is read: a wrong file is refused without loading it.
     let len = std::fs::metadata(path).map_err(|source| DataError::Io { path: path.into(), source })?.len();
     let max = expected.unwrap_or(TRAIN_IMAGES) as u64 * RECORD_BYTES as u64;
@@ -214,7 +214,7 @@ impl Default for Augment {
 }
 
 impl Augment {
-    pub const NONE: Augment = Augment { crop: false, flip: false };
+    pub(crate) const NONE: Augment = Augment { crop: false, flip: false };
 }
 
 /// Writes one normalised CHW image into `out` (3 * 32 * 32 floats), cropped at (dy, dx) in -4..=4 from a
@@ -250,7 +250,7 @@ pub struct Batch {
 ///
 /// The order and the augmentation come from `seed` alone, so an epoch is reproducible. With `drop_last`, the
 /// final partial batch is skipped (the reference's training loader does this).
-pub fn epoch_batches(
+pub(crate) fn epoch_batches(
     split: std::sync::Arc<Split>,
     batch: usize,
     augment: Augment,
@@ -289,7 +289,7 @@ pub fn epoch_batches(
 }
 
 /// Number of batches an epoch yields.
-pub fn batches_per_epoch(len: usize, batch: usize, drop_last: bool) -> usize {
+pub(crate) fn batches_per_epoch(len: usize, batch: usize, drop_last: bool) -> usize {
     if drop_last {
         len / batch
     } else {

@@ -244,7 +244,7 @@ impl Value {
 
 impl NdArray {
     /// Bytes per element for the numeric dtypes (`b`ool, `i`nt, `u`int, `f`loat); `None` for others.
-    pub fn item_size(&self) -> Option<usize> {
+    pub(crate) fn item_size(&self) -> Option<usize> {
         let t = self.dtype.trim_start_matches(['<', '>', '|', '=']);
         let (kind, size) = t.split_at_checked(1)?;
         matches!(kind, "b" | "i" | "u" | "f").then(|| size.parse().ok()).flatten()

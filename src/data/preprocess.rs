@@ -7,9 +7,9 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::path::Path;
 
 /// File extensions picked up when a folder is classified.
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "webp"];
+pub(crate) const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
-pub fn has_image_extension(path: &Path) -> bool {
+pub(crate) fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -19,9 +19,9 @@ pub fn has_image_extension(path: &Path) -> bool {
 /// The largest image decoded, in pixels: an 8000 x 8000 photo. Checked from the file's header before decoding,
 /// so a small file that claims a huge image (a PNG of a few dozen bytes whose header says 23,000 x 23,000 pixels)
 /// costs nothing.
-pub const MAX_PIXELS: u64 = 64_000_000;
+pub(crate) const MAX_PIXELS: u64 = 64_000_000;
 /// The largest image file read.
-pub const MAX_FILE_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// Decodes an image file (format from its content), applying its EXIF orientation. Files over
 /// [`MAX_FILE_BYTES`] and images over [`MAX_PIXELS`] are refused before decoding.
@@ -66,7 +66,7 @@ pub fn decode(path: &Path) -> Result<DynamicImage, String> {
 
 /// RGB at `size`x`size`, antialiased bilinear (a triangle filter whose support grows with the scale factor).
 /// An 8-bit RGB image is resized in place of a copy; other pixel types are converted once first.
-pub fn resize_rgb(img: &DynamicImage, size: u32) -> RgbImage {
+pub(crate) fn resize_rgb(img: &DynamicImage, size: u32) -> RgbImage {
     let converted;
     let rgb = match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
@@ -82,7 +82,7 @@ pub fn resize_rgb(img: &DynamicImage, size: u32) -> RgbImage {
 }
 
 /// CHW floats, normalised: (pixel / 255 - mean) / std.
-pub fn normalise(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+pub(crate) fn normalise(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let (w, h) = img.dimensions();
     let plane = (w * h) as usize;
     let mut out = vec![0f32; 3 * plane];

@@ -39,7 +39,7 @@ pub enum Executor {
 
 /// The one place that decides which executor runs a purpose on a device: the hand-written paths on the CPU,
 /// the graph everywhere else.
-pub fn choose(device: &Device, purpose: Purpose) -> Executor {
+pub(crate) fn choose(device: &Device, purpose: Purpose) -> Executor {
     match (device.is_cpu(), purpose) {
         (true, Purpose::Train) => Executor::TrainStep,
         (true, Purpose::Infer) => Executor::InferencePlan,

@@ -96,7 +96,7 @@ macro_rules! by_act {
 /// Batch mean and biased variance of each channel. One pass over the data: sums of (x - K) and (x - K)^2 with
 /// K the channel's first value (shifted sums keep the variance accurate when |mean| >> std), per plane in f32
 /// and across planes in f64.
-pub fn batch_stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn batch_stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let shift: Vec<f32> = (0..d.c).map(|ch| x[d.plane(0, ch)].first().copied().unwrap_or(0.0)).collect();
     // Image-major, one contiguous range of images per thread (see `backward_sums_t`).
     let partial: Vec<Vec<(f64, f64)>> = crate::kernels::image_ranges(d.n)
@@ -147,7 +147,7 @@ fn shifted_sums(v: &[f32], k: f32) -> (f32, f32) {
 /// Training forward. Returns the batch mean and biased variance (for the running statistics); `inv_std` is
 /// written for the backward pass.
 #[allow(clippy::too_many_arguments)]
-pub fn train_forward(
+pub(crate) fn train_forward(
     d: &Dims,
     x: &[f32],
     gamma: &[f32],
@@ -165,7 +165,7 @@ pub fn train_forward(
 }
 
 /// y = act(x * scale[c] + shift[c]): evaluation-mode BatchNorm (and the second half of the training forward).
-pub fn affine_act(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32], act: Act, y: &mut [f32]) {
+pub(crate) fn affine_act(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32], act: Act, y: &mut [f32]) {
     by_act!(act, affine_act_t(d, x, scale, shift, y))
 }
 
@@ -178,7 +178,7 @@ fn affine_act_t<A: Activation>(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32]
 }
 
 /// In place: y = act(y + bias[c]) (the epilogue of a folded convolution).
-pub fn bias_act_inplace(d: &Dims, y: &mut [f32], bias: &[f32], act: Act) {
+pub(crate) fn bias_act_inplace(d: &Dims, y: &mut [f32], bias: &[f32], act: Act) {
     by_act!(act, bias_act_t(d, y, bias))
 }
 
@@ -191,7 +191,7 @@ fn bias_act_t<A: Activation>(d: &Dims, y: &mut [f32], bias: &[f32]) {
 
 /// Training backward: gradients of x, gamma and beta from dy, recomputing x_hat from x, mean and inv_std.
 #[allow(clippy::too_many_arguments)]
-pub fn train_backward(
+pub(crate) fn train_backward(
     d: &Dims,
     x: &[f32],
     dy: &[f32],
@@ -228,7 +228,7 @@ pub struct BackwardCoeffs {
 impl BackwardCoeffs {
     /// dx for one plane of channel `ch`: gamma * inv_std * (dz - mean(dz) - x_hat * mean(dz * x_hat)).
     #[inline]
-    pub fn plane_grad(&self, ch: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    pub(crate) fn plane_grad(&self, ch: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         by_act!(self.act, plane_grad_t(self, ch, x, dy, dx))
     }
 }
@@ -248,7 +248,7 @@ fn plane_grad_t<A: Activation>(c: &BackwardCoeffs, ch: usize, x: &[f32], dy: &[f
 /// The first pass of the backward: per channel, the sums of dz = dy * act'(x_hat * gamma + beta) and of
 /// dz * x_hat over the batch, which are also the gradients of beta and gamma (written here).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_sums(
+pub(crate) fn backward_sums(
     d: &Dims,
     x: &[f32],
     dy: &[f32],
@@ -381,7 +381,7 @@ impl MomentSums {
     }
 
     #[inline]
-    pub fn add_plane(&mut self, ch: usize, v: &[f32]) {
+    pub(crate) fn add_plane(&mut self, ch: usize, v: &[f32]) {
         let (m, m2) = simd!(plane_moments(v));
         let n = v.len() as f64;
         self.s1[ch] += n * m as f64;
@@ -390,7 +390,7 @@ impl MomentSums {
     }
 
     /// The sums of several parts of the batch (one per thread).
-    pub fn merge(parts: Vec<MomentSums>) -> MomentSums {
+    pub(crate) fn merge(parts: Vec<MomentSums>) -> MomentSums {
         let mut it = parts.into_iter();
         let mut total = it.next().expect("at least one part");
         for p in it {
@@ -404,7 +404,7 @@ impl MomentSums {
     }
 
     /// Per channel: the batch mean and biased variance.
-    pub fn mean_var(&self) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn mean_var(&self) -> (Vec<f32>, Vec<f32>) {
         (0..self.s1.len())
             .map(|ch| {
                 let n = self.count[ch].max(1) as f64;
@@ -455,19 +455,25 @@ impl TrainNorm {
 
     /// y = act(BN(z)) for one plane of channel `ch`.
     #[inline]
-    pub fn apply_plane(&self, ch: usize, z: &[f32], y: &mut [f32]) {
+    pub(crate) fn apply_plane(&self, ch: usize, z: &[f32], y: &mut [f32]) {
         by_act!(self.act, apply_plane_t(z, self.scale[ch], self.shift[ch], y))
     }
 
     /// The backward's batch sums for one plane (add them up per channel for [`TrainNorm::coeffs`]).
     #[inline]
-    pub fn backward_plane_sums(&self, ch: usize, z: &[f32], dy: &[f32]) -> (f32, f32) {
+    pub(crate) fn backward_plane_sums(&self, ch: usize, z: &[f32], dy: &[f32]) -> (f32, f32) {
         let (m, is, g, b) = (self.mean[ch], self.inv_std[ch], self.gamma[ch], self.beta[ch]);
         by_act!(self.act, backward_plane_sums_simd(z, dy, m, is, g, b))
     }
 
     /// The second pass's coefficients from the batch sums; writes the gradients of gamma and beta.
-    pub fn coeffs(&self, sums: &[(f64, f64)], count: usize, dgamma: &mut [f32], dbeta: &mut [f32]) -> BackwardCoeffs {
+    pub(crate) fn coeffs(
+        &self,
+        sums: &[(f64, f64)],
+        count: usize,
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) -> BackwardCoeffs {
         coeffs_from_sums(sums, count, &self.mean, &self.inv_std, &self.gamma, &self.beta, self.act, dgamma, dbeta)
     }
 }

@@ -14,7 +14,7 @@ const MODULE: &str = "mobilenetv3_studio";
 /// Threads per block; the reduction kernels' shared scratch is sized for it (`BLOCK` in the .cu file).
 const BLOCK: u32 = 256;
 /// The largest depthwise filter side the weight-gradient kernel keeps in registers (`MAX_TAPS` = 5 * 5).
-pub const MAX_K: usize = 5;
+pub(crate) const MAX_K: usize = 5;
 
 /// The kernel's code for an activation (`ACT_*` in the .cu file).
 fn act_code(act: Act) -> i32 {
@@ -97,12 +97,16 @@ fn depthwise_kernel(
 }
 
 /// Depthwise convolution forward: x (n, c, h, w), w (c, 1, k, k) -> (n, c, out_h, out_w).
-pub fn depthwise_forward(g: &Geometry, x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout)) -> Result<CudaStorage> {
+pub(crate) fn depthwise_forward(
+    g: &Geometry,
+    x: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
     depthwise_kernel("dw_forward", g, x, w, g.out_len(), elementwise(g.out_len()))
 }
 
 /// Its input gradient: gy (n, c, out_h, out_w), w -> (n, c, h, w).
-pub fn depthwise_input_grad(
+pub(crate) fn depthwise_input_grad(
     g: &Geometry,
     gy: (&CudaStorage, &Layout),
     w: (&CudaStorage, &Layout),
@@ -112,7 +116,7 @@ pub fn depthwise_input_grad(
 }
 
 /// Its filter gradient: x, gy -> (c, 1, k, k).
-pub fn depthwise_weight_grad(
+pub(crate) fn depthwise_weight_grad(
     g: &Geometry,
     x: (&CudaStorage, &Layout),
     gy: (&CudaStorage, &Layout),
@@ -138,7 +142,7 @@ impl BnDims {
 }
 
 /// Batch statistics: a (3, c) buffer of mean, biased variance and 1/sqrt(var + eps).
-pub fn bn_stats(d: BnDims, x: (&CudaStorage, &Layout), eps: f32) -> Result<CudaStorage> {
+pub(crate) fn bn_stats(d: BnDims, x: (&CudaStorage, &Layout), eps: f32) -> Result<CudaStorage> {
     let dev: CudaDevice = x.0.device().clone();
     let x = view(x.0, x.1)?;
     // Thread 0 of each channel's block writes its three entries.
@@ -149,7 +153,7 @@ pub fn bn_stats(d: BnDims, x: (&CudaStorage, &Layout), eps: f32) -> Result<CudaS
 }
 
 /// Training forward's second half: act((x - mean) * inv_std * gamma + beta) from the (3, c) statistics.
-pub fn bn_apply(
+pub(crate) fn bn_apply(
     d: BnDims,
     x: (&CudaStorage, &Layout),
     stats: (&CudaStorage, &Layout),
@@ -168,7 +172,7 @@ pub fn bn_apply(
 }
 
 /// Evaluation BatchNorm with its activation: act(x * scale[c] + shift[c]).
-pub fn affine_act(
+pub(crate) fn affine_act(
     d: BnDims,
     x: (&CudaStorage, &Layout),
     scale: (&CudaStorage, &Layout),
@@ -185,7 +189,7 @@ pub fn affine_act(
 }
 
 /// The backward's per-channel sums, a (2, c) buffer: sum of dz (= dbeta), sum of dz * x_hat (= dgamma).
-pub fn bn_backward_sums(
+pub(crate) fn bn_backward_sums(
     d: BnDims,
     x: (&CudaStorage, &Layout),
     dy: (&CudaStorage, &Layout),
@@ -206,7 +210,7 @@ pub fn bn_backward_sums(
 
 /// The backward's input gradient from the (2, c) sums.
 #[allow(clippy::too_many_arguments)]
-pub fn bn_input_grad(
+pub(crate) fn bn_input_grad(
     d: BnDims,
     x: (&CudaStorage, &Layout),
     dy: (&CudaStorage, &Layout),
@@ -234,7 +238,7 @@ pub enum SgdKernel {
     Update { lr: f32, momentum: f32, weight_decay: f32, nesterov: bool },
 }
 
-pub fn sgd_in_place(
+pub(crate) fn sgd_in_place(
     k: &SgdKernel,
     (dst, ld): (&mut CudaStorage, &Layout),
     a: (&CudaStorage, &Layout),

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 /// so transposed operands are views, never copies.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -52,7 +52,7 @@ pub fn matmul(
 }
 
 /// 1x1 convolution forward: z[img] (o x hw) = w (o x c) * x[img] (c x hw).
-pub fn pointwise_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32]) {
+pub(crate) fn pointwise_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32]) {
     // Fewer images than threads (batch 1): parallelise inside each product instead of across images, when the
     // product is big enough (about a million multiply-adds) to pay for the hand-off.
     let inner = z.len() / (o * hw).max(1) < rayon::current_num_threads() && o * c * hw >= 1 << 20;
@@ -61,7 +61,7 @@ pub fn pointwise_forward(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z:
 
 /// [`pointwise_forward`] with the choice made by the caller: `inner` splits each product across threads (for
 /// one large image); otherwise images run in parallel, each product on one thread.
-pub fn pointwise_forward_with(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32], inner: bool) {
+pub(crate) fn pointwise_forward_with(x: &[f32], w: &[f32], c: usize, o: usize, hw: usize, z: &mut [f32], inner: bool) {
     z.par_chunks_mut(o * hw).zip(x.par_chunks(c * hw)).for_each(|(zi, xi)| {
         matmul(o, hw, c, zi, w, (c, 1), xi, (hw, 1), false, inner);
     });
@@ -71,7 +71,7 @@ pub fn pointwise_forward_with(x: &[f32], w: &[f32], c: usize, o: usize, hw: usiz
 /// The plain form, kept as the tests' reference for [`pointwise_backward_fused`].
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-pub fn pointwise_backward(
+pub(crate) fn pointwise_backward(
     x: &[f32],
     dz: &[f32],
     w: &[f32],
@@ -92,7 +92,7 @@ pub fn pointwise_backward(
 /// dw (o x c) = sum over images of dz[img] (o x hw) * x[img]^T (hw x c); images split across threads, each
 /// summing into its own buffer. The tests' reference, with [`pointwise_backward`].
 #[cfg(test)]
-pub fn weight_grad(x: &[f32], dz: &[f32], c: usize, o: usize, hw: usize, dw: &mut [f32]) {
+pub(crate) fn weight_grad(x: &[f32], dz: &[f32], c: usize, o: usize, hw: usize, dw: &mut [f32]) {
     let n = x.len() / (c * hw);
     let partial: Vec<Vec<f32>> = crate::kernels::image_ranges(n)
         .into_par_iter()
@@ -117,7 +117,7 @@ pub fn weight_grad(x: &[f32], dz: &[f32], c: usize, o: usize, hw: usize, dw: &mu
 /// `img` (o*hw floats), which both products then read while it is in cache; it is never stored whole. Images
 /// are split into one contiguous range per thread, each summing its weight gradient into its own buffer.
 #[allow(clippy::too_many_arguments)]
-pub fn pointwise_backward_fused(
+pub(crate) fn pointwise_backward_fused(
     x: &[f32],
     w: &[f32],
     c: usize,
@@ -159,7 +159,7 @@ pub fn pointwise_backward_fused(
 }
 
 /// Columns of a 3x3 convolution's input, per image: (c * 9) x (oh * ow), for the stem's matrix product.
-pub fn im2col(x: &[f32], g: &super::depthwise::Geometry) -> Vec<f32> {
+pub(crate) fn im2col(x: &[f32], g: &super::depthwise::Geometry) -> Vec<f32> {
     let (oh, ow) = (g.out_h(), g.out_w());
     let rows = g.c * g.k * g.k;
     let mut cols = vec![0f32; g.n * rows * oh * ow];
@@ -189,14 +189,14 @@ pub fn im2col(x: &[f32], g: &super::depthwise::Geometry) -> Vec<f32> {
 }
 
 /// Adds `bias` to every row of the row-major matrix `m`.
-pub fn add_bias_rows(m: &mut [f32], bias: &[f32]) {
+pub(crate) fn add_bias_rows(m: &mut [f32], bias: &[f32]) {
     for row in m.chunks_mut(bias.len()) {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
 }
 
 /// The sum of each column of the row-major matrix `m` (a bias gradient).
-pub fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     let mut s = vec![0f32; cols];
     for row in m.chunks(cols) {
         s.iter_mut().zip(row).for_each(|(a, b)| *a += b);

@@ -305,7 +305,7 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
 /// [`forward`] of act_in(x + bias_in), per channel, without writing that input out: the inference plan passes
 /// the expand layer's folded bias and activation here.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_with(
+pub(crate) fn forward_with(
     g: &Geometry,
     x: &[f32],
     input: Option<(&[f32], Act)>,
@@ -354,7 +354,7 @@ pub fn forward_with(
 }
 
 /// dx = depthwise_transpose(dy, w). dy: n*c*oh*ow, dx: n*c*h*w.
-pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+pub(crate) fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
     if let Some(rows) = RowPlan::new(g) {
         dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, out)| {
@@ -380,7 +380,7 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 }
 
 /// dw[c] = sum over the batch of correlate(x[., c], dy[., c]); per-plane sums in f32, across planes in f64.
-pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (oh, ow, kk) = (g.out_h(), g.out_w(), g.k * g.k);
     if let Some(rows) = RowPlan::new(g) {
         dw.par_chunks_mut(kk).enumerate().for_each(|(ch, out)| {
@@ -448,7 +448,7 @@ impl PlaneConv {
         PlaneConv { plan: Plan::new(g), rows: RowPlan::new(g) }
     }
 
-    pub fn scratch(&self) -> PlaneScratch {
+    pub(crate) fn scratch(&self) -> PlaneScratch {
         let p = &self.plan;
         let src_len = p.phases * p.src_len;
         // Sixteen floats of zeros past the sources and the padded gradient let the weight gradient's sums run

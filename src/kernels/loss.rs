@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 /// Inverted-dropout keep masks (0 or 1/(1-p)) drawn from `seed`: every executor draws them here, so all
 /// train alike and a run is reproducible.
-pub fn dropout_mask(len: usize, p: f32, seed: u64) -> Option<Vec<f32>> {
+pub(crate) fn dropout_mask(len: usize, p: f32, seed: u64) -> Option<Vec<f32>> {
     if p <= 0.0 {
         return None;
     }
@@ -17,7 +17,7 @@ pub fn dropout_mask(len: usize, p: f32, seed: u64) -> Option<Vec<f32>> {
 
 /// Mean cross-entropy over the batch with label smoothing e: (1 - e) * nll + e * mean(-log p); and its
 /// gradient with respect to the logits.
-pub fn softmax_cross_entropy(logits: &[f32], labels: &[u32], classes: usize, e: f32) -> (f32, Vec<f32>) {
+pub(crate) fn softmax_cross_entropy(logits: &[f32], labels: &[u32], classes: usize, e: f32) -> (f32, Vec<f32>) {
     let n = labels.len();
     let mut grad = vec![0f32; logits.len()];
     let mut loss = 0f64;
@@ -40,7 +40,7 @@ pub fn softmax_cross_entropy(logits: &[f32], labels: &[u32], classes: usize, e: 
 }
 
 /// Softmax of one row of logits, in place.
-pub fn softmax_in_place(row: &mut [f32]) {
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for v in row.iter_mut() {
@@ -51,7 +51,7 @@ pub fn softmax_in_place(row: &mut [f32]) {
 }
 
 /// The summed (not averaged) cross-entropy of rows of logits against their labels, in f64.
-pub fn cross_entropy_sum(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
+pub(crate) fn cross_entropy_sum(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
     logits
         .chunks(classes)
         .zip(labels)

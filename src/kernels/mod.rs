@@ -36,7 +36,7 @@ pub enum Act {
 
 impl Act {
     #[inline(always)]
-    pub fn apply(self, z: f32) -> f32 {
+    pub(crate) fn apply(self, z: f32) -> f32 {
         match self {
             Act::None => z,
             Act::Relu => z.max(0.0),
@@ -46,7 +46,7 @@ impl Act {
 
     /// d act / d z, with PyTorch's conventions at the kinks (ReLU'(0) = 0; relu6' is 0 at 0 and 6).
     #[inline(always)]
-    pub fn derivative(self, z: f32) -> f32 {
+    pub(crate) fn derivative(self, z: f32) -> f32 {
         match self {
             Act::None => 1.0,
             Act::Relu => {
@@ -328,7 +328,7 @@ impl<'a> SharedMut<'a> {
     /// While the returned slice lives, no other slice from this buffer (through any copy of the handle)
     /// overlaps it: each range is used by one task only.
     #[inline(always)]
-    pub unsafe fn slice(&self, offset: usize, len: usize) -> &'a mut [f32] {
+    pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &'a mut [f32] {
         assert!(offset <= self.len && len <= self.len - offset, "SharedMut::slice out of bounds");
         // SAFETY: the range is within the buffer (asserted above), which lives and is borrowed for 'a; the
         // caller guarantees no overlapping slice is in use meanwhile.

@@ -16,13 +16,13 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    pub fn out_h(&self) -> usize {
+    pub(crate) fn out_h(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
     }
-    pub fn out_w(&self) -> usize {
+    pub(crate) fn out_w(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
     }
-    pub fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.n * self.c * self.out_h() * self.out_w()
     }
 }

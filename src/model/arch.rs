@@ -8,8 +8,8 @@ use serde::Serialize;
 use std::fmt;
 
 /// BatchNorm's epsilon and running-statistics momentum, as PyTorch's defaults (the reference keeps them).
-pub const BN_EPS: f64 = 1e-5;
-pub const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 /// The two networks of "Searching for MobileNetV3" (Howard et al. 2019).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -85,7 +85,7 @@ const SMALL_ROWS: [Row; 11] = [
 ];
 
 /// CIFAR-100 has 100 fine classes.
-pub const NUM_CLASSES: usize = 100;
+pub(crate) const NUM_CLASSES: usize = 100;
 /// Input side the models are trained on.
 pub const INPUT_SIZE: usize = 32;
 
@@ -168,7 +168,7 @@ impl ModelConfig {
 }
 
 /// Formats a width the way file names and the reference do: `0.25`, `0.5`, `1.0`.
-pub fn format_width(w: f64) -> String {
+pub(crate) fn format_width(w: f64) -> String {
     let s = format!("{w}");
     if s.contains('.') {
         s
@@ -207,10 +207,10 @@ pub struct BottleneckSpec {
 }
 
 impl BottleneckSpec {
-    pub fn residual(&self) -> bool {
+    pub(crate) fn residual(&self) -> bool {
         self.stride == 1 && self.in_c == self.out_c
     }
-    pub fn padding(&self) -> usize {
+    pub(crate) fn padding(&self) -> usize {
         (self.kernel - 1) / 2
     }
 }
@@ -267,7 +267,7 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
-    pub fn numel(&self) -> usize {
+    pub(crate) fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }

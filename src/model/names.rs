@@ -73,12 +73,12 @@ pub struct BottleneckNames {
 }
 
 /// What every block tensor name starts with.
-pub const BLOCK_PREFIX: &str = "bottlenecks_1.";
+pub(crate) const BLOCK_PREFIX: &str = "bottlenecks_1.";
 /// The top-level modules, as PyTorch prints them (also the layer table's row names).
-pub const STEM_LAYER: &str = "conv_0";
-pub const LAST_LAYER: &str = "conv_2";
-pub const HIDDEN_LAYER: &str = "conv_3";
-pub const CLASSIFIER_LAYER: &str = "conv_4";
+pub(crate) const STEM_LAYER: &str = "conv_0";
+pub(crate) const LAST_LAYER: &str = "conv_2";
+pub(crate) const HIDDEN_LAYER: &str = "conv_3";
+pub(crate) const CLASSIFIER_LAYER: &str = "conv_4";
 
 /// The stem: 3x3 convolution, BatchNorm, hard-swish.
 pub fn stem() -> ConvBnNames {
@@ -100,12 +100,12 @@ pub fn block(i: usize) -> BottleneckNames {
 }
 
 /// The last 1x1 convolution before pooling.
-pub fn last_conv() -> ConvBnNames {
+pub(crate) fn last_conv() -> ConvBnNames {
     ConvBnNames::under(LAST_LAYER)
 }
 
 /// The hidden layer on the pooled features (1x1 convolution with bias, hard-swish, dropout).
-pub fn hidden() -> DenseNames {
+pub(crate) fn hidden() -> DenseNames {
     DenseNames::under(&format!("{HIDDEN_LAYER}.1"))
 }
 
@@ -115,12 +115,12 @@ pub fn classifier() -> DenseNames {
 }
 
 /// The block a tensor belongs to (`bottlenecks_1.7.…` is block 7): how the variant is told from names alone.
-pub fn block_index(name: &str) -> Option<usize> {
+pub(crate) fn block_index(name: &str) -> Option<usize> {
     name.strip_prefix(BLOCK_PREFIX)?.split('.').next()?.parse().ok()
 }
 
 /// The printable name of a block's layer group, for layer tables (`bottlenecks_1.3`).
-pub fn block_label(i: usize) -> String {
+pub(crate) fn block_label(i: usize) -> String {
     format!("{BLOCK_PREFIX}{i}")
 }
 

@@ -25,7 +25,7 @@ pub enum Init {
 
 impl Init {
     /// What runs recorded before the option existed used (and the default was then): Kaiming fan-out.
-    pub fn before_the_option() -> Init {
+    pub(crate) fn before_the_option() -> Init {
         Init::KaimingFanOut
     }
 }
@@ -38,7 +38,7 @@ pub struct ParamStore {
 
 impl ParamStore {
     /// Fresh weights drawn as `init` says (BatchNorm always weight 1 / bias 0 / mean 0 / var 1).
-    pub fn init_with(spec: &ArchSpec, device: &Device, seed: u64, init: Init) -> Result<Self> {
+    pub(crate) fn init_with(spec: &ArchSpec, device: &Device, seed: u64, init: Init) -> Result<Self> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut tensors = HashMap::new();
         for t in spec.tensors() {
@@ -77,7 +77,7 @@ impl ParamStore {
     }
 
     /// Wraps tensors that [`crate::model::weights::check_tensors`] accepted for this spec.
-    pub fn from_tensors(spec: &ArchSpec, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+    pub(crate) fn from_tensors(spec: &ArchSpec, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
         let specs = spec.tensors();
         let mut vars = BTreeMap::new();
         for t in &specs {
@@ -92,10 +92,6 @@ impl ParamStore {
 
     pub fn device(&self) -> &Device {
         &self.device
-    }
-
-    pub fn specs(&self) -> &[TensorSpec] {
-        &self.specs
     }
 
     /// The variable named as in the PyTorch state_dict. Panics on a name the architecture does not have: names
@@ -123,7 +119,7 @@ impl ParamStore {
     }
 
     /// Overwrites every tensor from `other` (same architecture): used to restore a checkpoint in place.
-    pub fn copy_from(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    pub(crate) fn copy_from(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for t in &self.specs {
             let Some(src) = tensors.get(&t.name) else { candle_core::bail!("missing tensor {}", t.name) };
             let var = &self.vars[&t.name];
@@ -140,7 +136,7 @@ impl ParamStore {
     }
 
     /// Folds one training batch's statistics into a BatchNorm layer's running statistics.
-    pub fn update_running(&self, names: &BnNames, mean: &[f32], biased_var: &[f32], count: usize) -> Result<()> {
+    pub(crate) fn update_running(&self, names: &BnNames, mean: &[f32], biased_var: &[f32], count: usize) -> Result<()> {
         let c = mean.len();
         update_running_stats(
             [self.var(&names.running_mean), self.var(&names.running_var), self.var(&names.num_batches_tracked)],
@@ -153,7 +149,7 @@ impl ParamStore {
 
 /// running = (1 - m) running + m batch with the unbiased batch variance, and one more batch tracked (as
 /// PyTorch's BatchNorm2d in training). `running` is (mean, var, num_batches_tracked).
-pub fn update_running_stats(running: [&Var; 3], mean: &Tensor, biased_var: &Tensor, count: f64) -> Result<()> {
+pub(crate) fn update_running_stats(running: [&Var; 3], mean: &Tensor, biased_var: &Tensor, count: f64) -> Result<()> {
     let [running_mean, running_var, batches] = running;
     let m = BN_MOMENTUM;
     let unbiased = if count > 1.0 { (biased_var * (count / (count - 1.0)))? } else { biased_var.clone() };

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Marks files written by this project in the safetensors header.
-pub const FORMAT_TAG: &str = "mobilenetv3-studio/1";
+pub(crate) const FORMAT_TAG: &str = "mobilenetv3-studio/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
@@ -155,7 +155,7 @@ impl Shaped for TensorMeta {
 }
 
 /// The largest weight file read: MobileNetV3-Large at width 2 with its optimizer state is ~140 MB.
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
 /// The largest safetensors header read (a model's is a few tens of KB with its metadata).
 const MAX_HEADER_BYTES: u64 = 16 << 20;
 
@@ -188,7 +188,7 @@ fn safetensors_dtype(s: &str) -> Option<DType> {
 /// Reads what a file holds without reading tensor data: for safetensors the JSON header (every tensor's dtype,
 /// shape and byte range checked against each other and the file's length, in checked arithmetic), for a
 /// PyTorch zip its pickle ([`crate::model::pth::PthIndex`]).
-pub fn inspect(path: &Path) -> Result<FileIndex> {
+pub(crate) fn inspect(path: &Path) -> Result<FileIndex> {
     use std::io::Read;
     let io = |source| WeightsError::Io { path: path.into(), source };
     let not_model = |reason: String| WeightsError::NotAModel { path: path.into(), reason };
@@ -302,7 +302,7 @@ fn read_data(path: &Path, index: FileIndex, only: Option<&BTreeSet<String>>) -> 
 }
 
 /// The first tensor of `tensors` (by name) that holds a NaN or an infinity.
-pub fn first_non_finite(tensors: &HashMap<String, Tensor>) -> candle_core::Result<Option<String>> {
+pub(crate) fn first_non_finite(tensors: &HashMap<String, Tensor>) -> candle_core::Result<Option<String>> {
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     for name in names {
@@ -319,7 +319,10 @@ pub fn first_non_finite(tensors: &HashMap<String, Tensor>) -> candle_core::Resul
 }
 
 /// Checks that `tensors` holds exactly what `spec` needs: every name, each shape, a numeric dtype.
-pub fn check_tensors<T: Shaped>(tensors: &HashMap<String, T>, spec: &ArchSpec) -> std::result::Result<(), String> {
+pub(crate) fn check_tensors<T: Shaped>(
+    tensors: &HashMap<String, T>,
+    spec: &ArchSpec,
+) -> std::result::Result<(), String> {
     let specs = spec.tensors();
     let expected: BTreeSet<&str> = specs.iter().map(|t| t.name.as_str()).collect();
     let mut problems = Vec::new();
@@ -534,7 +537,7 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
 
 /// The bytes of a native weight file: every state_dict tensor (the unused SE ones too, so that PyTorch's
 /// `load_state_dict(strict=True)` accepts it) plus the metadata header.
-pub fn to_safetensors_bytes(params: &ParamStore, meta: &ModelMeta) -> Result<Vec<u8>> {
+pub(crate) fn to_safetensors_bytes(params: &ParamStore, meta: &ModelMeta) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
     for (name, t) in params.snapshot()? {
         let t = t.to_device(&Device::Cpu)?;

@@ -133,7 +133,7 @@ impl TrainConfig {
     }
 
     /// Every problem with the values, one message each (the app shows them at their fields).
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
         if let Err(e) = self.model.validate() {
             v.push(("model", e.to_string()));

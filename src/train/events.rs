@@ -60,7 +60,7 @@ impl TrainControl {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.pause.store(true, Ordering::SeqCst);
     }
     pub fn resume(&self) {
@@ -70,13 +70,13 @@ impl TrainControl {
         self.stop.store(true, Ordering::SeqCst);
     }
     /// Clears a stop request, so that the control can drive the next run.
-    pub fn clear_stop(&self) {
+    pub(crate) fn clear_stop(&self) {
         self.stop.store(false, Ordering::SeqCst);
     }
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         self.pause.load(Ordering::SeqCst)
     }
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 }

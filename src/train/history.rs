@@ -94,7 +94,7 @@ mod finite_or_null {
         s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
         let v: Vec<Option<f32>> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect())
     }

@@ -31,7 +31,7 @@ pub use resume::{resume_path, run_folder};
 use crate::data;
 use crate::device;
 use crate::exec::graph::MobileNetV3;
-use crate::model::arch::{ModelConfig, INPUT_SIZE};
+use crate::model::arch::INPUT_SIZE;
 use crate::model::weights::{self, ModelMeta};
 use crate::train::optim::Sgd;
 use divergence::{kept, DivergenceGuard};
@@ -44,12 +44,6 @@ use std::time::Instant;
 
 /// What the training engine's functions return.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
-
-/// File stem of a run's checkpoint: `mobilenetv3_small_0.25`, or `..._2`, `..._3` when that name belongs to
-/// another run (a new run never overwrites an earlier run's model).
-pub fn choose_stem(out_dir: &Path, model: &ModelConfig) -> String {
-    runfiles::free_names(out_dir, &format!("mobilenetv3_{}", model.name())).next().unwrap_or_default()
-}
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

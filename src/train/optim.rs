@@ -34,11 +34,11 @@ impl Sgd {
     }
 
     /// Updates parameters on CUDA in place with our two kernels instead of five tensor operations.
-    pub fn use_cuda_kernels(&mut self, on: bool) {
+    pub(crate) fn use_cuda_kernels(&mut self, on: bool) {
         self.cuda_kernels = on;
     }
 
-    pub fn set_lr(&mut self, lr: f64) {
+    pub(crate) fn set_lr(&mut self, lr: f64) {
         self.config.lr = lr;
     }
 
@@ -104,7 +104,7 @@ impl Sgd {
     }
 
     /// Restores momentum buffers saved by [`Sgd::state`].
-    pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+    pub(crate) fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         for ((n, p), buf) in self.params.iter().zip(self.momentum.iter_mut()) {
             if let Some(t) = state.get(&format!("momentum.{n}")) {
                 let t = t.to_device(p.device())?.to_dtype(p.dtype())?.reshape(p.shape())?;

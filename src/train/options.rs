@@ -131,7 +131,7 @@ impl Default for TrainOptions {
 impl TrainOptions {
     /// The options that give `cfg` (its out_dir aside). Options a schedule does not use (the cosine warm-up
     /// of a MultiStep run, say) take their defaults.
-    pub fn from_config(cfg: &TrainConfig) -> TrainOptions {
+    pub(crate) fn from_config(cfg: &TrainConfig) -> TrainOptions {
         let (schedule, milestones, gamma, warmup_epochs) = match &cfg.schedule {
             Schedule::MultiStep { milestones, gamma } => {
                 (ScheduleKind::MultiStep, Milestones(milestones.clone()), *gamma, DEFAULT_WARMUP_EPOCHS)

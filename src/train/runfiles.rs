@@ -28,7 +28,7 @@ fn lock_path(out_dir: &Path, name: &str) -> PathBuf {
 
 impl RunLock {
     /// Takes the lock of run `name`, or says which process holds it.
-    pub fn acquire(out_dir: &Path, name: &str) -> Result<RunLock> {
+    pub(crate) fn acquire(out_dir: &Path, name: &str) -> Result<RunLock> {
         match Self::try_acquire(out_dir, name)? {
             Ok(lock) => Ok(lock),
             Err(holder) => Err(TrainError::Locked {
@@ -76,7 +76,7 @@ impl RunLock {
 /// lock. Probes with a shared lock that it drops at once, so it neither creates a lock file nor rewrites the
 /// holder recorded in one. A run that starts in that microsecond takes the next name, and a `--resume` of this
 /// very run is refused as held by another process: both say so, neither loses a file.
-pub fn is_training(out_dir: &Path, name: &str) -> bool {
+pub(crate) fn is_training(out_dir: &Path, name: &str) -> bool {
     let Ok(file) = File::open(lock_path(out_dir, name)) else { return false };
     // SAFETY: flock on a descriptor this function owns; the lock, if taken, goes with `file` at the return.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
@@ -84,7 +84,7 @@ pub fn is_training(out_dir: &Path, name: &str) -> bool {
 }
 
 /// Whether `name` can be used as a file stem: no folders, nothing hidden, no odd characters.
-pub fn is_plain_name(name: &str) -> bool {
+pub(crate) fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
@@ -93,7 +93,7 @@ pub fn is_plain_name(name: &str) -> bool {
 
 /// Names not used by any run in `out_dir`: `base`, then `base_2`, `base_3`, ... (a new run never overwrites an
 /// earlier run's model or history).
-pub fn free_names<'a>(out_dir: &'a Path, base: &'a str) -> impl Iterator<Item = String> + 'a {
+pub(crate) fn free_names<'a>(out_dir: &'a Path, base: &'a str) -> impl Iterator<Item = String> + 'a {
     let taken = move |stem: &str| {
         out_dir.join(format!("{stem}.safetensors")).exists() || out_dir.join(format!("{stem}.history.json")).exists()
     };
@@ -104,7 +104,11 @@ pub fn free_names<'a>(out_dir: &'a Path, base: &'a str) -> impl Iterator<Item = 
 
 /// Reserves a new run's name: takes its lock, then creates its history file with the bytes `history(name)`
 /// gives, never replacing an existing file. Returns the lock, which the run holds until it ends.
-pub fn reserve_name(out_dir: &Path, base: &str, mut history: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<RunLock> {
+pub(crate) fn reserve_name(
+    out_dir: &Path,
+    base: &str,
+    mut history: impl FnMut(&str) -> Result<Vec<u8>>,
+) -> Result<RunLock> {
     for name in free_names(out_dir, base).take(MAX_NAMES) {
         // A lock another run holds, or a lock file that cannot be opened (another user's, left by `sudo train`),
         // means "try the next name"; a folder that takes no lock file at all is an error.
@@ -126,7 +130,7 @@ pub fn reserve_name(out_dir: &Path, base: &str, mut history: impl FnMut(&str) ->
 
 /// Checks before the first epoch that `out_dir` takes files and has room for a run's files (the checkpoint and
 /// the resume state, each written beside its previous version), and removes temp files of writers that died.
-pub fn prepare_out_dir(out_dir: &Path, checkpoint_bytes: u64) -> Result<()> {
+pub(crate) fn prepare_out_dir(out_dir: &Path, checkpoint_bytes: u64) -> Result<()> {
     let runs = out_dir.join("runs");
     let folder = |problem| move |error| TrainError::OutputFolder { dir: out_dir.to_path_buf(), problem, error };
     std::fs::create_dir_all(&runs).map_err(folder("cannot be created"))?;
@@ -163,7 +167,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// Removes `.<file>.<pid>-<n>.tmp` files (see [`write_atomic`]) whose writing process is gone.
-pub fn clean_stale_temp_files(dir: &Path) {
+pub(crate) fn clean_stale_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

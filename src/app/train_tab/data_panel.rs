@@ -21,7 +21,7 @@ pub struct DownloadState {
 }
 
 impl TrainTab {
-    pub fn on_download_progress(&mut self, done: u64, total: Option<u64>) {
+    pub(crate) fn on_download_progress(&mut self, done: u64, total: Option<u64>) {
         let d = &mut self.download;
         if d.started.is_none() {
             d.started = Some((std::time::Instant::now(), done));
@@ -30,7 +30,7 @@ impl TrainTab {
         d.total = total;
     }
 
-    pub fn on_download_done(&mut self, result: Result<PathBuf, String>) {
+    pub(crate) fn on_download_done(&mut self, result: Result<PathBuf, String>) {
         self.download.running = false;
         self.download.started = None;
         self.download.outcome = Some(match result {

@@ -62,7 +62,7 @@ pub type FieldErrors = HashMap<&'static str, String>;
 
 impl TrainForm {
     /// The form showing `o`.
-    pub fn from_options(o: &TrainOptions) -> TrainForm {
+    pub(crate) fn from_options(o: &TrainOptions) -> TrainForm {
         let opt = |v: Option<usize>| v.map(|n| n.to_string()).unwrap_or_default();
         TrainForm {
             variant: o.model,
@@ -93,7 +93,7 @@ impl TrainForm {
 
     /// The options the form holds, or why not, field by field. Every text field is parsed the way the command
     /// line parses its option; the fields a schedule does not use are not read.
-    pub fn to_options(&self) -> Result<TrainOptions, FieldErrors> {
+    pub(crate) fn to_options(&self) -> Result<TrainOptions, FieldErrors> {
         let mut errs = FieldErrors::new();
         let defaults = TrainOptions::default();
         fn parse<T: std::str::FromStr>(errs: &mut FieldErrors, field: &'static str, s: &str) -> Option<T> {
@@ -204,7 +204,11 @@ impl TrainForm {
     /// The config, or the problems keyed by field name: the options' parse errors, then the config's own checks
     /// ([`TrainConfig::problems`]), then the data folder. `has_data` says whether a folder holds CIFAR-100 (the
     /// caller caches it: it touches the file system).
-    pub fn to_config(&self, out_dir: &Path, has_data: impl Fn(&Path) -> bool) -> Result<TrainConfig, FieldErrors> {
+    pub(crate) fn to_config(
+        &self,
+        out_dir: &Path,
+        has_data: impl Fn(&Path) -> bool,
+    ) -> Result<TrainConfig, FieldErrors> {
         let (cfg, mut errs) = match self.to_options() {
             Ok(o) => (Some(o.config(out_dir)), FieldErrors::new()),
             Err(errs) => (None, errs),

@@ -90,7 +90,7 @@ impl TrainTab {
         t
     }
 
-    pub fn on_event(&mut self, ev: TrainEvent) {
+    pub(crate) fn on_event(&mut self, ev: TrainEvent) {
         match ev {
             TrainEvent::Started { name, epochs, steps_per_epoch, device, .. } => {
                 self.run = RunView {
@@ -146,7 +146,7 @@ impl TrainTab {
     }
 
     /// The training thread has ended (normally or not): the tab is idle again whatever was missed.
-    pub fn on_ended(&mut self) {
+    pub(crate) fn on_ended(&mut self) {
         if self.state != RunState::Idle {
             self.state = RunState::Idle;
             if self.run.message.is_empty() || self.run.message == "training" {
@@ -156,7 +156,7 @@ impl TrainTab {
     }
 
     /// The data folder the form names, when it holds CIFAR-100 (checked again only when the field changes).
-    pub fn data_folder(&mut self) -> Option<PathBuf> {
+    pub(crate) fn data_folder(&mut self) -> Option<PathBuf> {
         let dir = self.form.data_dir.trim().to_string();
         if self.data_check.0 != dir {
             self.data_check = (dir.clone(), crate::train::has_dataset(Path::new(&dir)));
@@ -164,7 +164,7 @@ impl TrainTab {
         self.data_check.1.then(|| PathBuf::from(dir))
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+    pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
         self.past.poll(ui.ctx(), &self.out_dir, self.state == RunState::Idle);
         if let Some(answer) = self.folder_pick.as_ref().and_then(Pending::poll) {
             self.folder_pick = None;

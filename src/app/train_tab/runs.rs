@@ -24,7 +24,7 @@ pub struct Scan {
 }
 
 /// Reads every `*.history.json` in `out_dir` (a missing folder is no runs).
-pub fn scan(out_dir: &Path) -> Scan {
+pub(crate) fn scan(out_dir: &Path) -> Scan {
     let mut found = Scan::default();
     match std::fs::read_dir(out_dir) {
         Ok(rd) => {
@@ -79,18 +79,18 @@ pub struct PastRuns {
 
 impl PastRuns {
     /// Asks for the folder to be read again.
-    pub fn rescan(&mut self) {
+    pub(crate) fn rescan(&mut self) {
         self.wanted = true;
     }
 
     /// Whether a scan is asked for or on its way.
-    pub fn scanning(&self) -> bool {
+    pub(crate) fn scanning(&self) -> bool {
         self.wanted || self.pending.is_some()
     }
 
     /// Starts an asked-for scan on a background thread that wakes `ctx` when done; takes a finished one in.
     /// `idle`: no run is training (only then is the newest past run overlaid on first look).
-    pub fn poll(&mut self, ctx: &egui::Context, out_dir: &Path, idle: bool) {
+    pub(crate) fn poll(&mut self, ctx: &egui::Context, out_dir: &Path, idle: bool) {
         if self.wanted && self.pending.is_none() {
             self.wanted = false;
             let (tx, rx) = channel();
@@ -146,7 +146,7 @@ impl PastRuns {
     }
 
     /// Writes each checked run's curves (PNG, SVG) and history (CSV) into `export_dir`.
-    pub fn export_checked(&self, export_dir: &Path) -> String {
+    pub(crate) fn export_checked(&self, export_dir: &Path) -> String {
         let mut written = Vec::new();
         for h in self.shown() {
             let chart = crate::chart::training_curves(h);
@@ -238,7 +238,7 @@ impl TrainTab {
 
 /// A past run's status as the list shows it: a history left "running" by a process that ended (killed, the
 /// machine shut down) was interrupted, which is what its Continue button is for.
-pub fn run_status_text(status: &Status, training: bool) -> String {
+pub(crate) fn run_status_text(status: &Status, training: bool) -> String {
     match status {
         Status::Running if training => "training now".into(),
         Status::Running => "interrupted".into(),

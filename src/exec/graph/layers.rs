@@ -21,7 +21,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn is_train(self) -> bool {
+    pub(crate) fn is_train(self) -> bool {
         matches!(self, Mode::Train { .. })
     }
 }
@@ -51,13 +51,13 @@ impl BatchNorm {
     /// Computes the evaluation scale and shift now, once, instead of at every evaluation forward (on a GPU
     /// each is a handful of tiny launches per layer). For models that only infer from now on: a training-mode
     /// forward afterwards is refused, since it would leave the frozen values stale.
-    pub fn freeze(&mut self) -> Result<()> {
+    pub(crate) fn freeze(&mut self) -> Result<()> {
         self.frozen = Some(self.eval_affine()?);
         Ok(())
     }
 
     /// Per-channel scale and shift that the running statistics give: y = x * scale + shift.
-    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
         let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
         let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
         Ok((scale, shift))
@@ -89,7 +89,7 @@ impl BatchNorm {
 }
 
 /// The kernel activation for a table activation (None: no activation).
-pub fn kernel_act(act: Option<Activation>) -> Act {
+pub(crate) fn kernel_act(act: Option<Activation>) -> Act {
     act.map(Act::from).unwrap_or(Act::None)
 }
 
@@ -123,7 +123,7 @@ impl ConvBn {
         self.bn.forward(&y, mode, kernel_act(self.act), o)
     }
 
-    pub fn freeze(&mut self) -> Result<()> {
+    pub(crate) fn freeze(&mut self) -> Result<()> {
         self.bn.freeze()
     }
 }
@@ -188,7 +188,7 @@ impl Bottleneck {
         }
     }
 
-    pub fn freeze(&mut self) -> Result<()> {
+    pub(crate) fn freeze(&mut self) -> Result<()> {
         self.expand.freeze()?;
         self.depthwise.freeze()?;
         self.project.freeze()

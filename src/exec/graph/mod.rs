@@ -32,7 +32,7 @@ impl MobileNetV3 {
     }
 
     /// A freshly initialised network, weights drawn as `init` says.
-    pub fn new_with(
+    pub(crate) fn new_with(
         config: &ModelConfig,
         device: &Device,
         seed: u64,

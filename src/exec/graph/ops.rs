@@ -11,16 +11,16 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Res
 use std::sync::{Arc, Mutex};
 
 /// hswish(x) = x * relu6(x + 3) / 6
-pub fn hard_swish(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn hard_swish(x: &Tensor) -> Result<Tensor> {
     x * hard_sigmoid(x)?
 }
 
 /// hsigmoid(x) = relu6(x + 3) / 6
-pub fn hard_sigmoid(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn hard_sigmoid(x: &Tensor) -> Result<Tensor> {
     (x + 3.0)?.clamp(0f32, 6f32)? / 6.0
 }
 
-pub fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
+pub(crate) fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
     match act {
         Act::None => Ok(x.clone()),
         Act::Relu => x.relu(),
@@ -29,13 +29,13 @@ pub fn activate(x: &Tensor, act: Act) -> Result<Tensor> {
 }
 
 /// A 1x1 convolution with bias applied to pooled features: x (n, c), weight (o, c, 1, 1), bias (o).
-pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (o, c, _, _) = weight.dims4()?;
     x.matmul(&weight.reshape((o, c))?.t()?)?.broadcast_add(bias)
 }
 
 /// A 1x1 convolution, stride 1, no bias, as one batched matrix product: (o, c) x (c, h*w) per image.
-pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+pub(crate) fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let o = weight.dim(0)?;
     let y = weight.reshape((1, o, c))?.broadcast_matmul(&x.contiguous()?.reshape((n, c, h * w))?)?;
@@ -55,7 +55,7 @@ pub enum Ops {
 impl Ops {
     /// What a new model uses on `device`: our kernels on the CPU; on CUDA the portable ops, until our CUDA
     /// kernels have passed their tests on a GPU (`.ci/gpu-check.sh`; `bench train --engine graph` runs them).
-    pub fn default_for(device: &candle_core::Device) -> Ops {
+    pub(crate) fn default_for(device: &candle_core::Device) -> Ops {
         if device.is_cpu() {
             Ops::Fused
         } else {
@@ -69,7 +69,7 @@ impl Ops {
 }
 
 /// A depthwise kxk convolution (one filter per channel), no bias. weight: (c, 1, k, k).
-pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize, ops: Ops) -> Result<Tensor> {
+pub(crate) fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize, ops: Ops) -> Result<Tensor> {
     if ops.fused_on(x) {
         let (n, c, h, w) = x.dims4()?;
         let k = weight.dim(2)?;
@@ -126,7 +126,7 @@ fn every_nth(x: &Tensor, dim: usize, step: usize) -> Result<Tensor> {
 
 /// Training-mode BatchNorm fused with its activation. Returns the output, the batch mean and the biased batch
 /// variance (for the running statistics).
-pub fn batch_norm_act_train(
+pub(crate) fn batch_norm_act_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
@@ -164,7 +164,7 @@ pub fn batch_norm_act_train(
 }
 
 /// act(x * scale[c] + shift[c]): evaluation-mode BatchNorm with its activation (no gradient).
-pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act, ops: Ops) -> Result<Tensor> {
+pub(crate) fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act, ops: Ops) -> Result<Tensor> {
     let c = x.dim(1)?;
     #[cfg(feature = "cuda")]
     if ops.fused_on(x) && x.device().is_cuda() {

@@ -9,7 +9,7 @@ use candle_core::{
 };
 
 /// Training BatchNorm + activation: (output, batch mean, biased batch variance), as the CPU op returns.
-pub fn batch_norm_act_train(
+pub(crate) fn batch_norm_act_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
@@ -25,7 +25,7 @@ pub fn batch_norm_act_train(
 }
 
 /// Evaluation BatchNorm + activation: act(x * scale[c] + shift[c]), no gradient.
-pub fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act) -> Result<Tensor> {
+pub(crate) fn affine_act(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Act) -> Result<Tensor> {
     let x = x.contiguous()?;
     let (n, c, h, w) = x.dims4()?;
     let op = AffineAct { d: BnDims { n, c, hw: h * w }, scale: scale.contiguous()?, shift: shift.contiguous()?, act };
