@@ -811,6 +811,9 @@ mod avx2 {
         act: Act,
         out: &mut [f32],
     ) {
+        // Whole vectors (RowPlan::new: ow is 8, 16 or 32 and V = ow / 8): the compiler then knows every store is
+        // of 8 floats and drops the masked tail of `Lanes::store` from the loop.
+        assert_eq!(p.ow, 8 * V, "AVX2 rows are whole vectors");
         kernels::correlate_rows::<__m256, K, V, R>(p, buf, wk, bias, act, out)
     }
 
@@ -824,6 +827,8 @@ mod avx2 {
         grad: &[f32],
         dw_acc: &mut [f64],
     ) {
+        // As in `correlate_rows`: every load is of 8 floats, without the masked tail of `Lanes::load`.
+        assert_eq!(p.ow, 8 * V, "AVX2 rows are whole vectors");
         kernels::weight_grad_rows::<__m256, K, V>(p, buf, grad, dw_acc)
     }
 
