@@ -348,7 +348,7 @@ pub(super) fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &FieldErrors
     });
     ui.label(
         egui::RichText::new(format!(
-            "CPU threads: {} (`train --threads` sets them on the command line)",
+            "CPU threads: {} (all cores; train --threads N sets fewer)",
             rayon::current_num_threads()
         ))
         .small()
