@@ -158,7 +158,8 @@ xdotool mousemove --window "$fwid" 140 72 click 1
 for _ in $(seq 240); do grep -q "downloaded\|download failed" "$out/fresh.log" && break; sleep 0.5; done
 grep -q "downloaded .*cifar-100-binary.tar.gz" "$out/fresh.log" || { echo "the download from the Train tab failed"; cat "$out/fresh.log"; exit 1; }
 sleep 2
-xdotool mousemove --window "$fwid" 38 524 click 1
+# Start, below the form's last field (Seed): move this when the form gains or loses a row.
+xdotool mousemove --window "$fwid" 38 629 click 1
 for _ in $(seq 600); do grep -q "^epoch 1:" "$out/fresh.log" && break; sleep 0.5; done
 import -window root "$out/fresh-after.png"
 kill "$fresh_pid" "$http_pid" 2>/dev/null || true
