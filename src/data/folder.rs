@@ -536,3 +536,316 @@ fn image_file(path: &Path, meta: std::io::Result<Metadata>) -> Result<(), SkipRe
     // Permission to read is only known by trying; opening reads nothing of the image.
     std::fs::File::open(path).map(drop).map_err(|e| SkipReason::Unreadable(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// A tiny real image; `.jpg`/`.jpeg` names are written as JPEG, the rest as PNG.
+    fn image(path: &Path, shade: u8) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(4, 3, image::Rgb([shade, 128, 255 - shade])).save(path).unwrap();
+    }
+
+    /// `n` images in `dir/class/`, named `img000.png`, ...
+    fn class(dir: &Path, class: &str, n: usize) {
+        for i in 0..n {
+            image(&dir.join(class).join(format!("img{i:03}.png")), i as u8);
+        }
+    }
+
+    fn scan(root: &Path) -> Result<ImageFolder, FolderError> {
+        scan_with(root, &SplitOptions::default())
+    }
+
+    fn scan_with(root: &Path, options: &SplitOptions) -> Result<ImageFolder, FolderError> {
+        ImageFolder::scan(root, options, |_| {}, &AtomicBool::new(false))
+    }
+
+    fn names(samples: &[Sample], root: &Path) -> Vec<String> {
+        samples.iter().map(|s| s.path.strip_prefix(root).unwrap().to_string_lossy().into_owned()).collect()
+    }
+
+    fn reason_of(folder: &ImageFolder, path: &Path) -> Option<SkipReason> {
+        folder.skipped.iter().find(|s| s.path == path).map(|s| s.reason.clone())
+    }
+
+    #[test]
+    fn class_folders_give_sorted_classes_and_count_deeper_subfolders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "zebra", 5);
+        class(root, "ant", 5);
+        image(&root.join("ant/more/deeper/a.jpg"), 1);
+        image(&root.join("ant/more/b.JPEG"), 2);
+        let f = scan(root).unwrap();
+        assert_eq!(f.layout, Layout::ClassFolders);
+        assert_eq!(f.classes, ["ant", "zebra"]);
+        let counts = f.counts();
+        assert_eq!(counts[0].train + counts[0].val, 7);
+        assert_eq!(counts[1].train + counts[1].val, 5);
+        let all: Vec<&Sample> = f.train.iter().chain(&f.val).collect();
+        assert!(all.iter().any(|s| s.path == root.join("ant/more/deeper/a.jpg") && s.class == 0));
+        assert!(all.iter().any(|s| s.path == root.join("ant/more/b.JPEG") && s.class == 0));
+        for s in &all {
+            assert!(s.path.starts_with(root.join(&f.classes[s.class])), "{s:?}");
+        }
+        assert!(f.skipped.is_empty(), "{:?}", f.skipped);
+        assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+        // Sorted by class, then path.
+        let mut sorted = f.train.clone();
+        sorted.sort_by(|a, b| (a.class, &a.path).cmp(&(b.class, &b.path)));
+        assert_eq!(f.train, sorted);
+    }
+
+    #[test]
+    fn train_and_val_or_test_folders_are_the_users_split() {
+        for val_name in ["val", "test"] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            class(&root.join("train"), "cat", 6);
+            class(&root.join("train"), "dog", 7);
+            class(&root.join(val_name), "cat", 2);
+            class(&root.join(val_name), "dog", 3);
+            let f = scan(root).unwrap();
+            assert_eq!(f.layout, Layout::Splits { train: root.join("train"), val: root.join(val_name) });
+            assert_eq!(f.classes, ["cat", "dog"]);
+            assert_eq!(f.counts(), [ClassCounts { train: 6, val: 2 }, ClassCounts { train: 7, val: 3 }]);
+            assert!(f.train.iter().all(|s| s.path.starts_with(root.join("train").join(&f.classes[s.class]))));
+            assert!(f.val.iter().all(|s| s.path.starts_with(root.join(val_name).join(&f.classes[s.class]))));
+        }
+    }
+
+    #[test]
+    fn a_class_in_one_split_only_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(&root.join("train"), "cat", 6);
+        class(&root.join("train"), "dog", 6);
+        class(&root.join("val"), "cat", 2);
+        class(&root.join("val"), "dog", 2);
+        class(&root.join("val"), "bird", 2);
+        let err = scan(root).unwrap_err();
+        assert!(matches!(&err, FolderError::ClassMissingFromSplit { class, .. } if class == "bird"), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("'bird'") && text.contains(&root.join("train").display().to_string()), "{text}");
+
+        std::fs::remove_dir_all(root.join("val/bird")).unwrap();
+        class(&root.join("train"), "eel", 6);
+        let err = scan(root).unwrap_err().to_string();
+        assert!(err.contains("'eel'") && err.contains(&format!("not in {}", root.join("val").display())), "{err}");
+    }
+
+    #[test]
+    fn a_train_folder_without_a_validation_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        class(&dir.path().join("train"), "cat", 3);
+        class(&dir.path().join("train"), "dog", 3);
+        let err = scan(dir.path()).unwrap_err();
+        assert!(matches!(&err, FolderError::IncompleteSplits { found, .. } if found == "train"), "{err:?}");
+        assert!(err.to_string().contains("no val/ or test/"), "{err}");
+    }
+
+    #[test]
+    fn hidden_files_and_folders_are_ignored_and_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "a", 5);
+        class(root, "b", 5);
+        image(&root.join(".thumbnails/x.png"), 0); // would be a third class
+        image(&root.join("a/.hidden.png"), 0);
+        image(&root.join("a/.cache/y.png"), 0);
+        std::fs::write(root.join("b/.DS_Store"), b"junk").unwrap();
+        let f = scan(root).unwrap();
+        assert_eq!(f.classes, ["a", "b"]);
+        assert_eq!(f.train.len() + f.val.len(), 10);
+        assert!(f.skipped.is_empty(), "{:?}", f.skipped);
+    }
+
+    #[test]
+    fn files_left_out_are_listed_with_the_reason() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "a", 5);
+        class(root, "b", 5);
+        let p = |s: &str| root.join(s);
+        std::fs::write(p("a/notes.txt"), b"not an image").unwrap();
+        std::fs::write(p("a/empty.png"), b"").unwrap();
+        // Sparse: one byte over the limit without writing it.
+        std::fs::File::create(p("b/huge.jpg")).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        std::os::unix::fs::symlink(p("nowhere.png"), p("b/broken.png")).unwrap();
+        std::os::unix::fs::symlink(root, p("b/loop")).unwrap();
+        image(&p("stray.png"), 0);
+        std::fs::write(p("README"), b"about").unwrap();
+        let bad_name = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        class(&bad_name, "", 1);
+        class(root, "line\nbreak", 1);
+        let f = scan(root).unwrap();
+        assert_eq!(f.classes, ["a", "b"]);
+        assert_eq!(f.train.len() + f.val.len(), 10);
+        assert_eq!(reason_of(&f, &p("a/notes.txt")), Some(SkipReason::NotAnImage));
+        assert_eq!(reason_of(&f, &p("a/empty.png")), Some(SkipReason::Empty));
+        assert_eq!(reason_of(&f, &p("b/huge.jpg")), Some(SkipReason::TooLarge { bytes: MAX_FILE_BYTES + 1 }));
+        assert!(matches!(reason_of(&f, &p("b/broken.png")), Some(SkipReason::Unreadable(_))), "{:?}", f.skipped);
+        assert_eq!(reason_of(&f, &p("b/loop")), Some(SkipReason::FolderLink));
+        assert_eq!(reason_of(&f, &p("stray.png")), Some(SkipReason::OutsideClassFolder));
+        assert_eq!(reason_of(&f, &p("README")), Some(SkipReason::NotAnImage));
+        assert_eq!(reason_of(&f, &bad_name), Some(SkipReason::NotUtf8Name));
+        assert_eq!(reason_of(&f, &p("line\nbreak")), Some(SkipReason::ControlCharacters));
+        assert_eq!(f.skipped.len(), 9, "{:?}", f.skipped);
+        assert!(SkipReason::TooLarge { bytes: MAX_FILE_BYTES + 1 }.to_string().contains("256 MB"));
+    }
+
+    #[test]
+    fn the_hold_out_is_stratified_with_at_least_one_image_per_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (name, n) in [("a", 10), ("b", 20), ("c", 5), ("d", 2), ("e", 1), ("f", 7)] {
+            class(root, name, n);
+        }
+        let f = scan(root).unwrap();
+        let c = f.counts();
+        let val: Vec<usize> = c.iter().map(|c| c.val).collect();
+        let train: Vec<usize> = c.iter().map(|c| c.train).collect();
+        // round(n * 0.2), at least 1 when n >= 2, never all.
+        assert_eq!(val, [2, 4, 1, 1, 0, 1]);
+        assert_eq!(train, [8, 16, 4, 1, 1, 6]);
+        assert!(f.warnings.iter().any(|w| w.contains("'e' has only 1 image") && w.contains("no validation")));
+        // No image is in both splits.
+        let train: BTreeSet<&PathBuf> = f.train.iter().map(|s| &s.path).collect();
+        assert!(f.val.iter().all(|s| !train.contains(&s.path)));
+
+        let half = scan_with(root, &SplitOptions { val_fraction: 0.5, seed: 0 }).unwrap();
+        assert_eq!(half.counts().iter().map(|c| c.val).collect::<Vec<_>>(), [5, 10, 3, 1, 0, 4]);
+        for bad in [0.0, 1.0, -0.1, f64::NAN] {
+            let err = scan_with(root, &SplitOptions { val_fraction: bad, seed: 0 }).unwrap_err();
+            assert!(matches!(err, FolderError::BadValFraction(_)), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_hold_out_depends_on_the_seed_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "a", 20);
+        class(root, "b", 20);
+        let val = |seed| names(&scan_with(root, &SplitOptions { val_fraction: 0.2, seed }).unwrap().val, root);
+        assert_eq!(val(1), val(1));
+        assert_ne!(val(1), val(2));
+        assert_ne!(val(2), val(3));
+
+        // The same files created in the opposite order, in another folder: the same images held out.
+        let other = tempfile::tempdir().unwrap();
+        for c in ["b", "a"] {
+            for i in (0..20).rev() {
+                image(&other.path().join(c).join(format!("img{i:03}.png")), 0);
+            }
+        }
+        let again = scan_with(other.path(), &SplitOptions { val_fraction: 0.2, seed: 1 }).unwrap();
+        assert_eq!(names(&again.val, other.path()), val(1));
+    }
+
+    #[test]
+    fn an_unreadable_or_missing_root_or_a_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = scan(&missing).unwrap_err();
+        assert!(matches!(err, FolderError::Unreadable { .. }), "{err:?}");
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+        let file = dir.path().join("file.png");
+        image(&file, 0);
+        let err = scan(&file).unwrap_err();
+        assert!(matches!(err, FolderError::NotAFolder(_)), "{err:?}");
+        assert_eq!(err.to_string(), format!("{} is not a folder", file.display()));
+    }
+
+    #[test]
+    fn fewer_than_two_or_more_than_a_thousand_classes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let err = scan(root).unwrap_err();
+        assert!(matches!(&err, FolderError::TooFewClasses { classes, .. } if classes.is_empty()), "{err:?}");
+        class(root, "only", 3);
+        let err = scan(root).unwrap_err().to_string();
+        assert!(err.contains("1 class folder(s) (only)") && err.contains("at least 2"), "{err}");
+        // Empty folders are enough: the count is refused before any class is read.
+        for i in 0..MAX_CLASSES {
+            std::fs::create_dir(root.join(format!("c{i:04}"))).unwrap();
+        }
+        let err = scan(root).unwrap_err();
+        assert!(matches!(err, FolderError::TooManyClasses { found: 1001, .. }), "{err:?}");
+        assert!(err.to_string().contains("more than the 1000"), "{err}");
+    }
+
+    #[test]
+    fn a_class_folder_without_images_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "a", 3);
+        std::fs::create_dir_all(root.join("b/sub")).unwrap();
+        std::fs::write(root.join("b/sub/notes.txt"), b"x").unwrap();
+        let err = scan(root).unwrap_err();
+        assert!(matches!(&err, FolderError::EmptyClass { class, skipped: 1, .. } if class == "b"), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&root.join("b").display().to_string()) && text.contains("1 file in it was skipped"));
+    }
+
+    #[test]
+    fn few_images_and_imbalance_are_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "big", 20);
+        class(root, "small", 2);
+        let f = scan(root).unwrap();
+        assert!(f.warnings.iter().any(|w| w.contains("'small' has only 2 images")), "{:?}", f.warnings);
+        assert!(!f.warnings.iter().any(|w| w.contains("'big'") && w.contains("only")), "{:?}", f.warnings);
+        // 20 against 2 is ten times: not yet imbalanced.
+        assert!(!f.warnings.iter().any(|w| w.contains("imbalanced")), "{:?}", f.warnings);
+        image(&root.join("big/extra.png"), 0);
+        let f = scan(root).unwrap();
+        let w = f.warnings.iter().find(|w| w.contains("imbalanced")).expect("an imbalance warning");
+        assert!(w.contains("'big' has 21 images") && w.contains("'small' only 2"), "{w}");
+        let boundary = FEW_IMAGES;
+        class(root, "enough", boundary);
+        let f = scan(root).unwrap();
+        assert!(!f.warnings.iter().any(|w| w.contains("'enough'")), "{:?}", f.warnings);
+    }
+
+    #[test]
+    fn progress_is_reported_and_cancel_stops_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class(root, "a", 3);
+        class(root, "b", 3);
+        let junk = 2 * PROGRESS_EVERY + 10;
+        for i in 0..junk {
+            std::fs::write(root.join("a").join(format!("junk{i}.txt")), b"").unwrap();
+        }
+        let total = junk + 6;
+        let mut seen = Vec::new();
+        let f = ImageFolder::scan(root, &SplitOptions::default(), |n| seen.push(n), &AtomicBool::new(false)).unwrap();
+        assert_eq!(seen, [PROGRESS_EVERY, 2 * PROGRESS_EVERY, total]);
+        assert_eq!(f.skipped.len(), junk);
+
+        let cancel = AtomicBool::new(true);
+        let err = ImageFolder::scan(root, &SplitOptions::default(), |_| {}, &cancel).unwrap_err();
+        assert!(matches!(err, FolderError::Cancelled), "{err:?}");
+        // Cancelled from the progress callback (as another thread would): the scan stops there.
+        let cancel = AtomicBool::new(false);
+        let mut calls = Vec::new();
+        let err = ImageFolder::scan(
+            root,
+            &SplitOptions::default(),
+            |n| {
+                calls.push(n);
+                cancel.store(true, Ordering::Relaxed);
+            },
+            &cancel,
+        )
+        .unwrap_err();
+        assert!(matches!(err, FolderError::Cancelled), "{err:?}");
+        assert_eq!(calls, [PROGRESS_EVERY]);
+    }
+}
