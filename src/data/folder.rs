@@ -614,7 +614,34 @@ mod tests {
             assert_eq!(f.counts(), [ClassCounts { train: 6, val: 2 }, ClassCounts { train: 7, val: 3 }]);
             assert!(f.train.iter().all(|s| s.path.starts_with(root.join("train").join(&f.classes[s.class]))));
             assert!(f.val.iter().all(|s| s.path.starts_with(root.join(val_name).join(&f.classes[s.class]))));
+            assert!(f.warnings.is_empty(), "{:?}", f.warnings);
         }
+    }
+
+    #[test]
+    fn beside_val_a_test_folder_and_others_are_ignored_with_a_warning_and_empty_classes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for split in ["train", "val", "test"] {
+            class(&root.join(split), "cat", 5);
+            class(&root.join(split), "dog", 5);
+        }
+        class(root, "notes", 1);
+        image(&root.join("train/stray.png"), 0);
+        let f = scan(root).unwrap();
+        assert_eq!(f.layout, Layout::Splits { train: root.join("train"), val: root.join("val") });
+        assert_eq!(f.counts(), [ClassCounts { train: 5, val: 5 }; 2]);
+        assert!(
+            f.warnings.iter().any(|w| w.contains("ignored beside train/ and val/: notes/, test/")),
+            "{:?}",
+            f.warnings
+        );
+        assert_eq!(reason_of(&f, &root.join("train/stray.png")), Some(SkipReason::OutsideClassFolder));
+
+        std::fs::remove_dir_all(root.join("val/dog")).unwrap();
+        std::fs::create_dir(root.join("val/dog")).unwrap();
+        let err = scan(root).unwrap_err();
+        assert!(matches!(&err, FolderError::EmptyClass { path, .. } if path == &root.join("val/dog")), "{err:?}");
     }
 
     #[test]
