@@ -2,8 +2,8 @@
 //! layout (checked record by record), and augmented, normalised batches prepared on a background thread so that
 //! training never waits for data. Beside it: the python layout and its pickles ([`cifar_python`], [`pickle`]),
 //! fetching the data set ([`download`]), a folder of the user's own class folders as a split data set
-//! ([`folder`]), decoding and resizing user images ([`preprocess`]) and the class
-//! names with the normalisation constants ([`labels`]).
+//! ([`folder`]), decoding and resizing user images ([`preprocess`]) and the class names with the normalisation
+//! constants ([`labels`]).
 
 pub mod cifar_python;
 pub mod download;
