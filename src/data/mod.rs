@@ -1,14 +1,18 @@
 //! Everything that turns outside bytes into tensors' inputs. This file: CIFAR-100 in the official binary
 //! layout (checked record by record), and augmented, normalised batches prepared on a background thread so that
 //! training never waits for data. Beside it: the python layout and its pickles ([`cifar_python`], [`pickle`]),
-//! fetching the data set ([`download`]), decoding and resizing user images ([`preprocess`]) and the class
-//! names with the normalisation constants ([`labels`]).
+//! fetching the data set ([`download`]), a folder of the user's own class folders as a split data set
+//! ([`folder`]), decoding and resizing user images ([`preprocess`]) and the class names with the normalisation
+//! constants ([`labels`]).
 
 pub mod cifar_python;
 pub mod download;
+pub mod folder;
 pub mod labels;
 pub(crate) mod pickle;
 pub mod preprocess;
+
+pub use folder::{ClassCounts, FolderError, ImageFolder, Layout, Sample, SkipReason, Skipped, SplitOptions};
 
 use crate::data::labels::{CIFAR100_FINE, CIFAR100_MEAN, CIFAR100_STD};
 use rand::rngs::StdRng;
