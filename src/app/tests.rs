@@ -398,6 +398,10 @@ fn a_stopped_run_is_continued_from_past_runs() {
     assert_eq!((&stopped.status, stopped.epochs.len()), (&crate::train::Status::Stopped, 1));
 
     let mut h = harness(dir.path(), Tab::Train);
+    // The past runs arrive from their background scan.
+    wait_for(&mut h, "the past runs", 30, |a| !a.train.past.list.is_empty());
+    // Below the form (and the data panel, on a machine without CIFAR-100): scrolled to, as a user would.
+    h.get_by_label("Continue").scroll_to_me();
     h.step();
     h.get_by_label("Continue").click();
     h.step();
