@@ -198,6 +198,10 @@ impl StudioApp {
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
         });
+        if !dropped.is_empty() && worker::verbose() {
+            let names: Vec<String> = dropped.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("dropped on the {:?} tab: {}", self.tab, names.join(", "));
+        }
         if let ([folder], true) = (&dropped[..], self.takes_a_training_folder()) {
             if folder.is_dir() {
                 self.train.set_folder(train_tab::FolderFor::Images, folder);

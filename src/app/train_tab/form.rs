@@ -409,7 +409,11 @@ pub(super) fn form_ui(
     field(ui, "Weight decay", errors, "weight_decay", |ui| text(ui, &mut f.weight_decay));
     field(ui, "Label smoothing", errors, "label_smoothing", |ui| text(ui, &mut f.label_smoothing));
     ui.checkbox(&mut f.nesterov, "Nesterov momentum");
-    ui.checkbox(&mut f.crop, "Random crop (pad 4)");
+    let crop = match f.source {
+        DataSource::Cifar100 => "Random crop (pad 4)",
+        DataSource::Images => "Random resized crop",
+    };
+    ui.checkbox(&mut f.crop, crop);
     ui.checkbox(&mut f.flip, "Random horizontal flip");
     field(ui, "Keep the best by", errors, "select_by", |ui| {
         choice(
