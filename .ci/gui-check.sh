@@ -27,11 +27,13 @@ ready_for_app() {
 # Runs the app (in folder DIR, output to LOG, with ARGS) until LOG shows PATTERN, for at most a minute. An app
 # that could not connect to the X server is started once more, saying so: seen once in CI, a second app refused
 # right after xdpyinfo had answered. Any other failure is the app's, and the caller's checks report it.
+# (Each app runs under `exec timeout`, so that killing the recorded pid ends the app itself: a window left
+# behind would be the one the next step finds and drops onto.)
 run_app_until() {
   local dir=$1 log=$2 pattern=$3 attempt pid
   shift 3
   for attempt in 1 2; do
-    (cd "$dir" && timeout 120 "$root/$bin" "$@" >"$log" 2>&1) &
+    (cd "$dir" && exec timeout 120 "$root/$bin" "$@" >"$log" 2>&1) &
     pid=$!
     for _ in $(seq 120); do grep -q "$pattern" "$log" && break; sleep 0.5; done
     kill "$pid" 2>/dev/null || true
@@ -148,7 +150,7 @@ for _ in $(seq 50); do /usr/bin/python3 -c "import urllib.request; urllib.reques
 ready_for_app alone
 (cd "$fresh" && XDG_DATA_HOME="$fresh/xdg-data" XDG_CONFIG_HOME="$fresh/xdg-config" \
   MBV3_CIFAR_URL="http://127.0.0.1:$port/cifar-100-binary.tar.gz" MBV3_CIFAR_MD5="$md5" \
-  timeout 600 "$OLDPWD/$bin" gui --tab train >"$OLDPWD/$out/fresh.log" 2>&1) &
+  exec timeout 600 "$OLDPWD/$bin" gui --tab train >"$OLDPWD/$out/fresh.log" 2>&1) &
 fresh_pid=$!
 sleep 2
 fwid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
@@ -159,7 +161,7 @@ for _ in $(seq 240); do grep -q "downloaded\|download failed" "$out/fresh.log" &
 grep -q "downloaded .*cifar-100-binary.tar.gz" "$out/fresh.log" || { echo "the download from the Train tab failed"; cat "$out/fresh.log"; exit 1; }
 sleep 2
 # Start, below the form's last field (Seed): move this when the form gains or loses a row.
-xdotool mousemove --window "$fwid" 38 629 click 1
+xdotool mousemove --window "$fwid" 38 693 click 1
 for _ in $(seq 600); do grep -q "^epoch 1:" "$out/fresh.log" && break; sleep 0.5; done
 import -window root "$out/fresh-after.png"
 kill "$fresh_pid" "$http_pid" 2>/dev/null || true
@@ -167,6 +169,67 @@ wait "$fresh_pid" 2>/dev/null || true
 grep "^epoch 1:" "$out/fresh.log" || { echo "no epoch was trained after the download"; cat "$out/fresh.log"; exit 1; }
 ls "$fresh/trained_models/"*.safetensors >/dev/null || { echo "no checkpoint was written"; exit 1; }
 echo "download-and-train check passed"
+# Your own images in the real window: a folder of class folders dropped on the Train tab (a real XDND drag),
+# Start, and the model it trains labels a dropped photo with the folder's class name. The recipe (a short run
+# from the shipped small_0.25) is in the settings file, as a user's last form would be.
+own="$PWD/$out/own"
+rm -rf "$own" && mkdir -p "$own/project/trained_models" "$own/xdg-config/mobilenetv3-studio"
+cp trained_models/mobilenetv3_small_0.25.safetensors "$own/project/trained_models/"
+/usr/bin/python3 - "$own" <<'PY'
+import json, random, struct, sys, zlib
+own = sys.argv[1]
+def png(path, w, h, rgb, seed):
+    rnd = random.Random(seed)
+    rows = b"".join(b"\0" + bytes(max(0, min(255, c + rnd.randint(-20, 20))) for _ in range(w) for c in rgb) for _ in range(h))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+import os
+for name, rgb in (("apples", (210, 40, 30)), ("sky", (50, 110, 230))):
+    os.makedirs(f"{own}/my-fruit/{name}")
+    for i in range(16):
+        png(f"{own}/my-fruit/{name}/{i}.png", 36 + i % 9, 40, rgb, i)
+png(f"{own}/red-photo.png", 50, 40, (205, 45, 35), 99)
+form = {"source": "Images", "epochs": "5", "batch": "8", "lr": "0.02", "schedule": "Constant",
+        "start_from": f"{own}/project/trained_models/mobilenetv3_small_0.25.safetensors"}
+json.dump({"tab": "Train", "train": form}, open(f"{own}/xdg-config/mobilenetv3-studio/settings.json", "w"))
+PY
+ready_for_app alone
+(cd "$own/project" && XDG_CONFIG_HOME="$own/xdg-config" XDG_DATA_HOME="$own/xdg-data" \
+  exec timeout 300 "$root/$bin" >"$root/$out/own.log" 2>&1) &
+own_pid=$!
+owid=$(timeout 60 xdotool search --sync --name 'MobileNetV3 Studio' | head -1)
+# Once the model list is read (the Start from field needs it), a frame later the window takes drops.
+for _ in $(seq 60); do grep -q "^model " "$out/own.log" && break; sleep 0.5; done
+# A drop sent while the window is still settling can go unseen: sent again until the app logs it.
+for _ in 1 2 3 4 5; do
+  sleep 2
+  rc=0; /usr/bin/python3 ../shared/tools/xdnd_drop.py "$owid" 600 400 "$own/my-fruit" || rc=$?
+  sleep 1
+  grep -q "^dropped on the Train tab: $own/my-fruit" "$out/own.log" && break
+  echo "(the folder drop was not seen (xdnd_drop exit $rc, window $owid of: $(xdotool search --name 'MobileNetV3 Studio' | tr '\n' ' ')); sent again)"
+done
+sleep 1
+import -window root "$out/own-dropped.png"
+# Start, below the form's last field (Seed) on My images (no CIFAR-100 limits): move it when the form changes.
+xdotool mousemove --window "$owid" 38 647 click 1
+for _ in $(seq 240); do grep -q "^finished\|^training failed" "$out/own.log" && break; sleep 0.5; done
+grep -q "^data .*my-fruit: 2 classes (apples, sky)" "$out/own.log" \
+  || { echo "the dropped folder was not trained on"; cat "$out/own.log"; exit 1; }
+grep -q "^finished my-fruit_small_0.25" "$out/own.log" || { echo "the run on the folder did not finish"; cat "$out/own.log"; exit 1; }
+sleep 2
+import -window "$owid" "$out/own-trained.png"
+/usr/bin/python3 ../shared/tools/xdnd_drop.py "$owid" 600 400 "$own/red-photo.png"
+for _ in $(seq 60); do grep -q "classified $own/red-photo.png" "$out/own.log" && break; sleep 0.5; done
+sleep 1
+import -window root "$out/own-classified.png"
+kill "$own_pid" 2>/dev/null || true
+wait "$own_pid" 2>/dev/null || true
+grep "classified $own/red-photo.png: apples" "$out/own.log" \
+  || { echo "the new model did not label the photo with the folder's class"; cat "$out/own.log"; exit 1; }
+echo "own-images check passed"
 # The Evaluate view on the bundled model, on the real test split when it is there (CI has it).
 if [ -f ../shared/data/cifar-100-binary/test.bin ]; then
   ready_for_app alone

@@ -4,7 +4,6 @@ use crate::data::preprocess;
 use crate::exec::graph::MobileNetV3;
 use crate::exec::Inference;
 use crate::kernels::loss::softmax_in_place;
-use crate::model::arch::INPUT_SIZE;
 use crate::model::weights::{load_model, LoadOptions, LoadedModel, ModelMeta, ModelSummary, WeightsError};
 use candle_core::Device;
 use serde::Serialize;
@@ -141,7 +140,7 @@ impl Classifier {
         Ok(Self::new(load_model(path, device, opts)?)?)
     }
 
-    /// The normalised 32x32 input of a decoded image.
+    /// The normalised input of a decoded image, at the model's image size.
     pub(crate) fn prepare(&self, img: &image::DynamicImage) -> Vec<f32> {
         prepare_image(&self.meta, img)
     }
@@ -152,7 +151,7 @@ impl Classifier {
         let mut rows = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(64) {
             let x: Vec<f32> = chunk.concat();
-            let logits = self.inference.logits(&x, chunk.len(), INPUT_SIZE)?;
+            let logits = self.inference.logits(&x, chunk.len(), self.meta.image_size)?;
             for row in logits.chunks(classes) {
                 let mut p = row.to_vec();
                 softmax_in_place(&mut p);
@@ -204,6 +203,6 @@ pub(crate) fn top_k(probs: &[f32], class_names: &[String], k: usize) -> Vec<Pred
 
 /// Normalised input for an already decoded image.
 pub fn prepare_image(meta: &ModelMeta, img: &image::DynamicImage) -> Vec<f32> {
-    let rgb = preprocess::resize_rgb(img, INPUT_SIZE as u32);
+    let rgb = preprocess::resize_rgb(img, meta.image_size as u32);
     preprocess::normalise(&rgb, meta.mean, meta.std)
 }

@@ -134,7 +134,15 @@ impl StudioApp {
                 Event::Classified { id, model, outcome, thumbnail } => {
                     self.classify.on_classified(ctx, id, model, outcome, thumbnail)
                 }
-                Event::Train(e) => self.train.on_event(e),
+                Event::Train(e) => {
+                    // A model trained on the user's own images is what they want Classify to use next.
+                    if let crate::train::TrainEvent::Finished { history } = &e {
+                        if let (Some(_), Some(model)) = (&history.config.images, &history.checkpoint) {
+                            self.classify.select_model(&self.worker, model.clone());
+                        }
+                    }
+                    self.train.on_event(e)
+                }
                 Event::TrainingEnded => self.train.on_ended(),
                 Event::Error(e) => self.error = Some(e),
                 Event::DownloadProgress { done, total } => self.train.on_download_progress(done, total),
@@ -184,15 +192,30 @@ impl StudioApp {
         });
     }
 
-    /// Files dropped anywhere on the window go to the Classify tab.
+    /// Files dropped anywhere on the window go to the Classify tab; one folder dropped on the Train tab (while no
+    /// run trains) becomes the folder of images to train on.
     fn handle_drops(&mut self, ctx: &egui::Context) {
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
         });
+        if !dropped.is_empty() && worker::verbose() {
+            let names: Vec<String> = dropped.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("dropped on the {:?} tab: {}", self.tab, names.join(", "));
+        }
+        if let ([folder], true) = (&dropped[..], self.takes_a_training_folder()) {
+            if folder.is_dir() {
+                self.train.set_folder(train_tab::FolderFor::Images, folder);
+                return;
+            }
+        }
         if !dropped.is_empty() {
             self.tab = Tab::Classify;
             self.classify.add_paths(&self.worker, &dropped);
         }
+    }
+
+    fn takes_a_training_folder(&self) -> bool {
+        self.tab == Tab::Train && self.train.state == train_tab::RunState::Idle
     }
 
     fn drop_hint(&self, ctx: &egui::Context) {
@@ -206,7 +229,11 @@ impl StudioApp {
         painter.text(
             screen.center(),
             egui::Align2::CENTER_CENTER,
-            "Drop images to classify them",
+            if self.takes_a_training_folder() {
+                "Drop a folder of class folders to train on it"
+            } else {
+                "Drop images to classify them"
+            },
             egui::FontId::proportional(28.0),
             egui::Color32::WHITE,
         );
@@ -276,7 +303,7 @@ impl eframe::App for StudioApp {
         });
         egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
-            Tab::Train => self.train.ui(ui, &self.worker),
+            Tab::Train => self.train.ui(ui, &self.worker, &self.classify.models),
             Tab::Classify => {
                 self.classify.latency_ms = self.latency.cpu_batch1_ms();
                 self.classify.ui(ui, &self.worker)

@@ -187,6 +187,70 @@ fn a_tiny_training_run_draws_its_curves() {
     wait_for(&mut h, "the new model in the list", 30, |a| a.classify.models.len() == 2);
 }
 
+/// A folder of two classes told apart by colour (real PNG files with noise), `per_class` images each.
+fn colour_folder(root: &Path, per_class: u32) {
+    for (name, colour) in [("apples", [210u8, 40, 30]), ("sky", [50, 110, 230])] {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for i in 0..per_class {
+            image::RgbImage::from_fn(36 + i % 9, 40, |x, y| {
+                let n = ((x * 7 + y * 13 + i * 31) % 41) as i32 - 20;
+                image::Rgb(colour.map(|c| (c as i32 + n).clamp(0, 255) as u8))
+            })
+            .save(root.join(format!("{name}/{i}.png")))
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_folder_dropped_on_the_train_tab_trains_a_model_that_labels_a_dropped_photo_with_the_users_classes() {
+    let dir = project();
+    let images = dir.path().join("my fruit");
+    colour_folder(&images, 12);
+    // A shipped model (trained on CIFAR-100) to start from, beside the project's fixture.
+    let shipped = dir.path().join("trained_models/mobilenetv3_small_0.25.safetensors");
+    std::fs::copy(root().join("trained_models/mobilenetv3_small_0.25.safetensors"), &shipped).unwrap();
+    let mut h = harness(dir.path(), Tab::Train);
+    wait_for(&mut h, "the model list", 30, |a| a.classify.models.len() == 2);
+    // The folder dropped on the tab: My images is chosen with that folder.
+    drop_files(&mut h, std::slice::from_ref(&images));
+    assert_eq!(h.state().tab, Tab::Train, "a folder dropped on the Train tab stays there");
+    assert_eq!(h.state().train.form.source, crate::app::train_tab::DataSource::Images);
+    assert_eq!(h.state().train.form.images_dir, images.display().to_string());
+    h.step();
+    h.get_by_label("Image folder");
+    // Start from the project's model (a new classifier for the two classes), a short recipe.
+    {
+        let f = &mut h.state_mut().train.form;
+        f.start_from = shipped.display().to_string();
+        f.epochs = "5".into();
+        f.batch = "8".into();
+        f.lr = "0.02".into();
+        f.schedule = crate::train::ScheduleKind::Constant;
+    }
+    h.step();
+    h.get_by_label("Start").click();
+    h.step();
+    wait_for(&mut h, "the run on the folder", 120, |a| {
+        a.train.state == crate::app::train_tab::RunState::Idle && a.train.run.message.starts_with("finished")
+    });
+    // The new model is listed in Classify, and chosen there it labels a dropped photo with a class of the folder.
+    wait_for(&mut h, "the new model in the list", 30, |a| a.classify.models.len() == 3);
+    let model = dir.path().join("trained_models/my_fruit_small_0.25.safetensors");
+    assert!(model.is_file());
+    let photo = dir.path().join("red.png");
+    image::RgbImage::from_pixel(50, 40, image::Rgb([205, 45, 35])).save(&photo).unwrap();
+    // Chosen in Classify already: a model trained on the user's images is the one they want to try.
+    assert_eq!(h.state().classify.selected.as_ref(), Some(&model));
+    wait_for(&mut h, "the new model to load", 30, |a| a.classify.loaded.is_some());
+    drop_files(&mut h, &[photo]);
+    assert_eq!(h.state().tab, Tab::Classify, "files dropped on the Train tab go to Classify");
+    wait_for(&mut h, "the result", 30, |a| a.classify.cards.len() == 1 && a.classify.cards[0].outcome.is_some());
+    let top = h.state().classify.cards[0].outcome.clone().unwrap().expect("the photo classified");
+    assert_eq!(top[0].label, "apples", "{top:?}");
+    h.get_by_label_contains(&format!("apples {:.1}%", top[0].prob * 100.0));
+}
+
 #[test]
 fn invalid_values_are_shown_at_their_field_and_block_start() {
     let dir = project();

@@ -334,8 +334,24 @@ impl WorkerState {
                 train::run(&cfg, resume.as_deref(), &control, |ev| {
                     let saved = matches!(ev, TrainEvent::Checkpoint { .. });
                     if verbose() {
-                        if let TrainEvent::Epoch(r) = &ev {
-                            eprintln!("epoch {}: val loss {:.4}, top-1 {:.2}%", r.epoch, r.val_loss, r.top1 * 100.0);
+                        match &ev {
+                            TrainEvent::Epoch(r) => {
+                                eprintln!("epoch {}: val loss {:.4}, top-1 {:.2}%", r.epoch, r.val_loss, r.top1 * 100.0)
+                            }
+                            TrainEvent::Data(d) => eprintln!(
+                                "data {}: {} classes ({}), {} skipped",
+                                d.root.display(),
+                                d.class_names.len(),
+                                d.class_names.join(", "),
+                                d.skipped.len()
+                            ),
+                            TrainEvent::Finished { history } => eprintln!(
+                                "finished {}: {}",
+                                history.name,
+                                history.checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                            ),
+                            TrainEvent::Failed { message } => eprintln!("training failed: {message}"),
+                            _ => {}
                         }
                     }
                     if matches!(ev, TrainEvent::Step { .. }) {
@@ -496,7 +512,7 @@ fn run_latency(r: &LatencyRequest, cancel: &AtomicBool, events: &Notifier) -> Re
 }
 
 /// Whether `MBV3_VERBOSE=1` asks for a log line per classified image.
-fn verbose() -> bool {
+pub(crate) fn verbose() -> bool {
     static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *VERBOSE.get_or_init(|| std::env::var("MBV3_VERBOSE").is_ok_and(|v| v == "1"))
 }

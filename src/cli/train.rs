@@ -14,11 +14,11 @@ pub struct TrainArgs {
     #[command(flatten)]
     options: TrainOptions,
     /// Continue a run from its state file (trained_models/runs/*.resume.safetensors), with the recipe it was
-    /// started with: only --data, --out and --threads may be given beside it.
+    /// started with: only --data (or --images), --out and --threads may be given beside it.
     #[arg(long, conflicts_with_all = [
         "model", "width", "si", "epochs", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
         "milestones", "gamma", "warmup_epochs", "label_smoothing", "no_crop", "no_flip", "select_by",
-        "select_by_top1", "device", "limit_train", "limit_test", "seed", "init",
+        "select_by_top1", "device", "limit_train", "limit_test", "seed", "init", "val_split", "image_size", "from",
     ])]
     resume: Option<PathBuf>,
     /// Where checkpoints go [default: trained_models; with --resume, the folder that holds the file's runs/].
@@ -54,6 +54,16 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     // The epoch's bar on a terminal, lines in a log.
     let mut progress: Option<Progress> = None;
     let result = train::run(&cfg, a.resume.as_deref(), &control, |ev| match ev {
+        TrainEvent::Decoding { done, total } => {
+            let bar = progress.get_or_insert_with(|| {
+                Progress::new(total as u64, "decoding images", Unit::Items, Duration::from_secs(10))
+            });
+            bar.update(done as u64, String::new, || format!("decoded {done}/{total} images"));
+            if done == total {
+                progress = None;
+            }
+        }
+        TrainEvent::Data(summary) => print_data_summary(&summary),
         TrainEvent::Started {
             name,
             epochs: run_epochs,
@@ -137,6 +147,37 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
 }
 
+/// The data set before training: classes and counts (CIFAR-100's 100 in one line), what was left out and the
+/// warnings, on stderr with the other progress.
+fn print_data_summary(s: &train::DataSummary) {
+    let (train_n, val_n): (usize, usize) = (s.train_per_class.iter().sum(), s.val_per_class.iter().sum());
+    eprintln!(
+        "data {}: {} classes, {train_n} training / {val_n} validation images at {}x{}",
+        s.root.display(),
+        s.class_names.len(),
+        s.side,
+        s.side
+    );
+    if s.class_names.len() <= 20 {
+        for (i, name) in s.class_names.iter().enumerate() {
+            eprintln!("  {name:<24} {:>6} train {:>6} val", s.train_per_class[i], s.val_per_class[i]);
+        }
+    }
+    const LISTED: usize = 10;
+    if !s.skipped.is_empty() {
+        eprintln!("skipped {} file(s):", s.skipped.len());
+        for k in s.skipped.iter().take(LISTED) {
+            eprintln!("  {}: {}", k.path.display(), k.reason);
+        }
+        if s.skipped.len() > LISTED {
+            eprintln!("  ... and {} more", s.skipped.len() - LISTED);
+        }
+    }
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Ctrl-C stops the run after its current batch: signal-hook's handler only sets a flag (async-signal-safe),
 /// which a watcher thread passes on to the run's control; a second Ctrl-C ends the process at once with exit
 /// code 130. Without a handler (registration failed), Ctrl-C keeps its default action.
@@ -159,14 +200,34 @@ fn stop_on_sigint(control: Arc<TrainControl>) {
     });
 }
 
+/// The first few names of a list, for an error message.
+fn preview(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    if names.len() > shown.len() {
+        format!("{}, ...", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
 #[derive(Args)]
 pub struct EvaluateArgs {
     /// Model file (.safetensors or .pth).
     #[arg(long)]
     model: PathBuf,
     /// CIFAR-100: a folder of the binary or python layout, or either official .tar.gz.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "images")]
     data: Option<PathBuf>,
+    /// A folder of class folders (the model's classes): its validation images are evaluated, i.e. its val/ (or
+    /// test/) folder, or the share `train --images` held out with the same --val-split and --seed.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// The share of each class held out, as in `train --images`.
+    #[arg(long, default_value_t = mobilenetv3::data::folder::DEFAULT_VAL_FRACTION, requires = "images")]
+    val_split: f64,
+    /// The seed of the hold-out, as in `train --images`.
+    #[arg(long, default_value_t = 0, requires = "images")]
+    seed: u64,
     /// Initial stride for .pth files.
     #[arg(long, default_value_t = 1)]
     si: usize,
@@ -191,7 +252,26 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     let mut cfg = TrainConfig::reference(loaded.meta.config.clone());
     cfg.data_dir = a.data.clone();
     cfg.limit_test = a.limit_test;
+    cfg.images = a.images.clone();
+    cfg.val_fraction = a.val_split;
+    cfg.seed = a.seed;
+    cfg.image_size = loaded.meta.image_size;
     let ds = train::load_data(&cfg)?;
+    // A folder's classes are matched by name (a model knows its own); CIFAR-100's by count, as files without
+    // metadata (.pth) carry no names.
+    let same = match a.images {
+        Some(_) => ds.class_names == loaded.meta.class_names,
+        None => ds.class_names.len() == loaded.meta.class_names.len(),
+    };
+    if !same {
+        anyhow::bail!(
+            "the data's {} classes ({}) are not the model's {} ({}): evaluate a model on the classes it was trained on",
+            ds.class_names.len(),
+            preview(&ds.class_names),
+            loaded.meta.class_names.len(),
+            preview(&loaded.meta.class_names)
+        );
+    }
     let test = Arc::new(ds.test);
     let mut bar = Progress::new(test.len() as u64, "evaluating", Unit::Items, Duration::from_secs(10));
     let model = mobilenetv3::MobileNetV3::from_params(&loaded.meta.config, loaded.params);

@@ -9,7 +9,7 @@
 
 use crate::data::labels::CIFAR100_FINE;
 use crate::data::pickle::{self, NdArray, Value};
-use crate::data::{parse_split, Cifar100, DataError, Split, IMAGE_BYTES, TEST_IMAGES, TRAIN_IMAGES};
+use crate::data::{parse_split, DataError, DataSet, Split, CIFAR_SIDE, IMAGE_BYTES, TEST_IMAGES, TRAIN_IMAGES};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -76,18 +76,18 @@ pub(crate) fn locate_python(dir: &Path) -> Result<PathBuf, PythonDataError> {
 }
 
 /// Loads the official python layout (50,000 + 10,000 images) from `dir` or `dir/cifar-100-python`.
-pub(crate) fn load_python_dir(dir: &Path) -> Result<Cifar100, PythonDataError> {
+pub(crate) fn load_python_dir(dir: &Path) -> Result<DataSet, PythonDataError> {
     load_python_dir_expecting(dir, Expected::OFFICIAL)
 }
 
 /// As [`load_python_dir`], with the image counts to insist on.
-pub(crate) fn load_python_dir_expecting(dir: &Path, expected: Expected) -> Result<Cifar100, PythonDataError> {
+pub(crate) fn load_python_dir_expecting(dir: &Path, expected: Expected) -> Result<DataSet, PythonDataError> {
     let root = locate_python(dir)?;
     let train = read_python_split(&root.join("train"), expected.train)?;
     let test = read_python_split(&root.join("test"), expected.test)?;
     let meta = root.join("meta");
     let class_names = if meta.is_file() { parse_meta(&meta, &read(&meta)?)? } else { builtin_names() };
-    Ok(Cifar100 { train, test, class_names, root })
+    Ok(DataSet::cifar(train, test, class_names, root))
 }
 
 /// Reads one split pickle (`train` or `test`); `expected` images if given.
@@ -118,7 +118,7 @@ pub fn parse_python_split(path: &Path, bytes: Vec<u8>, expected: Option<usize>) 
     }
     let labels = parse_labels(path, &fine, n, "fine", 99)?;
     let coarse = parse_labels(path, &coarse, n, "coarse", 19)?;
-    Ok(Split { images, labels, coarse })
+    Ok(Split { images, labels: labels.into_iter().map(u16::from).collect(), coarse, side: CIFAR_SIDE })
 }
 
 /// Parses `meta` and returns the 100 fine class names.
@@ -141,12 +141,12 @@ pub fn parse_meta(path: &Path, bytes: &[u8]) -> Result<Vec<String>, PythonDataEr
 
 /// Loads the official archive, python (`cifar-100-python.tar.gz`) or binary (`cifar-100-binary.tar.gz`), without
 /// unpacking it. Errors name a member as `ARCHIVE/MEMBER`.
-pub(crate) fn load_tar_gz(path: &Path) -> Result<Cifar100, PythonDataError> {
+pub(crate) fn load_tar_gz(path: &Path) -> Result<DataSet, PythonDataError> {
     load_tar_gz_expecting(path, Expected::OFFICIAL)
 }
 
 /// As [`load_tar_gz`], with the image counts to insist on.
-pub fn load_tar_gz_expecting(path: &Path, expected: Expected) -> Result<Cifar100, PythonDataError> {
+pub fn load_tar_gz_expecting(path: &Path, expected: Expected) -> Result<DataSet, PythonDataError> {
     let mut m = read_members(path)?;
     let root = path.to_path_buf();
     if let (Some(train), Some(test)) = (m.remove("train"), m.remove("test")) {
@@ -156,14 +156,14 @@ pub fn load_tar_gz_expecting(path: &Path, expected: Expected) -> Result<Cifar100
             Some((name, bytes)) => parse_meta(&path.join(name), &bytes)?,
             None => builtin_names(),
         };
-        return Ok(Cifar100 { train, test, class_names, root });
+        return Ok(DataSet::cifar(train, test, class_names, root));
     }
     if let (Some(train), Some(test)) = (m.remove("train.bin"), m.remove("test.bin")) {
         let train = parse_split(&path.join(&train.0), &train.1, expected.train)?;
         let test = parse_split(&path.join(&test.0), &test.1, expected.test)?;
         let class_names =
             m.remove("fine_label_names.txt").and_then(|(_, b)| names_from_text(&b)).unwrap_or_else(builtin_names);
-        return Ok(Cifar100 { train, test, class_names, root });
+        return Ok(DataSet::cifar(train, test, class_names, root));
     }
     Err(PythonDataError::Archive {
         path: path.into(),
@@ -309,7 +309,7 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar_python")
     }
 
-    /// The message of an expected error (`Cifar100` has no `Debug`, so `unwrap_err` is unavailable).
+    /// The message of an expected error (`DataSet` has no `Debug`, so `unwrap_err` is unavailable).
     fn err_text<T>(r: Result<T, PythonDataError>) -> String {
         match r {
             Ok(_) => panic!("expected an error"),

@@ -54,6 +54,10 @@ pub enum FolderError {
     BadValFraction(f64),
     #[error("the scan of the image folder was cancelled")]
     Cancelled,
+    #[error("image size {0} is not between {min} and {max} pixels", min = crate::data::folder_load::MIN_SIDE, max = crate::data::folder_load::MAX_SIDE)]
+    BadImageSize(usize),
+    #[error("{images} images at {side} x {side} take {:.1} GB decoded, more than the {:.1} GB budget: choose a smaller image size or fewer images", *bytes as f64 / 1e9, *budget as f64 / 1e9)]
+    TooLargeToDecode { images: usize, side: usize, bytes: u64, budget: u64 },
 }
 
 fn list_names(classes: &[String]) -> String {

@@ -45,6 +45,9 @@ pub struct ModelMeta {
     pub class_names: Vec<String>,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Side of the square input the model was trained on; images are resized to it (32 for CIFAR-100, and for
+    /// files that do not record it).
+    pub image_size: usize,
     /// Free-form training summary (accuracy, epochs, recipe), when the file came from a training run.
     pub training: Option<serde_json::Value>,
 }
@@ -57,6 +60,7 @@ impl ModelMeta {
             class_names: CIFAR100_FINE.iter().map(|s| s.to_string()).collect(),
             mean: CIFAR100_MEAN,
             std: CIFAR100_STD,
+            image_size: arch::INPUT_SIZE,
             training: None,
         }
     }
@@ -73,6 +77,7 @@ impl ModelMeta {
         h.insert("class_names".into(), serde_json::to_string(&self.class_names).unwrap_or_default());
         h.insert("mean".into(), serde_json::to_string(&self.mean).unwrap_or_default());
         h.insert("std".into(), serde_json::to_string(&self.std).unwrap_or_default());
+        h.insert("image_size".into(), self.image_size.to_string());
         if let Some(t) = &self.training {
             h.insert("training".into(), t.to_string());
         }
@@ -89,6 +94,7 @@ impl ModelMeta {
             mean: h.get("mean").and_then(|s| serde_json::from_str(s).ok()),
             std: h.get("std").and_then(|s| serde_json::from_str(s).ok()),
             dropout: h.get("dropout").and_then(|s| s.parse().ok()),
+            image_size: h.get("image_size").and_then(|s| s.parse().ok()),
             training: h.get("training").and_then(|s| serde_json::from_str(s).ok()),
         };
         (variant, width, si, partial)
@@ -101,6 +107,7 @@ pub(crate) struct PartialMeta {
     mean: Option<[f32; 3]>,
     std: Option<[f32; 3]>,
     dropout: Option<f32>,
+    image_size: Option<usize>,
     training: Option<serde_json::Value>,
 }
 
@@ -531,6 +538,8 @@ pub fn load_model(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Lo
     meta.mean = partial.mean.filter(|m| m.iter().all(|x| x.is_finite())).unwrap_or(meta.mean);
     meta.std = partial.std.filter(|s| s.iter().all(|x| x.is_finite() && *x > 0.0)).unwrap_or(meta.std);
     meta.training = partial.training;
+    // Sizes the executors take; anything else in a header is damage, read as CIFAR-100's 32.
+    meta.image_size = partial.image_size.filter(|s| (16..=1024).contains(s)).unwrap_or(meta.image_size);
     let params = ParamStore::from_tensors(&spec, raw.tensors, device)?;
     Ok(LoadedModel { params, meta, path: path.into() })
 }

@@ -100,6 +100,27 @@ pub struct TrainConfig {
     /// what they read as).
     #[serde(default = "crate::model::params::Init::before_the_option")]
     pub init: crate::model::params::Init,
+    /// A folder of the user's class folders to train on, in place of CIFAR-100.
+    #[serde(default)]
+    pub images: Option<PathBuf>,
+    /// The share of each class held out for validation when `images` is not split into train/ and val/.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Side of the square input the images are decoded at (CIFAR-100's are 32).
+    #[serde(default = "cifar_side")]
+    pub image_size: usize,
+    /// A model file whose weights the run starts from (its classifier too when it has the data set's classes in
+    /// the same order; otherwise a new classifier for them). None: fresh weights (`init`).
+    #[serde(default)]
+    pub from: Option<PathBuf>,
+}
+
+fn default_val_fraction() -> f64 {
+    crate::data::folder::DEFAULT_VAL_FRACTION
+}
+
+fn cifar_side() -> usize {
+    crate::model::arch::INPUT_SIZE
 }
 
 /// The run every front end starts from: MobileNetV3-Small at width 0.25 with the reference recipe.
@@ -129,6 +150,10 @@ impl TrainConfig {
             out_dir: PathBuf::from("trained_models"),
             select_by: SelectBy::ValLoss,
             init: crate::model::params::Init::default(),
+            images: None,
+            val_fraction: default_val_fraction(),
+            image_size: cifar_side(),
+            from: None,
         }
     }
 
@@ -166,6 +191,21 @@ impl TrainConfig {
         }
         if let Some(0) = self.limit_test {
             v.push(("limit_test", "the test limit must be at least one image".into()));
+        }
+        use crate::data::folder_load::{MAX_SIDE, MIN_SIDE};
+        if !(MIN_SIDE..=MAX_SIDE).contains(&self.image_size) {
+            v.push(("image_size", format!("the image size must be between {MIN_SIDE} and {MAX_SIDE} pixels")));
+        } else if self.images.is_none() && self.image_size != cifar_side() {
+            v.push((
+                "image_size",
+                format!("CIFAR-100's images are {0}x{0}: another size is for a folder of images", cifar_side()),
+            ));
+        }
+        if self.images.is_some() && (self.limit_train.is_some() || self.limit_test.is_some()) {
+            v.push(("limit_train", "the image limits are for CIFAR-100; a folder of images is used whole".into()));
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            v.push(("val_fraction", "the validation share must be between 0 and 1 (both excluded)".into()));
         }
         v
     }

@@ -1,13 +1,15 @@
-//! Finding CIFAR-100 in whichever official layout a folder holds, and loading it for a run.
+//! Finding a run's data: CIFAR-100 in whichever official layout a folder holds, or the user's folder of class
+//! folders; either way a [`DataSet`].
 
 use super::{Result, TrainConfig, TrainError};
-use crate::data::{self, Cifar100};
+use crate::data::{self, DataSet, ImageFolder, SplitOptions};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 /// Reads CIFAR-100 from `path` in whichever official layout it holds: the binary version (`train.bin`,
 /// `test.bin`), the python version (`cifar-100-python/`), or either original `.tar.gz` archive.
 /// `Ok(None)` when there is no data set there at all.
-pub fn open_dataset(path: &Path) -> Result<Option<Cifar100>> {
+pub fn open_dataset(path: &Path) -> Result<Option<DataSet>> {
     if is_archive(path) {
         return Ok(Some(crate::data::cifar_python::load_tar_gz(path)?));
     }
@@ -41,8 +43,24 @@ fn is_archive(p: &Path) -> bool {
     p.is_file() && (n.ends_with(".tar.gz") || n.ends_with(".tgz"))
 }
 
-/// Loads the data set a config names (or the first default folder that has it), with its limits applied.
-pub fn load_data(cfg: &TrainConfig) -> Result<Cifar100> {
+/// Loads the data set a config names: its folder of images, or CIFAR-100 (from the folder it names, or the first
+/// default folder that has it) with its limits applied.
+pub fn load_data(cfg: &TrainConfig) -> Result<DataSet> {
+    load_data_with_progress(cfg, |_, _| {}, &AtomicBool::new(false))
+}
+
+/// [`load_data`], telling `progress` the images decoded and the total while a folder of images is decoded;
+/// setting `cancel` stops it.
+pub fn load_data_with_progress(
+    cfg: &TrainConfig,
+    progress: impl Fn(usize, usize) + Sync,
+    cancel: &AtomicBool,
+) -> Result<DataSet> {
+    if let Some(dir) = &cfg.images {
+        let options = SplitOptions { val_fraction: cfg.val_fraction, seed: cfg.seed };
+        let folder = ImageFolder::scan(dir, &options, |_| {}, cancel)?;
+        return Ok(folder.load(cfg.image_size, progress, cancel)?);
+    }
     let dirs = match &cfg.data_dir {
         Some(d) => vec![d.clone()],
         None => data::default_dirs(),

@@ -6,6 +6,7 @@
 //! unchanged (`transparent`): same message, same `source()`.
 
 use crate::data::cifar_python::PythonDataError;
+use crate::data::folder::{FolderError, MAX_CLASSES, MIN_CLASSES};
 use crate::data::DataError;
 use crate::device::DeviceError;
 use crate::model::weights::WeightsError;
@@ -23,6 +24,12 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error(transparent)]
     PythonData(#[from] PythonDataError),
+    /// A folder of the user's images that cannot be trained on.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The model file a run starts from cannot be read.
+    #[error("the model to start from, {path}: {error}")]
+    StartFrom { path: PathBuf, error: WeightsError },
     /// None of the folders searched holds CIFAR-100.
     #[error(
         "no CIFAR-100 data found in {}: expected train.bin/test.bin, cifar-100-python/ or the .tar.gz archive; \
@@ -61,13 +68,18 @@ pub enum TrainError {
         .lr / 10.0
     )]
     Diverged { what: String, when: String, lr: f64, kept: String },
-    /// A model evaluated on CIFAR-100 must have its 100 classes.
-    #[error("the model has {classes} classes, CIFAR-100 has {}: it is not a CIFAR-100 model", cifar100_classes())]
-    NotCifar100Model { classes: usize },
+    /// The model's classes are not the data set's.
+    #[error("the model has {model} classes, the data set {data}: the model was not trained on these classes")]
+    ClassCountMismatch { model: usize, data: usize },
+    /// The confusion matrix is classes x classes: a model file may declare up to 100,000 classes.
+    #[error("the model has {classes} classes, more than the {max} that can be evaluated", max = MAX_CLASSES)]
+    TooManyClasses { classes: usize },
     #[error("no test images to evaluate on")]
     NoImages,
-    #[error("the data has labels up to {max}, the model {classes} classes: it is not CIFAR-100")]
-    LabelsOutOfRange { max: u8, classes: usize },
+    #[error(
+        "the data has labels up to {max}, the model {classes} classes: the model was not trained on these classes"
+    )]
+    LabelsOutOfRange { max: u16, classes: usize },
     #[error("{path} is not a training history: {error}")]
     NotAHistory { path: PathBuf, error: serde_json::Error },
     /// A resume file that cannot be continued here.
@@ -90,12 +102,14 @@ pub enum ResumeError {
     UnreadableState { path: PathBuf, error: serde_json::Error },
     #[error("{path}: the run name {name:?} is not a plain file name; the file is damaged or not from this app")]
     BadRunName { path: PathBuf, name: String },
-    #[error("{path}: the run is for {classes} classes; training here is for CIFAR-100's {}", cifar100_classes())]
-    NotCifar100 { path: PathBuf, classes: usize },
+    #[error("{path}: the run is for {classes} classes; a classifier here has {MIN_CLASSES} to {MAX_CLASSES}")]
+    BadClassCount { path: PathBuf, classes: usize },
     #[error("{path}: the run records {recorded} epochs of {planned}")]
     TooManyEpochs { path: PathBuf, recorded: usize, planned: usize },
     #[error("the run's data folder {dir} does not exist: pass --data with the CIFAR-100 folder")]
     DataFolderGone { dir: PathBuf },
+    #[error("the run's folder of images {dir} is gone: pass --images with the folder of class folders")]
+    ImagesFolderGone { dir: PathBuf },
     /// The history of that name in the output folder is another run's (another start time).
     #[error(
         "{history} is another run's (started at {theirs}, the resume file's run at {ours}: the resume file is stale \
@@ -136,10 +150,6 @@ fn holder_text(holder: &Option<String>) -> String {
         Some(pid) => format!("process {pid}"),
         None => "another process".to_string(),
     }
-}
-
-fn cifar100_classes() -> usize {
-    crate::data::labels::CIFAR100_FINE.len()
 }
 
 #[cfg(test)]

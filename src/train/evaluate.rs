@@ -3,7 +3,6 @@
 
 use crate::data::{self, Augment, Split};
 use crate::exec::graph::MobileNetV3;
-use crate::model::arch::INPUT_SIZE;
 use crate::train::{Result, TrainError};
 use serde::Serialize;
 use std::sync::Arc;
@@ -56,8 +55,8 @@ pub fn evaluate_with_progress(
 ) -> Result<Option<EvalResult>> {
     let classes = model.config().num_classes;
     // The confusion matrix below is classes x classes: a model file may declare up to 100,000 classes.
-    if classes != crate::data::labels::CIFAR100_FINE.len() {
-        return Err(TrainError::NotCifar100Model { classes });
+    if classes > crate::data::folder::MAX_CLASSES {
+        return Err(TrainError::TooManyClasses { classes });
     }
     if split.labels.is_empty() {
         return Err(TrainError::NoImages);
@@ -72,12 +71,13 @@ pub fn evaluate_with_progress(
     let mut confusion = vec![vec![0u32; classes]; classes];
     let mut mistakes: Vec<Mistake> = Vec::new();
     let (mut loss_sum, mut top1, mut top5, mut seen) = (0f64, 0usize, 0usize, 0usize);
-    for b in data::epoch_batches(split.clone(), batch, Augment::NONE, false, false, 0, 2) {
+    let crop = data::Crop::Shift { pad: 0 };
+    for b in data::epoch_batches(split.clone(), batch, Augment::NONE, crop, false, false, 0, 2) {
         if should_stop() {
             return Ok(None);
         }
         let n = b.labels.len();
-        let logits = inference.logits(&b.images, n, INPUT_SIZE)?;
+        let logits = inference.logits(&b.images, n, split.side)?;
         loss_sum += crate::kernels::loss::cross_entropy_sum(&logits, &b.labels, classes);
         for (i, (row, &label)) in logits.chunks(classes).zip(&b.labels).enumerate() {
             let mut idx: Vec<usize> = (0..row.len()).collect();
@@ -167,18 +167,25 @@ mod tests {
     use candle_core::Device;
 
     fn split(n: usize) -> Arc<Split> {
-        Arc::new(Split { images: vec![0; n * data::IMAGE_BYTES], labels: vec![0; n], coarse: vec![0; n] })
+        Arc::new(Split { images: vec![0; n * data::IMAGE_BYTES], labels: vec![0; n], coarse: vec![0; n], side: 32 })
     }
 
     #[test]
-    fn a_model_that_is_not_for_cifar_100_or_an_empty_split_is_refused_before_any_work() {
+    fn a_model_with_too_many_classes_or_too_few_for_the_labels_or_an_empty_split_is_refused_before_any_work() {
         let mut cfg = ModelConfig::new(Variant::Small, 0.25);
-        cfg.num_classes = 1000;
+        cfg.num_classes = 1001;
         let model = MobileNetV3::new(&cfg, &Device::Cpu, 0).unwrap();
         let err = evaluate(&model, &split(2), 2, || false).unwrap_err();
-        assert!(matches!(err, TrainError::NotCifar100Model { classes: 1000 }), "{err}");
-        let err = err.to_string();
-        assert!(err.contains("1000 classes") && err.contains("not a CIFAR-100 model"), "{err}");
+        assert!(matches!(err, TrainError::TooManyClasses { classes: 1001 }), "{err}");
+        assert!(err.to_string().contains("1001 classes, more than the 1000"), "{err}");
+
+        cfg.num_classes = 3;
+        let model = MobileNetV3::new(&cfg, &Device::Cpu, 0).unwrap();
+        let mut labelled = (*split(2)).clone();
+        labelled.labels[1] = 7;
+        let err = evaluate(&model, &Arc::new(labelled), 2, || false).unwrap_err();
+        assert!(matches!(err, TrainError::LabelsOutOfRange { max: 7, classes: 3 }), "{err}");
+        assert!(evaluate(&model, &split(2), 2, || false).unwrap().is_some());
 
         let model = MobileNetV3::new(&ModelConfig::new(Variant::Small, 0.25), &Device::Cpu, 0).unwrap();
         let err = evaluate(&model, &split(0), 2, || false).unwrap_err().to_string();

@@ -9,6 +9,13 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub enum TrainEvent {
+    /// A folder of images is being decoded (before the run starts).
+    Decoding {
+        done: usize,
+        total: usize,
+    },
+    /// The data set the run trains on, before its first step.
+    Data(Box<DataSummary>),
     Started {
         name: String,
         /// The run's epoch count (a resumed run's own, not the caller's).
@@ -47,6 +54,44 @@ pub enum TrainEvent {
     Failed {
         message: String,
     },
+}
+
+/// What a run's data set holds, for the user to check before the run gets far: its classes with their image
+/// counts, the files left out with the reason, and the warnings (few images in a class, imbalance).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSummary {
+    pub root: PathBuf,
+    pub class_names: Vec<String>,
+    /// Training and validation images of each class, in the order of `class_names`.
+    pub train_per_class: Vec<usize>,
+    pub val_per_class: Vec<usize>,
+    /// Height and width of the images the model takes.
+    pub side: usize,
+    pub skipped: Vec<crate::data::Skipped>,
+    pub warnings: Vec<String>,
+}
+
+impl DataSummary {
+    pub(crate) fn of(ds: &crate::data::DataSet) -> DataSummary {
+        let count = |labels: &[u16]| {
+            let mut n = vec![0usize; ds.class_names.len()];
+            for &l in labels {
+                if let Some(c) = n.get_mut(l as usize) {
+                    *c += 1;
+                }
+            }
+            n
+        };
+        DataSummary {
+            root: ds.root.clone(),
+            class_names: ds.class_names.clone(),
+            train_per_class: count(&ds.train.labels),
+            val_per_class: count(&ds.test.labels),
+            side: ds.side(),
+            skipped: ds.skipped.clone(),
+            warnings: ds.warnings.clone(),
+        }
+    }
 }
 
 /// Shared switches to pause, resume and stop a run from another thread.

@@ -4,7 +4,7 @@
 //!
 //! The loop is here; what it is made of lives beside it, one job a file: the run's config ([`config`]), its
 //! record ([`history`]), its events and controls ([`events`]), evaluation ([`evaluate`]), finding the data
-//! ([`dataset`]), resume state ([`resume`]), the divergence guard ([`divergence`]), its files and locks
+//! ([`dataset`]), starting from a model file ([`start`]), resume state ([`resume`]), the divergence guard ([`divergence`]), its files and locks
 //! ([`runfiles`]) and SGD with momentum ([`optim`]).
 
 mod config;
@@ -18,12 +18,13 @@ pub mod optim;
 mod options;
 mod resume;
 pub mod runfiles;
+mod start;
 
 pub use config::{Schedule, ScheduleKind, SelectBy, TrainConfig, DEFAULT_WARMUP_EPOCHS};
-pub use dataset::{has_dataset, load_data, open_dataset};
+pub use dataset::{has_dataset, load_data, load_data_with_progress, open_dataset};
 pub use error::{ResumeError, TrainError};
 pub use evaluate::{confusion_csv, csv_field, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
-pub use events::{TrainControl, TrainEvent};
+pub use events::{DataSummary, TrainControl, TrainEvent};
 pub use history::{EpochRecord, History, Status};
 pub use options::{Milestones, TrainOptions};
 pub use resume::{resume_path, run_folder};
@@ -31,7 +32,6 @@ pub use resume::{resume_path, run_folder};
 use crate::data;
 use crate::device;
 use crate::exec::graph::MobileNetV3;
-use crate::model::arch::INPUT_SIZE;
 use crate::model::weights::{self, ModelMeta};
 use crate::train::optim::Sgd;
 use divergence::{kept, DivergenceGuard};
@@ -71,7 +71,7 @@ fn run_inner(
 ) -> Result<History> {
     // Resuming takes the saved run's recipe (so it cannot silently change mid-run), but where files go comes from
     // the caller: the file supplies only its run's name, checked to be a plain file name.
-    let (cfg, resumed) = match resume {
+    let (mut cfg, resumed) = match resume {
         Some(p) => {
             let (tensors, header) = load_resume(p)?;
             let cfg = resumed_config(p, &header, cfg)?;
@@ -84,10 +84,31 @@ fn run_inner(
     }
     let dev = device::open(&cfg.device)?;
     let executor = crate::exec::choose(&dev, crate::exec::Purpose::Train);
-    let ds = load_data(&cfg)?;
+    let ds = load_with_events(&cfg, control, on_event)?;
+    let classes = ds.class_names.len();
+    // A new run's classifier has the data set's classes; a resumed one must already have them.
+    let start = match (&resumed, &cfg.from) {
+        (Some(_), _) if cfg.model.num_classes != classes => {
+            return Err(TrainError::ClassCountMismatch { model: cfg.model.num_classes, data: classes });
+        }
+        (Some(_), _) => None,
+        (None, Some(from)) => {
+            let s = start::start_weights(from, &ds.class_names, cfg.model.dropout)?;
+            cfg.model = s.config.clone();
+            Some(s)
+        }
+        (None, None) => {
+            cfg.model.num_classes = classes;
+            None
+        }
+    };
+    on_event(TrainEvent::Data(Box::new(DataSummary::of(&ds))));
     if ds.train.len() < cfg.batch_size {
         return Err(TrainError::TooFewImages { images: ds.train.len(), batch: cfg.batch_size });
     }
+    let crop = ds.crop;
+    let side = ds.side();
+    let class_names = ds.class_names;
     let train = Arc::new(ds.train);
     let test = Arc::new(ds.test);
     // Before any epoch: the output folder must take files, with room for the checkpoints; temp files that
@@ -96,6 +117,12 @@ fn run_inner(
     runfiles::prepare_out_dir(&cfg.out_dir, checkpoint_bytes)?;
 
     let model = MobileNetV3::new_with(&cfg.model, &dev, cfg.seed, cfg.init)?;
+    if let Some(start) = start {
+        // The fresh model's tensors where the file gives none (a new classifier), the file's everywhere else.
+        let mut tensors: std::collections::HashMap<_, _> = model.params().snapshot()?.into_iter().collect();
+        tensors.extend(start.tensors);
+        model.params().copy_from(&tensors)?;
+    }
     let mut opt = Sgd::new(model.params().trainable(), cfg.sgd.clone());
     let (mut history, mut best_metric, _lock) = match resumed {
         Some((tensors, header)) => {
@@ -120,7 +147,7 @@ fn run_inner(
                 checkpoint: None,
                 status: Status::Running,
             };
-            let lock = runfiles::reserve_name(&cfg.out_dir, &format!("mobilenetv3_{}", cfg.model.name()), |name| {
+            let lock = runfiles::reserve_name(&cfg.out_dir, &base_name(&cfg), |name| {
                 h.name = name.to_string();
                 Ok(serde_json::to_string_pretty(&h)?.into_bytes())
             })?;
@@ -163,6 +190,7 @@ fn run_inner(
             train.clone(),
             cfg.batch_size,
             cfg.augment,
+            crop,
             true,
             true,
             cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
@@ -183,7 +211,7 @@ fn run_inner(
                 &model,
                 executor,
                 b.images,
-                INPUT_SIZE,
+                side,
                 &b.labels,
                 cfg.label_smoothing as f32,
                 dropout_seed,
@@ -262,8 +290,9 @@ fn run_inner(
             history.best_epoch = Some(epoch + 1);
             history.checkpoint = Some(ckpt_path.clone());
             let mut meta = ModelMeta::cifar100(&cfg.model);
-            meta.class_names = ds.class_names.clone();
-            meta.training = Some(training_summary(&history, &record));
+            meta.class_names = class_names.clone();
+            meta.image_size = side;
+            meta.training = Some(training_summary(&history, &record, train.len()));
             if let Err(e) = weights::save_model(&ckpt_path, model.params(), &meta) {
                 return Err(fail(&mut history, e.into()));
             }
@@ -284,6 +313,58 @@ fn run_inner(
     Ok(history)
 }
 
+/// The name a new run's files start with: `mobilenetv3_small_0.25` on CIFAR-100, `<folder>_small_0.25` on a
+/// folder of images (its name reduced to ASCII letters, digits, `-` and `_`), so that the user's models are told apart
+/// in Classify's list.
+fn base_name(cfg: &TrainConfig) -> String {
+    let folder = cfg.images.as_deref().and_then(|d| d.file_name()).map(|n| {
+        let clean: String = n
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .take(60)
+            .collect();
+        clean.trim_matches('_').to_string()
+    });
+    match folder.filter(|f| !f.is_empty()) {
+        Some(f) => format!("{f}_{}", cfg.model.name()),
+        None => format!("mobilenetv3_{}", cfg.model.name()),
+    }
+}
+
+/// Loads the run's data; while a folder of images is decoded (on another thread), its progress goes out as
+/// events and the Stop button cancels it.
+fn load_with_events(
+    cfg: &TrainConfig,
+    control: &TrainControl,
+    on_event: &mut impl FnMut(TrainEvent),
+) -> Result<data::DataSet> {
+    if cfg.images.is_none() {
+        return load_data(cfg);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let cancel = &cancel;
+        let loading = scope.spawn(move || {
+            load_data_with_progress(
+                cfg,
+                move |done, total| {
+                    let _ = tx.send((done, total));
+                },
+                cancel,
+            )
+        });
+        for (done, total) in rx {
+            on_event(TrainEvent::Decoding { done, total });
+            if control.is_stopped() {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        loading.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// A duration for progress lines: `mm:ss`, or `h:mm:ss` from an hour on.
 pub fn hms(s: f64) -> String {
     let s = if s.is_finite() { s.max(0.0) as u64 } else { 0 };
@@ -295,7 +376,7 @@ pub fn hms(s: f64) -> String {
 }
 
 /// What the checkpoint's header says about its training.
-fn training_summary(h: &History, best: &EpochRecord) -> serde_json::Value {
+fn training_summary(h: &History, best: &EpochRecord, train_images: usize) -> serde_json::Value {
     serde_json::json!({
         "run": h.name,
         "epoch": best.epoch,
@@ -303,7 +384,7 @@ fn training_summary(h: &History, best: &EpochRecord) -> serde_json::Value {
         "top1": best.top1,
         "top5": best.top5,
         "val_loss": best.val_loss,
-        "train_images": h.config.limit_train.unwrap_or(data::TRAIN_IMAGES),
+        "train_images": train_images,
         "batch_size": h.config.batch_size,
         "lr": h.config.sgd.lr,
         "schedule": h.config.schedule,

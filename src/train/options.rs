@@ -103,15 +103,29 @@ pub struct TrainOptions {
     #[arg(long, hide = true, conflicts_with = "select_by")]
     pub select_by_top1: bool,
     /// CIFAR-100: a folder of the binary or python layout, or either official .tar.gz.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "images")]
     pub data: Option<PathBuf>,
+    /// Train on your own images: a folder with one folder of images per class (or train/ and val/ folders
+    /// that each hold them).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// The share of each class held out for validation when --images has no val/ folder.
+    #[arg(long, default_value_t = d().val_split)]
+    pub val_split: f64,
+    /// Side in pixels of the square the images are resized to (CIFAR-100: 32).
+    #[arg(long, default_value_t = d().image_size)]
+    pub image_size: usize,
+    /// Start from this model file's weights (a shipped model or one you trained; a new classifier for your
+    /// classes) instead of fresh ones. --model, --width and --si then come from the file.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
     /// cpu or cuda.
     #[arg(long, default_value_t = d().device)]
     pub device: String,
-    /// Train on the first N images only.
+    /// Train on the first N images only (CIFAR-100).
     #[arg(long)]
     pub limit_train: Option<usize>,
-    /// Evaluate on the first N test images only.
+    /// Evaluate on the first N test images only (CIFAR-100).
     #[arg(long)]
     pub limit_test: Option<usize>,
     /// Seed of the weights, the data order, the augmentation and dropout.
@@ -170,6 +184,10 @@ impl TrainOptions {
             limit_test: cfg.limit_test,
             seed: cfg.seed,
             init: cfg.init,
+            images: cfg.images.clone(),
+            val_split: cfg.val_fraction,
+            image_size: cfg.image_size,
+            from: cfg.from.clone(),
         }
     }
 
@@ -203,6 +221,10 @@ impl TrainOptions {
             out_dir: out_dir.to_path_buf(),
             select_by: if self.select_by_top1 { SelectBy::Top1 } else { self.select_by },
             init: self.init,
+            images: self.images.clone(),
+            val_fraction: self.val_split,
+            image_size: self.image_size,
+            from: self.from.clone(),
         }
     }
 }

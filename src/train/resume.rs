@@ -58,15 +58,16 @@ pub(super) fn load_resume(path: &Path) -> Result<(HashMap<String, Tensor>, Resum
 
 /// The config a resumed run continues with: the recipe from the resume file, where files go from the caller.
 /// The file's run name must be a plain file name (it becomes the stem of every file the run writes), the model
-/// must have CIFAR-100's 100 classes, and the data folder must exist.
+/// must have 2 to 1000 classes, and the data folder must exist.
 pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainConfig) -> Result<TrainConfig> {
     let name = &header.history.name;
     if !runfiles::is_plain_name(name) {
         return Err(ResumeError::BadRunName { path: path.into(), name: name.clone() }.into());
     }
     let mut cfg = header.history.config.clone();
-    if cfg.model.num_classes != crate::data::labels::CIFAR100_FINE.len() {
-        return Err(ResumeError::NotCifar100 { path: path.into(), classes: cfg.model.num_classes }.into());
+    let classes = cfg.model.num_classes;
+    if !(crate::data::folder::MIN_CLASSES..=crate::data::folder::MAX_CLASSES).contains(&classes) {
+        return Err(ResumeError::BadClassCount { path: path.into(), classes }.into());
     }
     if header.history.epochs.len() > cfg.epochs {
         let (recorded, planned) = (header.history.epochs.len(), cfg.epochs);
@@ -76,6 +77,14 @@ pub(super) fn resumed_config(path: &Path, header: &ResumeHeader, caller: &TrainC
     files_are_this_runs(&cfg.out_dir, &header.history)?;
     if caller.data_dir.is_some() {
         cfg.data_dir = caller.data_dir.clone();
+    }
+    if caller.images.is_some() {
+        cfg.images = caller.images.clone();
+    }
+    if let Some(d) = &cfg.images {
+        if !d.is_dir() {
+            return Err(ResumeError::ImagesFolderGone { dir: d.clone() }.into());
+        }
     }
     if let Some(d) = &cfg.data_dir {
         if !d.exists() {

@@ -73,7 +73,7 @@ impl TrainTab {
                 let picking = self.folder_pick.is_some();
                 if ui.add_enabled(!picking, egui::Button::new("Use a folder I already have…")).clicked() {
                     self.folder_error = None;
-                    self.folder_pick = Some(Pending::folder(ui.ctx()));
+                    self.folder_pick = Some((Pending::folder(ui.ctx()), super::FolderFor::Cifar100));
                 }
                 if let Some(e) = &self.folder_error {
                     ui.colored_label(Color32::from_rgb(220, 80, 60), e);

@@ -3,6 +3,7 @@
 //! options) and it parses into the same options, so a run started here is the run the same values give on the
 //! command line.
 
+use crate::app::worker::ModelEntry;
 use crate::model::arch::Variant;
 use crate::model::params::Init;
 use crate::train::{Milestones, ScheduleKind, SelectBy, TrainConfig, TrainOptions};
@@ -39,6 +40,29 @@ pub struct TrainForm {
     pub limit_train: String,
     pub limit_test: String,
     pub seed: String,
+    /// CIFAR-100 or the user's folder of class folders.
+    pub source: DataSource,
+    pub images_dir: String,
+    pub val_split: String,
+    pub image_size: String,
+    /// A model file to start from; empty for fresh weights.
+    pub start_from: String,
+}
+
+/// What a run trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum DataSource {
+    #[default]
+    Cifar100,
+    /// A folder with one folder of images per class.
+    Images,
+}
+
+/// Which folder field a folder dialog fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolderFor {
+    Cifar100,
+    Images,
 }
 
 impl Default for TrainForm {
@@ -88,6 +112,11 @@ impl TrainForm {
             limit_train: opt(o.limit_train),
             limit_test: opt(o.limit_test),
             seed: o.seed.to_string(),
+            source: if o.images.is_some() { DataSource::Images } else { DataSource::Cifar100 },
+            images_dir: o.images.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+            val_split: o.val_split.to_string(),
+            image_size: o.image_size.to_string(),
+            start_from: o.from.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
         }
     }
 
@@ -113,6 +142,8 @@ impl TrainForm {
         let weight_decay = parse::<f64>(&mut errs, "weight_decay", &self.weight_decay);
         let label_smoothing = parse::<f64>(&mut errs, "label_smoothing", &self.label_smoothing);
         let seed = parse::<u64>(&mut errs, "seed", &self.seed);
+        let val_split = parse::<f64>(&mut errs, "val_fraction", &self.val_split);
+        let image_size = parse::<usize>(&mut errs, "image_size", &self.image_size);
         // An empty limit means every image.
         let optional = |errs: &mut FieldErrors, field: &'static str, s: &str| -> Option<Option<usize>> {
             if s.trim().is_empty() {
@@ -154,6 +185,8 @@ impl TrainForm {
             Some(milestones),
             Some(gamma),
             Some(warmup_epochs),
+            Some(val_split),
+            Some(image_size),
         ) = (
             width,
             epochs,
@@ -168,11 +201,15 @@ impl TrainForm {
             milestones,
             gamma,
             warmup,
+            val_split,
+            image_size,
         )
         else {
             return Err(errs);
         };
         let data = self.data_dir.trim();
+        let images = self.images_dir.trim();
+        let start_from = self.start_from.trim();
         Ok(TrainOptions {
             model: self.variant,
             width,
@@ -192,18 +229,23 @@ impl TrainForm {
             no_flip: !self.flip,
             select_by: self.select_by,
             select_by_top1: false,
-            data: (!data.is_empty()).then(|| PathBuf::from(data)),
+            data: (self.source == DataSource::Cifar100 && !data.is_empty()).then(|| PathBuf::from(data)),
             device: self.device.clone(),
-            limit_train,
-            limit_test,
+            // The limits are CIFAR-100's (a folder of images is used whole); hidden fields are not read.
+            limit_train: if self.source == DataSource::Cifar100 { limit_train } else { None },
+            limit_test: if self.source == DataSource::Cifar100 { limit_test } else { None },
             seed,
             init: self.init,
+            images: (self.source == DataSource::Images && !images.is_empty()).then(|| PathBuf::from(images)),
+            val_split,
+            image_size,
+            from: (!start_from.is_empty()).then(|| PathBuf::from(start_from)),
         })
     }
 
     /// The config, or the problems keyed by field name: the options' parse errors, then the config's own checks
-    /// ([`TrainConfig::problems`]), then the data folder. `has_data` says whether a folder holds CIFAR-100 (the
-    /// caller caches it: it touches the file system).
+    /// ([`TrainConfig::problems`]), then the data folder. `has_data` says whether a folder holds the data of the
+    /// form's source (CIFAR-100, or a folder at all; the caller caches it: it touches the file system).
     pub(crate) fn to_config(
         &self,
         out_dir: &Path,
@@ -219,10 +261,20 @@ impl TrainForm {
                 errs.entry(field).or_insert(msg);
             }
         }
-        if self.data_dir.trim().is_empty() {
-            errs.insert("data", "choose the CIFAR-100 folder".into());
-        } else if !has_data(Path::new(self.data_dir.trim())) {
-            errs.insert("data", "no CIFAR-100 here (binary, python or .tar.gz)".into());
+        match self.source {
+            DataSource::Cifar100 if self.data_dir.trim().is_empty() => {
+                errs.insert("data", "choose the CIFAR-100 folder".into());
+            }
+            DataSource::Cifar100 if !has_data(Path::new(self.data_dir.trim())) => {
+                errs.insert("data", "no CIFAR-100 here (binary, python or .tar.gz)".into());
+            }
+            DataSource::Images if self.images_dir.trim().is_empty() => {
+                errs.insert("images", "choose a folder with one folder of images per class".into());
+            }
+            DataSource::Images if !has_data(Path::new(self.images_dir.trim())) => {
+                errs.insert("images", "not a folder".into());
+            }
+            _ => {}
         }
         match cfg {
             Some(cfg) if errs.is_empty() => Ok(cfg),
@@ -266,8 +318,60 @@ fn choice<T: PartialEq + Copy>(ui: &mut egui::Ui, id: &str, value: &mut T, choic
         .response
 }
 
-/// The form's fields; `pick_folder` is set when the data set folder's "…" button is clicked.
-pub(super) fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &FieldErrors, pick_folder: &mut bool) {
+/// The form's fields; `pick_folder` is set to the field whose "…" button is clicked. `models` are the model
+/// files a run can start from.
+pub(super) fn form_ui(
+    ui: &mut egui::Ui,
+    f: &mut TrainForm,
+    errors: &FieldErrors,
+    models: &[ModelEntry],
+    pick_folder: &mut Option<FolderFor>,
+) {
+    ui.strong("Data");
+    field(ui, "Train on", errors, "source", |ui| {
+        choice(ui, "source", &mut f.source, &[(DataSource::Cifar100, "CIFAR-100"), (DataSource::Images, "My images")])
+    });
+    match f.source {
+        DataSource::Cifar100 => {
+            field(ui, "Dataset folder", errors, "data", |ui| {
+                let r = ui.add(egui::TextEdit::singleline(&mut f.data_dir).desired_width(100.0));
+                if ui.button("…").on_hover_text("Choose the CIFAR-100 folder").clicked() {
+                    *pick_folder = Some(FolderFor::Cifar100);
+                }
+                r
+            });
+        }
+        DataSource::Images => {
+            field(ui, "Image folder", errors, "images", |ui| {
+                let r = ui.add(
+                    egui::TextEdit::singleline(&mut f.images_dir).hint_text("drop a folder here").desired_width(100.0),
+                );
+                if ui.button("…").on_hover_text("Choose a folder with one folder of images per class").clicked() {
+                    *pick_folder = Some(FolderFor::Images);
+                }
+                r
+            });
+            field(ui, "Validation share", errors, "val_fraction", |ui| text(ui, &mut f.val_split));
+            field(ui, "Image size", errors, "image_size", |ui| text(ui, &mut f.image_size));
+        }
+    }
+    field(ui, "Start from", errors, "from", |ui| {
+        let shown = models
+            .iter()
+            .find(|m| m.path.display().to_string() == f.start_from)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| if f.start_from.is_empty() { "fresh weights".into() } else { f.start_from.clone() });
+        egui::ComboBox::from_id_salt("start_from")
+            .selected_text(shown)
+            .width(140.0)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut f.start_from, String::new(), "fresh weights");
+                for m in models {
+                    ui.selectable_value(&mut f.start_from, m.path.display().to_string(), &m.name);
+                }
+            })
+            .response
+    });
     ui.strong("Model");
     field(ui, "Variant", errors, "variant", |ui| {
         choice(ui, "variant", &mut f.variant, &[(Variant::Small, "small"), (Variant::Large, "large")])
@@ -305,7 +409,11 @@ pub(super) fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &FieldErrors
     field(ui, "Weight decay", errors, "weight_decay", |ui| text(ui, &mut f.weight_decay));
     field(ui, "Label smoothing", errors, "label_smoothing", |ui| text(ui, &mut f.label_smoothing));
     ui.checkbox(&mut f.nesterov, "Nesterov momentum");
-    ui.checkbox(&mut f.crop, "Random crop (pad 4)");
+    let crop = match f.source {
+        DataSource::Cifar100 => "Random crop (pad 4)",
+        DataSource::Images => "Random resized crop",
+    };
+    ui.checkbox(&mut f.crop, crop);
     ui.checkbox(&mut f.flip, "Random horizontal flip");
     field(ui, "Keep the best by", errors, "select_by", |ui| {
         choice(
@@ -315,20 +423,15 @@ pub(super) fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm, errors: &FieldErrors
             &[(SelectBy::ValLoss, "validation loss"), (SelectBy::Top1, "top-1 accuracy")],
         )
     });
-    ui.strong("Data and device");
-    field(ui, "Dataset folder", errors, "data", |ui| {
-        let r = ui.add(egui::TextEdit::singleline(&mut f.data_dir).desired_width(100.0));
-        if ui.button("…").on_hover_text("Choose the CIFAR-100 folder").clicked() {
-            *pick_folder = true;
-        }
-        r
-    });
-    field(ui, "Train images", errors, "limit_train", |ui| {
-        ui.add(egui::TextEdit::singleline(&mut f.limit_train).hint_text("all").desired_width(140.0))
-    });
-    field(ui, "Test images", errors, "limit_test", |ui| {
-        ui.add(egui::TextEdit::singleline(&mut f.limit_test).hint_text("all").desired_width(140.0))
-    });
+    ui.strong("Limits and device");
+    if f.source == DataSource::Cifar100 {
+        field(ui, "Train images", errors, "limit_train", |ui| {
+            ui.add(egui::TextEdit::singleline(&mut f.limit_train).hint_text("all").desired_width(140.0))
+        });
+        field(ui, "Test images", errors, "limit_test", |ui| {
+            ui.add(egui::TextEdit::singleline(&mut f.limit_test).hint_text("all").desired_width(140.0))
+        });
+    }
     // A cuda choice kept from an earlier session falls back to the CPU where CUDA does not open here.
     if f.device == "cuda" && matches!(crate::device::cuda_if_probed(), Some(Err(_))) {
         f.device = "cpu".to_string();
@@ -424,13 +527,29 @@ mod tests {
             ("limit_test", &["--limit-test", "100"], |f| f.limit_test = "100".into()),
             ("seed", &["--seed", "3"], |f| f.seed = "3".into()),
             ("init", &["--init", "kaiming"], |f| f.init = Init::KaimingFanOut),
+            ("images", &["--images", "mine"], |f| {
+                f.source = DataSource::Images;
+                f.images_dir = "mine".into()
+            }),
+            ("val_split", &["--val-split", "0.3"], |f| f.val_split = "0.3".into()),
+            ("image_size", &["--images", "mine", "--image-size", "64"], |f| {
+                f.source = DataSource::Images;
+                f.images_dir = "mine".into();
+                f.image_size = "64".into()
+            }),
+            ("from", &["--from", "trained_models/a.safetensors"], |f| {
+                f.start_from = "trained_models/a.safetensors".into()
+            }),
         ];
         let default_run = app(&form());
         for (id, args, edit) in cases {
             let mut f = form();
             edit(&mut f);
-            let with_data =
-                if args.contains(&"--data") { args.to_vec() } else { [&["--data", "cifar"][..], args].concat() };
+            let with_data = if args.contains(&"--data") || args.contains(&"--images") {
+                args.to_vec()
+            } else {
+                [&["--data", "cifar"][..], args].concat()
+            };
             let (from_cli, from_app) = (cli(&with_data), app(&f));
             assert_eq!(from_cli, from_app, "--{id}");
             assert_ne!(from_app, default_run, "--{id}: the value chosen is the default, so the case proves nothing");
@@ -454,6 +573,21 @@ mod tests {
         assert!(errs["lr"].contains("learning rate"), "{errs:?}");
         let errs = form().to_config(Path::new("out"), |_| false).unwrap_err();
         assert!(errs.contains_key("data"), "{errs:?}");
+    }
+
+    #[test]
+    fn my_images_needs_a_folder_and_drops_the_cifar_only_fields() {
+        let f = TrainForm { source: DataSource::Images, limit_train: "256".into(), ..form() };
+        let errs = f.to_config(Path::new("out"), |_| true).unwrap_err();
+        assert!(errs["images"].contains("one folder of images per class"), "{errs:?}");
+        let f = TrainForm { images_dir: "photos".into(), ..f };
+        let errs = f.to_config(Path::new("out"), |_| false).unwrap_err();
+        assert_eq!(errs["images"], "not a folder");
+        let cfg = f.to_config(Path::new("out"), |_| true).unwrap();
+        assert_eq!((cfg.images, cfg.data_dir, cfg.limit_train), (Some(PathBuf::from("photos")), None, None));
+        let f = TrainForm { image_size: "8".into(), ..f };
+        let errs = f.to_config(Path::new("out"), |_| true).unwrap_err();
+        assert!(errs["image_size"].contains("between 16 and 512"), "{errs:?}");
     }
 
     #[test]

@@ -9,11 +9,11 @@ mod plots;
 pub mod runs;
 
 use super::dialog::Pending;
-use super::worker::{Command, Worker};
+use super::worker::{Command, ModelEntry, Worker};
 use crate::train::{hms, EpochRecord, TrainConfig, TrainEvent};
 pub use data_panel::DownloadState;
 use egui::Color32;
-pub use form::TrainForm;
+pub use form::{DataSource, FolderFor, TrainForm};
 use runs::PastRuns;
 use std::path::{Path, PathBuf};
 
@@ -53,12 +53,14 @@ pub struct TrainTab {
     pub out_dir: PathBuf,
     /// The last data folder checked and whether it holds CIFAR-100 (checked when the field changes only).
     data_check: (String, bool),
+    /// The same for the folder of the user's images (whether it is a folder).
+    images_check: (String, bool),
     /// Where the data set is downloaded to, and from where (URL, expected MD5).
     pub data_home: PathBuf,
     pub data_source: (String, Option<String>),
     pub download: DownloadState,
-    /// A folder dialog that is open (the data set folder).
-    folder_pick: Option<Pending>,
+    /// A folder dialog that is open, and the field it fills.
+    folder_pick: Option<(Pending, FolderFor)>,
     /// Why the folder picker could not be shown, shown where it was asked for.
     pub folder_error: Option<String>,
     /// Where curves and histories are exported, and what the last export said.
@@ -75,6 +77,7 @@ impl TrainTab {
             past: PastRuns::default(),
             out_dir,
             data_check: (String::from("\u{0}"), false),
+            images_check: (String::from("\u{0}"), false),
             data_home,
             data_source: crate::data::download::cifar100_source(),
             download: DownloadState::default(),
@@ -115,6 +118,16 @@ impl TrainTab {
                 self.run.img_per_s = img_per_s;
                 self.run.eta_s = eta_s;
             }
+            TrainEvent::Decoding { done, total } => self.run.message = format!("decoding images: {done}/{total}"),
+            TrainEvent::Data(summary) => {
+                self.run.message = format!(
+                    "{} classes, {} training images at {}x{}",
+                    summary.class_names.len(),
+                    summary.train_per_class.iter().sum::<usize>(),
+                    summary.side,
+                    summary.side
+                )
+            }
             TrainEvent::Evaluating { epoch } => self.run.message = format!("evaluating epoch {epoch}"),
             TrainEvent::Epoch(r) => {
                 self.run.message = format!("epoch {}: top-1 {:.2}%", r.epoch, r.top1 * 100.0);
@@ -145,6 +158,17 @@ impl TrainTab {
         }
     }
 
+    /// A folder chosen in a dialog or dropped on the tab: a folder of images selects *My images*.
+    pub(crate) fn set_folder(&mut self, target: FolderFor, dir: &Path) {
+        match target {
+            FolderFor::Cifar100 => self.form.data_dir = dir.display().to_string(),
+            FolderFor::Images => {
+                self.form.source = DataSource::Images;
+                self.form.images_dir = dir.display().to_string();
+            }
+        }
+    }
+
     /// The training thread has ended (normally or not): the tab is idle again whatever was missed.
     pub(crate) fn on_ended(&mut self) {
         if self.state != RunState::Idle {
@@ -164,12 +188,12 @@ impl TrainTab {
         self.data_check.1.then(|| PathBuf::from(dir))
     }
 
-    pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+    pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker, models: &[ModelEntry]) {
         self.past.poll(ui.ctx(), &self.out_dir, self.state == RunState::Idle);
-        if let Some(answer) = self.folder_pick.as_ref().and_then(Pending::poll) {
+        if let Some((answer, target)) = self.folder_pick.as_ref().and_then(|(p, t)| p.poll().map(|a| (a, *t))) {
             self.folder_pick = None;
             match answer.map(|d| d.into_iter().next()) {
-                Ok(Some(d)) => self.form.data_dir = d.display().to_string(),
+                Ok(Some(d)) => self.set_folder(target, &d),
                 Ok(None) => {}
                 Err(e) => self.folder_error = Some(e),
             }
@@ -178,12 +202,18 @@ impl TrainTab {
         if self.data_check.0 != dir {
             self.data_check = (dir.clone(), crate::train::has_dataset(Path::new(&dir)));
         }
-        let ok = self.data_check.1;
+        let images = self.form.images_dir.trim().to_string();
+        if self.images_check.0 != images {
+            self.images_check = (images.clone(), Path::new(&images).is_dir());
+        }
+        let cifar = self.form.source == DataSource::Cifar100;
+        let ok = if cifar { self.data_check.1 } else { self.images_check.1 };
         let checked = self.form.to_config(&self.out_dir, |_| ok);
         let mut errors = checked.as_ref().err().cloned().unwrap_or_default();
-        let data_panel = !ok || self.download.running;
+        // The CIFAR-100 panel (where to get it, the download) shows while CIFAR-100 is chosen and not found.
+        let data_panel = cifar && (!self.data_check.1 || self.download.running);
         if let (Some(e), false) = (&self.folder_error, data_panel) {
-            errors.insert("data", e.clone());
+            errors.insert(if cifar { "data" } else { "images" }, e.clone());
         }
         let idle = self.state == RunState::Idle;
         egui::Panel::left("train-form").resizable(false).exact_size(300.0).show(ui, |ui| {
@@ -191,11 +221,11 @@ impl TrainTab {
                 if data_panel {
                     self.data_ui(ui, worker);
                 }
-                let mut pick_folder = false;
-                ui.add_enabled_ui(idle, |ui| form::form_ui(ui, &mut self.form, &errors, &mut pick_folder));
-                if pick_folder && self.folder_pick.is_none() {
+                let mut pick_folder = None;
+                ui.add_enabled_ui(idle, |ui| form::form_ui(ui, &mut self.form, &errors, models, &mut pick_folder));
+                if let (Some(target), None) = (pick_folder, &self.folder_pick) {
                     self.folder_error = None;
-                    self.folder_pick = Some(Pending::folder(ui.ctx()));
+                    self.folder_pick = Some((Pending::folder(ui.ctx()), target));
                 }
                 ui.separator();
                 self.controls(ui, worker, checked.ok());
