@@ -219,3 +219,38 @@ fn the_command_line_trains_on_a_folder_evaluates_on_its_held_out_images_and_clas
     let first_label = stdout.split_whitespace().nth(1).unwrap_or_default();
     assert_eq!(first_label, "sky", "{stdout}");
 }
+
+/// A stopped run on a folder continues from its resume file, and refuses a folder of other classes.
+#[test]
+fn a_stopped_folder_run_continues_and_refuses_a_folder_with_another_number_of_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("three");
+    make_folder(&images, 6);
+    let out = dir.path().join("models");
+    let mut cfg = config(&images, &out, 32);
+    cfg.epochs = 2;
+    let control = TrainControl::new();
+    let c = control.clone();
+    let h = train::run(&cfg, None, &control, |ev| {
+        if let TrainEvent::Epoch(_) = ev {
+            c.stop()
+        }
+    })
+    .unwrap();
+    assert_eq!((h.status, h.epochs.len()), (Status::Stopped, 1));
+    let state = train::resume_path(&out, &h.name);
+
+    let two = dir.path().join("two");
+    for (name, colour) in &CLASSES[..2] {
+        std::fs::create_dir_all(two.join(name)).unwrap();
+        for i in 0..4 {
+            image_of(*colour, i).save(two.join(format!("{name}/{i}.png"))).unwrap();
+        }
+    }
+    let other = TrainConfig { images: Some(two), ..cfg.clone() };
+    let err = train::run(&other, Some(&state), &TrainControl::new(), |_| {}).unwrap_err().to_string();
+    assert!(err.contains("the model has 3 classes, the data set 2"), "{err}");
+
+    let h = train::run(&cfg, Some(&state), &TrainControl::new(), |_| {}).unwrap();
+    assert_eq!((h.status, h.epochs.len()), (Status::Finished, 2));
+}

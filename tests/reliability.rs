@@ -272,10 +272,10 @@ fn a_resume_file_cannot_choose_where_files_go_nor_the_class_count() {
             "classes",
             history_named("ok", {
                 let mut c = cfg.clone();
-                c.model.num_classes = 10;
+                c.model.num_classes = 1001;
                 c
             }),
-            "10 classes",
+            "1001 classes; a classifier here has 2 to 1000",
         ),
         (
             "nodata",
