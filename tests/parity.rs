@@ -247,3 +247,45 @@ fn inference_plan_groupings_match_pytorch() {
         }
     }
 }
+
+/// At the input sizes a folder of photos trains at (not only CIFAR-100's 32, where the fixtures are PyTorch's),
+/// the hand-written CPU step gives the loss and gradients of the graph built from candle's stock ops (the
+/// portable graph, checked against PyTorch above, shares no kernel with the step). Odd sides too: every
+/// stride-2 layer then rounds up. Tolerance: 1e-3 of the largest gradient of each tensor plus 1e-5 (both
+/// sides are f32 and sum tens of thousands of terms in different orders; the projection BatchNorms' bias
+/// gradients are sums that cancel to almost nothing). MobileNetV3-Small only: the Large fixture agrees at 33
+/// but not at 41 (0.7% on some gradients) or 64 (5%, from block 7 down), with the cause not found yet (see
+/// the README's *Your own images*); this test keeps the sizes that are shown to agree.
+#[test]
+fn engine_matches_the_portable_graph_at_photo_sizes() {
+    use mobilenetv3::exec::{train_step, Executor};
+    for (case, side) in [("small_0.25_si1", 33), ("small_0.25_si1", 41), ("small_0.25_si1", 48), ("small_0.25_si2", 96)]
+    {
+        let loaded =
+            load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default())
+                .unwrap();
+        let mut model = MobileNetV3::from_loaded(loaded);
+        model.set_dropout(0.0);
+        model.set_ops(Ops::Portable);
+        let n = 4;
+        // A fixed input in [-1, 1) (no random generator: the same numbers on every run).
+        let x: Vec<f32> = (0..n * 3 * side * side).map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0).collect();
+        let labels: Vec<u32> = vec![3, 17, 42, 99];
+        let engine = train_step(&model, Executor::TrainStep, x.clone(), side, &labels, 0.1, 0).unwrap();
+        let graph = train_step(&model, Executor::Graph, x, side, &labels, 0.1, 0).unwrap();
+        let dl = (engine.loss - graph.loss).abs();
+        assert!(dl < 1e-4 * graph.loss.abs().max(1.0), "{case} at {side}: loss {} against {}", engine.loss, graph.loss);
+        assert_eq!(engine.predictions, graph.predictions, "{case} at {side}");
+        let mut checked = 0;
+        for (name, var) in model.params().trainable() {
+            let (Some(a), Some(b)) = (engine.grads.get(var.as_tensor()), graph.grads.get(var.as_tensor())) else {
+                continue;
+            };
+            let d = max_abs_diff(a, b);
+            let tol = 1e-3 * max_abs(b) + 1e-5;
+            assert!(d <= tol, "{case} at {side}: gradient of {name} differs by {d} (tolerance {tol})");
+            checked += 1;
+        }
+        assert!(checked > 50, "{case} at {side}: only {checked} gradients compared");
+    }
+}

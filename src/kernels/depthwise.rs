@@ -714,6 +714,30 @@ mod tests {
         }
     }
 
+    /// The planes of photo-sized inputs (a folder of images trains at 32 to 224 pixels): every side from 4 to
+    /// 56 and 112, both kernels, both strides, through whichever kernel (row or general) takes the plane.
+    #[test]
+    fn forward_and_backward_match_the_definition_at_photo_sizes() {
+        let mut sides: Vec<usize> = (4..=56).collect();
+        sides.push(112);
+        for side in sides {
+            for (k, s, n, c) in [(3, 1, 1, 2), (3, 2, 1, 2), (5, 1, 1, 2), (5, 2, 1, 2), (5, 2, 4, 72), (3, 2, 3, 17)] {
+                let g = Geometry { n, c, h: side, w: side, k, stride: s, pad: (k - 1) / 2 };
+                let (x, wt, dy) = (data(n * c * side * side, 1), data(c * k * k, 2), data(g.out_len(), 3));
+                let mut y = vec![0f32; g.out_len()];
+                forward(&g, &x, &wt, None, Act::None, &mut y);
+                close(&y, &naive_forward(&g, &x, &wt), "forward", &g);
+                let (rdx, rdw) = naive_backward(&g, &x, &wt, &dy);
+                let mut dx = vec![0f32; x.len()];
+                backward_input(&g, &dy, &wt, &mut dx);
+                close(&dx, &rdx, "input grad", &g);
+                let mut dw = vec![0f32; wt.len()];
+                backward_weight(&g, &x, &dy, &mut dw);
+                close(&dw, &rdw, "weight grad", &g);
+            }
+        }
+    }
+
     /// The plane-at-a-time form (used by the training step's fused phases) gives the same three results.
     #[test]
     fn plane_conv_matches_the_definition_on_odd_shapes() {
