@@ -734,6 +734,28 @@ mod tests {
                 let mut dw = vec![0f32; wt.len()];
                 backward_weight(&g, &x, &dy, &mut dw);
                 close(&dw, &rdw, "weight grad", &g);
+                // The plane form (the training step's).
+                let conv = PlaneConv::new(&g);
+                let mut sc = conv.scratch();
+                let (hw, ohw, kk) = (side * side, g.out_h() * g.out_w(), k * k);
+                let (mut py, mut pdx, mut pdw) = (vec![0f32; g.out_len()], vec![0f32; x.len()], vec![0f64; wt.len()]);
+                for plane in 0..n * c {
+                    let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
+                    let wk = &wt[ch * kk..(ch + 1) * kk];
+                    conv.forward(&x[ri.clone()], None, wk, &mut py[ro.clone()], &mut sc);
+                    conv.backward(
+                        &x[ri.clone()],
+                        None,
+                        &dy[ro],
+                        wk,
+                        &mut pdw[ch * kk..(ch + 1) * kk],
+                        &mut pdx[ri],
+                        &mut sc,
+                    );
+                }
+                close(&py, &y, "plane forward", &g);
+                close(&pdx, &rdx, "plane input grad", &g);
+                close(&pdw.iter().map(|v| *v as f32).collect::<Vec<_>>(), &rdw, "plane weight grad", &g);
             }
         }
     }
