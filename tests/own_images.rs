@@ -254,3 +254,24 @@ fn a_stopped_folder_run_continues_and_refuses_a_folder_with_another_number_of_cl
     let h = train::run(&cfg, Some(&state), &TrainControl::new(), |_| {}).unwrap();
     assert_eq!((h.status, h.epochs.len()), (Status::Finished, 2));
 }
+
+/// Large at a size other than 32 trains, with a warning that its step is verified at 32 only (see the README).
+#[test]
+fn large_at_another_size_warns_that_it_is_verified_at_32_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("colours");
+    make_folder(&images, 4);
+    let mut cfg = config(&images, &dir.path().join("models"), 40);
+    cfg.from =
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/large_0.25_si1.weights.safetensors"));
+    cfg.epochs = 1;
+    let mut warnings = Vec::new();
+    let h = train::run(&cfg, None, &TrainControl::new(), |ev| {
+        if let TrainEvent::Data(s) = ev {
+            warnings = s.warnings.clone();
+        }
+    })
+    .unwrap();
+    assert_eq!(h.status, Status::Finished);
+    assert!(warnings.iter().any(|w| w.contains("not yet verified at 40x40")), "{warnings:?}");
+}
