@@ -258,8 +258,9 @@ pub fn channel_stats(split: &Split) -> ([f64; 3], [f64; 3]) {
     (mean, std)
 }
 
-/// Training-time augmentation, as in the reference: random 32x32 crop of the image zero-padded by 4 pixels,
-/// random horizontal flip; then normalisation.
+/// Which training-time augmentations a run applies: the data set's random crop (its [`Crop`]: for CIFAR-100 the
+/// reference's 32x32 window of the image zero-padded by 4 pixels) and a random horizontal flip; then
+/// normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Augment {
     pub crop: bool,
@@ -270,10 +271,6 @@ impl Default for Augment {
     fn default() -> Self {
         Augment { crop: true, flip: true }
     }
-}
-
-impl Augment {
-    pub(crate) const NONE: Augment = Augment { crop: false, flip: false };
 }
 
 /// Writes one normalised CHW image (3 x `side` x `side` floats) into `out`: the window at (dy, dx) of a
@@ -359,6 +356,12 @@ pub(crate) fn prepare_resized(src: &[u8], side: usize, r: Region, flip: bool, ou
     }
 }
 
+/// Where a training image is read from: shifted by (dy, dx) over zero padding, or a region resized to full size.
+enum Window {
+    Shift(i32, i32),
+    Region(Region),
+}
+
 /// A prepared batch: normalised images (n * 3 * side * side) and labels.
 pub struct Batch {
     pub images: Vec<f32>,
@@ -366,7 +369,8 @@ pub struct Batch {
     pub index: usize,
 }
 
-/// Produces the batches of one epoch on a background thread, `ahead` batches in advance.
+/// Produces the batches of one epoch on a background thread, `ahead` batches in advance: each image cropped by
+/// `crop` (None: whole) and, with `flip`, mirrored at random.
 ///
 /// The order and the augmentation come from `seed` alone, so an epoch is reproducible. With `drop_last`, the
 /// final partial batch is skipped (the reference's training loader does this).
@@ -374,8 +378,8 @@ pub struct Batch {
 pub(crate) fn epoch_batches(
     split: std::sync::Arc<Split>,
     batch: usize,
-    augment: Augment,
-    crop: Crop,
+    crop: Option<Crop>,
+    flip: bool,
     shuffle: bool,
     drop_last: bool,
     seed: u64,
@@ -396,23 +400,22 @@ pub(crate) fn epoch_batches(
                 let mut images = vec![0f32; idx.len() * bytes];
                 let mut labels = Vec::with_capacity(idx.len());
                 for (j, &i) in idx.iter().enumerate() {
-                    let out = &mut images[j * bytes..(j + 1) * bytes];
-                    match (augment.crop, crop) {
-                        (true, Crop::Resized { min_area }) => {
-                            let region = resized_crop_region(&mut rng, side, min_area);
-                            let flip = augment.flip && rng.random::<bool>();
-                            prepare_resized(split.image(i), side, region, flip, out);
-                        }
-                        (true, Crop::Shift { pad }) => {
+                    // The crop is drawn before the flip (the order the reference's CIFAR transforms draw in).
+                    let window = match crop {
+                        Some(Crop::Shift { pad }) => {
                             let p = pad as i32;
-                            let (dy, dx) = (rng.random_range(-p..=p), rng.random_range(-p..=p));
-                            let flip = augment.flip && rng.random::<bool>();
-                            prepare_image(split.image(i), side, dy, dx, flip, out);
+                            Window::Shift(rng.random_range(-p..=p), rng.random_range(-p..=p))
                         }
-                        (false, _) => {
-                            let flip = augment.flip && rng.random::<bool>();
-                            prepare_image(split.image(i), side, 0, 0, flip, out);
+                        Some(Crop::Resized { min_area }) => {
+                            Window::Region(resized_crop_region(&mut rng, side, min_area))
                         }
+                        None => Window::Shift(0, 0),
+                    };
+                    let flip = flip && rng.random::<bool>();
+                    let out = &mut images[j * bytes..(j + 1) * bytes];
+                    match window {
+                        Window::Shift(dy, dx) => prepare_image(split.image(i), side, dy, dx, flip, out),
+                        Window::Region(r) => prepare_resized(split.image(i), side, r, flip, out),
                     }
                     labels.push(split.labels[i] as u32);
                 }
@@ -501,11 +504,9 @@ mod tests {
         }
         let split = std::sync::Arc::new(parse_split(Path::new("t"), &bytes, None).unwrap());
         let a: Vec<Batch> =
-            epoch_batches(split.clone(), 4, Augment::default(), Crop::Shift { pad: 4 }, true, true, 5, 2)
-                .iter()
-                .collect();
+            epoch_batches(split.clone(), 4, Some(Crop::Shift { pad: 4 }), true, true, true, 5, 2).iter().collect();
         let b: Vec<Batch> =
-            epoch_batches(split, 4, Augment::default(), Crop::Shift { pad: 4 }, true, true, 5, 2).iter().collect();
+            epoch_batches(split, 4, Some(Crop::Shift { pad: 4 }), true, true, true, 5, 2).iter().collect();
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].labels, b[0].labels);
         assert_eq!(a[1].images, b[1].images);

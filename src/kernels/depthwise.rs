@@ -735,29 +735,27 @@ mod tests {
                 backward_weight(&g, &x, &dy, &mut dw);
                 close(&dw, &rdw, "weight grad", &g);
                 // The plane form (the training step's).
-                let conv = PlaneConv::new(&g);
-                let mut sc = conv.scratch();
-                let (hw, ohw, kk) = (side * side, g.out_h() * g.out_w(), k * k);
-                let (mut py, mut pdx, mut pdw) = (vec![0f32; g.out_len()], vec![0f32; x.len()], vec![0f64; wt.len()]);
-                for plane in 0..n * c {
-                    let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
-                    let wk = &wt[ch * kk..(ch + 1) * kk];
-                    conv.forward(&x[ri.clone()], None, wk, &mut py[ro.clone()], &mut sc);
-                    conv.backward(
-                        &x[ri.clone()],
-                        None,
-                        &dy[ro],
-                        wk,
-                        &mut pdw[ch * kk..(ch + 1) * kk],
-                        &mut pdx[ri],
-                        &mut sc,
-                    );
-                }
+                let (py, pdx, pdw) = plane_form(&g, &x, &wt, &dy);
                 close(&py, &y, "plane forward", &g);
                 close(&pdx, &rdx, "plane input grad", &g);
                 close(&pdw.iter().map(|v| *v as f32).collect::<Vec<_>>(), &rdw, "plane weight grad", &g);
             }
         }
+    }
+
+    /// Output, input gradient and weight gradient (f64) of the plane-at-a-time form, plane by plane.
+    fn plane_form(g: &Geometry, x: &[f32], wt: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
+        let conv = PlaneConv::new(g);
+        let mut sc = conv.scratch();
+        let (c, hw, ohw, kk) = (g.c, g.h * g.w, g.out_h() * g.out_w(), g.k * g.k);
+        let (mut y, mut dx, mut dw) = (vec![0f32; g.out_len()], vec![0f32; x.len()], vec![0f64; wt.len()]);
+        for plane in 0..g.n * c {
+            let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
+            let wk = &wt[ch * kk..(ch + 1) * kk];
+            conv.forward(&x[ri.clone()], None, wk, &mut y[ro.clone()], &mut sc);
+            conv.backward(&x[ri.clone()], None, &dy[ro], wk, &mut dw[ch * kk..(ch + 1) * kk], &mut dx[ri], &mut sc);
+        }
+        (y, dx, dw)
     }
 
     /// The plane-at-a-time form (used by the training step's fused phases) gives the same three results.
@@ -767,16 +765,7 @@ mod tests {
             let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
             let (x, wt, dy) = (data(n * c * h * w, 1), data(c * k * k, 2), data(g.out_len(), 3));
             let (rdx, rdw) = naive_backward(&g, &x, &wt, &dy);
-            let conv = PlaneConv::new(&g);
-            let mut sc = conv.scratch();
-            let (hw, ohw, kk) = (h * w, g.out_h() * g.out_w(), k * k);
-            let (mut y, mut dx, mut dw) = (vec![0f32; g.out_len()], vec![0f32; x.len()], vec![0f64; wt.len()]);
-            for plane in 0..n * c {
-                let (ch, ri, ro) = (plane % c, plane * hw..(plane + 1) * hw, plane * ohw..(plane + 1) * ohw);
-                let wk = &wt[ch * kk..(ch + 1) * kk];
-                conv.forward(&x[ri.clone()], None, wk, &mut y[ro.clone()], &mut sc);
-                conv.backward(&x[ri.clone()], None, &dy[ro], wk, &mut dw[ch * kk..(ch + 1) * kk], &mut dx[ri], &mut sc);
-            }
+            let (y, dx, dw) = plane_form(&g, &x, &wt, &dy);
             close(&y, &naive_forward(&g, &x, &wt), "plane forward", &g);
             close(&dx, &rdx, "plane input grad", &g);
             close(&dw.iter().map(|v| *v as f32).collect::<Vec<_>>(), &rdw, "plane weight grad", &g);

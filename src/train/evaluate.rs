@@ -1,7 +1,7 @@
 //! Accuracy, loss, per-class accuracy, the confusion matrix and the most confident mistakes of a model on a
 //! split: the figures of `mobilenetv3 evaluate`, the app's Evaluate tab and each epoch's validation.
 
-use crate::data::{self, Augment, Split};
+use crate::data::{self, Split};
 use crate::exec::graph::MobileNetV3;
 use crate::train::{Result, TrainError};
 use serde::Serialize;
@@ -71,8 +71,7 @@ pub fn evaluate_with_progress(
     let mut confusion = vec![vec![0u32; classes]; classes];
     let mut mistakes: Vec<Mistake> = Vec::new();
     let (mut loss_sum, mut top1, mut top5, mut seen) = (0f64, 0usize, 0usize, 0usize);
-    let crop = data::Crop::Shift { pad: 0 };
-    for b in data::epoch_batches(split.clone(), batch, Augment::NONE, crop, false, false, 0, 2) {
+    for b in data::epoch_batches(split.clone(), batch, None, false, false, false, 0, 2) {
         if should_stop() {
             return Ok(None);
         }

@@ -4,8 +4,8 @@
 //!
 //! The loop is here; what it is made of lives beside it, one job a file: the run's config ([`config`]), its
 //! record ([`history`]), its events and controls ([`events`]), evaluation ([`evaluate`]), finding the data
-//! ([`dataset`]), starting from a model file ([`start`]), resume state ([`resume`]), the divergence guard ([`divergence`]), its files and locks
-//! ([`runfiles`]) and SGD with momentum ([`optim`]).
+//! ([`dataset`]), starting from a model file ([`start`]), resume state ([`resume`]), the divergence guard
+//! ([`divergence`]), its files and locks ([`runfiles`]) and SGD with momentum ([`optim`]).
 
 mod config;
 mod dataset;
@@ -196,8 +196,8 @@ fn run_inner(
         let batches = data::epoch_batches(
             train.clone(),
             cfg.batch_size,
-            cfg.augment,
-            crop,
+            cfg.augment.crop.then_some(crop),
+            cfg.augment.flip,
             true,
             true,
             cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
