@@ -248,44 +248,83 @@ fn inference_plan_groupings_match_pytorch() {
     }
 }
 
+/// The CPU training step and the graph with `ops` on one fixed batch of 4 images of `side` x `side`: the loss
+/// of each, whether they predict the same, and per trainable tensor (name, max |difference|, max |graph's|).
+fn step_against_graph(case: &str, side: usize, ops: Ops) -> (f32, f32, bool, Vec<(String, f32, f32)>) {
+    use mobilenetv3::exec::{train_step, Executor};
+    let loaded =
+        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
+    let mut model = MobileNetV3::from_loaded(loaded);
+    model.set_dropout(0.0);
+    model.set_ops(ops);
+    let n = 4;
+    // A fixed input in [-1, 1) (no random generator: the same numbers on every run).
+    let x: Vec<f32> = (0..n * 3 * side * side).map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0).collect();
+    let labels: Vec<u32> = vec![3, 17, 42, 99];
+    let engine = train_step(&model, Executor::TrainStep, x.clone(), side, &labels, 0.1, 0).unwrap();
+    let graph = train_step(&model, Executor::Graph, x, side, &labels, 0.1, 0).unwrap();
+    let mut gaps = Vec::new();
+    for (name, var) in model.params().trainable() {
+        if let (Some(a), Some(b)) = (engine.grads.get(var.as_tensor()), graph.grads.get(var.as_tensor())) {
+            gaps.push((name, max_abs_diff(a, b), max_abs(b)));
+        }
+    }
+    (engine.loss, graph.loss, engine.predictions == graph.predictions, gaps)
+}
+
 /// At the input sizes a folder of photos trains at (not only CIFAR-100's 32, where the fixtures are PyTorch's),
 /// the hand-written CPU step gives the loss and gradients of the graph built from candle's stock ops (the
 /// portable graph, checked against PyTorch above, shares no kernel with the step). Odd sides too: every
 /// stride-2 layer then rounds up. Tolerance: 1e-3 of the largest gradient of each tensor plus 1e-5 (both
 /// sides are f32 and sum tens of thousands of terms in different orders; the projection BatchNorms' bias
-/// gradients are sums that cancel to almost nothing). MobileNetV3-Small only: the Large fixture agrees at 33
-/// but not at 41 (0.7% on some gradients) or 64 (3%, from its fifth bottleneck down), with the cause not found
-/// yet (see the README's *Your own images*); this test keeps the sizes that are shown to agree.
+/// gradients are sums that cancel to almost nothing). MobileNetV3-Small only: Large is the ignored test below.
 #[test]
 fn engine_matches_the_portable_graph_at_photo_sizes() {
-    use mobilenetv3::exec::{train_step, Executor};
     for (case, side) in [("small_0.25_si1", 33), ("small_0.25_si1", 41), ("small_0.25_si1", 48), ("small_0.25_si2", 96)]
     {
-        let loaded =
-            load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default())
-                .unwrap();
-        let mut model = MobileNetV3::from_loaded(loaded);
-        model.set_dropout(0.0);
-        model.set_ops(Ops::Portable);
-        let n = 4;
-        // A fixed input in [-1, 1) (no random generator: the same numbers on every run).
-        let x: Vec<f32> = (0..n * 3 * side * side).map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0).collect();
-        let labels: Vec<u32> = vec![3, 17, 42, 99];
-        let engine = train_step(&model, Executor::TrainStep, x.clone(), side, &labels, 0.1, 0).unwrap();
-        let graph = train_step(&model, Executor::Graph, x, side, &labels, 0.1, 0).unwrap();
-        let dl = (engine.loss - graph.loss).abs();
-        assert!(dl < 1e-4 * graph.loss.abs().max(1.0), "{case} at {side}: loss {} against {}", engine.loss, graph.loss);
-        assert_eq!(engine.predictions, graph.predictions, "{case} at {side}");
-        let mut checked = 0;
-        for (name, var) in model.params().trainable() {
-            let (Some(a), Some(b)) = (engine.grads.get(var.as_tensor()), graph.grads.get(var.as_tensor())) else {
-                continue;
-            };
-            let d = max_abs_diff(a, b);
-            let tol = 1e-3 * max_abs(b) + 1e-5;
-            assert!(d <= tol, "{case} at {side}: gradient of {name} differs by {d} (tolerance {tol})");
-            checked += 1;
+        let (engine_loss, graph_loss, same_predictions, gaps) = step_against_graph(case, side, Ops::Portable);
+        let dl = (engine_loss - graph_loss).abs();
+        assert!(dl < 1e-4 * graph_loss.abs().max(1.0), "{case} at {side}: loss {engine_loss} against {graph_loss}");
+        assert!(same_predictions, "{case} at {side}");
+        for (name, d, max) in &gaps {
+            let tol = 1e-3 * max + 1e-5;
+            assert!(d <= &tol, "{case} at {side}: gradient of {name} differs by {d} (tolerance {tol})");
         }
-        assert!(checked > 50, "{case} at {side}: only {checked} gradients compared");
+        assert!(gaps.len() > 50, "{case} at {side}: only {} gradients compared", gaps.len());
     }
+}
+
+/// The open question of the README's *Your own images*: MobileNetV3-Large's CPU step against the stock-op graph
+/// at 32, 41 and 64 pixels, and the graph with our fused CPU ops against the stock-op one at 40. Ignored until
+/// it passes; `cargo test --release --test parity -- --ignored large` prints each largest gap (relative to the
+/// largest gradient of its tensor, the projection BatchNorms' near-zero bias gradients left out).
+#[test]
+#[ignore = "MobileNetV3-Large disagrees with the stock-op graph above 33 pixels; cause not found yet"]
+fn large_matches_the_portable_graph_at_photo_sizes() {
+    let worst = |gaps: &[(String, f32, f32)]| {
+        gaps.iter()
+            .filter(|(name, _, _)| !name.ends_with("pointwise_2.1.bias"))
+            .map(|(name, d, max)| (d / max.max(1e-12), name.clone()))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap()
+    };
+    let mut report = Vec::new();
+    for side in [32, 41, 64] {
+        let (rel, name) = worst(&step_against_graph("large_0.25_si1", side, Ops::Portable).3);
+        report.push((format!("CPU step against the stock-op graph at {side} px"), rel, name));
+    }
+    // The fused graph against the stock-op graph, through the step's comparison: the step is the common side.
+    let (_, _, _, fused) = step_against_graph("large_0.25_si1", 40, Ops::Fused);
+    let (_, _, _, portable) = step_against_graph("large_0.25_si1", 40, Ops::Portable);
+    let (mut rel, mut name) = (0f32, String::new());
+    for ((n, df, _), (_, dp, max)) in fused.iter().zip(&portable) {
+        // |fused - step| and |portable - step| bound |fused - portable| from below by their difference.
+        let r = (df - dp).abs() / max.max(1e-12);
+        if r > rel && !n.ends_with("pointwise_2.1.bias") {
+            (rel, name) = (r, n.clone());
+        }
+    }
+    report.push(("fused graph against the stock-op graph at 40 px (lower bound)".into(), rel, name));
+    let text: Vec<String> = report.iter().map(|(what, rel, name)| format!("{what}: {rel:.2e} ({name})")).collect();
+    assert!(report.iter().all(|(_, rel, _)| *rel < 1e-3), "largest relative gaps:\n{}", text.join("\n"));
 }

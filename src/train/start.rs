@@ -33,3 +33,34 @@ pub(super) fn start_weights(path: &Path, classes: &[String], dropout: f32) -> Re
     let config = ModelConfig { num_classes: classes.len(), dropout, ..loaded.meta.config };
     Ok(StartWeights { config, tensors })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_0.25_si1.weights.safetensors")
+    }
+
+    #[test]
+    fn the_classifier_is_kept_only_for_the_same_classes_in_the_same_order() {
+        let head = names::classifier();
+        let loaded = weights::load_model(&fixture(), &Device::Cpu, &LoadOptions::default()).unwrap();
+        // A file without an image size in its header reads as CIFAR-100's 32.
+        assert_eq!(loaded.meta.image_size, 32);
+        let same = loaded.meta.class_names.clone();
+        let s = start_weights(&fixture(), &same, 0.1).unwrap();
+        assert!(s.tensors.contains_key(&head.weight) && s.tensors.contains_key(&head.bias));
+        assert_eq!((s.config.num_classes, s.config.dropout), (100, 0.1));
+
+        let mut reordered = same.clone();
+        reordered.swap(0, 1);
+        for classes in [reordered, vec!["cats".to_string(), "dogs".to_string()]] {
+            let s = start_weights(&fixture(), &classes, 0.2).unwrap();
+            assert!(!s.tensors.contains_key(&head.weight) && !s.tensors.contains_key(&head.bias));
+            assert!(s.tensors.contains_key(&names::stem().weight), "the backbone is kept");
+            assert_eq!(s.config.num_classes, classes.len());
+            assert_eq!((s.config.variant, s.config.width), (loaded.meta.config.variant, loaded.meta.config.width));
+        }
+    }
+}
