@@ -255,23 +255,52 @@ fn a_stopped_folder_run_continues_and_refuses_a_folder_with_another_number_of_cl
     assert_eq!((h.status, h.epochs.len()), (Status::Finished, 2));
 }
 
-/// Large at a size other than 32 trains, with a warning that its step is verified at 32 only (see the README).
+/// Last layer only: every tensor of the start model but the classifier (backbone, hidden layer, BatchNorm
+/// statistics) is left bit for bit as it was, each image is embedded once as it is and once mirrored, and
+/// the classifier alone learns the folder's classes.
 #[test]
-fn large_at_another_size_warns_that_it_is_verified_at_32_only() {
+fn last_layer_only_training_changes_the_classifier_alone_and_learns_the_classes() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("colours");
-    make_folder(&images, 4);
-    let mut cfg = config(&images, &dir.path().join("models"), 40);
-    cfg.from =
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/large_0.25_si1.weights.safetensors"));
-    cfg.epochs = 1;
-    let mut warnings = Vec::new();
-    let h = train::run(&cfg, None, &TrainControl::new(), |ev| {
-        if let TrainEvent::Data(s) = ev {
-            warnings = s.warnings.clone();
-        }
+    make_folder(&images, 20);
+    let out = dir.path().join("models");
+    let mut cfg = config(&images, &out, 48);
+    cfg.freeze_backbone = true;
+    cfg.epochs = 10;
+    cfg.sgd.lr = 0.1;
+    let (mut embedded, mut train_images, mut val_images) = ((0, 0), 0, 0);
+    let h = train::run(&cfg, None, &TrainControl::new(), |ev| match ev {
+        TrainEvent::Embedding { done, total } => embedded = (done, total),
+        TrainEvent::Started { train_images: t, test_images: v, .. } => (train_images, val_images) = (t, v),
+        _ => {}
     })
     .unwrap();
     assert_eq!(h.status, Status::Finished);
-    assert!(warnings.iter().any(|w| w.contains("not yet verified at 40x40")), "{warnings:?}");
+    let expected = 2 * train_images + val_images;
+    assert_eq!(embedded, (expected, expected), "each training image embedded twice, each validation image once");
+    let best = h.best().unwrap();
+    assert!(best.top1 >= 0.9, "validation top-1 {:.3} after {} epochs", best.top1, h.epochs.len());
+
+    let opts = LoadOptions::default();
+    let cpu = candle_core::Device::Cpu;
+    let start = weights::load_model(&shipped_small(), &cpu, &opts).unwrap().params.snapshot().unwrap();
+    let trained = weights::load_model(&out.join("colours_small_0.25.safetensors"), &cpu, &opts).unwrap();
+    assert_eq!(trained.meta.class_names, vec!["leaves", "lemons", "sky"]);
+    let trained: std::collections::HashMap<_, _> = trained.params.snapshot().unwrap().into_iter().collect();
+    let classifier = mobilenetv3::model::names::classifier();
+    let mut same = 0;
+    for (name, t) in &start {
+        if name == &classifier.weight || name == &classifier.bias {
+            continue;
+        }
+        let (a, b) = (t.flatten_all().unwrap(), trained[name].flatten_all().unwrap());
+        let equal = match t.dtype() {
+            candle_core::DType::I64 => a.to_vec1::<i64>().unwrap() == b.to_vec1::<i64>().unwrap(),
+            _ => a.to_vec1::<f32>().unwrap() == b.to_vec1::<f32>().unwrap(),
+        };
+        assert!(equal, "{name} changed in last-layer-only training");
+        same += 1;
+    }
+    assert!(same > 100, "only {same} tensors compared");
+    assert_eq!(trained[&classifier.weight].dims(), &[3, 1024, 1, 1][..]);
 }

@@ -277,7 +277,10 @@ fn step_against_graph(case: &str, side: usize, ops: Ops) -> (f32, f32, bool, Vec
 /// portable graph, checked against PyTorch above, shares no kernel with the step). Odd sides too: every
 /// stride-2 layer then rounds up. Tolerance: 1e-3 of the largest gradient of each tensor plus 1e-5 (both
 /// sides are f32 and sum tens of thousands of terms in different orders; the projection BatchNorms' bias
-/// gradients are sums that cancel to almost nothing). MobileNetV3-Small only: Large is the ignored test below.
+/// gradients are sums that cancel to almost nothing). MobileNetV3-Small's random-weight fixture here; both
+/// networks, trained, against the stock-op graph in f64 up to 224 pixels in the library's
+/// `exec::tests::the_training_step_matches_the_stock_op_graph_in_f64_at_photo_sizes` (there the f32 stock-op
+/// graph is itself up to 1% off Large's f64 gradients).
 #[test]
 fn engine_matches_the_portable_graph_at_photo_sizes() {
     for (case, side) in [("small_0.25_si1", 33), ("small_0.25_si1", 41), ("small_0.25_si1", 48), ("small_0.25_si2", 96)]
@@ -292,39 +295,4 @@ fn engine_matches_the_portable_graph_at_photo_sizes() {
         }
         assert!(gaps.len() > 50, "{case} at {side}: only {} gradients compared", gaps.len());
     }
-}
-
-/// The open question of the README's *Your own images*: MobileNetV3-Large's CPU step against the stock-op graph
-/// at 32, 41 and 64 pixels, and the graph with our fused CPU ops against the stock-op one at 40. Ignored until
-/// it passes; `cargo test --release --test parity -- --ignored large` prints each largest gap (relative to the
-/// largest gradient of its tensor, the projection BatchNorms' near-zero bias gradients left out).
-#[test]
-#[ignore = "MobileNetV3-Large disagrees with the stock-op graph above 33 pixels; cause not found yet"]
-fn large_matches_the_portable_graph_at_photo_sizes() {
-    let worst = |gaps: &[(String, f32, f32)]| {
-        gaps.iter()
-            .filter(|(name, _, _)| !name.ends_with("pointwise_2.1.bias"))
-            .map(|(name, d, max)| (d / max.max(1e-12), name.clone()))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .unwrap()
-    };
-    let mut report = Vec::new();
-    for side in [32, 41, 64] {
-        let (rel, name) = worst(&step_against_graph("large_0.25_si1", side, Ops::Portable).3);
-        report.push((format!("CPU step against the stock-op graph at {side} px"), rel, name));
-    }
-    // The fused graph against the stock-op graph, through the step's comparison: the step is the common side.
-    let (_, _, _, fused) = step_against_graph("large_0.25_si1", 40, Ops::Fused);
-    let (_, _, _, portable) = step_against_graph("large_0.25_si1", 40, Ops::Portable);
-    let (mut rel, mut name) = (0f32, String::new());
-    for ((n, df, _), (_, dp, max)) in fused.iter().zip(&portable) {
-        // |fused - step| and |portable - step| bound |fused - portable| from below by their difference.
-        let r = (df - dp).abs() / max.max(1e-12);
-        if r > rel && !n.ends_with("pointwise_2.1.bias") {
-            (rel, name) = (r, n.clone());
-        }
-    }
-    report.push(("fused graph against the stock-op graph at 40 px (lower bound)".into(), rel, name));
-    let text: Vec<String> = report.iter().map(|(what, rel, name)| format!("{what}: {rel:.2e} ({name})")).collect();
-    assert!(report.iter().all(|(_, rel, _)| *rel < 1e-3), "largest relative gaps:\n{}", text.join("\n"));
 }

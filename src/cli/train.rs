@@ -63,6 +63,15 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
                 progress = None;
             }
         }
+        TrainEvent::Embedding { done, total } => {
+            let bar = progress.get_or_insert_with(|| {
+                Progress::new(total as u64, "embedding images", Unit::Items, Duration::from_secs(10))
+            });
+            bar.update(done as u64, String::new, || format!("embedded {done}/{total} images"));
+            if done == total {
+                progress = None;
+            }
+        }
         TrainEvent::Data(summary) => print_data_summary(&summary),
         TrainEvent::Started {
             name,

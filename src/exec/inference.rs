@@ -130,8 +130,28 @@ impl InferencePlan {
     }
 
     fn forward_on_pool(&self, x: &[f32], n: usize, side: usize, group: usize) -> Vec<f32> {
+        let pooled = self.pooled_on_pool(x, n, side, group);
+        let logits = self.head(&pooled, n);
+        recycle(pooled);
+        logits
+    }
+
+    /// The classifier's input (n x hidden, row-major): what the network makes of n images before its last
+    /// layer. Last-layer-only training computes it once per image ([`crate::train`]).
+    pub(crate) fn embeddings(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
+        let group = if n >= 2 * rayon::current_num_threads() { IMAGE_GROUP } else { n };
+        crate::kernels::on_pool(|| {
+            let pooled = self.pooled_on_pool(x, n, side, group);
+            let h = self.hidden(&pooled, n);
+            recycle(pooled);
+            h
+        })
+    }
+
+    /// The pooled features of n images, in groups of `group` (see [`forward`](Self::forward)).
+    fn pooled_on_pool(&self, x: &[f32], n: usize, side: usize, group: usize) -> Vec<f32> {
         let group = group.max(1);
-        let pooled = if group < n {
+        if group < n {
             let (per_image, cl) = (3 * side * side, self.spec.last_out);
             let mut pooled = crate::kernels::output_buffer(n * cl);
             pooled.par_chunks_mut(group * cl).zip(x.par_chunks(group * per_image)).for_each(|(p, xs)| {
@@ -140,10 +160,7 @@ impl InferencePlan {
             pooled
         } else {
             self.features(x, n, side, false)
-        };
-        let logits = self.head(&pooled, n);
-        recycle(pooled);
-        logits
+        }
     }
 
     /// The pooled features (n x last_out) of n images, layer by layer. `nested`: already on a worker thread
@@ -200,19 +217,25 @@ impl InferencePlan {
 
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).
     fn head(&self, pooled: &[f32], n: usize) -> Vec<f32> {
-        let spec = &self.spec;
-        let (cl, hid, classes) = (spec.last_out, spec.hidden, spec.num_classes);
-        let mut h = vec![0f32; n * hid];
-        matmul(n, hid, cl, &mut h, pooled, (cl, 1), &self.w3, (1, cl), false, n > 8);
-        for row in h.chunks_mut(hid) {
-            row.iter_mut().zip(&self.b3).for_each(|(v, b)| *v = Act::HardSwish.apply(*v + b));
-        }
+        let h = self.hidden(pooled, n);
+        let (hid, classes) = (self.spec.hidden, self.spec.num_classes);
         let mut logits = vec![0f32; n * classes];
         matmul(n, classes, hid, &mut logits, &h, (hid, 1), &self.w4, (1, hid), false, n > 8);
         for row in logits.chunks_mut(classes) {
             row.iter_mut().zip(&self.b4).for_each(|(v, b)| *v += b);
         }
         logits
+    }
+
+    /// The hidden layer on pooled features: hswish(W3 f + b3), n x hidden.
+    fn hidden(&self, pooled: &[f32], n: usize) -> Vec<f32> {
+        let (cl, hid) = (self.spec.last_out, self.spec.hidden);
+        let mut h = vec![0f32; n * hid];
+        matmul(n, hid, cl, &mut h, pooled, (cl, 1), &self.w3, (1, cl), false, n > 8);
+        for row in h.chunks_mut(hid) {
+            row.iter_mut().zip(&self.b3).for_each(|(v, b)| *v = Act::HardSwish.apply(*v + b));
+        }
+        h
     }
 }
 

@@ -113,6 +113,24 @@ impl ParamStore {
             .collect()
     }
 
+    /// The classifier's weight and bias: what last-layer-only training updates.
+    pub(crate) fn classifier(&self) -> Vec<(String, Var)> {
+        let names = crate::model::names::classifier();
+        [names.weight, names.bias].into_iter().map(|n| (n.clone(), self.var(&n).clone())).collect()
+    }
+
+    /// A copy with every float tensor in `dtype` (the tests run the stock-op graph in f64 as a reference).
+    #[cfg(test)]
+    pub(crate) fn to_dtype(&self, dtype: DType) -> Result<ParamStore> {
+        let mut vars = BTreeMap::new();
+        for (name, var) in &self.vars {
+            let t = var.as_tensor();
+            let t = if t.dtype() == DType::I64 { t.copy()? } else { t.to_dtype(dtype)? };
+            vars.insert(name.clone(), Var::from_tensor(&t)?);
+        }
+        Ok(ParamStore { specs: self.specs.clone(), vars, device: self.device.clone() })
+    }
+
     /// A snapshot of every tensor, in state_dict order (what a weight file holds).
     pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
         self.specs.iter().map(|t| Ok((t.name.clone(), self.vars[&t.name].as_tensor().copy()?))).collect()

@@ -113,7 +113,24 @@ pub struct TrainConfig {
     /// the same order; otherwise a new classifier for them). None: fresh weights (`init`).
     #[serde(default)]
     pub from: Option<PathBuf>,
+    /// Last-layer-only fine-tuning: the start model's backbone and hidden layer stay as they are (and so does
+    /// every BatchNorm's running statistics); only the classifier trains, on embeddings computed once per image
+    /// and mirror image. Needs `from`.
+    #[serde(default)]
+    pub freeze_backbone: bool,
+    /// Fine-tuning all layers from `from`: every layer but the classifier trains at this fraction of the
+    /// learning rate (runs recorded before the option trained every layer at the full rate).
+    #[serde(default = "before_the_backbone_factor")]
+    pub backbone_lr_factor: f64,
 }
+
+/// What fine-tuning runs recorded before `backbone_lr_factor` existed did: one learning rate for all layers.
+fn before_the_backbone_factor() -> f64 {
+    1.0
+}
+
+/// A new fine-tuning run's backbone learning rate as a fraction of the classifier's.
+pub const DEFAULT_BACKBONE_LR_FACTOR: f64 = 0.1;
 
 fn default_val_fraction() -> f64 {
     crate::data::folder::DEFAULT_VAL_FRACTION
@@ -154,6 +171,8 @@ impl TrainConfig {
             val_fraction: default_val_fraction(),
             image_size: cifar_side(),
             from: None,
+            freeze_backbone: false,
+            backbone_lr_factor: DEFAULT_BACKBONE_LR_FACTOR,
         }
     }
 
@@ -204,6 +223,15 @@ impl TrainConfig {
         if self.images.is_some() && (self.limit_train.is_some() || self.limit_test.is_some()) {
             v.push(("limit_train", "the image limits are for CIFAR-100; a folder of images is used whole".into()));
         }
+        if self.freeze_backbone && self.from.is_none() {
+            v.push((
+                "freeze_backbone",
+                "last-layer-only training keeps a trained backbone: choose a model to start from".into(),
+            ));
+        }
+        if !(self.backbone_lr_factor > 0.0 && self.backbone_lr_factor <= 1.0) {
+            v.push(("backbone_lr_factor", "the backbone's learning-rate factor must be in (0, 1]".into()));
+        }
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
             v.push(("val_fraction", "the validation share must be between 0 and 1 (both excluded)".into()));
         }
@@ -253,5 +281,16 @@ mod tests {
         c.sgd.lr = -1.0;
         let fields: Vec<&str> = c.problems().iter().map(|p| p.0).collect();
         assert_eq!(fields, vec!["epochs", "lr"]);
+    }
+
+    #[test]
+    fn last_layer_only_needs_a_model_to_start_from() {
+        let mut c = TrainConfig { freeze_backbone: true, ..TrainConfig::default() };
+        let problems = c.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "freeze_backbone");
+        assert!(problems[0].1.contains("choose a model to start from"), "{problems:?}");
+        c.from = Some("trained_models/mobilenetv3_small_0.25.safetensors".into());
+        assert!(c.problems().is_empty());
     }
 }

@@ -54,75 +54,112 @@ pub fn evaluate_with_progress(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Option<EvalResult>> {
     let classes = model.config().num_classes;
-    // The confusion matrix below is classes x classes: a model file may declare up to 100,000 classes.
-    if classes > crate::data::folder::MAX_CLASSES {
-        return Err(TrainError::TooManyClasses { classes });
-    }
-    if split.labels.is_empty() {
-        return Err(TrainError::NoImages);
-    }
-    if let Some(&max) = split.labels.iter().max() {
-        if max as usize >= classes {
-            return Err(TrainError::LabelsOutOfRange { max, classes });
-        }
-    }
+    check_labels(&split.labels, classes)?;
     // Folded once per evaluation: on the CPU the fused inference plan, several times faster than the graph.
     let inference = crate::exec::Inference::new(model)?;
-    let mut confusion = vec![vec![0u32; classes]; classes];
-    let mut mistakes: Vec<Mistake> = Vec::new();
-    let (mut loss_sum, mut top1, mut top5, mut seen) = (0f64, 0usize, 0usize, 0usize);
+    let mut tally = Tally::new(classes);
     for b in data::epoch_batches(split.clone(), batch, None, false, false, false, 0, 2) {
         if should_stop() {
             return Ok(None);
         }
-        let n = b.labels.len();
-        let logits = inference.logits(&b.images, n, split.side)?;
-        loss_sum += crate::kernels::loss::cross_entropy_sum(&logits, &b.labels, classes);
-        for (i, (row, &label)) in logits.chunks(classes).zip(&b.labels).enumerate() {
+        let logits = inference.logits(&b.images, b.labels.len(), split.side)?;
+        tally.add(&logits, &b.labels);
+        progress(tally.seen, split.len());
+    }
+    Ok(Some(tally.finish()))
+}
+
+/// Refuses, before any work, labels an evaluation cannot tally: none, or one past the model's classes (or a
+/// model with more classes than a confusion matrix is kept for: a file may declare up to 100,000).
+pub(crate) fn check_labels(labels: &[u16], classes: usize) -> Result<()> {
+    if classes > crate::data::folder::MAX_CLASSES {
+        return Err(TrainError::TooManyClasses { classes });
+    }
+    if labels.is_empty() {
+        return Err(TrainError::NoImages);
+    }
+    if let Some(&max) = labels.iter().max() {
+        if max as usize >= classes {
+            return Err(TrainError::LabelsOutOfRange { max, classes });
+        }
+    }
+    Ok(())
+}
+
+/// The figures of an evaluation, added up batch by batch from logits (images in split order).
+pub(crate) struct Tally {
+    classes: usize,
+    confusion: Vec<Vec<u32>>,
+    mistakes: Vec<Mistake>,
+    loss_sum: f64,
+    top1: usize,
+    top5: usize,
+    seen: usize,
+}
+
+impl Tally {
+    pub(crate) fn new(classes: usize) -> Tally {
+        Tally {
+            classes,
+            confusion: vec![vec![0u32; classes]; classes],
+            mistakes: Vec::new(),
+            loss_sum: 0.0,
+            top1: 0,
+            top5: 0,
+            seen: 0,
+        }
+    }
+
+    /// Adds the next images' logits (n x classes, row-major) and true labels.
+    pub(crate) fn add(&mut self, logits: &[f32], labels: &[u32]) {
+        let classes = self.classes;
+        self.loss_sum += crate::kernels::loss::cross_entropy_sum(logits, labels, classes);
+        for (i, (row, &label)) in logits.chunks(classes).zip(labels).enumerate() {
             let mut idx: Vec<usize> = (0..row.len()).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             let label = label as usize;
-            top1 += (idx[0] == label) as usize;
-            top5 += idx.iter().take(5).any(|&i| i == label) as usize;
-            confusion[label][idx[0]] += 1;
+            self.top1 += (idx[0] == label) as usize;
+            self.top5 += idx.iter().take(5).any(|&i| i == label) as usize;
+            self.confusion[label][idx[0]] += 1;
             if idx[0] != label {
                 // Softmax probability of the top (wrong) class: 1 / sum(exp(l - l_max)).
                 let max = row[idx[0]];
                 let confidence = 1.0 / row.iter().map(|&l| (l - max).exp()).sum::<f32>();
-                mistakes.push(Mistake { index: seen + i, truth: label, predicted: idx[0], confidence });
-                if mistakes.len() > 4 * MISTAKES_KEPT {
-                    keep_most_confident(&mut mistakes);
+                self.mistakes.push(Mistake { index: self.seen + i, truth: label, predicted: idx[0], confidence });
+                if self.mistakes.len() > 4 * MISTAKES_KEPT {
+                    keep_most_confident(&mut self.mistakes);
                 }
             }
         }
-        seen += n;
-        progress(seen, split.len());
+        self.seen += labels.len();
     }
-    let per_class = confusion
-        .iter()
-        .enumerate()
-        .map(|(c, row)| {
-            let total: u32 = row.iter().sum();
-            if total == 0 {
-                0.0
-            } else {
-                row[c] as f64 / total as f64
-            }
-        })
-        .collect();
-    let n = seen.max(1) as f64;
-    Ok(Some(EvalResult {
-        images: seen,
-        loss: loss_sum / n,
-        top1: top1 as f64 / n,
-        top5: top5 as f64 / n,
-        per_class,
-        confusion,
-        mistakes: {
-            keep_most_confident(&mut mistakes);
-            mistakes
-        },
-    }))
+
+    pub(crate) fn finish(mut self) -> EvalResult {
+        let per_class = self
+            .confusion
+            .iter()
+            .enumerate()
+            .map(|(c, row)| {
+                let total: u32 = row.iter().sum();
+                if total == 0 {
+                    0.0
+                } else {
+                    row[c] as f64 / total as f64
+                }
+            })
+            .collect();
+        keep_most_confident(&mut self.mistakes);
+        let n = self.seen.max(1) as f64;
+        EvalResult {
+            images: self.seen,
+            loss: self.loss_sum / n,
+            top1: self.top1 as f64 / n,
+            top5: self.top5 as f64 / n,
+            per_class,
+            confusion: self.confusion,
+            mistakes: self.mistakes,
+        }
+    }
 }
 
 /// One CSV field (RFC 4180): quoted, with its quotes doubled, when it holds a comma, a quote or a line break.

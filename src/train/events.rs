@@ -14,6 +14,12 @@ pub enum TrainEvent {
         done: usize,
         total: usize,
     },
+    /// Last-layer-only training: the frozen backbone's embeddings of the training images (and their mirror
+    /// images) and the validation images are being computed, once, before the first epoch.
+    Embedding {
+        done: usize,
+        total: usize,
+    },
     /// The data set the run trains on, before its first step.
     Data(Box<DataSummary>),
     Started {

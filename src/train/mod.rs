@@ -5,7 +5,8 @@
 //! The loop is here; what it is made of lives beside it, one job a file: the run's config ([`config`]), its
 //! record ([`history`]), its events and controls ([`events`]), evaluation ([`evaluate`]), finding the data
 //! ([`dataset`]), starting from a model file ([`start`]), resume state ([`resume`]), the divergence guard
-//! ([`divergence`]), its files and locks ([`runfiles`]) and SGD with momentum ([`optim`]).
+//! ([`divergence`]), last-layer-only training on embeddings ([`head_only`]), its files and locks
+//! ([`runfiles`]) and SGD with momentum ([`optim`]).
 
 mod config;
 mod dataset;
@@ -13,6 +14,7 @@ mod divergence;
 mod error;
 mod evaluate;
 mod events;
+mod head_only;
 mod history;
 pub mod optim;
 mod options;
@@ -84,7 +86,7 @@ fn run_inner(
     }
     let dev = device::open(&cfg.device)?;
     let executor = crate::exec::choose(&dev, crate::exec::Purpose::Train);
-    let mut ds = load_with_events(&cfg, control, on_event)?;
+    let ds = load_with_events(&cfg, control, on_event)?;
     let classes = ds.class_names.len();
     // A new run's classifier has the data set's classes; a resumed one must already have them.
     let start = match (&resumed, &cfg.from) {
@@ -102,13 +104,6 @@ fn run_inner(
             None
         }
     };
-    if cfg.model.variant == crate::model::arch::Variant::Large && ds.side() != crate::model::arch::INPUT_SIZE {
-        // See the README's "Your own images": the CPU step and the stock-op graph disagree here, cause unknown.
-        ds.warnings.push(format!(
-            "MobileNetV3-Large's training step is not yet verified at {0}x{0} (only at 32x32): prefer --image-size 32 for Large",
-            ds.side()
-        ));
-    }
     on_event(TrainEvent::Data(Box::new(DataSummary::of(&ds))));
     if ds.train.len() < cfg.batch_size {
         return Err(TrainError::TooFewImages { images: ds.train.len(), batch: cfg.batch_size });
@@ -130,7 +125,15 @@ fn run_inner(
         tensors.extend(start.tensors);
         model.params().copy_from(&tensors)?;
     }
-    let mut opt = Sgd::new(model.params().trainable(), cfg.sgd.clone());
+    let trainable = match cfg.freeze_backbone {
+        true => model.params().classifier(),
+        false => model.params().trainable(),
+    };
+    let mut opt = Sgd::new(trainable, cfg.sgd.clone());
+    if cfg.from.is_some() {
+        let classifier = crate::model::names::classifier();
+        opt.scale_lr(|n| n != classifier.weight && n != classifier.bias, cfg.backbone_lr_factor);
+    }
     let (mut history, mut best_metric, _lock) = match resumed {
         Some((tensors, header)) => {
             let lock = runfiles::RunLock::acquire(&cfg.out_dir, &header.history.name)?;
@@ -184,6 +187,22 @@ fn run_inner(
     });
 
     let start_epoch = history.epochs.len();
+    let embedded = if cfg.freeze_backbone {
+        let embedded = head_only::Embedded::compute(
+            &model,
+            &train,
+            &test,
+            cfg.augment.flip,
+            |done, total| on_event(TrainEvent::Embedding { done, total }),
+            || control.is_stopped(),
+        );
+        match embedded.map_err(|e| fail(&mut history, e))? {
+            Some(e) => Some(e),
+            None => return finish_stopped(history, &history_path, start_epoch, on_event),
+        }
+    } else {
+        None
+    };
     let elapsed_before: f64 = history.epochs.last().map(|r| r.elapsed_s).unwrap_or(0.0);
     let run_start = Instant::now();
     // Seconds per training step and per evaluation, smoothed, for the ETA.
@@ -193,16 +212,23 @@ fn run_inner(
     for epoch in start_epoch..cfg.epochs {
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        let batches = data::epoch_batches(
-            train.clone(),
-            cfg.batch_size,
-            cfg.augment.crop.then_some(crop),
-            cfg.augment.flip,
-            true,
-            true,
-            cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
-            3,
-        );
+        let epoch_seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        let batches: Box<dyn Iterator<Item = data::Batch>> = match &embedded {
+            Some(e) => Box::new(e.epoch_batches(cfg.batch_size, epoch_seed).into_iter()),
+            None => Box::new(
+                data::epoch_batches(
+                    train.clone(),
+                    cfg.batch_size,
+                    cfg.augment.crop.then_some(crop),
+                    cfg.augment.flip,
+                    true,
+                    true,
+                    epoch_seed,
+                    3,
+                )
+                .into_iter(),
+            ),
+        };
         let mut lr = cfg.schedule.lr(cfg.sgd.lr, epoch, 0.0, cfg.epochs);
         for b in batches {
             if wait_while_paused(control, on_event) {
@@ -214,15 +240,11 @@ fn run_inner(
             let n = b.labels.len();
             let global = (epoch * steps_per_epoch + b.index) as u64;
             let dropout_seed = cfg.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let step = crate::exec::train_step(
-                &model,
-                executor,
-                b.images,
-                side,
-                &b.labels,
-                cfg.label_smoothing as f32,
-                dropout_seed,
-            )?;
+            let smoothing = cfg.label_smoothing as f32;
+            let step = match &embedded {
+                Some(_) => crate::exec::head_step(&model, b.images, &b.labels, smoothing, dropout_seed)?,
+                None => crate::exec::train_step(&model, executor, b.images, side, &b.labels, smoothing, dropout_seed)?,
+            };
             let (loss_v, pred, grads) = (step.loss, step.predictions, step.grads);
             if let Some(what) = divergence.check(loss_v) {
                 history.step_losses.push(loss_v);
@@ -262,8 +284,12 @@ fn run_inner(
         let train_s = epoch_start.elapsed().as_secs_f64();
         on_event(TrainEvent::Evaluating { epoch: epoch + 1 });
         let t_eval = Instant::now();
-        let Some(ev) = evaluate(&model, &test, 256, || control.is_stopped())? else {
-            return finish_stopped(history, &history_path, epoch, on_event);
+        let ev = match &embedded {
+            Some(e) => e.evaluate(&model)?,
+            None => match evaluate(&model, &test, 256, || control.is_stopped())? {
+                Some(ev) => ev,
+                None => return finish_stopped(history, &history_path, epoch, on_event),
+            },
         };
         eval_s = Some(t_eval.elapsed().as_secs_f64());
         if !ev.loss.is_finite() {

@@ -21,6 +21,8 @@ impl Default for SgdConfig {
 pub struct Sgd {
     pub config: SgdConfig,
     params: Vec<(String, Var)>,
+    /// Each parameter's learning rate as a multiple of `config.lr` (1 unless [`Sgd::scale_lr`] said otherwise).
+    lr_factor: Vec<f64>,
     /// Momentum buffers, created on the first step of each parameter.
     momentum: Vec<Option<Var>>,
     /// Update CUDA parameters in place with our kernels (off until they have passed on a GPU).
@@ -30,7 +32,18 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Self {
         let momentum = vec![None; params.len()];
-        Sgd { config, params, momentum, cuda_kernels: false }
+        let lr_factor = vec![1.0; params.len()];
+        Sgd { config, params, lr_factor, momentum, cuda_kernels: false }
+    }
+
+    /// Gives the parameters whose names `which` picks `factor` times the learning rate (fine-tuning trains the
+    /// backbone more gently than the new classifier).
+    pub(crate) fn scale_lr(&mut self, which: impl Fn(&str) -> bool, factor: f64) {
+        for ((name, _), f) in self.params.iter().zip(self.lr_factor.iter_mut()) {
+            if which(name) {
+                *f = factor;
+            }
+        }
     }
 
     /// Updates parameters on CUDA in place with our two kernels instead of five tensor operations.
@@ -51,10 +64,11 @@ impl Sgd {
     /// each (otherwise five tensor operations, each allocating its result).
     fn step_with(&mut self, grads: &GradStore, in_place: bool) -> Result<()> {
         let c = self.config.clone();
-        for ((_, p), buf) in self.params.iter().zip(self.momentum.iter_mut()) {
+        for (((_, p), buf), &factor) in self.params.iter().zip(self.momentum.iter_mut()).zip(&self.lr_factor) {
             let Some(g) = grads.get(p.as_tensor()) else {
                 continue;
             };
+            let c = SgdConfig { lr: self.config.lr * factor, ..c.clone() };
             let kernels = p.device().is_cpu() || (self.cuda_kernels && p.device().is_cuda());
             if let (true, Some(b)) = (in_place && c.momentum != 0.0 && kernels, buf.as_ref()) {
                 let (m, wd, lr) = (c.momentum as f32, c.weight_decay as f32, c.lr as f32);
@@ -258,6 +272,21 @@ mod tests {
                 assert!(diff < 1e-6, "step {step} wd {wd} nesterov {nesterov}: {diff}");
             }
         }
+        Ok(())
+    }
+
+    /// A parameter given a learning-rate factor moves by that fraction of what its neighbour moves.
+    #[test]
+    fn a_scaled_parameter_takes_that_share_of_the_step() -> Result<()> {
+        let config = SgdConfig { lr: 0.5, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+        let (head, body) = (Var::new(&[1f32, 2.0], &Device::Cpu)?, Var::new(&[1f32, 2.0], &Device::Cpu)?);
+        let mut sgd = Sgd::new(vec![("head".into(), head.clone()), ("body".into(), body.clone())], config);
+        sgd.scale_lr(|n| n == "body", 0.1);
+        let loss = (head.as_tensor().sum_all()? + body.as_tensor().sum_all()?)?;
+        sgd.step(&loss.backward()?)?;
+        assert_eq!(head.as_tensor().to_vec1::<f32>()?, vec![0.5, 1.5]);
+        let moved: Vec<f32> = body.as_tensor().to_vec1::<f32>()?;
+        assert!((moved[0] - 0.95).abs() < 1e-6 && (moved[1] - 1.95).abs() < 1e-6, "{moved:?}");
         Ok(())
     }
 }

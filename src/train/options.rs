@@ -119,6 +119,14 @@ pub struct TrainOptions {
     /// classes) instead of fresh ones. --model, --width and --si then come from the file.
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Last layer only: keep the --from model's backbone as it is and train only the classifier, on each
+    /// image's embedding computed once (seconds, where training all layers takes minutes).
+    #[arg(long, requires = "from")]
+    pub freeze_backbone: bool,
+    /// Fine-tuning all layers from --from: the backbone trains at this fraction of --lr, the new classifier
+    /// at --lr.
+    #[arg(long, default_value_t = d().backbone_lr_factor)]
+    pub backbone_lr_factor: f64,
     /// cpu or cuda.
     #[arg(long, default_value_t = d().device)]
     pub device: String,
@@ -188,6 +196,8 @@ impl TrainOptions {
             val_split: cfg.val_fraction,
             image_size: cfg.image_size,
             from: cfg.from.clone(),
+            freeze_backbone: cfg.freeze_backbone,
+            backbone_lr_factor: cfg.backbone_lr_factor,
         }
     }
 
@@ -225,6 +235,8 @@ impl TrainOptions {
             val_fraction: self.val_split,
             image_size: self.image_size,
             from: self.from.clone(),
+            freeze_backbone: self.freeze_backbone,
+            backbone_lr_factor: self.backbone_lr_factor,
         }
     }
 }

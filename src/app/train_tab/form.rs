@@ -47,6 +47,10 @@ pub struct TrainForm {
     pub image_size: String,
     /// A model file to start from; empty for fresh weights.
     pub start_from: String,
+    /// With a model to start from: train its last layer only (true) or all layers.
+    pub freeze_backbone: bool,
+    /// With a model to start from, all layers: the backbone's learning rate as a fraction of the classifier's.
+    pub backbone_lr_factor: String,
 }
 
 /// What a run trains on.
@@ -117,6 +121,8 @@ impl TrainForm {
             val_split: o.val_split.to_string(),
             image_size: o.image_size.to_string(),
             start_from: o.from.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+            freeze_backbone: o.freeze_backbone,
+            backbone_lr_factor: o.backbone_lr_factor.to_string(),
         }
     }
 
@@ -144,6 +150,12 @@ impl TrainForm {
         let seed = parse::<u64>(&mut errs, "seed", &self.seed);
         let val_split = parse::<f64>(&mut errs, "val_fraction", &self.val_split);
         let image_size = parse::<usize>(&mut errs, "image_size", &self.image_size);
+        // Shown (and read) only when all layers are fine-tuned from a model.
+        let backbone_lr_factor = if !self.start_from.trim().is_empty() && !self.freeze_backbone {
+            parse::<f64>(&mut errs, "backbone_lr_factor", &self.backbone_lr_factor)
+        } else {
+            Some(defaults.backbone_lr_factor)
+        };
         // An empty limit means every image.
         let optional = |errs: &mut FieldErrors, field: &'static str, s: &str| -> Option<Option<usize>> {
             if s.trim().is_empty() {
@@ -187,6 +199,7 @@ impl TrainForm {
             Some(warmup_epochs),
             Some(val_split),
             Some(image_size),
+            Some(backbone_lr_factor),
         ) = (
             width,
             epochs,
@@ -203,6 +216,7 @@ impl TrainForm {
             warmup,
             val_split,
             image_size,
+            backbone_lr_factor,
         )
         else {
             return Err(errs);
@@ -240,6 +254,9 @@ impl TrainForm {
             val_split,
             image_size,
             from: (!start_from.is_empty()).then(|| PathBuf::from(start_from)),
+            // Shown (and read) only with a model to start from.
+            freeze_backbone: self.freeze_backbone && !start_from.is_empty(),
+            backbone_lr_factor,
         })
     }
 
@@ -372,6 +389,14 @@ pub(super) fn form_ui(
             })
             .response
     });
+    if !f.start_from.trim().is_empty() {
+        field(ui, "Train", errors, "freeze_backbone", |ui| {
+            choice(ui, "freeze_backbone", &mut f.freeze_backbone, &[(false, "all layers"), (true, "last layer only")])
+        });
+        if !f.freeze_backbone {
+            field(ui, "Backbone lr factor", errors, "backbone_lr_factor", |ui| text(ui, &mut f.backbone_lr_factor));
+        }
+    }
     ui.strong("Model");
     field(ui, "Variant", errors, "variant", |ui| {
         choice(ui, "variant", &mut f.variant, &[(Variant::Small, "small"), (Variant::Large, "large")])
@@ -539,6 +564,14 @@ mod tests {
             }),
             ("from", &["--from", "trained_models/a.safetensors"], |f| {
                 f.start_from = "trained_models/a.safetensors".into()
+            }),
+            ("freeze_backbone", &["--from", "trained_models/a.safetensors", "--freeze-backbone"], |f| {
+                f.start_from = "trained_models/a.safetensors".into();
+                f.freeze_backbone = true
+            }),
+            ("backbone_lr_factor", &["--from", "trained_models/a.safetensors", "--backbone-lr-factor", "0.5"], |f| {
+                f.start_from = "trained_models/a.safetensors".into();
+                f.backbone_lr_factor = "0.5".into()
             }),
         ];
         let default_run = app(&form());

@@ -119,6 +119,9 @@ impl TrainTab {
                 self.run.eta_s = eta_s;
             }
             TrainEvent::Decoding { done, total } => self.run.message = format!("decoding images: {done}/{total}"),
+            TrainEvent::Embedding { done, total } => {
+                self.run.message = format!("embedding images with the frozen backbone: {done}/{total}")
+            }
             TrainEvent::Data(summary) => {
                 self.run.message = format!(
                     "{} classes, {} training images at {}x{}",

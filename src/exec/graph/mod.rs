@@ -114,6 +114,11 @@ impl MobileNetV3 {
 
     /// Logits (n, classes) for normalised images (n, 3, h, w).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.classify_embeddings(&self.embed(x, mode)?, mode)
+    }
+
+    /// The classifier's input (n, hidden): everything but dropout and the last layer.
+    pub(crate) fn embed(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let o = self.ops;
         let mut x = self.stem.forward(x, mode, o)?;
         for b in &self.blocks {
@@ -121,10 +126,15 @@ impl MobileNetV3 {
         }
         let x = self.last.forward(&x, mode, o)?;
         let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?;
-        let mut h = ops::hard_swish(&ops::linear(&pooled, &self.hidden_w, &self.hidden_b)?)?;
-        if let Mode::Train { seed } = mode {
-            h = dropout(&h, self.config.dropout, seed)?;
-        }
+        ops::hard_swish(&ops::linear(&pooled, &self.hidden_w, &self.hidden_b)?)
+    }
+
+    /// The last layer (after dropout, in training) on embeddings (n, hidden): logits (n, classes).
+    pub(crate) fn classify_embeddings(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
+        let h = match mode {
+            Mode::Train { seed } => dropout(h, self.config.dropout, seed)?,
+            Mode::Eval => h.clone(),
+        };
         ops::linear(&h, &self.classifier_w, &self.classifier_b)
     }
 }
