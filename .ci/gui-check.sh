@@ -192,8 +192,8 @@ for name, rgb in (("apples", (210, 40, 30)), ("sky", (50, 110, 230))):
     for i in range(16):
         png(f"{own}/my-fruit/{name}/{i}.png", 36 + i % 9, 40, rgb, i)
 png(f"{own}/red-photo.png", 50, 40, (205, 45, 35), 99)
-form = {"source": "Images", "epochs": "5", "batch": "8", "lr": "0.02", "schedule": "Constant",
-        "start_from": f"{own}/project/trained_models/mobilenetv3_small_0.25.safetensors"}
+form = {"source": "Images", "epochs": "8", "batch": "8", "lr": "0.1", "schedule": "Constant",
+        "start_from": f"{own}/project/trained_models/mobilenetv3_small_0.25.safetensors", "freeze_backbone": True}
 json.dump({"tab": "Train", "train": form}, open(f"{own}/xdg-config/mobilenetv3-studio/settings.json", "w"))
 PY
 ready_for_app alone
@@ -213,12 +213,15 @@ for _ in 1 2 3 4 5; do
 done
 sleep 1
 import -window root "$out/own-dropped.png"
-# Start, below the form's last field (Seed) on My images (no CIFAR-100 limits): move it when the form changes.
-xdotool mousemove --window "$owid" 38 647 click 1
+# Start, below the form's last field (Seed) on My images (no CIFAR-100 limits, one row for "Train: last layer
+# only"): move it when the form changes.
+xdotool mousemove --window "$owid" 38 670 click 1
 for _ in $(seq 240); do grep -q "^finished\|^training failed" "$out/own.log" && break; sleep 0.5; done
 grep -q "^data .*my-fruit: 2 classes (apples, sky)" "$out/own.log" \
   || { echo "the dropped folder was not trained on"; cat "$out/own.log"; exit 1; }
 grep -q "^finished my-fruit_small_0.25" "$out/own.log" || { echo "the run on the folder did not finish"; cat "$out/own.log"; exit 1; }
+grep -q '"freeze_backbone": true' "$own/project/trained_models/my-fruit_small_0.25.history.json" \
+  || { echo "the run on the folder did not train the last layer only, as the form asked"; exit 1; }
 sleep 2
 import -window "$owid" "$out/own-trained.png"
 /usr/bin/python3 ../shared/tools/xdnd_drop.py "$owid" 600 400 "$own/red-photo.png"

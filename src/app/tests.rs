@@ -251,6 +251,25 @@ fn a_folder_dropped_on_the_train_tab_trains_a_model_that_labels_a_dropped_photo_
     h.get_by_label_contains(&format!("apples {:.1}%", top[0].prob * 100.0));
 }
 
+/// The fine-tuning mode is offered with a model to start from: all layers with the backbone's learning-rate
+/// factor, or the last layer only, where the crop (never drawn: each image is embedded once) is greyed out.
+#[test]
+fn the_fine_tuning_mode_is_offered_with_a_start_model_and_last_layer_only_greys_out_the_crop() {
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Train);
+    h.state_mut().train.form.source = crate::app::train_tab::DataSource::Images;
+    h.step();
+    assert!(h.query_by_label("Backbone lr factor").is_none(), "no mode without a model to start from");
+    h.state_mut().train.form.start_from = "trained_models/mobilenetv3_small_0.25.safetensors".into();
+    h.step();
+    h.get_by_label("Backbone lr factor");
+    assert!(!h.get_by_label("Random resized crop").accesskit_node().is_disabled());
+    h.state_mut().train.form.freeze_backbone = true;
+    h.step();
+    assert!(h.query_by_label("Backbone lr factor").is_none(), "the factor is for all layers");
+    assert!(h.get_by_label("Random resized crop").accesskit_node().is_disabled());
+}
+
 #[test]
 fn invalid_values_are_shown_at_their_field_and_block_start() {
     let dir = project();

@@ -283,6 +283,17 @@ mod tests {
         assert_eq!(fields, vec!["epochs", "lr"]);
     }
 
+    /// A run recorded before the fine-tuning options trained all layers at one rate, and resumes so.
+    #[test]
+    fn a_config_recorded_before_the_fine_tuning_options_reads_as_all_layers_at_one_rate() {
+        let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
+        old.as_object_mut().unwrap().remove("backbone_lr_factor");
+        old.as_object_mut().unwrap().remove("freeze_backbone");
+        let read: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!((read.freeze_backbone, read.backbone_lr_factor), (false, 1.0));
+        assert_eq!(TrainConfig::default().backbone_lr_factor, DEFAULT_BACKBONE_LR_FACTOR);
+    }
+
     #[test]
     fn last_layer_only_needs_a_model_to_start_from() {
         let mut c = TrainConfig { freeze_backbone: true, ..TrainConfig::default() };

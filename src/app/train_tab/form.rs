@@ -438,7 +438,10 @@ pub(super) fn form_ui(
         DataSource::Cifar100 => "Random crop (pad 4)",
         DataSource::Images => "Random resized crop",
     };
-    ui.checkbox(&mut f.crop, crop);
+    // Last layer only embeds each image once (and once mirrored): there is no crop to draw.
+    let embedded_once = f.freeze_backbone && !f.start_from.trim().is_empty();
+    ui.add_enabled(!embedded_once, egui::Checkbox::new(&mut f.crop, crop))
+        .on_disabled_hover_text("Last layer only: each image is embedded once, whole (and once mirrored)");
     ui.checkbox(&mut f.flip, "Random horizontal flip");
     field(ui, "Keep the best by", errors, "select_by", |ui| {
         choice(

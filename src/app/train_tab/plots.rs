@@ -6,7 +6,9 @@ use crate::train::{EpochRecord, History};
 use egui::Color32;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
-/// The four plots: the live run's curves, and each overlaid past run's beside them.
+/// The four plots: the live run's curves, and each overlaid past run's beside them. Each shows y = 0, so a
+/// constant curve (a learning rate that never changes, 100% from the first epoch) sits in a sensible range
+/// instead of one egui_plot centres on it.
 pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
     let h = ((ui.available_height() - 40.0) / 2.0).max(120.0);
     let w = ((ui.available_width() - 16.0) / 2.0).max(200.0);
@@ -16,23 +18,35 @@ pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
     egui::Grid::new("curves").num_columns(2).spacing([16.0, 8.0]).show(ui, |ui| {
         ui.vertical(|ui| {
             ui.strong("Training loss per step");
-            Plot::new("step-loss").height(h).width(w).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
-                p.line(Line::new("loss", PlotPoints::from(run.step_loss.clone())).color(Color32::from_gray(150)));
-                p.line(Line::new("smoothed", PlotPoints::from(run.smoothed.clone())).width(2.0));
-                for o in overlays {
-                    p.line(Line::new(format!("{} (smoothed)", o.name), PlotPoints::from(smoothed_steps(o))));
-                }
-            });
+            Plot::new("step-loss")
+                .height(h)
+                .width(w)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .include_y(0.0)
+                .show(ui, |p| {
+                    p.line(Line::new("loss", PlotPoints::from(run.step_loss.clone())).color(Color32::from_gray(150)));
+                    p.line(Line::new("smoothed", PlotPoints::from(run.smoothed.clone())).width(2.0));
+                    for o in overlays {
+                        p.line(Line::new(format!("{} (smoothed)", o.name), PlotPoints::from(smoothed_steps(o))));
+                    }
+                });
         });
         ui.vertical(|ui| {
             ui.strong("Loss per epoch");
-            Plot::new("epoch-loss").height(h).width(w).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
-                p.line(epoch_line("train".into(), &run.epochs, &|r| r.train_loss));
-                p.line(epoch_line("validation".into(), &run.epochs, &|r| r.val_loss));
-                for o in overlays {
-                    p.line(epoch_line(format!("{} validation", o.name), &o.epochs, &|r| r.val_loss));
-                }
-            });
+            Plot::new("epoch-loss")
+                .height(h)
+                .width(w)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .include_y(0.0)
+                .show(ui, |p| {
+                    p.line(epoch_line("train".into(), &run.epochs, &|r| r.train_loss));
+                    p.line(epoch_line("validation".into(), &run.epochs, &|r| r.val_loss));
+                    for o in overlays {
+                        p.line(epoch_line(format!("{} validation", o.name), &o.epochs, &|r| r.val_loss));
+                    }
+                });
         });
         ui.end_row();
         ui.vertical(|ui| {
@@ -51,6 +65,7 @@ pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
                 .legend(Legend::default())
                 .x_axis_label("epoch")
                 .include_y((top + 3.0).min(101.0))
+                .include_y(0.0)
                 .show(ui, |p| {
                     p.line(epoch_line("top-1".into(), &run.epochs, &|r| r.top1 * 100.0));
                     p.line(epoch_line("top-5".into(), &run.epochs, &|r| r.top5 * 100.0));
@@ -61,7 +76,7 @@ pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
         });
         ui.vertical(|ui| {
             ui.strong("Learning rate");
-            Plot::new("lr").height(h).width(w).x_axis_label("epoch").show(ui, |p| {
+            Plot::new("lr").height(h).width(w).x_axis_label("epoch").include_y(0.0).show(ui, |p| {
                 p.line(Line::new("lr", PlotPoints::from(run.lr.clone())));
                 for o in overlays {
                     let pts: Vec<[f64; 2]> = o.epochs.iter().map(|r| [r.epoch as f64 - 1.0, r.lr]).collect();
