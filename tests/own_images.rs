@@ -304,3 +304,31 @@ fn last_layer_only_training_changes_the_classifier_alone_and_learns_the_classes(
     assert!(same > 100, "only {same} tensors compared");
     assert_eq!(trained[&classifier.weight].dims(), &[3, 1024, 1, 1][..]);
 }
+
+/// A model trained on a folder is evaluated, when no data is named (the app's Evaluate view), on that folder's
+/// validation images as its run held them out; without its run history beside it, the error says what to do.
+#[test]
+fn a_model_trained_on_a_folder_is_evaluated_on_its_validation_images_and_without_its_history_says_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("colours");
+    make_folder(&images, 10);
+    let out = dir.path().join("models");
+    let mut cfg = config(&images, &out, 40);
+    cfg.epochs = 1;
+    cfg.seed = 7;
+    cfg.val_fraction = 0.3;
+    let h = train::run(&cfg, None, &TrainControl::new(), |_| {}).unwrap();
+    let model = out.join(format!("{}.safetensors", h.name));
+    let meta = weights::load_model(&model, &candle_core::Device::Cpu, &LoadOptions::default()).unwrap().meta;
+    let (eval, what) = train::evaluation_config(&model, &meta, None).unwrap();
+    assert_eq!((eval.images.as_deref(), eval.val_fraction, eval.seed, eval.image_size), (Some(&*images), 0.3, 7, 40));
+    assert!(what.contains("validation images of") && what.contains("30%"), "{what}");
+    // The same validation images the run held out.
+    let run_val = train::load_data(&cfg).unwrap().test;
+    let eval_val = train::load_data(&eval).unwrap().test;
+    assert_eq!((run_val.images, run_val.labels), (eval_val.images, eval_val.labels));
+
+    std::fs::remove_file(out.join(format!("{}.history.json", h.name))).unwrap();
+    let err = train::evaluation_config(&model, &meta, None).unwrap_err().to_string();
+    assert!(err.contains("knows other classes than CIFAR-100's") && err.contains("--images DIR"), "{err}");
+}

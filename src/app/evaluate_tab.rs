@@ -1,5 +1,6 @@
-//! Evaluate tab: a model's accuracy on the CIFAR-100 test split (the same figures as `mobilenetv3 evaluate`),
-//! with a sortable per-class table, the confusion matrix as a heatmap, and the most confident mistakes.
+//! Evaluate tab: a model's accuracy on the CIFAR-100 test split, or for a model trained on a folder of images on
+//! that folder's validation images (the same figures as `mobilenetv3 evaluate`), with a sortable per-class
+//! table, the confusion matrix as a heatmap, and the most confident mistakes.
 
 use super::worker::{Command, EvalReport, ModelEntry, Worker};
 use crate::fsutil::write_atomic;
@@ -47,8 +48,14 @@ impl EvaluateTab {
                     .iter()
                     .enumerate()
                     .map(|(i, rgb)| {
-                        let img = egui::ColorImage::from_rgb([32, 32], rgb);
-                        ctx.load_texture(format!("mistake-{i}"), img, egui::TextureOptions::NEAREST)
+                        let img = egui::ColorImage::from_rgb([report.side, report.side], rgb);
+                        // CIFAR's 32 pixels shown as crisp blocks; a photo-sized input smoothly.
+                        let filter = if report.side <= 32 {
+                            egui::TextureOptions::NEAREST
+                        } else {
+                            egui::TextureOptions::LINEAR
+                        };
+                        ctx.load_texture(format!("mistake-{i}"), img, filter)
                     })
                     .collect();
                 self.message = None;
@@ -96,7 +103,8 @@ impl EvaluateTab {
                 .response
                 .labelled_by(label.id)
                 .on_hover_text("The model to evaluate: every model file found (yours, then the bundled ones)");
-            let can_run = !self.running && self.model.is_some() && data_dir.is_some();
+            // Without CIFAR-100 a model trained on a folder can still run; a CIFAR-100 model is told why not.
+            let can_run = !self.running && self.model.is_some();
             if ui.add_enabled(can_run, egui::Button::new("Run evaluation")).clicked() {
                 if let Some(m) = self.model.clone() {
                     self.start(worker, m, data_dir.clone());
@@ -110,10 +118,16 @@ impl EvaluateTab {
             }
         });
         match &data_dir {
-            Some(d) => ui.label(RichText::new(format!("on the CIFAR-100 test split in {}", d.display())).weak()),
+            Some(d) => ui.label(
+                RichText::new(format!(
+                    "on the CIFAR-100 test split in {}; a model trained on your images, on its folder's validation images",
+                    d.display()
+                ))
+                .weak(),
+            ),
             None => ui.colored_label(
                 Color32::from_rgb(220, 80, 60),
-                "No CIFAR-100 found: download it or choose its folder in the Train tab.",
+                "No CIFAR-100 found (download it or choose its folder in the Train tab): only models trained on your images can be evaluated.",
             ),
         };
         if self.running {
@@ -145,6 +159,7 @@ impl EvaluateTab {
             r.loss,
             r.images
         ));
+        ui.label(RichText::new(format!("on {}", report.data)).weak());
         let h = ui.available_height();
         ui.horizontal_top(|ui| {
             ui.vertical(|ui| {

@@ -249,6 +249,24 @@ fn a_folder_dropped_on_the_train_tab_trains_a_model_that_labels_a_dropped_photo_
     let top = h.state().classify.cards[0].outcome.clone().unwrap().expect("the photo classified");
     assert_eq!(top[0].label, "apples", "{top:?}");
     h.get_by_label_contains(&format!("apples {:.1}%", top[0].prob * 100.0));
+    // The Evaluate view on the same model: the folder's validation images (no CIFAR-100 needed), with the
+    // folder's class names and the user's own images for its mistakes.
+    h.state_mut().tab = Tab::Evaluate;
+    h.state_mut().evaluate.model = Some(model.clone());
+    h.step();
+    h.get_by_label("Run evaluation").click();
+    h.step();
+    wait_for(&mut h, "the evaluation", 60, |a| !a.evaluate.running && a.evaluate.report.is_some());
+    let report = h.state().evaluate.report.as_ref().unwrap();
+    assert_eq!(report.class_names, vec!["apples", "sky"]);
+    assert!(report.data.contains("my fruit") && report.data.contains("validation images"), "{}", report.data);
+    assert_eq!(report.result.images, 4, "20% of each class's 12 images, rounded down: 2 + 2");
+    assert_eq!(report.result.confusion.len(), 2);
+    assert_eq!(report.side, 32);
+    assert!(report.mistake_images.iter().all(|m| m.len() == 32 * 32 * 3));
+    let headline = format!("top-1 {:.2}%", report.result.top1 * 100.0);
+    h.get_by_label_contains(&headline);
+    h.get_by_label_contains("on the validation images of");
 }
 
 /// The fine-tuning mode is offered with a model to start from: all layers with the backbone's learning-rate

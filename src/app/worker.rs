@@ -148,7 +148,11 @@ pub struct EvalReport {
     pub name: String,
     pub class_names: Vec<String>,
     pub result: crate::train::EvalResult,
-    /// 32x32 RGB pixels (interleaved) of each of `result.mistakes`, in order.
+    /// What it was evaluated on, in words (the CIFAR-100 test split, or the validation images of a folder).
+    pub data: String,
+    /// Side of the mistake images (the model's input size).
+    pub side: usize,
+    /// side x side RGB pixels (interleaved) of each of `result.mistakes`, in order.
     pub mistake_images: Vec<Vec<u8>>,
 }
 
@@ -456,9 +460,17 @@ fn evaluate_report(
 ) -> Result<Option<Box<EvalReport>>, String> {
     let loaded =
         weights::load_model(path, &candle_core::Device::Cpu, &LoadOptions::default()).map_err(|e| e.to_string())?;
-    let mut cfg = TrainConfig::reference(loaded.meta.config.clone());
-    cfg.data_dir = data_dir;
+    let (cfg, data) = train::evaluation_config(path, &loaded.meta, data_dir).map_err(|e| format!("{e:#}"))?;
     let ds = train::load_data(&cfg).map_err(|e| format!("{e:#}"))?;
+    // A folder's classes are matched by name, as `mobilenetv3 evaluate --images` does.
+    if cfg.images.is_some() && ds.class_names != loaded.meta.class_names {
+        return Err(format!(
+            "{} now holds the classes {}, not the model's {}: it changed since the run",
+            data,
+            ds.class_names.join(", "),
+            loaded.meta.class_names.join(", ")
+        ));
+    }
     let test = Arc::new(ds.test);
     let model = crate::MobileNetV3::from_params(&loaded.meta.config, loaded.params);
     let result = train::evaluate_with_progress(
@@ -476,11 +488,13 @@ fn evaluate_report(
         name: loaded.meta.config.name(),
         class_names: loaded.meta.class_names,
         result,
+        data,
+        side: test.side,
         mistake_images,
     })))
 }
 
-/// CIFAR's channel-planar 32x32 image as interleaved RGB.
+/// A channel-planar image (CIFAR's layout, and a decoded folder's) as interleaved RGB.
 fn planar_to_rgb(planar: &[u8]) -> Vec<u8> {
     let plane = planar.len() / 3;
     (0..plane).flat_map(|i| [planar[i], planar[plane + i], planar[2 * plane + i]]).collect()

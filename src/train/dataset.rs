@@ -78,3 +78,42 @@ pub fn load_data_with_progress(
     }
     Err(TrainError::NoData { searched: dirs })
 }
+
+/// What a model is evaluated on when the caller names no data: the run config that loads it (its test split
+/// is the data) and a phrase naming it. A model trained on a folder of images is evaluated on that folder's
+/// validation images, held out as its run held them out (the folder, share and seed come from the run's
+/// history beside the model file: `<stem>.history.json`); any other model on CIFAR-100's test split, from
+/// `cifar_dir` or the default places.
+pub fn evaluation_config(
+    model: &Path,
+    meta: &crate::model::weights::ModelMeta,
+    cifar_dir: Option<std::path::PathBuf>,
+) -> Result<(TrainConfig, String)> {
+    let mut cfg = TrainConfig::reference(meta.config.clone());
+    let history = model.with_extension("history.json");
+    let run = super::History::load(&history).ok().filter(|h| h.config.images.is_some());
+    if let Some(run) = run {
+        let images = run.config.images.clone().unwrap_or_default();
+        cfg.images = Some(images.clone());
+        cfg.val_fraction = run.config.val_fraction;
+        cfg.seed = run.config.seed;
+        cfg.image_size = meta.image_size;
+        let what = format!(
+            "the validation images of {} ({:.0}% of each class held out with seed {}, or its val/ folder)",
+            images.display(),
+            run.config.val_fraction * 100.0,
+            run.config.seed
+        );
+        return Ok((cfg, what));
+    }
+    let cifar: Vec<String> = crate::data::labels::CIFAR100_FINE.iter().map(|s| s.to_string()).collect();
+    if meta.class_names != cifar {
+        return Err(TrainError::UnknownEvaluationData { model: model.to_path_buf(), history });
+    }
+    cfg.data_dir = cifar_dir;
+    let what = match &cfg.data_dir {
+        Some(d) => format!("the CIFAR-100 test split in {}", d.display()),
+        None => "the CIFAR-100 test split".to_string(),
+    };
+    Ok((cfg, what))
+}

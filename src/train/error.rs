@@ -76,6 +76,12 @@ pub enum TrainError {
     TooManyClasses { classes: usize },
     #[error("no test images to evaluate on")]
     NoImages,
+    /// A model with classes of its own whose run history (which names its folder of images) is not beside it.
+    #[error(
+        "{model} knows other classes than CIFAR-100's, and no run history beside it ({history}) names the folder of images it was trained on: evaluate it with `mobilenetv3 evaluate --model FILE --images DIR`",
+        model = model.display(), history = history.display()
+    )]
+    UnknownEvaluationData { model: PathBuf, history: PathBuf },
     #[error(
         "the data has labels up to {max}, the model {classes} classes: the model was not trained on these classes"
     )]

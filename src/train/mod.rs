@@ -23,7 +23,7 @@ pub mod runfiles;
 mod start;
 
 pub use config::{Schedule, ScheduleKind, SelectBy, TrainConfig, DEFAULT_WARMUP_EPOCHS};
-pub use dataset::{has_dataset, load_data, load_data_with_progress, open_dataset};
+pub use dataset::{evaluation_config, has_dataset, load_data, load_data_with_progress, open_dataset};
 pub use error::{ResumeError, TrainError};
 pub use evaluate::{confusion_csv, csv_field, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{DataSummary, TrainControl, TrainEvent};
