@@ -2,7 +2,7 @@
 
 use crate::exec::graph::MobileNetV3;
 use crate::kernels::profile::timed;
-use crate::model::arch::{ModelConfig, INPUT_SIZE};
+use crate::model::arch::ModelConfig;
 use crate::train::optim::{Sgd, SgdConfig};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -53,6 +53,8 @@ pub struct LatencyRow {
     pub variant: String,
     pub device: String,
     pub batch: usize,
+    /// Side of the square input in pixels.
+    pub size: usize,
     pub runs: usize,
     pub mean_ms: f64,
     pub std_ms: f64,
@@ -71,19 +73,21 @@ pub(crate) fn synchronize(device: &Device) -> candle_core::Result<()> {
     device.synchronize()
 }
 
-/// Times inference of one model at one batch size: `warmup` untimed runs, then `runs` timed ones.
-/// `should_stop` is polled between runs; a stopped measurement returns None.
+/// Times inference of one model at one batch size on `size` x `size` images: `warmup` untimed runs, then `runs`
+/// timed ones. `should_stop` is polled between runs; a stopped measurement returns None.
+#[allow(clippy::too_many_arguments)]
 pub fn time_inference(
     config: &ModelConfig,
     device: &Device,
     batch: usize,
+    size: usize,
     warmup: usize,
     runs: usize,
     mut should_stop: impl FnMut(usize) -> bool,
 ) -> candle_core::Result<Option<LatencyRow>> {
     let model = MobileNetV3::new(config, device, 0)?;
     let runner = crate::exec::Inference::only(model)?;
-    let x = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?.to_device(device)?;
+    let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), &Device::Cpu)?.to_device(device)?;
     for i in 0..warmup {
         if should_stop(i) {
             return Ok(None);
@@ -107,6 +111,7 @@ pub fn time_inference(
         variant: config.name(),
         device: device_name(device),
         batch,
+        size,
         runs,
         img_per_s: batch as f64 / (s.median_ms / 1e3),
         mean_ms: s.mean_ms,
@@ -145,17 +150,20 @@ pub struct TrainBench {
     pub variant: String,
     pub engine: Engine,
     pub batch: usize,
+    /// Side of the square input in pixels.
+    pub size: usize,
     pub steps: usize,
     pub median_step_ms: f64,
     pub img_per_s: f64,
 }
 
-/// Full SGD steps (forward in train mode, cross-entropy, backward, update) on synthetic data.
+/// Full SGD steps (forward in train mode, cross-entropy, backward, update) on synthetic `size` x `size` data.
 pub fn bench_train(
     config: &ModelConfig,
     device: &Device,
     engine: Engine,
     batch: usize,
+    size: usize,
     warmup: usize,
     steps: usize,
 ) -> candle_core::Result<TrainBench> {
@@ -169,7 +177,7 @@ pub fn bench_train(
     }
     let mut opt = Sgd::new(model.params().trainable(), SgdConfig::default());
     opt.use_cuda_kernels(engine == Engine::Graph);
-    let x_cpu = Tensor::randn(0f32, 1f32, (batch, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
+    let x_cpu = Tensor::randn(0f32, 1f32, (batch, 3, size, size), &Device::Cpu)?;
     let x_host = x_cpu.flatten_all()?.to_vec1::<f32>()?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % config.num_classes as u32).collect();
     let mut times = Vec::new();
@@ -183,7 +191,7 @@ pub fn bench_train(
             Engine::Graph | Engine::Portable => crate::exec::Executor::Graph,
         };
         let step = timed("engine.step", || {
-            crate::exec::train_step(&model, executor, x_host.clone(), INPUT_SIZE, &labels, 0.0, i as u64)
+            crate::exec::train_step(&model, executor, x_host.clone(), size, &labels, 0.0, i as u64)
         })?;
         let grads = step.grads;
         timed("sgd.step", || opt.step(&grads))?;
@@ -198,6 +206,7 @@ pub fn bench_train(
         variant: config.name(),
         engine,
         batch,
+        size,
         steps,
         median_step_ms: s.median_ms,
         img_per_s: batch as f64 / (s.median_ms / 1e3),
@@ -206,13 +215,15 @@ pub fn bench_train(
 
 /// The rows as CSV, with the same columns as the JSON objects.
 pub fn to_csv(rows: &[LatencyRow]) -> String {
-    let mut s = String::from("variant,device,batch,runs,mean_ms,std_ms,median_ms,p10_ms,p90_ms,min_ms,img_per_s\n");
+    let mut s =
+        String::from("variant,device,batch,size,runs,mean_ms,std_ms,median_ms,p10_ms,p90_ms,min_ms,img_per_s\n");
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2}\n",
+            "{},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2}\n",
             r.variant,
             r.device,
             r.batch,
+            r.size,
             r.runs,
             r.mean_ms,
             r.std_ms,

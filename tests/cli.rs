@@ -165,7 +165,9 @@ fn a_wrong_model_file_is_an_error_not_a_panic() {
 /// "capacity overflow" panic or an allocation abort.
 #[test]
 fn latency_and_bench_refuse_counts_and_batches_out_of_range() {
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 7] = [
+        (&["latency", "--variants", "small_0.25", "--size", "8"], 2, "16..=512"),
+        (&["bench", "train", "--size", "1000"], 2, "16..=512"),
         (&["latency", "--variants", "small_0.25", "--runs", "2000000000000000000"], 2, "1..=1000000"),
         (&["latency", "--variants", "small_0.25", "--warmup", "18446744073709551615"], 2, "0..=1000000"),
         (&["latency", "--variants", "small_0.25", "--batch", "1,100000"], 1, "from 1 to 4096"),
@@ -178,6 +180,29 @@ fn latency_and_bench_refuse_counts_and_batches_out_of_range() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {t}");
         assert!(t.contains(expected) && !t.contains("panicked"), "{args:?}: {t}");
     }
+}
+
+/// `latency --size` and `bench train --size --si` time the network at photo sizes and say so in their output
+/// (the engine's numbers there are checked by `exec::tests::the_training_step_matches_the_stock_op_graph_in_f64_at_photo_sizes`).
+#[test]
+fn latency_and_bench_train_run_at_another_input_size() {
+    let out = bin()
+        .args(["latency", "--variants", "small_0.25", "--si", "2", "--size", "96", "--runs", "2", "--warmup", "0"])
+        .args(["--json", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((rows[0]["size"].as_u64(), rows[0]["batch"].as_u64()), (Some(96), Some(1)), "{rows}");
+    let out = bin()
+        .args(["bench", "train", "--variant", "large_0.25", "--si", "2", "--size", "64", "--batch", "2"])
+        .args(["--steps", "1", "--warmup", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["size"].as_u64(), r["batch"].as_u64()), (Some(64), Some(2)), "{r}");
+    assert!(r["img_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
 }
 
 /// The README's table of trained models lists every file of `trained_models/` with its test accuracy; `evaluate`

@@ -514,7 +514,9 @@ fn run_latency(r: &LatencyRequest, cancel: &AtomicBool, events: &Notifier) -> Re
                     current: format!("{} on {dev_name}, batch {b}", cfg.name()),
                 });
                 let stop = |_| cancel.load(Ordering::SeqCst);
-                match bench::time_inference(cfg, &dev, b, r.warmup, r.runs, stop).map_err(|e| e.to_string())? {
+                match bench::time_inference(cfg, &dev, b, crate::model::arch::INPUT_SIZE, r.warmup, r.runs, stop)
+                    .map_err(|e| e.to_string())?
+                {
                     Some(row) => events.send(Event::LatencyRow(row)),
                     None => return Ok(true),
                 }

@@ -118,6 +118,7 @@ pub fn save(chart: &Chart, path: &Path) -> Result<(), ChartError> {
 #[cfg(test)]
 fn test_row(variant: &str, device: &str, batch: usize, mean: f64) -> crate::bench::LatencyRow {
     crate::bench::LatencyRow {
+        size: 32,
         variant: variant.into(),
         device: device.into(),
         batch,

@@ -48,6 +48,9 @@ pub struct LatencyArgs {
     /// Initial stride of the timed models.
     #[arg(long, default_value_t = 1)]
     si: usize,
+    /// Side in pixels of the square input (32: CIFAR-100; 224: the paper's, with --si 2).
+    #[arg(long, default_value_t = 32, value_parser = input_size())]
+    size: usize,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +67,12 @@ pub struct TrainBenchArgs {
     /// Images per training step.
     #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH as u64))]
     batch: usize,
+    /// Side in pixels of the square input (32: CIFAR-100; 224: the paper's, with --si 2).
+    #[arg(long, default_value_t = 32, value_parser = input_size())]
+    size: usize,
+    /// Initial stride of the trained model (1: CIFAR; 2: the paper's layout).
+    #[arg(long, default_value_t = 1)]
+    si: usize,
     /// Timed training steps.
     #[arg(long, default_value_t = 10, value_parser = count(1))]
     steps: usize,
@@ -104,6 +113,12 @@ const MAX_BATCH: usize = 4096;
 const MAX_COUNT: u64 = 1_000_000;
 
 /// A run or step count from `min` to [`MAX_COUNT`], refused by clap with the range otherwise.
+/// The input sizes the engine takes (those a folder of images trains at).
+fn input_size() -> clap::builder::RangedU64ValueParser<usize> {
+    use mobilenetv3::data::folder_load::{MAX_SIDE, MIN_SIDE};
+    clap::builder::RangedU64ValueParser::<usize>::new().range(MIN_SIDE as u64..=MAX_SIDE as u64)
+}
+
 fn count(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(min..=MAX_COUNT)
 }
@@ -146,9 +161,9 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
                 bail!(e);
             }
             for &b in &batches {
-                let label = format!("{:<11} {:<5} batch {:<4}", cfg.name(), bench::device_name(dev), b);
+                let label = format!("{:<11} {:<5} batch {:<4} {}px", cfg.name(), bench::device_name(dev), b, a.size);
                 let mut bar = Progress::new((a.warmup + a.runs) as u64, &label, Unit::Items, Duration::MAX);
-                let row = bench::time_inference(&cfg, dev, b, a.warmup, a.runs, |i| {
+                let row = bench::time_inference(&cfg, dev, b, a.size, a.warmup, a.runs, |i| {
                     bar.update(i as u64, String::new, String::new);
                     false
                 })?
@@ -212,7 +227,12 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Train(a) => {
             // main applied --threads (RAYON_NUM_THREADS and rayon's pool) before any thread started.
             debug_assert!(a.threads.is_none_or(|n| n == rayon::current_num_threads()));
-            let cfg = parse_variant_name(&a.variant).with_context(|| format!("unknown variant {:?}", a.variant))?;
+            let cfg = parse_variant_name(&a.variant)
+                .with_context(|| format!("unknown variant {:?}", a.variant))?
+                .with_initial_stride(a.si);
+            if let Err(e) = cfg.validate() {
+                bail!(e);
+            }
             let dev = device::open(&a.device)?;
             let engine = match a.engine.as_str() {
                 "fast" => bench::Engine::Fast,
@@ -220,13 +240,22 @@ pub fn run_bench(cmd: BenchCommand) -> Result<ExitCode> {
                 "portable" => bench::Engine::Portable,
                 other => bail!("--engine must be fast, graph or portable, got {other}"),
             };
-            let r = bench::bench_train(&cfg, &dev, engine, a.batch, a.warmup, a.steps)?;
+            let r = bench::bench_train(&cfg, &dev, engine, a.batch, a.size, a.warmup, a.steps)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} batch {} on {} ({} engine): median step {:.1} ms, {:.1} img/s ({} steps)",
-                    r.variant, r.batch, a.device, a.engine, r.median_step_ms, r.img_per_s, r.steps
+                    "{} si {} batch {} at {}x{} on {} ({} engine): median step {:.1} ms, {:.1} img/s ({} steps)",
+                    r.variant,
+                    a.si,
+                    r.batch,
+                    r.size,
+                    r.size,
+                    a.device,
+                    a.engine,
+                    r.median_step_ms,
+                    r.img_per_s,
+                    r.steps
                 );
             }
             Ok(ExitCode::SUCCESS)
