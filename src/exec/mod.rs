@@ -192,6 +192,45 @@ mod tests {
     use crate::model::arch::{ModelConfig, Variant};
     use crate::model::params::{Init, ParamStore};
 
+    /// `len` numbers uniform in [-1, 1) from a fixed xorshift: the same on every run.
+    fn uniform_input(len: usize) -> Vec<f32> {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// The inference plan (BatchNorm folded into the convolutions, activations fused, images in groups) at
+    /// photo sizes against the stock-op graph in f64 in evaluation mode: both networks, both strides, odd
+    /// sides. Tolerance 1e-4 of the largest logit (both f32 paths meet PyTorch's logits within 1e-4 at 32 px).
+    #[test]
+    fn the_inference_plan_matches_the_stock_op_graph_in_f64_at_photo_sizes() {
+        use crate::exec::graph::ops::Ops;
+        use candle_core::DType;
+        for (variant, si, side) in [("large", 1, 41), ("large", 2, 224), ("small", 1, 64), ("small", 2, 131)] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("trained_models/mobilenetv3_{variant}_0.25.safetensors"));
+            let loaded = crate::model::weights::load_model(&path, &Device::Cpu, &Default::default()).unwrap();
+            let config = ModelConfig { initial_stride: si, ..loaded.meta.config.clone() };
+            let n = 3;
+            let x = uniform_input(n * 3 * side * side);
+            let plan = InferencePlan::new(&config.spec(), &loaded.params).unwrap();
+            let got = plan.forward(&x, n, side);
+            let mut m64 = MobileNetV3::from_params(&config, loaded.params.to_dtype(DType::F64).unwrap());
+            m64.set_ops(Ops::Portable);
+            let x64 = Tensor::from_vec(x, (n, 3, side, side), &Device::Cpu).unwrap().to_dtype(DType::F64).unwrap();
+            let want = m64.forward(&x64, Mode::Eval).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let d = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+            let max = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+            assert!(d <= 1e-4 * max, "{variant}, si {si}, {side} px: logits differ by {d:.2e} (largest {max:.2})");
+        }
+    }
+
     /// The CPU training step of `path`'s network (its stride `si`) on 4 images of `side` x `side` against the
     /// graph of candle's stock ops run in f64: the loss of each, and per trainable tensor its name, the largest
     /// difference and the tensor's largest f64 gradient.
@@ -208,16 +247,7 @@ mod tests {
             m
         };
         let n = 4;
-        // Uniform in [-1, 1) from a fixed xorshift: the same numbers on every run.
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let x: Vec<f32> = (0..n * 3 * side * side)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect();
+        let x = uniform_input(n * 3 * side * side);
         let labels = [3u32, 17, 42, 99];
         let m32 = model(DType::F32);
         let step = train_step(&m32, Executor::TrainStep, x.clone(), side, &labels, 0.1, 0).unwrap();
