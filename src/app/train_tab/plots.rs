@@ -18,35 +18,23 @@ pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
     egui::Grid::new("curves").num_columns(2).spacing([16.0, 8.0]).show(ui, |ui| {
         ui.vertical(|ui| {
             ui.strong("Training loss per step");
-            Plot::new("step-loss")
-                .height(h)
-                .width(w)
-                .legend(Legend::default())
-                .x_axis_label("epoch")
-                .include_y(0.0)
-                .show(ui, |p| {
-                    p.line(Line::new("loss", PlotPoints::from(run.step_loss.clone())).color(Color32::from_gray(150)));
-                    p.line(Line::new("smoothed", PlotPoints::from(run.smoothed.clone())).width(2.0));
-                    for o in overlays {
-                        p.line(Line::new(format!("{} (smoothed)", o.name), PlotPoints::from(smoothed_steps(o))));
-                    }
-                });
+            epoch_plot("step-loss", h, w).legend(Legend::default()).show(ui, |p| {
+                p.line(Line::new("loss", PlotPoints::from(run.step_loss.clone())).color(Color32::from_gray(150)));
+                p.line(Line::new("smoothed", PlotPoints::from(run.smoothed.clone())).width(2.0));
+                for o in overlays {
+                    p.line(Line::new(format!("{} (smoothed)", o.name), PlotPoints::from(smoothed_steps(o))));
+                }
+            });
         });
         ui.vertical(|ui| {
             ui.strong("Loss per epoch");
-            Plot::new("epoch-loss")
-                .height(h)
-                .width(w)
-                .legend(Legend::default())
-                .x_axis_label("epoch")
-                .include_y(0.0)
-                .show(ui, |p| {
-                    p.line(epoch_line("train".into(), &run.epochs, &|r| r.train_loss));
-                    p.line(epoch_line("validation".into(), &run.epochs, &|r| r.val_loss));
-                    for o in overlays {
-                        p.line(epoch_line(format!("{} validation", o.name), &o.epochs, &|r| r.val_loss));
-                    }
-                });
+            epoch_plot("epoch-loss", h, w).legend(Legend::default()).show(ui, |p| {
+                p.line(epoch_line("train".into(), &run.epochs, &|r| r.train_loss));
+                p.line(epoch_line("validation".into(), &run.epochs, &|r| r.val_loss));
+                for o in overlays {
+                    p.line(epoch_line(format!("{} validation", o.name), &o.epochs, &|r| r.val_loss));
+                }
+            });
         });
         ui.end_row();
         ui.vertical(|ui| {
@@ -59,24 +47,17 @@ pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
                 .chain(overlays.iter().flat_map(|o| o.epochs.iter().map(|r| r.top1)))
                 .fold(0.0f64, f64::max)
                 * 100.0;
-            Plot::new("accuracy")
-                .height(h)
-                .width(w)
-                .legend(Legend::default())
-                .x_axis_label("epoch")
-                .include_y((top + 3.0).min(101.0))
-                .include_y(0.0)
-                .show(ui, |p| {
-                    p.line(epoch_line("top-1".into(), &run.epochs, &|r| r.top1 * 100.0));
-                    p.line(epoch_line("top-5".into(), &run.epochs, &|r| r.top5 * 100.0));
-                    for o in overlays {
-                        p.line(epoch_line(format!("{} top-1", o.name), &o.epochs, &|r| r.top1 * 100.0));
-                    }
-                });
+            epoch_plot("accuracy", h, w).legend(Legend::default()).include_y((top + 3.0).min(101.0)).show(ui, |p| {
+                p.line(epoch_line("top-1".into(), &run.epochs, &|r| r.top1 * 100.0));
+                p.line(epoch_line("top-5".into(), &run.epochs, &|r| r.top5 * 100.0));
+                for o in overlays {
+                    p.line(epoch_line(format!("{} top-1", o.name), &o.epochs, &|r| r.top1 * 100.0));
+                }
+            });
         });
         ui.vertical(|ui| {
             ui.strong("Learning rate");
-            Plot::new("lr").height(h).width(w).x_axis_label("epoch").include_y(0.0).show(ui, |p| {
+            epoch_plot("lr", h, w).show(ui, |p| {
                 p.line(Line::new("lr", PlotPoints::from(run.lr.clone())));
                 for o in overlays {
                     let pts: Vec<[f64; 2]> = o.epochs.iter().map(|r| [r.epoch as f64 - 1.0, r.lr]).collect();
@@ -86,6 +67,11 @@ pub(super) fn curves(ui: &mut egui::Ui, run: &RunView, overlays: &[&History]) {
         });
         ui.end_row();
     });
+}
+
+/// A plot of `h` x `w` against epochs that always shows y = 0.
+fn epoch_plot(id: &str, h: f32, w: f32) -> Plot<'static> {
+    Plot::new(id).height(h).width(w).x_axis_label("epoch").include_y(0.0)
 }
 
 /// A past run's per-step losses, smoothed, against epochs (the x axis of the live curve).
