@@ -112,13 +112,13 @@ const MAX_BATCH: usize = 4096;
 /// The most runs or steps one measurement takes; far more than a median needs, and no overflow of a count.
 const MAX_COUNT: u64 = 1_000_000;
 
-/// A run or step count from `min` to [`MAX_COUNT`], refused by clap with the range otherwise.
 /// The input sizes the engine takes (those a folder of images trains at).
 fn input_size() -> clap::builder::RangedU64ValueParser<usize> {
     use mobilenetv3::data::folder_load::{MAX_SIDE, MIN_SIDE};
     clap::builder::RangedU64ValueParser::<usize>::new().range(MIN_SIDE as u64..=MAX_SIDE as u64)
 }
 
+/// A run or step count from `min` to [`MAX_COUNT`], refused by clap with the range otherwise.
 fn count(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(min..=MAX_COUNT)
 }

@@ -142,13 +142,8 @@ pub fn train_step(
         let predictions = out.logits.chunks(classes).map(|r| argmax(r) as u32).collect();
         return Ok(Step { loss: out.loss, predictions, grads: out.grads });
     }
-    let dev = model.device();
-    let x = Tensor::from_vec(images, (labels.len(), 3, side, side), dev)?;
-    let y = Tensor::new(labels, dev)?;
-    let logits = model.forward(&x, Mode::Train { seed: dropout_seed })?;
-    let loss = graph::cross_entropy(&logits, &y, smoothing as f64)?;
-    let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    Ok(Step { loss: loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?, predictions, grads: loss.backward()? })
+    let x = Tensor::from_vec(images, (labels.len(), 3, side, side), model.device())?;
+    graph_step(&model.forward(&x, Mode::Train { seed: dropout_seed })?, labels, smoothing)
 }
 
 /// One training step of the last layer alone on n embeddings (n x hidden, from [`Inference::embeddings`]):
@@ -161,12 +156,14 @@ pub fn head_step(
     smoothing: f32,
     dropout_seed: u64,
 ) -> Result<Step> {
-    let dev = model.device();
-    let hidden = model.spec().hidden;
-    let h = Tensor::from_vec(embeddings, (labels.len(), hidden), dev)?;
-    let y = Tensor::new(labels, dev)?;
-    let logits = model.classify_embeddings(&h, Mode::Train { seed: dropout_seed })?;
-    let loss = graph::cross_entropy(&logits, &y, smoothing as f64)?;
+    let h = Tensor::from_vec(embeddings, (labels.len(), model.spec().hidden), model.device())?;
+    graph_step(&model.classify_embeddings(&h, Mode::Train { seed: dropout_seed })?, labels, smoothing)
+}
+
+/// The loss, predictions and gradients of a graph step from its training-mode logits.
+fn graph_step(logits: &Tensor, labels: &[u32], smoothing: f32) -> Result<Step> {
+    let y = Tensor::new(labels, logits.device())?;
+    let loss = graph::cross_entropy(logits, &y, smoothing as f64)?;
     let predictions = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     Ok(Step { loss: loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?, predictions, grads: loss.backward()? })
 }

@@ -47,17 +47,17 @@ impl Embedded {
         let mut embed = |split: &Split, mirror: bool| -> Result<Option<Vec<f32>>> {
             let mut out = Vec::with_capacity(split.len() * model.spec().hidden);
             let (side, bytes) = (split.side, split.image_bytes());
-            let order: Vec<usize> = (0..split.len()).collect();
-            for idx in order.chunks(EMBED_BATCH) {
+            for first in (0..split.len()).step_by(EMBED_BATCH) {
                 if should_stop() {
                     return Ok(None);
                 }
-                let mut images = vec![0f32; idx.len() * bytes];
-                for (&i, image) in idx.iter().zip(images.chunks_mut(bytes)) {
+                let n = EMBED_BATCH.min(split.len() - first);
+                let mut images = vec![0f32; n * bytes];
+                for (i, image) in (first..first + n).zip(images.chunks_mut(bytes)) {
                     data::prepare_image(split.image(i), side, 0, 0, mirror, image);
                 }
-                out.extend(inference.embeddings(&images, idx.len(), side)?);
-                done += idx.len();
+                out.extend(inference.embeddings(&images, n, side)?);
+                done += n;
                 progress(done, total);
             }
             Ok(Some(out))

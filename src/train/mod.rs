@@ -125,10 +125,7 @@ fn run_inner(
         tensors.extend(start.tensors);
         model.params().copy_from(&tensors)?;
     }
-    let trainable = match cfg.freeze_backbone {
-        true => model.params().classifier(),
-        false => model.params().trainable(),
-    };
+    let trainable = if cfg.freeze_backbone { model.params().classifier() } else { model.params().trainable() };
     let mut opt = Sgd::new(trainable, cfg.sgd.clone());
     if cfg.from.is_some() {
         let classifier = crate::model::names::classifier();
