@@ -228,10 +228,20 @@ import -window "$owid" "$out/own-trained.png"
 for _ in $(seq 60); do grep -q "classified $own/red-photo.png" "$out/own.log" && break; sleep 0.5; done
 sleep 1
 import -window root "$out/own-classified.png"
+# The Evaluate view on the new model (the most accurate listed, so the one it opens on): the folder's validation
+# images, no CIFAR-100 here. The tab, then Run evaluation.
+xdotool mousemove --window "$owid" 369 13 click 1
+sleep 1
+xdotool mousemove --window "$owid" 508 45 click 1
+for _ in $(seq 60); do grep -q "^evaluated" "$out/own.log" && break; sleep 0.5; done
+sleep 1
+import -window root "$out/own-evaluated.png"
 kill "$own_pid" 2>/dev/null || true
 wait "$own_pid" 2>/dev/null || true
 grep "classified $own/red-photo.png: apples" "$out/own.log" \
   || { echo "the new model did not label the photo with the folder's class"; cat "$out/own.log"; exit 1; }
+grep "^evaluated .*my-fruit_small_0.25.safetensors: top-1 .* on [0-9]* test images" "$out/own.log" \
+  || { echo "the Evaluate view did not evaluate the new model on its folder"; cat "$out/own.log"; exit 1; }
 echo "own-images check passed"
 # The Evaluate view on the bundled model, on the real test split when it is there (CI has it).
 if [ -f ../shared/data/cifar-100-binary/test.bin ]; then
