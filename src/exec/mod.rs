@@ -188,6 +188,7 @@ mod tests {
     use super::*;
     use crate::model::arch::{ModelConfig, Variant};
     use crate::model::params::{Init, ParamStore};
+    use std::collections::HashMap;
 
     /// `len` numbers uniform in [-1, 1) from a fixed xorshift: the same on every run.
     fn uniform_input(len: usize) -> Vec<f32> {
@@ -228,10 +229,41 @@ mod tests {
         }
     }
 
+    /// The largest elementwise difference of two gradients.
+    fn largest_gap(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+    }
+
+    /// How far one trainable tensor's gradient is from the exact (f64) one.
+    struct Gap {
+        name: String,
+        /// The training step's largest elementwise difference (to the nearest of the f64 references).
+        step: f64,
+        /// The same for the stock-op graph in f32: an implementation that shares no kernel with the step.
+        stock: f64,
+        /// The tensor's largest f64 gradient.
+        max: f64,
+    }
+
+    /// Per trainable tensor: its name and largest gradient, by name.
+    fn gradients_by_name(model: &MobileNetV3, x: &Tensor, y: &Tensor) -> (f64, HashMap<String, Vec<f64>>) {
+        use candle_core::DType;
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let loss = graph::cross_entropy(&model.forward(x, Mode::Train { seed: 0 }).unwrap(), y, 0.1).unwrap();
+        let grads = loss.backward().unwrap();
+        let by_name = model
+            .params()
+            .trainable()
+            .into_iter()
+            .filter_map(|(name, v)| grads.get(v.as_tensor()).map(|g| (name, f64s(g))))
+            .collect();
+        (loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), by_name)
+    }
+
     /// The CPU training step of `path`'s network (its stride `si`) on 4 images of `side` x `side` against the
-    /// graph of candle's stock ops run in f64: the loss of each, and per trainable tensor its name, the largest
-    /// difference and the tensor's largest f64 gradient.
-    fn step_against_f64(path: &str, si: usize, side: usize) -> (f32, f64, Vec<(String, f64, f64)>) {
+    /// graph of candle's stock ops run in f64: the loss of each, and how far each trainable tensor's gradient is,
+    /// beside how far the stock-op graph in f32 is.
+    fn step_against_f64(path: &str, si: usize, side: usize) -> (f32, f64, Vec<Gap>) {
         use crate::exec::graph::ops::Ops;
         use candle_core::DType;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -249,49 +281,48 @@ mod tests {
         let m32 = model(DType::F32);
         let step = train_step(&m32, Executor::TrainStep, x.clone(), side, &labels, 0.1, 0).unwrap();
         let y = Tensor::new(&labels[..], &Device::Cpu).unwrap();
-        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         // The reference at the input and at two nudges of it by f32's rounding scale: where an activation sits on
         // a kink of ReLU or hard-sigmoid, the gradient itself jumps between such neighbours (seen: 1e-3 of a
         // tensor's largest, small_0.25 at 41 px), so the step is held to the nearest of the three.
-        let mut references = Vec::new();
-        let mut reference_loss = 0.0;
-        for nudge in [0.0, 6e-8, -6e-8] {
-            let m64 = model(DType::F64);
-            let xn: Vec<f64> =
-                x.iter().enumerate().map(|(i, &v)| v as f64 * (1.0 + nudge * ((i * 31 % 7) as f64 - 3.0))).collect();
-            let x64 = Tensor::from_vec(xn, (n, 3, side, side), &Device::Cpu).unwrap();
-            let loss = graph::cross_entropy(&m64.forward(&x64, Mode::Train { seed: 0 }).unwrap(), &y, 0.1).unwrap();
-            let grads = loss.backward().unwrap();
-            if nudge == 0.0 {
-                reference_loss = loss.to_scalar::<f64>().unwrap();
-            }
-            let by_name: std::collections::HashMap<String, Vec<f64>> = m64
-                .params()
-                .trainable()
-                .into_iter()
-                .filter_map(|(name, v)| grads.get(v.as_tensor()).map(|g| (name, f64s(g))))
-                .collect();
-            references.push(by_name);
-        }
+        let references: Vec<_> = [0.0, 6e-8, -6e-8]
+            .into_iter()
+            .map(|nudge| {
+                let xn: Vec<f64> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f64 * (1.0 + nudge * ((i * 31 % 7) as f64 - 3.0)))
+                    .collect();
+                let x64 = Tensor::from_vec(xn, (n, 3, side, side), &Device::Cpu).unwrap();
+                gradients_by_name(&model(DType::F64), &x64, &y)
+            })
+            .collect();
+        let x32 = Tensor::from_vec(x, (n, 3, side, side), &Device::Cpu).unwrap();
+        let (_, stock) = gradients_by_name(&m32, &x32, &y);
         let mut gaps = Vec::new();
         for (name, v32) in m32.params().trainable() {
             let Some(got) = step.grads.get(v32.as_tensor()) else { continue };
-            let got = f64s(got);
-            let gap = |want: &Vec<f64>| got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            let d = references.iter().map(|r| gap(&r[&name])).fold(f64::INFINITY, f64::min);
-            let max = references[0][&name].iter().map(|v| v.abs()).fold(0.0, f64::max);
-            gaps.push((name, d, max));
+            let got: Vec<f64> = got.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let nearest =
+                |g: &[f64]| references.iter().map(|r| largest_gap(g, &r.1[&name])).fold(f64::INFINITY, f64::min);
+            let max = references[0].1[&name].iter().map(|v| v.abs()).fold(0.0, f64::max);
+            gaps.push(Gap { step: nearest(&got), stock: nearest(&stock[&name]), max, name });
         }
-        (step.loss, reference_loss, gaps)
+        (step.loss, references[0].0, gaps)
     }
 
     /// The CPU training step of both networks at photo sizes (odd sides, both strides, up to 224), against the
     /// stock-op graph in f64, which shares no kernel with it and rounds 2^29 times finer. Trained weights (the
-    /// shipped 0.25 models): an untrained network's gradients on a batch of 4 are so ill-conditioned that the f64 graph
-    /// itself moves by about 2% when the input moves at f32's rounding scale, and f32 results, any
+    /// shipped 0.25 models): an untrained network's gradients on a batch of 4 are so ill-conditioned that the f64
+    /// graph itself moves by about 2% when the input moves at f32's rounding scale, and f32 results, any
     /// implementation's, scatter as much (how the open question of the previous README arose: its reference was
     /// the stock-op graph in f32, which is 1e-2 off at 96 px here, where the step is 2e-5 off).
-    /// Tolerance: 1e-3 of each tensor's largest gradient (measured: at most 5e-5).
+    ///
+    /// Tolerance: 1e-3 of each tensor's largest gradient, or twice what the stock-op graph in f32 misses by on
+    /// that tensor if that is more. Why the second: a few activations sit so near a kink of ReLU or
+    /// hard-sigmoid that which side an f32 result lands on depends on the order of its sums (seen: large at
+    /// 64 px with the kernels for CPUs without FMA, `MBV3_SIMD=none`, and the stock-op graph in f32 on every
+    /// CPU, land 2.8e-3 off in the same tensor, where the step with FMA is 1e-5 off); a defect in a kernel
+    /// would be off by the size of the gradient itself.
     #[test]
     fn the_training_step_matches_the_stock_op_graph_in_f64_at_photo_sizes() {
         let cases = [("large", 1, 41), ("large", 1, 64), ("large", 2, 96), ("large", 2, 131), ("large", 2, 224)]
@@ -308,20 +339,26 @@ mod tests {
             // The projection BatchNorms' bias gradients are zero in exact arithmetic (the next BatchNorm removes
             // any per-channel shift): there the f32 rounding left over from sums of up to 50,000 terms is held to
             // 1e-5 of the largest gradient.
-            let largest = gaps.iter().map(|g| g.2).fold(0.0, f64::max);
-            let mut worst = 0f64;
-            for (name, d, max) in &gaps {
-                let tol = 1e-3 * max + 1e-5 * largest;
+            let largest = gaps.iter().map(|g| g.max).fold(0.0, f64::max);
+            let (mut step, mut stock) = (0f64, 0f64);
+            for g in &gaps {
+                let tol = (1e-3 * g.max).max(2.0 * g.stock) + 1e-5 * largest;
                 assert!(
-                    d <= &tol,
-                    "{variant}, si {si}, {side} px: the gradient of {name} differs by {d:.3e} (tolerance {tol:.3e})"
+                    g.step <= tol,
+                    "{variant}, si {si}, {side} px: the gradient of {} differs by {:.3e} (tolerance {tol:.3e}; \
+                     the stock-op graph in f32: {:.3e})",
+                    g.name,
+                    g.step,
+                    g.stock
                 );
-                if *max > 1e-3 * largest {
-                    worst = worst.max(d / max);
+                if g.max > 1e-3 * largest {
+                    step = step.max(g.step / g.max);
+                    stock = stock.max(g.stock / g.max);
                 }
             }
             println!(
-                "{variant}, si {si}, {side} px: largest gap {worst:.1e} of its tensor's largest gradient (others)"
+                "{variant}, si {si}, {side} px: largest gap {step:.1e} of its tensor's largest gradient (others; \
+                 the stock-op graph in f32: {stock:.1e})"
             );
         }
     }
