@@ -3,6 +3,7 @@
 mod bench;
 mod bundle;
 mod classify;
+mod export;
 mod info;
 mod progress;
 mod train;
@@ -65,6 +66,8 @@ enum TabArg {
 enum Command {
     /// Classify images (files or folders) with one model or every model found (trained_models/, bundled).
     Classify(classify::ClassifyArgs),
+    /// Export a model file to ONNX (opset 17, BatchNorm folded, any batch size), for ONNX Runtime and others.
+    Export(export::ExportArgs),
     /// Describe an architecture or a model file: parameters, MACs per 32x32 image, layer table.
     Info(info::InfoArgs),
     /// Train a model on CIFAR-100; the best checkpoint goes to trained_models/.
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         None => open_app(None, absolute(cli.images)),
         Some(Command::Gui { tab }) => open_app(tab, Vec::new()),
         Some(Command::Classify(a)) => classify::run(a),
+        Some(Command::Export(a)) => export::run(a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Train(a)) => train::run(*a),
         Some(Command::Evaluate(a)) => train::evaluate(a),
