@@ -73,6 +73,14 @@ colors=$(convert "$out/screenshot.png" -format %k info:)
 echo "screenshot: $out/screenshot.png ($colors colours)"
 [ "$colors" -gt 50 ] || { echo "the window did not draw"; exit 1; }
 kill -0 "$app_pid" || { echo "the app exited"; cat "$out/app.log"; exit 1; }
+# Export ONNX… beside the model picker: no save dialog here (no portal, no zenity), so the file goes to the
+# exports folder and the app says where.
+xdotool mousemove --window "$wid" 563 45 click 1
+for _ in $(seq 60); do grep -q "^Exported " "$out/app.log" && break; sleep 0.5; done
+onnx_file=$(sed -n 's/^Exported large_1.0 to \(.*\.onnx\) (.*opset 17.*/\1/p' "$out/app.log")
+[ -n "$onnx_file" ] && [ -s "$onnx_file" ] || { echo "Export ONNX… wrote no file"; cat "$out/app.log"; exit 1; }
+echo "exported from the window: $onnx_file ($(stat -c %s "$onnx_file") bytes)"
+rm -f "$onnx_file"
 # Opened from the file manager: the launcher's Exec line with a photo for %F, as the desktop runs it.
 launched="$PWD/$out/launched-rocket.jpg"
 cp test_images/rocket.jpg "$launched"

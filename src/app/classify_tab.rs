@@ -29,9 +29,22 @@ pub struct ClassifyTab {
     open_dialog: Option<super::dialog::Pending>,
     /// Why "Open images…" could not show a dialog, shown under the button.
     pub dialog_error: Option<String>,
+    /// Where "Export ONNX…" writes when no save dialog can be shown (the app's exports folder).
+    pub exports: PathBuf,
+    /// The "Export ONNX…" save dialog while it is open, with the model it exports.
+    export_dialog: Option<(PathBuf, super::dialog::Pending)>,
+    /// An export the worker is writing.
+    pub exporting: bool,
+    /// What the last export wrote, or why it failed.
+    pub export_result: Option<Result<String, String>>,
 }
 
 impl ClassifyTab {
+    /// An empty tab whose ONNX exports go to `exports` when no save dialog can be shown.
+    pub(crate) fn new(exports: PathBuf) -> Self {
+        ClassifyTab { exports, ..Default::default() }
+    }
+
     /// Asks the worker to expand and classify files or folders (no file system work on the UI thread).
     pub(crate) fn add_paths(&mut self, worker: &Worker, paths: &[PathBuf]) {
         self.pending_adds += 1;
@@ -141,7 +154,43 @@ impl ClassifyTab {
         }
     }
 
+    /// Starts exporting the chosen model: through a save dialog where one can be shown, else straight into
+    /// the exports folder (the result line says where).
+    fn export_onnx(&mut self, ctx: &egui::Context, worker: &Worker) {
+        let Some(model) = self.selected.clone() else { return };
+        self.export_result = None;
+        let name = model.with_extension("onnx").file_name().map(PathBuf::from).unwrap_or_else(|| "model.onnx".into());
+        if super::dialog::dialogs_available() {
+            self.export_dialog = Some((model, super::dialog::Pending::save_onnx(ctx, &name, &self.exports)));
+        } else {
+            self.send_export(worker, model, self.exports.join(name));
+        }
+    }
+
+    fn send_export(&mut self, worker: &Worker, model: PathBuf, out: PathBuf) {
+        self.exporting = true;
+        worker.send(Command::ExportOnnx { model, out });
+    }
+
+    /// The worker finished an export.
+    pub(crate) fn on_exported(&mut self, result: Result<String, String>) {
+        self.exporting = false;
+        self.export_result = Some(result);
+    }
+
     pub(crate) fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
+        if let Some(answer) = self.export_dialog.as_ref().and_then(|(_, d)| d.poll()) {
+            let (model, _) = self.export_dialog.take().expect("polled above");
+            match answer {
+                Ok(paths) => {
+                    if let Some(out) = paths.into_iter().next() {
+                        let out = if out.extension().is_none() { out.with_extension("onnx") } else { out };
+                        self.send_export(worker, model, out);
+                    }
+                }
+                Err(e) => self.export_result = Some(Err(e)),
+            }
+        }
         if let Some(answer) = self.open_dialog.as_ref().and_then(super::dialog::Pending::poll) {
             self.open_dialog = None;
             match answer {
@@ -183,6 +232,17 @@ impl ClassifyTab {
             if ui.button("Refresh").on_hover_text("Look for new model files").clicked() {
                 worker.send(Command::RefreshModels);
             }
+            let can_export = self.selected.is_some() && !self.exporting && self.export_dialog.is_none();
+            if ui
+                .add_enabled(can_export, egui::Button::new("Export ONNX…"))
+                .on_hover_text(
+                    "Write the chosen model as an ONNX file (opset 17, any batch size, its class names inside), \
+                     to run it with ONNX Runtime or another runtime",
+                )
+                .clicked()
+            {
+                self.export_onnx(ui.ctx(), worker);
+            }
             ui.separator();
             if ui.add_enabled(self.open_dialog.is_none(), egui::Button::new("Open images…")).clicked() {
                 self.dialog_error = None;
@@ -209,6 +269,21 @@ impl ClassifyTab {
         }
         if let Some(e) = &self.dialog_error {
             ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+        }
+        if self.exporting {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Exporting to ONNX…");
+            });
+        }
+        match &self.export_result {
+            Some(Ok(done)) => {
+                ui.colored_label(Color32::from_rgb(60, 160, 90), done);
+            }
+            Some(Err(e)) => {
+                ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+            }
+            None => {}
         }
         ui.label(RichText::new("Drop image files or folders anywhere on the window.").weak());
         ui.separator();

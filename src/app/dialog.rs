@@ -43,6 +43,18 @@ impl Pending {
         })
     }
 
+    /// Opens a save dialog for an ONNX file, suggesting `name` in `dir`.
+    pub fn save_onnx(ctx: &egui::Context, name: &Path, dir: &Path) -> Pending {
+        let (name, dir) = (name.to_string_lossy().into_owned(), dir.to_path_buf());
+        Self::spawn(ctx, move || {
+            let mut d = rfd::FileDialog::new().add_filter("ONNX model", &["onnx"]).set_file_name(name);
+            if dir.is_dir() {
+                d = d.set_directory(dir);
+            }
+            d.save_file().into_iter().collect()
+        })
+    }
+
     fn spawn(ctx: &egui::Context, pick: impl FnOnce() -> Vec<PathBuf> + Send + 'static) -> Pending {
         let (tx, rx) = channel();
         if !dialogs_available() {

@@ -83,7 +83,7 @@ impl StudioApp {
     fn build(ctx: &egui::Context, paths: AppPaths, settings: Settings, skip_samples: bool) -> Self {
         let repaint_ctx = ctx.clone();
         let worker = Worker::start(paths.model_dirs(), move || repaint_ctx.request_repaint());
-        let mut classify = ClassifyTab::default();
+        let mut classify = ClassifyTab::new(paths.exports.clone());
         if let Some(m) = settings.model.clone().filter(|m| m.is_file()) {
             classify.select_model(&worker, m);
         }
@@ -149,6 +149,7 @@ impl StudioApp {
                 Event::EvalProgress { done, total } => self.evaluate.on_progress(done, total),
                 Event::EvalDone(result) => self.evaluate.on_done(ctx, result),
                 Event::DownloadDone(result) => self.train.on_download_done(result),
+                Event::Exported(result) => self.classify.on_exported(result),
                 Event::LatencyProgress { done, total, current } => self.latency.on_progress(done, total, current),
                 Event::LatencyRow(r) => self.latency.on_row(r),
                 Event::LatencyDone { cancelled, error } => self.latency.on_done(cancelled, error),

@@ -712,3 +712,35 @@ fn measured_latency_is_remembered_across_restarts_and_replaced_by_a_new_run() {
     assert_eq!(saved[0].0, "small_0.25");
     assert!(saved[0].1 != 987.65, "the new measurement must replace the remembered one: {saved:?}");
 }
+
+/// "Export ONNX…" on Classify writes the chosen model as an ONNX file off the UI thread; where no save dialog
+/// can be shown it goes to the exports folder and the line under the picker says where. Exporting a model
+/// file that has become unreadable says why and leaves no file.
+#[test]
+fn export_onnx_writes_the_chosen_model_and_says_where() {
+    crate::app::dialog::disable_dialogs();
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Classify);
+    wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
+    h.get_by_label("Export ONNX…").click();
+    h.step();
+    wait_for(&mut h, "the export", 30, |a| a.classify.export_result.is_some());
+    let line = h.state().classify.export_result.clone().unwrap().expect("the export succeeded");
+    let out = dir.path().join("exports/fixture_small.onnx");
+    assert!(line.contains(&out.display().to_string()) && line.contains("opset 17"), "{line}");
+    h.get_by_label(&line);
+    let bytes = std::fs::read(&out).unwrap();
+    let model = <crate::export::proto::ModelProto as prost::Message>::decode(&bytes[..]).unwrap();
+    assert_eq!(model.graph.unwrap().output[0].name.as_deref(), Some(crate::export::LOGITS));
+
+    // The file goes bad behind the app's back: the export says why, and writes nothing.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::write(dir.path().join("trained_models/fixture_small.safetensors"), b"truncated").unwrap();
+    h.get_by_label("Export ONNX…").click();
+    h.step();
+    wait_for(&mut h, "the failed export", 30, |a| matches!(a.classify.export_result, Some(Err(_))));
+    let e = h.state().classify.export_result.clone().unwrap().unwrap_err();
+    assert!(e.starts_with("ONNX export failed") && e.contains("fixture_small.safetensors"), "{e}");
+    h.get_by_label(&e);
+    assert!(!out.exists());
+}

@@ -66,6 +66,11 @@ pub enum Command {
         model: PathBuf,
         data_dir: Option<PathBuf>,
     },
+    /// Export a model file to ONNX at `out`; answered with [`Event::Exported`].
+    ExportOnnx {
+        model: PathBuf,
+        out: PathBuf,
+    },
     /// Download the data set archive from `url` into `dir`; the UI has reset the cancel flag before sending this.
     DownloadData {
         url: String,
@@ -138,6 +143,8 @@ pub enum Event {
     },
     /// The archive's path once downloaded and verified, or why not.
     DownloadDone(Result<PathBuf, String>),
+    /// What an ONNX export wrote (one line for the user), or why it failed.
+    Exported(Result<String, String>),
     /// Something went wrong outside any request that could report it.
     Error(String),
 }
@@ -243,6 +250,21 @@ struct WorkerState {
     eval_cancel: Arc<AtomicBool>,
 }
 
+/// Exports `model` to `out` (a second or so for the largest model): the line the Classify tab shows.
+fn export_onnx(model: &Path, out: &Path) -> Result<String, String> {
+    let done = crate::export::export_file(model, out, crate::export::ExportOptions::default())
+        .map_err(|e| format!("ONNX export failed: {e}"))?;
+    Ok(format!(
+        "Exported {} to {} ({:.1} MB, ONNX opset {}, input (batch, 3, {s}, {s}), {} classes)",
+        done.model_name,
+        done.path.display(),
+        done.bytes as f64 / 1e6,
+        crate::export::OPSET,
+        done.classes,
+        s = done.image_size
+    ))
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -281,6 +303,16 @@ impl WorkerState {
             Command::RunLatency(r) => self.start_latency(r),
             Command::DownloadData { url, md5, dir } => self.start_download(url, md5, dir),
             Command::Evaluate { model, data_dir } => self.start_evaluation(model, data_dir),
+            Command::ExportOnnx { model, out } => {
+                let result = export_onnx(&model, &out);
+                if verbose() {
+                    match &result {
+                        Ok(line) => eprintln!("{line}"),
+                        Err(e) => eprintln!("{e}"),
+                    }
+                }
+                self.events.send(Event::Exported(result))
+            }
         }
     }
 
