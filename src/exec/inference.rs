@@ -166,6 +166,15 @@ impl InferencePlan {
     /// The pooled features (n x last_out) of n images, layer by layer. `nested`: already on a worker thread
     /// (one group of a batch), so each product runs on this thread alone.
     fn features(&self, x: &[f32], n: usize, side: usize, nested: bool) -> Vec<f32> {
+        let (f, hw) = self.feature_maps(x, n, side, nested);
+        let pooled = f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect();
+        recycle(f);
+        pooled
+    }
+
+    /// The last convolutional stage's activations (n x last_out x hw, after its hard-swish) and hw, the
+    /// number of positions in each map.
+    fn feature_maps(&self, x: &[f32], n: usize, side: usize, nested: bool) -> (Vec<f32>, usize) {
         let spec = &self.spec;
         let pointwise = |x: &[f32], w: &[f32], c: usize, o: usize, hw: usize| {
             let mut z = crate::kernels::output_buffer(n * o * hw);
@@ -209,10 +218,43 @@ impl InferencePlan {
         let cl = spec.last_out;
         let mut f = pointwise(&a, &self.last.w, spec.last_in, cl, hw);
         bn::bias_act_inplace(&Dims { n, c: cl, hw }, &mut f, &self.last.b, Act::HardSwish);
-        let pooled = f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect();
         recycle(a);
+        (f, hw)
+    }
+
+    /// Grad-CAM (Selvaraju et al. 2017) of one normalised image for `class` (None: the top class), on the last
+    /// convolutional stage (`conv_2`'s activations A, last_out maps of s x s).
+    ///
+    /// The map is ReLU(sum over k of alpha_k A_k) with alpha_k the mean over positions of d logit / d A_k. Here
+    /// A is only average-pooled before the head, so d logit / d A_k(p) = g_k / (s * s) at every position p,
+    /// with g the gradient of the logit with respect to the pooled features: W3^T (hswish'(z) * W4[class]),
+    /// z = W3 pooled + b3. No backward pass is needed; `grad_cam` tests hold it to PyTorch's autograd.
+    pub fn grad_cam(&self, x: &[f32], side: usize, class: Option<usize>) -> GradCam {
+        let (f, hw) = crate::kernels::on_pool(|| self.feature_maps(x, 1, side, false));
+        let (cl, hid, classes) = (self.spec.last_out, self.spec.hidden, self.spec.num_classes);
+        let pooled: Vec<f32> = f.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
+        let z: Vec<f32> =
+            self.w3.chunks(cl).zip(&self.b3).map(|(w, b)| w.iter().zip(&pooled).map(|(w, p)| w * p).sum::<f32>() + b).collect();
+        let h: Vec<f32> = z.iter().map(|&v| Act::HardSwish.apply(v)).collect();
+        let logits: Vec<f32> =
+            self.w4.chunks(hid).zip(&self.b4).map(|(w, b)| w.iter().zip(&h).map(|(w, h)| w * h).sum::<f32>() + b).collect();
+        let class = class.filter(|&c| c < classes).unwrap_or_else(|| argmax(&logits));
+        // d logit / d z, then d logit / d pooled.
+        let w4 = &self.w4[class * hid..(class + 1) * hid];
+        let dz: Vec<f32> = z.iter().zip(w4).map(|(&z, &w)| w * hard_swish_slope(z)).collect();
+        let mut g = vec![0f32; cl];
+        for (row, d) in self.w3.chunks(cl).zip(&dz) {
+            g.iter_mut().zip(row).for_each(|(g, w)| *g += d * w);
+        }
+        let mut map = vec![0f32; hw];
+        for (plane, gk) in f.chunks(hw).zip(&g) {
+            let alpha = gk / hw as f32;
+            map.iter_mut().zip(plane).for_each(|(m, a)| *m += alpha * a);
+        }
+        map.iter_mut().for_each(|m| *m = m.max(0.0));
         recycle(f);
-        pooled
+        let s = (hw as f64).sqrt().round() as usize;
+        GradCam { class, logits, side: s, map }
     }
 
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).
@@ -237,6 +279,45 @@ impl InferencePlan {
         }
         h
     }
+}
+
+/// A Grad-CAM map ([`InferencePlan::grad_cam`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradCam {
+    /// The class it explains.
+    pub class: usize,
+    /// The image's logits.
+    pub logits: Vec<f32>,
+    /// The map is side x side, row-major: the last stage's resolution (8 for a 32-pixel image at stride 1).
+    pub side: usize,
+    /// Non-negative; where the class's evidence is.
+    pub map: Vec<f32>,
+}
+
+impl GradCam {
+    /// The position (column, row) of the map's largest value, as fractions of the image's width and height
+    /// (the centre of that cell).
+    pub fn peak(&self) -> (f32, f32) {
+        let i = argmax(&self.map);
+        let s = self.side as f32;
+        (((i % self.side) as f32 + 0.5) / s, ((i / self.side) as f32 + 0.5) / s)
+    }
+}
+
+/// d hswish(z) / dz: 0 below -3, 1 above 3, (2z + 3) / 6 between (PyTorch's x * relu6(x + 3) / 6 has the same).
+fn hard_swish_slope(z: f32) -> f32 {
+    if z < -3.0 {
+        0.0
+    } else if z > 3.0 {
+        1.0
+    } else {
+        (2.0 * z + 3.0) / 6.0
+    }
+}
+
+/// The index of the largest value (the first of equals).
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
 }
 
 /// Images per group in a large batch (see [`InferencePlan::forward`]): one image's activations fit a core's

@@ -4,5 +4,5 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python3 -m venv "$here/.venv"
-"$here/.venv/bin/pip" install -q torch numpy safetensors
+"$here/.venv/bin/pip" install -q torch numpy safetensors pillow
 echo "ready: $here/.venv/bin/python $here/gen_fixtures.py"
