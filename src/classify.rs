@@ -145,6 +145,15 @@ impl Classifier {
         prepare_image(&self.meta, img)
     }
 
+    /// Grad-CAM of one decoded image for `class` (None: its top class), on the CPU inference plan; None where
+    /// this classifier runs the graph (off the CPU).
+    pub fn grad_cam(&self, img: &image::DynamicImage, class: Option<usize>) -> Option<crate::exec::inference::GradCam> {
+        match &self.inference {
+            Inference::Plan { plan, .. } => Some(plan.grad_cam(&self.prepare(img), self.meta.image_size, class)),
+            Inference::Graph(_) => None,
+        }
+    }
+
     /// Softmax probabilities for prepared inputs, one row per image (in batches of 64).
     pub(crate) fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         let classes = self.meta.config.num_classes;

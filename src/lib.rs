@@ -7,7 +7,7 @@
 //! - [`data`]: CIFAR-100 readers, download, image decoding and preprocessing.
 //! - [`train`]: the training loop, its config, history, checkpoints, evaluation and SGD.
 //! - [`classify`], [`bench`], [`chart`], [`zoo`]: classification, timing, charts, the trained models.
-//! - [`export`]: ONNX export.
+//! - [`export`], [`explain`]: ONNX export; Grad-CAM overlays.
 //! - [`app`], `cli` (in the binary): the two views.
 
 // Every unsafe block says why it is sound, and every unsafe fn what its caller must ensure.
@@ -22,6 +22,7 @@ pub mod classify;
 pub mod data;
 pub mod device;
 pub mod exec;
+pub mod explain;
 pub mod export;
 pub mod fsutil;
 pub(crate) mod kernels;

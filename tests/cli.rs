@@ -264,3 +264,30 @@ fn latency_draws_its_bar_chart_with_plot() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(".png or .svg"));
 }
+
+/// `classify --cam DIR` writes one Grad-CAM overlay per readable image (the photo's size, at most 512 pixels a
+/// side) and `--json` gives each map's class and peak; a broken file gets its error and no overlay.
+#[test]
+fn classify_cam_writes_an_overlay_per_image_and_the_peak_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("test_images/raccoon.jpg"), dir.path().join("raccoon.jpg")).unwrap();
+    std::fs::write(dir.path().join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let cams = dir.path().join("cams");
+    let model = "trained_models/mobilenetv3_large_0.25.safetensors";
+    let out =
+        bin().args(["classify", "--json", "--model", model, "--cam"]).arg(&cams).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let raccoon = v.as_array().unwrap().iter().find(|r| r["path"].as_str().unwrap().ends_with("raccoon.jpg")).unwrap();
+    let cam = &raccoon["cam"];
+    assert_eq!(cam["class"], raccoon["top"][0]["label"], "{raccoon}");
+    let peak: Vec<f64> = cam["peak"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    assert!(peak.len() == 2 && peak.iter().all(|p| (0.0..1.0).contains(p)), "{peak:?}");
+    let file = PathBuf::from(cam["file"].as_str().unwrap());
+    assert_eq!(file, cams.join("raccoon.jpg.cam.png"));
+    let (w, h) = image::image_dimensions(&file).unwrap();
+    let (pw, ph) = image::image_dimensions(root().join("test_images/raccoon.jpg")).unwrap();
+    assert_eq!(w.max(h), pw.max(ph).min(512));
+    let names: Vec<_> = std::fs::read_dir(&cams).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}

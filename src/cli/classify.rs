@@ -1,6 +1,8 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use mobilenetv3::classify::{self, Classifier, FileResult};
+use mobilenetv3::data::preprocess::decode;
+use mobilenetv3::exec::inference::GradCam;
 use mobilenetv3::model::weights::LoadOptions;
 use serde_json::json;
 use std::path::PathBuf;
@@ -21,6 +23,10 @@ pub struct ClassifyArgs {
     /// Print one JSON array instead of text.
     #[arg(long)]
     json: bool,
+    /// Write a Grad-CAM overlay per image into this folder (`<name>.cam.png`: where the model found its top
+    /// class); with --json each row also gets the map's peak (x, y as fractions of the image).
+    #[arg(long, value_name = "DIR", conflicts_with = "all_models")]
+    cam: Option<PathBuf>,
     /// Initial stride for .pth files, which do not record it.
     #[arg(long, default_value_t = 1)]
     si: usize,
@@ -78,9 +84,19 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
             }
         };
         let results = classifier.classify_files(&files, k)?;
+        let cams = match &a.cam {
+            Some(dir) => write_cams(&classifier, &results, dir)?,
+            None => Vec::new(),
+        };
         if a.json {
-            for r in &results {
-                json_rows.push(json_row(r, several, &model_path));
+            for (i, r) in results.iter().enumerate() {
+                let mut row = json_row(r, several, &model_path);
+                if let Some(Some((file, cam))) = cams.get(i) {
+                    let (x, y) = cam.peak();
+                    let class = classifier.meta.class_names.get(cam.class).cloned().unwrap_or_default();
+                    row["cam"] = json!({"file": file.display().to_string(), "class": class, "peak": [x, y]});
+                }
+                json_rows.push(row);
             }
         } else {
             if several {
@@ -117,7 +133,43 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&json_rows)?);
     }
+    if let Some(dir) = &a.cam {
+        eprintln!("Grad-CAM overlays written to {}", dir.display());
+    }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Grad-CAM overlays of the classified files (those that decoded) into `dir`, each written atomically as
+/// `<file name>.cam.png`; per result, the file and its map.
+fn write_cams(
+    classifier: &Classifier,
+    results: &[FileResult],
+    dir: &std::path::Path,
+) -> Result<Vec<Option<(PathBuf, GradCam)>>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut out = Vec::new();
+    for r in results {
+        if r.outcome.is_err() {
+            out.push(None);
+            continue;
+        }
+        let Ok(img) = decode(&r.path) else {
+            out.push(None);
+            continue;
+        };
+        let Some(cam) = classifier.grad_cam(&img, None) else { bail!("Grad-CAM runs on the CPU only") };
+        let png = encode_png(&mobilenetv3::explain::overlay(&img, &cam, 512))?;
+        let file = dir.join(format!("{}.cam.png", display_name(&r.path)));
+        mobilenetv3::fsutil::write_atomic(&file, &png).with_context(|| format!("writing {}", file.display()))?;
+        out.push(Some((file, cam)));
+    }
+    Ok(out)
+}
+
+fn encode_png(img: &image::RgbImage) -> Result<Vec<u8>> {
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(png)
 }
 
 /// The first of `ranked` (most accurate first) that loads, named on stderr; those that fail are skipped with
