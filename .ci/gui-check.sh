@@ -81,6 +81,16 @@ onnx_file=$(sed -n 's/^Exported large_1.0 to \(.*\.onnx\) (.*opset 17.*/\1/p' "$
 [ -n "$onnx_file" ] && [ -s "$onnx_file" ] || { echo "Export ONNX… wrote no file"; cat "$out/app.log"; exit 1; }
 echo "exported from the window: $onnx_file ($(stat -c %s "$onnx_file") bytes)"
 rm -f "$onnx_file"
+# Where it looked: tick Grad-CAM, then click rocket.jpg's second label (rocket; the cards sit one line lower
+# under the export's message): its map is computed for that class.
+xdotool mousemove --window "$wid" 829 45 click 1
+sleep 1
+xdotool mousemove --window "$wid" 560 471 click 1
+for _ in $(seq 40); do grep -q "^explained .*rocket.jpg: rocket" "$out/app.log" && break; sleep 0.5; done
+sleep 1
+import -window root "$out/grad-cam.png"
+grep "^explained .*rocket.jpg: rocket" "$out/app.log" \
+  || { echo "clicking a label with Grad-CAM on did not explain that class"; cat "$out/app.log"; exit 1; }
 # Opened from the file manager: the launcher's Exec line with a photo for %F, as the desktop runs it.
 launched="$PWD/$out/launched-rocket.jpg"
 cp test_images/rocket.jpg "$launched"

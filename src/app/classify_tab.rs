@@ -2,6 +2,7 @@
 
 use super::worker::{Command, ModelEntry, Thumbnail, Worker};
 use crate::classify::Prediction;
+use crate::exec::inference::GradCam;
 use egui::{Color32, RichText, TextureHandle};
 use std::path::PathBuf;
 
@@ -10,6 +11,8 @@ pub struct ImageCard {
     pub path: PathBuf,
     pub texture: Option<TextureHandle>,
     pub outcome: Option<Result<Vec<Prediction>, String>>,
+    /// The Grad-CAM heat map shown over the thumbnail (when the tab shows them): its class and its texture.
+    pub cam: Option<(usize, TextureHandle)>,
 }
 
 #[derive(Default)]
@@ -37,6 +40,8 @@ pub struct ClassifyTab {
     pub exporting: bool,
     /// What the last export wrote, or why it failed.
     pub export_result: Option<Result<String, String>>,
+    /// Lay each card's Grad-CAM heat map over its thumbnail.
+    pub show_cam: bool,
 }
 
 impl ClassifyTab {
@@ -55,7 +60,7 @@ impl ClassifyTab {
     pub(crate) fn on_queued(&mut self, files: Vec<(u64, PathBuf)>) {
         self.pending_adds = self.pending_adds.saturating_sub(1);
         for (id, path) in files {
-            self.cards.push(ImageCard { id, path, texture: None, outcome: None });
+            self.cards.push(ImageCard { id, path, texture: None, outcome: None, cam: None });
         }
     }
 
@@ -131,17 +136,29 @@ impl ClassifyTab {
         model: PathBuf,
         outcome: Result<Vec<Prediction>, String>,
         thumb: Option<Thumbnail>,
+        cam: Option<GradCam>,
     ) {
         // A result from a model that is no longer the chosen one is stale (a reclassification follows).
         let stale = outcome.is_ok() && self.selected.as_ref() != Some(&model);
         if let Some(card) = self.cards.iter_mut().find(|c| c.id == id) {
             if !stale {
                 card.outcome = Some(outcome);
+                card.cam = cam.map(|c| (c.class, heat_texture(ctx, id, &c)));
             }
             if let (None, Some(t)) = (&card.texture, thumb) {
                 let img = egui::ColorImage::from_rgba_unmultiplied(t.size, &t.rgba);
                 card.texture = Some(ctx.load_texture(format!("thumb-{id}"), img, egui::TextureOptions::LINEAR));
             }
+        }
+    }
+
+    /// The Grad-CAM of a card's image for the class the user clicked.
+    pub(crate) fn on_explained(&mut self, ctx: &egui::Context, id: u64, model: PathBuf, cam: GradCam) {
+        if self.selected.as_ref() != Some(&model) {
+            return;
+        }
+        if let Some(card) = self.cards.iter_mut().find(|c| c.id == id) {
+            card.cam = Some((cam.class, heat_texture(ctx, id, &cam)));
         }
     }
 
@@ -251,6 +268,11 @@ impl ClassifyTab {
             if ui.add_enabled(!self.cards.is_empty(), egui::Button::new("Clear")).clicked() {
                 self.cards.clear();
             }
+            ui.separator();
+            ui.checkbox(&mut self.show_cam, "Where it looked (Grad-CAM)").on_hover_text(
+                "Lay a heat map over each photo: where the model found the class marked » (Grad-CAM of its last \
+                 convolutional stage). Click another label to see where it found that one.",
+            );
         });
         if !self.rejected.is_empty() {
             let title = format!("{} model file(s) cannot be used", self.rejected.len());
@@ -294,6 +316,7 @@ impl ClassifyTab {
         // Each row is exactly this tall (show_rows adds the item spacing), 12 px apart.
         let row_h = CARD_H + 12.0 - ui.spacing().item_spacing.y;
         let waiting = self.loaded.is_none();
+        let mut explain = Vec::new();
         egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(ui, row_h, rows, |ui, range| {
             for row in range {
                 let cards = &self.cards[row * cols..((row + 1) * cols).min(self.cards.len())];
@@ -302,19 +325,33 @@ impl ClassifyTab {
                     ui.set_min_height(row_h);
                     ui.spacing_mut().item_spacing.x = 12.0;
                     for card in cards {
-                        card_ui(ui, card, card_w, waiting);
+                        if let Some(class) = card_ui(ui, card, card_w, waiting, self.show_cam) {
+                            explain.push((card.id, card.path.clone(), class));
+                        }
                     }
                 });
             }
         });
+        for (id, path, class) in explain {
+            worker.send(Command::Explain { id, path, class });
+        }
     }
+}
+
+/// A card's heat map as a texture (64 x 64, smoothed when drawn over the thumbnail).
+fn heat_texture(ctx: &egui::Context, id: u64, cam: &GradCam) -> TextureHandle {
+    let layer = crate::explain::heat_layer(cam, 64, 64);
+    let img = egui::ColorImage::from_rgba_unmultiplied([64, 64], layer.as_raw());
+    ctx.load_texture(format!("cam-{id}"), img, egui::TextureOptions::LINEAR)
 }
 
 /// Height of a card on screen: the thumbnail (112) and the top-5 bars, the frame's margins and stroke.
 const CARD_H: f32 = 142.0;
 
-/// `waiting`: no model is loaded yet, so the card waits rather than classifies.
-fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool) {
+/// `waiting`: no model is loaded yet, so the card waits rather than classifies. `show_cam`: the heat map over
+/// the thumbnail, and the labels clickable to choose its class; returns the class clicked.
+fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool, show_cam: bool) -> Option<usize> {
+    let mut clicked = None;
     let name = card.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let failed = matches!(card.outcome, Some(Err(_)));
     let stroke =
@@ -325,7 +362,11 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool) {
         ui.horizontal_top(|ui| {
             match &card.texture {
                 Some(t) => {
-                    ui.add(egui::Image::new(t).max_size(egui::vec2(112.0, 112.0)).corner_radius(4.0));
+                    let r = ui.add(egui::Image::new(t).max_size(egui::vec2(112.0, 112.0)).corner_radius(4.0));
+                    if let (true, Some((_, heat))) = (show_cam, &card.cam) {
+                        let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+                        ui.painter().image(heat.id(), r.rect, uv, Color32::WHITE);
+                    }
                 }
                 None => {
                     let (r, _) = ui.allocate_exact_size(egui::vec2(112.0, 112.0), egui::Sense::hover());
@@ -349,18 +390,32 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool) {
                         ui.add(egui::Label::new(RichText::new(e).small()).truncate()).on_hover_text(e);
                     }
                     Some(Ok(top)) => {
+                        let explained = card.cam.as_ref().map(|(c, _)| *c).filter(|_| show_cam);
                         for (rank, p) in top.iter().enumerate() {
-                            let text = format!("{} {:.1}%", p.label.replace('_', " "), p.prob * 100.0);
+                            let mark = if explained == Some(p.index) { "» " } else { "" };
+                            let text = format!("{mark}{} {:.1}%", p.label.replace('_', " "), p.prob * 100.0);
                             let bar = egui::ProgressBar::new(p.prob).desired_width(190.0).text(if rank == 0 {
                                 RichText::new(text).strong()
                             } else {
                                 RichText::new(text)
                             });
-                            ui.add(bar).on_hover_text(format!("class {} ({})", p.index, p.label));
+                            let r = ui.add(bar);
+                            if show_cam {
+                                let r = r.interact(egui::Sense::click()).on_hover_text(format!(
+                                    "class {} ({}): click to see where the model found it",
+                                    p.index, p.label
+                                ));
+                                if r.clicked() {
+                                    clicked = Some(p.index);
+                                }
+                            } else {
+                                r.on_hover_text(format!("class {} ({})", p.index, p.label));
+                            }
                         }
                     }
                 }
             });
         });
     });
+    clicked
 }

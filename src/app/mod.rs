@@ -131,9 +131,10 @@ impl StudioApp {
                 Event::ModelLoaded { path, name } => self.classify.on_model_loaded(&self.worker, path, name),
                 Event::ModelFailed { path, error } => self.classify.on_model_failed(&self.worker, path, error),
                 Event::Queued(files) => self.classify.on_queued(files),
-                Event::Classified { id, model, outcome, thumbnail } => {
-                    self.classify.on_classified(ctx, id, model, outcome, thumbnail)
+                Event::Classified { id, model, outcome, thumbnail, cam } => {
+                    self.classify.on_classified(ctx, id, model, outcome, thumbnail, cam)
                 }
+                Event::Explained { id, model, cam } => self.classify.on_explained(ctx, id, model, cam),
                 Event::Train(e) => {
                     // A model trained on the user's own images is what they want Classify to use next.
                     if let crate::train::TrainEvent::Finished { history } = &e {

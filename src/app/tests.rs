@@ -744,3 +744,28 @@ fn export_onnx_writes_the_chosen_model_and_says_where() {
     h.get_by_label(&e);
     assert!(!out.exists());
 }
+
+/// "Where it looked (Grad-CAM)": each classified card carries its top class's heat map; with the box ticked the
+/// labels become clickable, and clicking the second one shows (and marks) where the model found that class.
+#[test]
+fn grad_cam_heat_maps_follow_the_class_clicked_on_a_card() {
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Classify);
+    wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
+    drop_files(&mut h, &[root().join("test_images/raccoon.jpg")]);
+    wait_for(&mut h, "the result", 30, |a| {
+        a.classify.cards.len() == 1 && a.classify.cards.iter().all(|c| c.outcome.is_some())
+    });
+    let top = h.state().classify.cards[0].outcome.clone().unwrap().unwrap();
+    assert_eq!(h.state().classify.cards[0].cam.as_ref().map(|c| c.0), Some(top[0].index), "the top class's map");
+    assert!(h.query_by_label_contains("»").is_none(), "no class is marked while the maps are hidden");
+    h.get_by_label("Where it looked (Grad-CAM)").click();
+    h.run_steps(2);
+    h.get_by_label_contains(&format!("» {}", top[0].label.replace('_', " ")));
+    h.get_by_label_contains(&format!("{} {:.1}%", top[1].label.replace('_', " "), top[1].prob * 100.0)).click();
+    h.step();
+    wait_for(&mut h, "the second class's map", 30, |a| {
+        a.classify.cards[0].cam.as_ref().map(|c| c.0) == Some(top[1].index)
+    });
+    h.get_by_label_contains(&format!("» {}", top[1].label.replace('_', " ")));
+}

@@ -8,6 +8,7 @@ use crate::classify::Classifier;
 use crate::classify::{self, Prediction};
 use crate::data::preprocess;
 use crate::device;
+use crate::exec::inference::GradCam;
 use crate::model::weights::{self, LoadOptions};
 use crate::train::{self, TrainConfig, TrainControl, TrainEvent};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -51,6 +52,12 @@ pub enum Command {
     AddPaths(Vec<PathBuf>),
     /// Classify again files that are already shown (after a model change).
     Classify(Vec<(u64, PathBuf)>),
+    /// Grad-CAM of a shown file for another of its classes; answered with [`Event::Explained`].
+    Explain {
+        id: u64,
+        path: PathBuf,
+        class: usize,
+    },
     /// Start a run; the UI has reset the shared control before sending this.
     StartTraining(Box<TrainConfig>),
     /// Continue a stopped or interrupted run from its resume file (`cfg` gives where files go and the data);
@@ -116,6 +123,14 @@ pub enum Event {
         model: PathBuf,
         outcome: Result<Vec<Prediction>, String>,
         thumbnail: Option<Thumbnail>,
+        /// Where the model found its top class (Grad-CAM), for the cards' heat maps.
+        cam: Option<GradCam>,
+    },
+    /// Grad-CAM of a card's image for the class the user picked.
+    Explained {
+        id: u64,
+        model: PathBuf,
+        cam: GradCam,
     },
     Train(TrainEvent),
     TrainingEnded,
@@ -298,6 +313,17 @@ impl WorkerState {
                 self.classify(files);
             }
             Command::Classify(files) => self.classify(files),
+            Command::Explain { id, path, class } => {
+                if let (Some(m), Ok(img)) = (&self.model, preprocess::decode(&path)) {
+                    if let Some(cam) = m.classifier.grad_cam(&img, Some(class)) {
+                        if verbose() {
+                            let label = m.classifier.meta.class_names.get(class).cloned().unwrap_or_default();
+                            eprintln!("explained {}: {label}", path.display());
+                        }
+                        self.events.send(Event::Explained { id, model: m.path.clone(), cam });
+                    }
+                }
+            }
             Command::StartTraining(cfg) => self.start_training(*cfg, None),
             Command::ResumeTraining { cfg, resume } => self.start_training(*cfg, Some(resume)),
             Command::RunLatency(r) => self.start_latency(r),
@@ -341,10 +367,14 @@ impl WorkerState {
         for (id, path) in files {
             let decoded = preprocess::decode(&path);
             let thumbnail = decoded.as_ref().ok().map(|img| thumbnail(img, 112));
-            let (model_path, outcome) = match (&self.model, decoded) {
+            let (model_path, outcome, cam) = match (&self.model, decoded) {
                 (None, _) => continue,
-                (Some(m), Err(e)) => (m.path.clone(), Err(e)),
-                (Some(m), Ok(img)) => (m.path.clone(), m.classifier.classify_image(&img, 5).map_err(|e| e.to_string())),
+                (Some(m), Err(e)) => (m.path.clone(), Err(e), None),
+                (Some(m), Ok(img)) => (
+                    m.path.clone(),
+                    m.classifier.classify_image(&img, 5).map_err(|e| e.to_string()),
+                    m.classifier.grad_cam(&img, None),
+                ),
             };
             // With MBV3_VERBOSE=1, one log line per image: what scripts (and the real-window check) read.
             if verbose() {
@@ -357,7 +387,7 @@ impl WorkerState {
                     Err(e) => eprintln!("could not classify {}: {e}", path.display()),
                 }
             }
-            self.events.send(Event::Classified { id, model: model_path, outcome, thumbnail });
+            self.events.send(Event::Classified { id, model: model_path, outcome, thumbnail, cam });
         }
     }
 
