@@ -291,3 +291,29 @@ fn classify_cam_writes_an_overlay_per_image_and_the_peak_in_json() {
     let names: Vec<_> = std::fs::read_dir(&cams).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+/// `classify --csv FILE`: a header, then one row per image with its top labels and confidences (a broken file
+/// gets its error in the last column); a path with a comma is quoted.
+#[test]
+fn classify_csv_writes_one_row_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("test_images/apple.jpg"), dir.path().join("apple, red.jpg")).unwrap();
+    std::fs::write(dir.path().join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let csv = dir.path().join("out").join("results.csv");
+    let model = "trained_models/mobilenetv3_small_0.25.safetensors";
+    let out =
+        bin().args(["classify", "--top", "2", "--model", model, "--csv"]).arg(&csv).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "path,model,label_1,confidence_1,label_2,confidence_2,error");
+    assert_eq!(lines.len(), 3, "{text}");
+    let apple = lines.iter().find(|l| l.contains("apple, red.jpg")).unwrap();
+    assert!(apple.starts_with('"') && apple.contains("apple, red.jpg\","), "{apple}");
+    let fields: Vec<&str> = apple.rsplitn(6, ',').collect();
+    assert_eq!(fields[0], "", "no error: {apple}");
+    let (c1, c2): (f64, f64) = (fields[3].parse().unwrap(), fields[1].parse().unwrap());
+    assert!(c1 >= c2 && c1 > 0.0 && c1 <= 1.0, "{apple}");
+    let broken = lines.iter().find(|l| l.contains("broken.jpg")).unwrap();
+    assert!(broken.contains(",,,,") && !broken.ends_with(','), "{broken}");
+}

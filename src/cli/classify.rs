@@ -27,6 +27,10 @@ pub struct ClassifyArgs {
     /// class); with --json each row also gets the map's peak (x, y as fractions of the image).
     #[arg(long, value_name = "DIR", conflicts_with = "all_models")]
     cam: Option<PathBuf>,
+    /// Also write the results as CSV to FILE: one row per image and model (path, model, the top labels with
+    /// their confidences, or the error), for folders of thousands of photos.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
     /// Initial stride for .pth files, which do not record it.
     #[arg(long, default_value_t = 1)]
     si: usize,
@@ -69,6 +73,7 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     let k = a.top.max(1);
     let mut failed = false;
     let mut json_rows = Vec::new();
+    let mut csv = String::new();
     let several = models.len() > 1;
     for (mi, (model_path, preloaded)) in models.into_iter().enumerate() {
         let loaded = match preloaded {
@@ -84,6 +89,9 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
             }
         };
         let results = classifier.classify_files(&files, k)?;
+        if a.csv.is_some() {
+            csv_rows(&mut csv, &results, &model_path, k);
+        }
         let cams = match &a.cam {
             Some(dir) => write_cams(&classifier, &results, dir)?,
             None => Vec::new(),
@@ -132,6 +140,12 @@ pub fn run(a: ClassifyArgs) -> Result<ExitCode> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&json_rows)?);
+    }
+    if let Some(file) = &a.csv {
+        let header = csv_header(k);
+        mobilenetv3::fsutil::write_atomic(file, format!("{header}\n{csv}").as_bytes())
+            .with_context(|| format!("writing {}", file.display()))?;
+        eprintln!("results written to {}", file.display());
     }
     if let Some(dir) = &a.cam {
         eprintln!("Grad-CAM overlays written to {}", dir.display());
@@ -193,6 +207,50 @@ fn most_accurate_that_loads(ranked: Vec<classify::RankedModel>, opts: &LoadOptio
 
 fn display_name(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+fn csv_header(k: usize) -> String {
+    let mut cols = vec!["path".to_string(), "model".to_string()];
+    for i in 1..=k {
+        cols.push(format!("label_{i}"));
+        cols.push(format!("confidence_{i}"));
+    }
+    cols.push("error".into());
+    cols.join(",")
+}
+
+/// One CSV row per result: path, model, k label/confidence pairs (empty where the model has fewer classes or
+/// the file failed), the error.
+fn csv_rows(out: &mut String, results: &[FileResult], model: &std::path::Path, k: usize) {
+    for r in results {
+        let mut cols = vec![csv_field(&r.path.display().to_string()), csv_field(&model.display().to_string())];
+        let (top, error) = match &r.outcome {
+            Ok(top) => (top.as_slice(), String::new()),
+            // One line per image, whatever the decoder's message holds.
+            Err(e) => (&[][..], e.split_whitespace().collect::<Vec<_>>().join(" ")),
+        };
+        for i in 0..k {
+            match top.get(i) {
+                Some(p) => {
+                    cols.push(csv_field(&p.label));
+                    cols.push(format!("{:.6}", p.prob));
+                }
+                None => cols.extend([String::new(), String::new()]),
+            }
+        }
+        cols.push(csv_field(&error));
+        out.push_str(&cols.join(","));
+        out.push('\n');
+    }
+}
+
+/// A CSV field, quoted where it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn json_row(r: &FileResult, with_model: bool, model: &std::path::Path) -> serde_json::Value {
