@@ -28,7 +28,24 @@ pub struct EvaluateTab {
     pub descending: bool,
     mistake_textures: Vec<TextureHandle>,
     export_dir: PathBuf,
+    /// The confusion-matrix cell clicked (true class, predicted class) and its images, shown instead of the
+    /// most confident mistakes.
+    pub cell: Option<Cell>,
 }
+
+/// The images behind one cell of the confusion matrix.
+pub struct Cell {
+    pub truth: usize,
+    pub predicted: usize,
+    /// Every image of the cell (split indices, most confident first); the first [`CELL_SHOWN`] are shown.
+    pub indices: Vec<usize>,
+    textures: Vec<TextureHandle>,
+    /// Grad-CAM heat maps asked for, by position in `indices`: None while computing.
+    pub cams: Vec<Option<Option<TextureHandle>>>,
+}
+
+/// How many images of a cell are shown.
+const CELL_SHOWN: usize = 32;
 
 impl EvaluateTab {
     pub fn new(export_dir: PathBuf) -> Self {
@@ -37,6 +54,35 @@ impl EvaluateTab {
 
     pub(crate) fn on_progress(&mut self, done: usize, total: usize) {
         self.progress = (done, total);
+    }
+
+    /// Shows the images of a confusion-matrix cell.
+    pub(crate) fn open_cell(&mut self, ctx: &egui::Context, truth: usize, predicted: usize) {
+        let Some(report) = &self.report else { return };
+        let indices = report.cell(truth, predicted);
+        let textures = indices
+            .iter()
+            .take(CELL_SHOWN)
+            .map(|&i| {
+                let img = egui::ColorImage::from_rgb([report.side, report.side], &report.rgb(i));
+                let filter =
+                    if report.side <= 32 { egui::TextureOptions::NEAREST } else { egui::TextureOptions::LINEAR };
+                ctx.load_texture(format!("cell-{i}"), img, filter)
+            })
+            .collect::<Vec<_>>();
+        let cams = vec![None; textures.len()];
+        self.cell = Some(Cell { truth, predicted, indices, textures, cams });
+    }
+
+    /// A Grad-CAM the worker computed for an image of the open cell.
+    pub(crate) fn on_explained(&mut self, ctx: &egui::Context, index: usize, cam: crate::exec::inference::GradCam) {
+        let Some(cell) = &mut self.cell else { return };
+        if let Some(pos) = cell.indices.iter().take(CELL_SHOWN).position(|&i| i == index) {
+            let layer = crate::explain::heat_layer(&cam, 64, 64);
+            let img = egui::ColorImage::from_rgba_unmultiplied([64, 64], layer.as_raw());
+            cell.cams[pos] =
+                Some(Some(ctx.load_texture(format!("cell-cam-{index}"), img, egui::TextureOptions::LINEAR)));
+        }
     }
 
     pub(crate) fn on_done(&mut self, ctx: &egui::Context, result: Result<Option<Box<EvalReport>>, String>) {
@@ -59,6 +105,7 @@ impl EvaluateTab {
                     })
                     .collect();
                 self.message = None;
+                self.cell = None;
                 self.report = Some(*report);
             }
             Ok(None) => self.message = Some(Ok("evaluation cancelled".into())),
@@ -168,18 +215,26 @@ impl EvaluateTab {
             });
             ui.separator();
             ui.vertical(|ui| {
-                ui.strong("Confusion matrix (rows: true class, columns: predicted; hover for counts)");
+                ui.strong(
+                    "Confusion matrix (rows: true class, columns: predicted; hover for counts, click for images)",
+                );
                 let side = (h - 40.0).min(ui.available_width() * 0.55).max(200.0);
                 if let Some(report) = &self.report {
-                    confusion_heatmap(ui, report, side);
+                    if let Some((t, p)) = confusion_heatmap(ui, report, side) {
+                        self.open_cell(ui.ctx(), t, p);
+                    }
                 }
             });
             ui.separator();
             ui.vertical(|ui| {
-                ui.strong("Most confident mistakes");
-                egui::ScrollArea::vertical().id_salt("mistakes").max_height(h - 30.0).show(ui, |ui| {
-                    self.mistakes_ui(ui);
-                });
+                if self.cell.is_some() {
+                    self.cell_ui(ui, worker, h);
+                } else {
+                    ui.strong("Most confident mistakes");
+                    egui::ScrollArea::vertical().id_salt("mistakes").max_height(h - 30.0).show(ui, |ui| {
+                        self.mistakes_ui(ui);
+                    });
+                }
             });
         });
     }
@@ -235,6 +290,53 @@ impl EvaluateTab {
         });
     }
 
+    /// The images of the open cell, each with a Grad-CAM button (the map of the predicted class).
+    fn cell_ui(&mut self, ui: &mut egui::Ui, worker: &Worker, h: f32) {
+        let (Some(report), Some(cell)) = (&self.report, &mut self.cell) else { return };
+        let name = |i: usize| report.class_names.get(i).cloned().unwrap_or_default();
+        let (t, p, n) = (cell.truth, cell.predicted, cell.indices.len());
+        let mut close = false;
+        ui.strong(format!("True {}, predicted {}: {n} image{}", name(t), name(p), if n == 1 { "" } else { "s" }));
+        ui.horizontal(|ui| {
+            close = ui.button("Back to the mistakes").clicked();
+            if n > CELL_SHOWN {
+                ui.label(RichText::new(format!("the {CELL_SHOWN} most confident shown")).weak());
+            }
+        });
+        egui::ScrollArea::vertical().id_salt("cell").max_height(h - 50.0).show(ui, |ui| {
+            egui::Grid::new("cell-images").num_columns(2).spacing([8.0, 8.0]).show(ui, |ui| {
+                for (k, tex) in cell.textures.iter().enumerate() {
+                    let index = cell.indices[k];
+                    let r = ui.add(egui::Image::new(tex).fit_to_exact_size(egui::vec2(64.0, 64.0)));
+                    if let Some(Some(heat)) = &cell.cams[k] {
+                        let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+                        ui.painter().image(heat.id(), r.rect, uv, Color32::WHITE);
+                    }
+                    ui.vertical(|ui| {
+                        let confidence = report.result.predictions.get(index).map_or(0.0, |p| p.1);
+                        ui.label(format!("{:.1}% sure", confidence * 100.0));
+                        ui.label(RichText::new(format!("test image {index}")).small().weak());
+                        let asked = cell.cams[k].is_some();
+                        if ui.add_enabled(!asked, egui::Button::new("Grad-CAM").small()).clicked() {
+                            cell.cams[k] = Some(None);
+                            worker.send(Command::ExplainEvaluated {
+                                plan: report.plan.clone(),
+                                index,
+                                input: report.input(index),
+                                side: report.side,
+                                class: p,
+                            });
+                        }
+                    });
+                    ui.end_row();
+                }
+            });
+        });
+        if close {
+            self.cell = None;
+        }
+    }
+
     fn mistakes_ui(&self, ui: &mut egui::Ui) {
         let Some(report) = &self.report else { return };
         egui::Grid::new("mistakes").num_columns(2).spacing([8.0, 8.0]).show(ui, |ui| {
@@ -272,11 +374,12 @@ impl EvaluateTab {
 }
 
 /// The confusion matrix as a heatmap: each cell's colour from its share of its row (so that rare confusions
-/// show), the diagonal in its own hue; hovering a cell names the classes and the count.
-fn confusion_heatmap(ui: &mut egui::Ui, report: &EvalReport, side: f32) {
+/// show), the diagonal in its own hue; hovering a cell names the classes and the count. Returns the cell
+/// clicked (true class, predicted class), if it holds any image.
+fn confusion_heatmap(ui: &mut egui::Ui, report: &EvalReport, side: f32) -> Option<(usize, usize)> {
     let m = &report.result.confusion;
     let n = m.len().max(1);
-    let (rect, response) = ui.allocate_exact_size(egui::vec2(side, side), Sense::hover());
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(side, side), Sense::click());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, Color32::from_gray(16));
     let cell = side / n as f32;
@@ -293,10 +396,16 @@ fn confusion_heatmap(ui: &mut egui::Ui, report: &EvalReport, side: f32) {
             painter.rect_filled(egui::Rect::from_min_size(min, egui::vec2(cell.max(1.0), cell.max(1.0))), 0.0, color);
         }
     }
-    if let Some(pos) = response.hover_pos() {
+    let at = |pos: egui::Pos2| {
         let p = (((pos.x - rect.min.x) / cell) as usize).min(n - 1);
         let t = (((pos.y - rect.min.y) / cell) as usize).min(n - 1);
+        (t, p)
+    };
+    let clicked = response.clicked().then(|| response.interact_pointer_pos()).flatten().map(at);
+    if let Some(pos) = response.hover_pos() {
+        let (t, p) = at(pos);
         let name = |i: usize| report.class_names.get(i).cloned().unwrap_or_default();
         response.on_hover_text(format!("true: {}\npredicted: {}\ncount: {}", name(t), name(p), m[t][p]));
     }
+    clicked.filter(|&(t, p)| m.get(t).and_then(|row| row.get(p)).is_some_and(|&c| c > 0))
 }

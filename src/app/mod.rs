@@ -135,6 +135,7 @@ impl StudioApp {
                     self.classify.on_classified(ctx, id, model, outcome, thumbnail, cam)
                 }
                 Event::Explained { id, model, cam } => self.classify.on_explained(ctx, id, model, cam),
+                Event::EvalExplained { index, cam } => self.evaluate.on_explained(ctx, index, cam),
                 Event::Train(e) => {
                     // A model trained on the user's own images is what they want Classify to use next.
                     if let crate::train::TrainEvent::Finished { history } = &e {

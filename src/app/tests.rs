@@ -568,13 +568,32 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
     h.get_by_label_contains(&format!("top-1 {:.2}%", r.top1 * 100.0));
     h.get_by_label("class");
     h.get_by_label("top-1 (down)");
-    let worst = &r.mistakes[0];
-    let names = &h.state().evaluate.report.as_ref().unwrap().class_names;
+    let worst = r.mistakes[0].clone();
+    let in_cell = r.confusion[worst.truth][worst.predicted];
+    let names = h.state().evaluate.report.as_ref().unwrap().class_names.clone();
     assert!(h.query_all_by_label(&format!("said {}", names[worst.predicted])).count() >= 1);
     h.get_by_label("Export CSV").click();
     h.step();
     assert!(dir.path().join("exports/fixture_small.confusion.csv").is_file());
     assert!(dir.path().join("exports/fixture_small.per_class.csv").is_file());
+    // The cell of the worst mistake (as a click on the matrix opens it): its images, that one first, each
+    // with Grad-CAM on demand; then back to the mistakes.
+    let ctx = h.ctx.clone();
+    h.state_mut().evaluate.open_cell(&ctx, worst.truth, worst.predicted);
+    h.run_steps(2);
+    let cell = h.state().evaluate.cell.as_ref().unwrap();
+    assert_eq!(cell.indices.len() as u32, in_cell);
+    assert_eq!(cell.indices[0], worst.index);
+    h.get_by_label_contains(&format!("True {}, predicted {}", names[worst.truth], names[worst.predicted]));
+    h.get_all_by_label("Grad-CAM").next().unwrap().click();
+    h.step();
+    wait_for(&mut h, "the Grad-CAM of the cell's first image", 30, |a| {
+        a.evaluate.cell.as_ref().is_some_and(|c| matches!(c.cams[0], Some(Some(_))))
+    });
+    h.get_by_label("Back to the mistakes").click();
+    h.run_steps(2);
+    assert!(h.state().evaluate.cell.is_none());
+    h.get_by_label("Most confident mistakes");
 }
 
 #[test]

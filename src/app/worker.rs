@@ -8,7 +8,7 @@ use crate::classify::Classifier;
 use crate::classify::{self, Prediction};
 use crate::data::preprocess;
 use crate::device;
-use crate::exec::inference::GradCam;
+use crate::exec::inference::{GradCam, InferencePlan};
 use crate::model::weights::{self, LoadOptions};
 use crate::train::{self, TrainConfig, TrainControl, TrainEvent};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,6 +52,15 @@ pub enum Command {
     AddPaths(Vec<PathBuf>),
     /// Classify again files that are already shown (after a model change).
     Classify(Vec<(u64, PathBuf)>),
+    /// Grad-CAM of an evaluated image (`input`, normalised, `side` pixels) for `class`, with the evaluated
+    /// model's plan; answered with [`Event::EvalExplained`].
+    ExplainEvaluated {
+        plan: Arc<InferencePlan>,
+        index: usize,
+        input: Vec<f32>,
+        side: usize,
+        class: usize,
+    },
     /// Grad-CAM of a shown file for another of its classes; answered with [`Event::Explained`].
     Explain {
         id: u64,
@@ -126,6 +135,11 @@ pub enum Event {
         /// Where the model found its top class (Grad-CAM), for the cards' heat maps.
         cam: Option<GradCam>,
     },
+    /// Grad-CAM of an evaluated image (by its index in the split).
+    EvalExplained {
+        index: usize,
+        cam: GradCam,
+    },
     /// Grad-CAM of a card's image for the class the user picked.
     Explained {
         id: u64,
@@ -176,6 +190,38 @@ pub struct EvalReport {
     pub side: usize,
     /// side x side RGB pixels (interleaved) of each of `result.mistakes`, in order.
     pub mistake_images: Vec<Vec<u8>>,
+    /// The images evaluated (split order, as `result.predictions`): a confusion-matrix cell shows its own.
+    pub test: Arc<crate::data::Split>,
+    /// The model's CPU plan and normalisation, for Grad-CAM of those images on demand.
+    pub plan: Arc<InferencePlan>,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl EvalReport {
+    /// Image `i` of the evaluated split as interleaved RGB.
+    pub fn rgb(&self, i: usize) -> Vec<u8> {
+        planar_to_rgb(self.test.image(i))
+    }
+
+    /// The indices of the images whose true class is `truth` and predicted `predicted`, most confident first.
+    pub fn cell(&self, truth: usize, predicted: usize) -> Vec<usize> {
+        let mut hits: Vec<usize> = (0..self.test.len())
+            .filter(|&i| {
+                self.test.labels[i] as usize == truth
+                    && self.result.predictions.get(i).is_some_and(|p| p.0 as usize == predicted)
+            })
+            .collect();
+        hits.sort_by(|&a, &b| self.result.predictions[b].1.total_cmp(&self.result.predictions[a].1));
+        hits
+    }
+
+    /// The normalised input of image `i` at the model's input size, for Grad-CAM.
+    pub fn input(&self, i: usize) -> Vec<f32> {
+        let s = self.side as u32;
+        let img = image::RgbImage::from_raw(s, s, self.rgb(i)).unwrap_or_else(|| image::RgbImage::new(s, s));
+        crate::data::preprocess::normalise(&img, self.mean, self.std)
+    }
 }
 
 /// The UI's handle on the worker.
@@ -313,6 +359,10 @@ impl WorkerState {
                 self.classify(files);
             }
             Command::Classify(files) => self.classify(files),
+            Command::ExplainEvaluated { plan, index, input, side, class } => {
+                let cam = plan.grad_cam(&input, side, Some(class));
+                self.events.send(Event::EvalExplained { index, cam });
+            }
             Command::Explain { id, path, class } => {
                 if let (Some(m), Ok(img)) = (&self.model, preprocess::decode(&path)) {
                     if let Some(cam) = m.classifier.grad_cam(&img, Some(class)) {
@@ -545,6 +595,7 @@ fn evaluate_report(
     .map_err(|e| format!("{e:#}"))?;
     let Some(result) = result else { return Ok(None) };
     let mistake_images = result.mistakes.iter().map(|m| planar_to_rgb(test.image(m.index))).collect();
+    let plan = InferencePlan::new(model.spec(), model.params()).map_err(|e| e.to_string())?;
     Ok(Some(Box::new(EvalReport {
         model: path.to_path_buf(),
         name: loaded.meta.config.name(),
@@ -553,6 +604,10 @@ fn evaluate_report(
         data,
         side: test.side,
         mistake_images,
+        test,
+        plan: Arc::new(plan),
+        mean: loaded.meta.mean,
+        std: loaded.meta.std,
     })))
 }
 

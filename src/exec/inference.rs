@@ -233,11 +233,19 @@ impl InferencePlan {
         let (f, hw) = crate::kernels::on_pool(|| self.feature_maps(x, 1, side, false));
         let (cl, hid, classes) = (self.spec.last_out, self.spec.hidden, self.spec.num_classes);
         let pooled: Vec<f32> = f.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
-        let z: Vec<f32> =
-            self.w3.chunks(cl).zip(&self.b3).map(|(w, b)| w.iter().zip(&pooled).map(|(w, p)| w * p).sum::<f32>() + b).collect();
+        let z: Vec<f32> = self
+            .w3
+            .chunks(cl)
+            .zip(&self.b3)
+            .map(|(w, b)| w.iter().zip(&pooled).map(|(w, p)| w * p).sum::<f32>() + b)
+            .collect();
         let h: Vec<f32> = z.iter().map(|&v| Act::HardSwish.apply(v)).collect();
-        let logits: Vec<f32> =
-            self.w4.chunks(hid).zip(&self.b4).map(|(w, b)| w.iter().zip(&h).map(|(w, h)| w * h).sum::<f32>() + b).collect();
+        let logits: Vec<f32> = self
+            .w4
+            .chunks(hid)
+            .zip(&self.b4)
+            .map(|(w, b)| w.iter().zip(&h).map(|(w, h)| w * h).sum::<f32>() + b)
+            .collect();
         let class = class.filter(|&c| c < classes).unwrap_or_else(|| argmax(&logits));
         // d logit / d z, then d logit / d pooled.
         let w4 = &self.w4[class * hid..(class + 1) * hid];

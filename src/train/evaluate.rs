@@ -19,6 +19,10 @@ pub struct EvalResult {
     pub confusion: Vec<Vec<u32>>,
     /// The most confident wrong predictions, most confident first.
     pub mistakes: Vec<Mistake>,
+    /// Per image, in split order: the predicted class and its softmax probability (what a cell of the
+    /// confusion matrix is made of; not in the JSON report).
+    #[serde(skip)]
+    pub predictions: Vec<(u32, f32)>,
 }
 
 /// A test image the model got wrong, and how sure it was.
@@ -91,6 +95,7 @@ pub(crate) struct Tally {
     classes: usize,
     confusion: Vec<Vec<u32>>,
     mistakes: Vec<Mistake>,
+    predictions: Vec<(u32, f32)>,
     loss_sum: f64,
     top1: usize,
     top5: usize,
@@ -103,6 +108,7 @@ impl Tally {
             classes,
             confusion: vec![vec![0u32; classes]; classes],
             mistakes: Vec::new(),
+            predictions: Vec::new(),
             loss_sum: 0.0,
             top1: 0,
             top5: 0,
@@ -121,10 +127,11 @@ impl Tally {
             self.top1 += (idx[0] == label) as usize;
             self.top5 += idx.iter().take(5).any(|&i| i == label) as usize;
             self.confusion[label][idx[0]] += 1;
+            // Softmax probability of the top class: 1 / sum(exp(l - l_max)).
+            let max = row[idx[0]];
+            let confidence = 1.0 / row.iter().map(|&l| (l - max).exp()).sum::<f32>();
+            self.predictions.push((idx[0] as u32, confidence));
             if idx[0] != label {
-                // Softmax probability of the top (wrong) class: 1 / sum(exp(l - l_max)).
-                let max = row[idx[0]];
-                let confidence = 1.0 / row.iter().map(|&l| (l - max).exp()).sum::<f32>();
                 self.mistakes.push(Mistake { index: self.seen + i, truth: label, predicted: idx[0], confidence });
                 if self.mistakes.len() > 4 * MISTAKES_KEPT {
                     keep_most_confident(&mut self.mistakes);
@@ -158,6 +165,7 @@ impl Tally {
             per_class,
             confusion: self.confusion,
             mistakes: self.mistakes,
+            predictions: self.predictions,
         }
     }
 }
