@@ -36,7 +36,8 @@ pub struct EvaluateTab {
 /// The images behind one cell of the confusion matrix.
 pub struct Cell {
     pub truth: usize,
-    pub predicted: usize,
+    /// None: every image of the true class (a row of the per-class table), whatever was predicted.
+    pub predicted: Option<usize>,
     /// Every image of the cell (split indices, most confident first); the first [`CELL_SHOWN`] are shown.
     pub indices: Vec<usize>,
     textures: Vec<TextureHandle>,
@@ -57,7 +58,7 @@ impl EvaluateTab {
     }
 
     /// Shows the images of a confusion-matrix cell.
-    pub(crate) fn open_cell(&mut self, ctx: &egui::Context, truth: usize, predicted: usize) {
+    pub(crate) fn open_cell(&mut self, ctx: &egui::Context, truth: usize, predicted: Option<usize>) {
         let Some(report) = &self.report else { return };
         let indices = report.cell(truth, predicted);
         let textures = indices
@@ -221,7 +222,7 @@ impl EvaluateTab {
                 let side = (h - 40.0).min(ui.available_width() * 0.55).max(200.0);
                 if let Some(report) = &self.report {
                     if let Some((t, p)) = confusion_heatmap(ui, report, side) {
-                        self.open_cell(ui.ctx(), t, p);
+                        self.open_cell(ui.ctx(), t, Some(p));
                     }
                 }
             });
@@ -253,6 +254,7 @@ impl EvaluateTab {
             order.reverse();
         }
         let mut clicked = None;
+        let mut open = None;
         egui::Grid::new("class-header").num_columns(3).min_col_width(80.0).show(ui, |ui| {
             for (label, key) in [("class", SortBy::Class), ("top-1", SortBy::Accuracy), ("images", SortBy::Images)] {
                 let arrow = if self.sort == key {
@@ -281,22 +283,32 @@ impl EvaluateTab {
         egui::ScrollArea::vertical().id_salt("class-table").max_height(height).show(ui, |ui| {
             egui::Grid::new("class-table").num_columns(3).min_col_width(80.0).striped(true).show(ui, |ui| {
                 for i in order {
-                    ui.label(&report.class_names[i]);
+                    let name = egui::Label::new(&report.class_names[i]).sense(Sense::click());
+                    if ui.add(name).on_hover_text("click for this class's images").clicked() {
+                        open = Some(i);
+                    }
                     ui.label(format!("{:.1}%", r.per_class[i] * 100.0));
                     ui.label(images[i].to_string());
                     ui.end_row();
                 }
             });
         });
+        if let Some(i) = open {
+            self.open_cell(ui.ctx(), i, None);
+        }
     }
 
     /// The images of the open cell, each with a Grad-CAM button (the map of the predicted class).
     fn cell_ui(&mut self, ui: &mut egui::Ui, worker: &Worker, h: f32) {
         let (Some(report), Some(cell)) = (&self.report, &mut self.cell) else { return };
         let name = |i: usize| report.class_names.get(i).cloned().unwrap_or_default();
-        let (t, p, n) = (cell.truth, cell.predicted, cell.indices.len());
+        let (t, n) = (cell.truth, cell.indices.len());
         let mut close = false;
-        ui.strong(format!("True {}, predicted {}: {n} image{}", name(t), name(p), if n == 1 { "" } else { "s" }));
+        let plural = if n == 1 { "" } else { "s" };
+        match cell.predicted {
+            Some(p) => ui.strong(format!("True {}, predicted {}: {n} image{plural}", name(t), name(p))),
+            None => ui.strong(format!("True {}: {n} image{plural}", name(t))),
+        };
         ui.horizontal(|ui| {
             close = ui.button("Back to the mistakes").clicked();
             if n > CELL_SHOWN {
@@ -313,7 +325,12 @@ impl EvaluateTab {
                         ui.painter().image(heat.id(), r.rect, uv, Color32::WHITE);
                     }
                     ui.vertical(|ui| {
-                        let confidence = report.result.predictions.get(index).map_or(0.0, |p| p.1);
+                        let (p, confidence) =
+                            report.result.predictions.get(index).map_or((0, 0.0), |p| (p.0 as usize, p.1));
+                        if cell.predicted.is_none() {
+                            let said = format!("said {}", name(p));
+                            ui.label(if p == t { RichText::new(said) } else { RichText::new(said).strong() });
+                        }
                         ui.label(format!("{:.1}% sure", confidence * 100.0));
                         ui.label(RichText::new(format!("test image {index}")).small().weak());
                         let asked = cell.cams[k].is_some();

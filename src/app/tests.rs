@@ -579,7 +579,7 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
     // The cell of the worst mistake (as a click on the matrix opens it): its images, that one first, each
     // with Grad-CAM on demand; then back to the mistakes.
     let ctx = h.ctx.clone();
-    h.state_mut().evaluate.open_cell(&ctx, worst.truth, worst.predicted);
+    h.state_mut().evaluate.open_cell(&ctx, worst.truth, Some(worst.predicted));
     h.run_steps(2);
     let cell = h.state().evaluate.cell.as_ref().unwrap();
     assert_eq!(cell.indices.len() as u32, in_cell);
@@ -594,6 +594,17 @@ fn the_evaluate_tab_gives_the_figures_of_the_cli_with_its_table_heatmap_and_mist
     h.run_steps(2);
     assert!(h.state().evaluate.cell.is_none());
     h.get_by_label("Most confident mistakes");
+    // A row of the per-class table (sorted by name, the first): every image of that class, each saying what it
+    // was taken for.
+    h.get_by_label("class").click();
+    h.run_steps(2);
+    let first = (0..names.len()).min_by_key(|&i| &names[i]).unwrap();
+    h.get_by_label(&names[first]).click();
+    h.run_steps(2);
+    let cell = h.state().evaluate.cell.as_ref().expect("the class's images");
+    assert_eq!((cell.truth, cell.predicted, cell.indices.len()), (first, None, 100));
+    h.get_by_label_contains(&format!("True {}: 100 images", names[first]));
+    assert!(h.query_all_by_label_contains("said ").count() >= 1);
 }
 
 #[test]

@@ -204,12 +204,13 @@ impl EvalReport {
         planar_to_rgb(self.test.image(i))
     }
 
-    /// The indices of the images whose true class is `truth` and predicted `predicted`, most confident first.
-    pub fn cell(&self, truth: usize, predicted: usize) -> Vec<usize> {
+    /// The indices of the images whose true class is `truth` and predicted `predicted` (None: any), most
+    /// confident first.
+    pub fn cell(&self, truth: usize, predicted: Option<usize>) -> Vec<usize> {
         let mut hits: Vec<usize> = (0..self.test.len())
             .filter(|&i| {
                 self.test.labels[i] as usize == truth
-                    && self.result.predictions.get(i).is_some_and(|p| p.0 as usize == predicted)
+                    && self.result.predictions.get(i).is_some_and(|p| predicted.is_none_or(|c| p.0 as usize == c))
             })
             .collect();
         hits.sort_by(|&a, &b| self.result.predictions[b].1.total_cmp(&self.result.predictions[a].1));
