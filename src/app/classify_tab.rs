@@ -42,6 +42,9 @@ pub struct ClassifyTab {
     pub export_result: Option<Result<String, String>>,
     /// Lay each card's Grad-CAM heat map over its thumbnail.
     pub show_cam: bool,
+    /// The larger view of one photo with its heat map (a thumbnail clicked while the maps show): its title
+    /// and picture.
+    pub large_view: Option<(String, TextureHandle)>,
 }
 
 impl ClassifyTab {
@@ -150,6 +153,12 @@ impl ClassifyTab {
                 card.texture = Some(ctx.load_texture(format!("thumb-{id}"), img, egui::TextureOptions::LINEAR));
             }
         }
+    }
+
+    /// The worker drew a larger view of a photo with its heat map.
+    pub(crate) fn on_large_view(&mut self, ctx: &egui::Context, title: String, size: [usize; 2], rgb: &[u8]) {
+        let img = egui::ColorImage::from_rgb(size, rgb);
+        self.large_view = Some((title, ctx.load_texture("large-view", img, egui::TextureOptions::LINEAR)));
     }
 
     /// The Grad-CAM of a card's image for the class the user clicked.
@@ -317,6 +326,7 @@ impl ClassifyTab {
         let row_h = CARD_H + 12.0 - ui.spacing().item_spacing.y;
         let waiting = self.loaded.is_none();
         let mut explain = Vec::new();
+        let mut enlarge = None;
         egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(ui, row_h, rows, |ui, range| {
             for row in range {
                 let cards = &self.cards[row * cols..((row + 1) * cols).min(self.cards.len())];
@@ -325,8 +335,10 @@ impl ClassifyTab {
                     ui.set_min_height(row_h);
                     ui.spacing_mut().item_spacing.x = 12.0;
                     for card in cards {
-                        if let Some(class) = card_ui(ui, card, card_w, waiting, self.show_cam) {
-                            explain.push((card.id, card.path.clone(), class));
+                        match card_ui(ui, card, card_w, waiting, self.show_cam) {
+                            Some(CardClick::Label(class)) => explain.push((card.id, card.path.clone(), class)),
+                            Some(CardClick::Thumbnail(class)) => enlarge = Some((card.path.clone(), class)),
+                            None => {}
                         }
                     }
                 });
@@ -334,6 +346,21 @@ impl ClassifyTab {
         });
         for (id, path, class) in explain {
             worker.send(Command::Explain { id, path, class });
+        }
+        if let Some((path, class)) = enlarge {
+            worker.send(Command::LargeView { path, class });
+        }
+        if let Some((title, tex)) = &self.large_view {
+            let mut open = true;
+            egui::Window::new(title.as_str()).id(egui::Id::unique("large-view")).open(&mut open).resizable(false).show(
+                ui.ctx(),
+                |ui| {
+                    ui.add(egui::Image::new(tex).max_size(egui::vec2(480.0, 480.0)));
+                },
+            );
+            if !open {
+                self.large_view = None;
+            }
         }
     }
 }
@@ -348,9 +375,17 @@ fn heat_texture(ctx: &egui::Context, id: u64, cam: &GradCam) -> TextureHandle {
 /// Height of a card on screen: the thumbnail (112) and the top-5 bars, the frame's margins and stroke.
 const CARD_H: f32 = 142.0;
 
+/// What was clicked on a card while the heat maps show.
+enum CardClick {
+    /// A label: show where the model found that class.
+    Label(usize),
+    /// The thumbnail: a larger view with the shown class's map.
+    Thumbnail(usize),
+}
+
 /// `waiting`: no model is loaded yet, so the card waits rather than classifies. `show_cam`: the heat map over
-/// the thumbnail, and the labels clickable to choose its class; returns the class clicked.
-fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool, show_cam: bool) -> Option<usize> {
+/// the thumbnail, the labels clickable to choose its class and the thumbnail to enlarge it.
+fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool, show_cam: bool) -> Option<CardClick> {
     let mut clicked = None;
     let name = card.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let failed = matches!(card.outcome, Some(Err(_)));
@@ -363,9 +398,13 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool, show_
             match &card.texture {
                 Some(t) => {
                     let r = ui.add(egui::Image::new(t).max_size(egui::vec2(112.0, 112.0)).corner_radius(4.0));
-                    if let (true, Some((_, heat))) = (show_cam, &card.cam) {
+                    if let (true, Some((class, heat))) = (show_cam, &card.cam) {
                         let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
                         ui.painter().image(heat.id(), r.rect, uv, Color32::WHITE);
+                        let r = r.interact(egui::Sense::click()).on_hover_text("click for a larger view");
+                        if r.clicked() {
+                            clicked = Some(CardClick::Thumbnail(*class));
+                        }
                     }
                 }
                 None => {
@@ -406,7 +445,7 @@ fn card_ui(ui: &mut egui::Ui, card: &ImageCard, width: f32, waiting: bool, show_
                                     p.index, p.label
                                 ));
                                 if r.clicked() {
-                                    clicked = Some(p.index);
+                                    clicked = Some(CardClick::Label(p.index));
                                 }
                             } else {
                                 r.on_hover_text(format!("class {} ({})", p.index, p.label));

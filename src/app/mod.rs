@@ -136,6 +136,7 @@ impl StudioApp {
                 }
                 Event::Explained { id, model, cam } => self.classify.on_explained(ctx, id, model, cam),
                 Event::EvalExplained { index, cam } => self.evaluate.on_explained(ctx, index, cam),
+                Event::LargeView { title, size, rgb } => self.classify.on_large_view(ctx, title, size, &rgb),
                 Event::Train(e) => {
                     // A model trained on the user's own images is what they want Classify to use next.
                     if let crate::train::TrainEvent::Finished { history } = &e {

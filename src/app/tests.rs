@@ -799,3 +799,26 @@ fn grad_cam_heat_maps_follow_the_class_clicked_on_a_card() {
     });
     h.get_by_label_contains(&format!("» {}", top[1].label.replace('_', " ")));
 }
+
+/// With the heat maps on, clicking a thumbnail opens a larger view of the photo with its map (drawn on the
+/// worker), titled with the file and the class; closing it removes it.
+#[test]
+fn a_thumbnail_clicked_with_grad_cam_on_opens_a_larger_view() {
+    let dir = project();
+    let mut h = harness(dir.path(), Tab::Classify);
+    wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
+    drop_files(&mut h, &[root().join("test_images/raccoon.jpg")]);
+    wait_for(&mut h, "the result", 30, |a| {
+        a.classify.cards.len() == 1 && a.classify.cards.iter().all(|c| c.cam.is_some())
+    });
+    let top = h.state().classify.cards[0].outcome.clone().unwrap().unwrap();
+    h.get_by_label("Where it looked (Grad-CAM)").click();
+    h.run_steps(2);
+    h.get_by_label("click for a larger view").click();
+    h.step();
+    wait_for(&mut h, "the larger view", 30, |a| a.classify.large_view.is_some());
+    let (title, tex) = h.state().classify.large_view.clone().unwrap();
+    assert!(title.starts_with("raccoon.jpg: where") && title.ends_with(&top[0].label), "{title}");
+    assert_eq!(tex.size().iter().max(), Some(&480));
+    h.get_by_label(&title);
+}

@@ -61,6 +61,11 @@ pub enum Command {
         side: usize,
         class: usize,
     },
+    /// A shown file at up to 480 pixels with the Grad-CAM of `class` over it; answered with [`Event::LargeView`].
+    LargeView {
+        path: PathBuf,
+        class: usize,
+    },
     /// Grad-CAM of a shown file for another of its classes; answered with [`Event::Explained`].
     Explain {
         id: u64,
@@ -134,6 +139,12 @@ pub enum Event {
         thumbnail: Option<Thumbnail>,
         /// Where the model found its top class (Grad-CAM), for the cards' heat maps.
         cam: Option<GradCam>,
+    },
+    /// A file with a class's Grad-CAM over it (interleaved RGB), for a larger view; `title` names both.
+    LargeView {
+        title: String,
+        size: [usize; 2],
+        rgb: Vec<u8>,
     },
     /// Grad-CAM of an evaluated image (by its index in the split).
     EvalExplained {
@@ -363,6 +374,18 @@ impl WorkerState {
             Command::ExplainEvaluated { plan, index, input, side, class } => {
                 let cam = plan.grad_cam(&input, side, Some(class));
                 self.events.send(Event::EvalExplained { index, cam });
+            }
+            Command::LargeView { path, class } => {
+                if let (Some(m), Ok(img)) = (&self.model, preprocess::decode(&path)) {
+                    if let Some(cam) = m.classifier.grad_cam(&img, Some(class)) {
+                        let view = crate::explain::overlay(&img, &cam, 480);
+                        let label = m.classifier.meta.class_names.get(class).cloned().unwrap_or_default();
+                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        let size = [view.width() as usize, view.height() as usize];
+                        let title = format!("{name}: where {} found {label}", m.classifier.meta.config.name());
+                        self.events.send(Event::LargeView { title, size, rgb: view.into_raw() });
+                    }
+                }
             }
             Command::Explain { id, path, class } => {
                 if let (Some(m), Ok(img)) = (&self.model, preprocess::decode(&path)) {
