@@ -154,6 +154,23 @@ impl Classifier {
         }
     }
 
+    /// The top-k predictions for one decoded image and, on the CPU plan, its Grad-CAM for the top class: one
+    /// pass through the network gives both (the map's logits are the classification's).
+    pub(crate) fn classify_and_explain(
+        &self,
+        img: &image::DynamicImage,
+        k: usize,
+    ) -> candle_core::Result<(Vec<Prediction>, Option<crate::exec::inference::GradCam>)> {
+        match self.grad_cam(img, None) {
+            Some(cam) => {
+                let mut p = cam.logits.clone();
+                softmax_in_place(&mut p);
+                Ok((top_k(&p, &self.meta.class_names, k), Some(cam)))
+            }
+            None => Ok((self.classify_image(img, k)?, None)),
+        }
+    }
+
     /// Softmax probabilities for prepared inputs, one row per image (in batches of 64).
     pub(crate) fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         let classes = self.meta.config.num_classes;

@@ -146,7 +146,7 @@ impl ClassifyTab {
         if let Some(card) = self.cards.iter_mut().find(|c| c.id == id) {
             if !stale {
                 card.outcome = Some(outcome);
-                card.cam = cam.map(|c| (c.class, heat_texture(ctx, id, &c)));
+                card.cam = cam.map(|c| (c.class, heat_texture(ctx, format!("cam-{id}"), &c)));
             }
             if let (None, Some(t)) = (&card.texture, thumb) {
                 let img = egui::ColorImage::from_rgba_unmultiplied(t.size, &t.rgba);
@@ -167,7 +167,7 @@ impl ClassifyTab {
             return;
         }
         if let Some(card) = self.cards.iter_mut().find(|c| c.id == id) {
-            card.cam = Some((cam.class, heat_texture(ctx, id, &cam)));
+            card.cam = Some((cam.class, heat_texture(ctx, format!("cam-{id}"), &cam)));
         }
     }
 
@@ -365,11 +365,11 @@ impl ClassifyTab {
     }
 }
 
-/// A card's heat map as a texture (64 x 64, smoothed when drawn over the thumbnail).
-fn heat_texture(ctx: &egui::Context, id: u64, cam: &GradCam) -> TextureHandle {
+/// A heat map as a texture (64 x 64, smoothed when drawn over a picture of any size), named `name`.
+pub(super) fn heat_texture(ctx: &egui::Context, name: String, cam: &GradCam) -> TextureHandle {
     let layer = crate::explain::heat_layer(cam, 64, 64);
     let img = egui::ColorImage::from_rgba_unmultiplied([64, 64], layer.as_raw());
-    ctx.load_texture(format!("cam-{id}"), img, egui::TextureOptions::LINEAR)
+    ctx.load_texture(name, img, egui::TextureOptions::LINEAR)
 }
 
 /// Height of a card on screen: the thumbnail (112) and the top-5 bars, the frame's margins and stroke.

@@ -64,12 +64,7 @@ impl EvaluateTab {
         let textures = indices
             .iter()
             .take(CELL_SHOWN)
-            .map(|&i| {
-                let img = egui::ColorImage::from_rgb([report.side, report.side], &report.rgb(i));
-                let filter =
-                    if report.side <= 32 { egui::TextureOptions::NEAREST } else { egui::TextureOptions::LINEAR };
-                ctx.load_texture(format!("cell-{i}"), img, filter)
-            })
+            .map(|&i| test_image_texture(ctx, format!("cell-{i}"), report.side, &report.rgb(i)))
             .collect::<Vec<_>>();
         let cams = vec![None; textures.len()];
         self.cell = Some(Cell { truth, predicted, indices, textures, cams });
@@ -79,10 +74,7 @@ impl EvaluateTab {
     pub(crate) fn on_explained(&mut self, ctx: &egui::Context, index: usize, cam: crate::exec::inference::GradCam) {
         let Some(cell) = &mut self.cell else { return };
         if let Some(pos) = cell.indices.iter().take(CELL_SHOWN).position(|&i| i == index) {
-            let layer = crate::explain::heat_layer(&cam, 64, 64);
-            let img = egui::ColorImage::from_rgba_unmultiplied([64, 64], layer.as_raw());
-            cell.cams[pos] =
-                Some(Some(ctx.load_texture(format!("cell-cam-{index}"), img, egui::TextureOptions::LINEAR)));
+            cell.cams[pos] = Some(Some(super::classify_tab::heat_texture(ctx, format!("cell-cam-{index}"), &cam)));
         }
     }
 
@@ -94,16 +86,7 @@ impl EvaluateTab {
                     .mistake_images
                     .iter()
                     .enumerate()
-                    .map(|(i, rgb)| {
-                        let img = egui::ColorImage::from_rgb([report.side, report.side], rgb);
-                        // CIFAR's 32 pixels shown as crisp blocks; a photo-sized input smoothly.
-                        let filter = if report.side <= 32 {
-                            egui::TextureOptions::NEAREST
-                        } else {
-                            egui::TextureOptions::LINEAR
-                        };
-                        ctx.load_texture(format!("mistake-{i}"), img, filter)
-                    })
+                    .map(|(i, rgb)| test_image_texture(ctx, format!("mistake-{i}"), report.side, rgb))
                     .collect();
                 self.message = None;
                 self.cell = None;
@@ -388,6 +371,14 @@ impl EvaluateTab {
         write(&confusion, &crate::train::confusion_csv(&r.confusion, &report.class_names))?;
         Ok(format!("saved {} and {}", classes.display(), confusion.display()))
     }
+}
+
+/// An evaluated image (side x side, interleaved RGB) as a texture: CIFAR's 32 pixels shown as crisp blocks, a
+/// photo-sized input smoothly.
+fn test_image_texture(ctx: &egui::Context, name: String, side: usize, rgb: &[u8]) -> TextureHandle {
+    let img = egui::ColorImage::from_rgb([side, side], rgb);
+    let filter = if side <= 32 { egui::TextureOptions::NEAREST } else { egui::TextureOptions::LINEAR };
+    ctx.load_texture(name, img, filter)
 }
 
 /// The confusion matrix as a heatmap: each cell's colour from its share of its row (so that rare confusions

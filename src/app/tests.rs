@@ -775,17 +775,23 @@ fn export_onnx_writes_the_chosen_model_and_says_where() {
     assert!(!out.exists());
 }
 
-/// "Where it looked (Grad-CAM)": each classified card carries its top class's heat map; with the box ticked the
-/// labels become clickable, and clicking the second one shows (and marks) where the model found that class.
-#[test]
-fn grad_cam_heat_maps_follow_the_class_clicked_on_a_card() {
-    let dir = project();
-    let mut h = harness(dir.path(), Tab::Classify);
+/// The Classify tab of `dir`'s project with raccoon.jpg dropped and classified (its one card has its result).
+fn raccoon_classified(dir: &Path) -> Harness<'static, StudioApp> {
+    let mut h = harness(dir, Tab::Classify);
     wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
     drop_files(&mut h, &[root().join("test_images/raccoon.jpg")]);
     wait_for(&mut h, "the result", 30, |a| {
         a.classify.cards.len() == 1 && a.classify.cards.iter().all(|c| c.outcome.is_some())
     });
+    h
+}
+
+/// "Where it looked (Grad-CAM)": each classified card carries its top class's heat map; with the box ticked the
+/// labels become clickable, and clicking the second one shows (and marks) where the model found that class.
+#[test]
+fn grad_cam_heat_maps_follow_the_class_clicked_on_a_card() {
+    let dir = project();
+    let mut h = raccoon_classified(dir.path());
     let top = h.state().classify.cards[0].outcome.clone().unwrap().unwrap();
     assert_eq!(h.state().classify.cards[0].cam.as_ref().map(|c| c.0), Some(top[0].index), "the top class's map");
     assert!(h.query_by_label_contains("»").is_none(), "no class is marked while the maps are hidden");
@@ -805,12 +811,7 @@ fn grad_cam_heat_maps_follow_the_class_clicked_on_a_card() {
 #[test]
 fn a_thumbnail_clicked_with_grad_cam_on_opens_a_larger_view() {
     let dir = project();
-    let mut h = harness(dir.path(), Tab::Classify);
-    wait_for(&mut h, "the model to load", 30, |a| a.classify.loaded.is_some());
-    drop_files(&mut h, &[root().join("test_images/raccoon.jpg")]);
-    wait_for(&mut h, "the result", 30, |a| {
-        a.classify.cards.len() == 1 && a.classify.cards.iter().all(|c| c.cam.is_some())
-    });
+    let mut h = raccoon_classified(dir.path());
     let top = h.state().classify.cards[0].outcome.clone().unwrap().unwrap();
     h.get_by_label("Where it looked (Grad-CAM)").click();
     h.run_steps(2);

@@ -444,11 +444,10 @@ impl WorkerState {
             let (model_path, outcome, cam) = match (&self.model, decoded) {
                 (None, _) => continue,
                 (Some(m), Err(e)) => (m.path.clone(), Err(e), None),
-                (Some(m), Ok(img)) => (
-                    m.path.clone(),
-                    m.classifier.classify_image(&img, 5).map_err(|e| e.to_string()),
-                    m.classifier.grad_cam(&img, None),
-                ),
+                (Some(m), Ok(img)) => match m.classifier.classify_and_explain(&img, 5) {
+                    Ok((top, cam)) => (m.path.clone(), Ok(top), cam),
+                    Err(e) => (m.path.clone(), Err(e.to_string()), None),
+                },
             };
             // With MBV3_VERBOSE=1, one log line per image: what scripts (and the real-window check) read.
             if verbose() {

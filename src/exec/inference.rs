@@ -13,9 +13,9 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 /// A convolution with its BatchNorm folded in: weights (o x rest) and bias (o).
-struct Folded {
-    w: Vec<f32>,
-    b: Vec<f32>,
+pub(crate) struct Folded {
+    pub(crate) w: Vec<f32>,
+    pub(crate) b: Vec<f32>,
 }
 
 struct SqueezeExcite {
@@ -51,7 +51,8 @@ pub struct InferencePlan {
     b4: Vec<f32>,
 }
 
-fn fold(store: &ParamStore, layer: &ConvBnNames) -> Result<Folded> {
+/// A convolution's weights with its BatchNorm's running statistics folded in (the plan's, and the ONNX export's).
+pub(crate) fn fold(store: &ParamStore, layer: &ConvBnNames) -> Result<Folded> {
     let mut w = store.values(&layer.weight)?;
     let bn = &layer.bn;
     let (g, b) = (store.values(&bn.weight)?, store.values(&bn.bias)?);
@@ -167,7 +168,7 @@ impl InferencePlan {
     /// (one group of a batch), so each product runs on this thread alone.
     fn features(&self, x: &[f32], n: usize, side: usize, nested: bool) -> Vec<f32> {
         let (f, hw) = self.feature_maps(x, n, side, nested);
-        let pooled = f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect();
+        let pooled = pool(&f, hw);
         recycle(f);
         pooled
     }
@@ -229,27 +230,19 @@ impl InferencePlan {
     /// A is only average-pooled before the head, so d logit / d A_k(p) = g_k / (s * s) at every position p,
     /// with g the gradient of the logit with respect to the pooled features: W3^T (hswish'(z) * W4[class]),
     /// z = W3 pooled + b3. No backward pass is needed; `grad_cam` tests hold it to PyTorch's autograd.
+    /// Its logits are those of [`forward`](Self::forward) for the same image, to the bit (the same layers,
+    /// pooling and head), so a caller that wants both runs the network once.
     pub fn grad_cam(&self, x: &[f32], side: usize, class: Option<usize>) -> GradCam {
         let (f, hw) = crate::kernels::on_pool(|| self.feature_maps(x, 1, side, false));
         let (cl, hid, classes) = (self.spec.last_out, self.spec.hidden, self.spec.num_classes);
-        let pooled: Vec<f32> = f.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
-        let z: Vec<f32> = self
-            .w3
-            .chunks(cl)
-            .zip(&self.b3)
-            .map(|(w, b)| w.iter().zip(&pooled).map(|(w, p)| w * p).sum::<f32>() + b)
-            .collect();
+        let pooled = pool(&f, hw);
+        let z = self.hidden_input(&pooled, 1);
         let h: Vec<f32> = z.iter().map(|&v| Act::HardSwish.apply(v)).collect();
-        let logits: Vec<f32> = self
-            .w4
-            .chunks(hid)
-            .zip(&self.b4)
-            .map(|(w, b)| w.iter().zip(&h).map(|(w, h)| w * h).sum::<f32>() + b)
-            .collect();
+        let logits = self.classifier(&h, 1);
         let class = class.filter(|&c| c < classes).unwrap_or_else(|| argmax(&logits));
         // d logit / d z, then d logit / d pooled.
         let w4 = &self.w4[class * hid..(class + 1) * hid];
-        let dz: Vec<f32> = z.iter().zip(w4).map(|(&z, &w)| w * hard_swish_slope(z)).collect();
+        let dz: Vec<f32> = z.iter().zip(w4).map(|(&z, &w)| w * Act::HardSwish.derivative(z)).collect();
         let mut g = vec![0f32; cl];
         for (row, d) in self.w3.chunks(cl).zip(&dz) {
             g.iter_mut().zip(row).for_each(|(g, w)| *g += d * w);
@@ -267,10 +260,14 @@ impl InferencePlan {
 
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).
     fn head(&self, pooled: &[f32], n: usize) -> Vec<f32> {
-        let h = self.hidden(pooled, n);
+        self.classifier(&self.hidden(pooled, n), n)
+    }
+
+    /// The last layer on hidden features (n x hidden): W4 h + b4.
+    fn classifier(&self, h: &[f32], n: usize) -> Vec<f32> {
         let (hid, classes) = (self.spec.hidden, self.spec.num_classes);
         let mut logits = vec![0f32; n * classes];
-        matmul(n, classes, hid, &mut logits, &h, (hid, 1), &self.w4, (1, hid), false, n > 8);
+        matmul(n, classes, hid, &mut logits, h, (hid, 1), &self.w4, (1, hid), false, n > 8);
         for row in logits.chunks_mut(classes) {
             row.iter_mut().zip(&self.b4).for_each(|(v, b)| *v += b);
         }
@@ -279,13 +276,20 @@ impl InferencePlan {
 
     /// The hidden layer on pooled features: hswish(W3 f + b3), n x hidden.
     fn hidden(&self, pooled: &[f32], n: usize) -> Vec<f32> {
-        let (cl, hid) = (self.spec.last_out, self.spec.hidden);
-        let mut h = vec![0f32; n * hid];
-        matmul(n, hid, cl, &mut h, pooled, (cl, 1), &self.w3, (1, cl), false, n > 8);
-        for row in h.chunks_mut(hid) {
-            row.iter_mut().zip(&self.b3).for_each(|(v, b)| *v = Act::HardSwish.apply(*v + b));
-        }
+        let mut h = self.hidden_input(pooled, n);
+        h.iter_mut().for_each(|v| *v = Act::HardSwish.apply(*v));
         h
+    }
+
+    /// The hidden layer before its activation: W3 f + b3, n x hidden.
+    fn hidden_input(&self, pooled: &[f32], n: usize) -> Vec<f32> {
+        let (cl, hid) = (self.spec.last_out, self.spec.hidden);
+        let mut z = vec![0f32; n * hid];
+        matmul(n, hid, cl, &mut z, pooled, (cl, 1), &self.w3, (1, cl), false, n > 8);
+        for row in z.chunks_mut(hid) {
+            row.iter_mut().zip(&self.b3).for_each(|(v, b)| *v += b);
+        }
+        z
     }
 }
 
@@ -312,15 +316,9 @@ impl GradCam {
     }
 }
 
-/// d hswish(z) / dz: 0 below -3, 1 above 3, (2z + 3) / 6 between (PyTorch's x * relu6(x + 3) / 6 has the same).
-fn hard_swish_slope(z: f32) -> f32 {
-    if z < -3.0 {
-        0.0
-    } else if z > 3.0 {
-        1.0
-    } else {
-        (2.0 * z + 3.0) / 6.0
-    }
+/// The mean of each hw-sized map: global average pooling.
+fn pool(f: &[f32], hw: usize) -> Vec<f32> {
+    f.chunks(hw).map(|p| simd!(lane_sum(p)) / hw as f32).collect()
 }
 
 /// The index of the largest value (the first of equals).

@@ -320,9 +320,9 @@ mod tests {
     /// Tolerance: 1e-3 of each tensor's largest gradient, or twice what the stock-op graph in f32 misses by on
     /// that tensor if that is more. Why the second: a few activations sit so near a kink of ReLU or
     /// hard-sigmoid that which side an f32 result lands on depends on the order of its sums (seen: large at
-    /// 64 px with the kernels for CPUs without FMA, `MBV3_SIMD=none`, and the stock-op graph in f32 on every
-    /// CPU, land 2.8e-3 off in the same tensor, where the step with FMA is 1e-5 off); a defect in a kernel
-    /// would be off by the size of the gradient itself.
+    /// 64 px with the kernels for CPUs without FMA, `MBV3_SIMD=none`, and the stock-op graph in f32 (under
+    /// every `MBV3_SIMD` setting) land 2.8e-3 off in the same tensor, where the step with FMA is 1e-5 off); a
+    /// defect in a kernel would be off by the size of the gradient itself.
     #[test]
     fn the_training_step_matches_the_stock_op_graph_in_f64_at_photo_sizes() {
         let cases = [("large", 1, 41), ("large", 1, 64), ("large", 2, 96), ("large", 2, 131), ("large", 2, 224)]

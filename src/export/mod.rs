@@ -13,7 +13,7 @@
 
 pub mod proto;
 
-use crate::model::arch::{Activation, BN_EPS};
+use crate::model::arch::Activation;
 use crate::model::names::{self, ConvBnNames, DenseNames};
 use crate::model::weights::{load_model, LoadOptions, LoadedModel, WeightsError};
 use proto::*;
@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 /// The ONNX IR version written (the one that goes with opset 17).
 pub const IR_VERSION: i64 = 8;
-/// The standard operator set the graph is written against: HardSwish needs 14; 17 is read by ONNX Runtime
-/// since 1.11 and by the other maintained runtimes.
+/// The standard operator set the graph is written against: HardSwish needs 14; CI checks the files with
+/// ONNX Runtime 1.32 (`tools/onnx/requirements.txt`).
 pub const OPSET: i64 = 17;
 /// The graph's input: normalised RGB images, (batch, 3, size, size).
 pub const INPUT: &str = "input";
@@ -210,8 +210,8 @@ impl GraphBuilder<'_> {
         name.to_string()
     }
 
-    /// Convolution with its BatchNorm folded in: w' = w * gamma / sqrt(var + eps) per output channel, and
-    /// b' = beta - mean * gamma / sqrt(var + eps) (computed in f64, stored in f32).
+    /// Convolution with its BatchNorm folded in, as the CPU inference plan folds it
+    /// ([`crate::exec::inference::fold`]).
     fn conv_bn(
         &mut self,
         x: &str,
@@ -222,15 +222,7 @@ impl GraphBuilder<'_> {
     ) -> candle_core::Result<String> {
         let dims = self.params.tensor(&n.weight).dims().to_vec();
         let (out_c, k) = (dims[0], dims[2]);
-        let w = self.params.values(&n.weight)?;
-        let gamma = self.params.values(&n.bn.weight)?;
-        let beta = self.params.values(&n.bn.bias)?;
-        let mean = self.params.values(&n.bn.running_mean)?;
-        let var = self.params.values(&n.bn.running_var)?;
-        let per_out = w.len() / out_c;
-        let scale: Vec<f64> = (0..out_c).map(|o| gamma[o] as f64 / (var[o] as f64 + BN_EPS).sqrt()).collect();
-        let folded: Vec<f32> = w.iter().enumerate().map(|(i, &v)| (v as f64 * scale[i / per_out]) as f32).collect();
-        let bias: Vec<f32> = (0..out_c).map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32).collect();
+        let crate::exec::inference::Folded { w: folded, b: bias } = crate::exec::inference::fold(self.params, n)?;
         let w_name = self.initializer(&format!("{layer}.weight"), &dims, &folded);
         let b_name = self.initializer(&format!("{layer}.bias"), &[out_c], &bias);
         let pad = (k as i64 - 1) / 2;
