@@ -315,7 +315,7 @@ impl EvaluateTab {
                             ui.label(if p == t { RichText::new(said) } else { RichText::new(said).strong() });
                         }
                         ui.label(format!("{:.1}% sure", confidence * 100.0));
-                        ui.label(RichText::new(format!("test image {index}")).small().weak());
+                        image_label(ui, report, index);
                         let asked = cell.cams[k].is_some();
                         if ui.add_enabled(!asked, egui::Button::new("Grad-CAM").small()).clicked() {
                             cell.cams[k] = Some(None);
@@ -346,7 +346,7 @@ impl EvaluateTab {
                     ui.label(RichText::new(format!("said {}", report.class_names[m.predicted])).strong());
                     ui.label(format!("{:.1}% sure", m.confidence * 100.0));
                     ui.label(RichText::new(format!("truth: {}", report.class_names[m.truth])).weak());
-                    ui.label(RichText::new(format!("test image {}", m.index)).small().weak());
+                    image_label(ui, report, m.index);
                 });
                 ui.end_row();
             }
@@ -370,6 +370,21 @@ impl EvaluateTab {
         write(&classes, &per_class)?;
         write(&confusion, &crate::train::confusion_csv(&r.confusion, &report.class_names))?;
         Ok(format!("saved {} and {}", classes.display(), confusion.display()))
+    }
+}
+
+/// How the view names evaluated image `i`: its file name where the split knows the file (a folder of images;
+/// hovering shows the whole path), else its place in the split (CIFAR-100).
+fn image_label(ui: &mut egui::Ui, report: &EvalReport, i: usize) {
+    let small = |t: String| RichText::new(t).small().weak();
+    match report.test.path(i) {
+        Some(p) => {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            ui.label(small(name)).on_hover_text(p.display().to_string());
+        }
+        None => {
+            ui.label(small(format!("test image {i}")));
+        }
     }
 }
 

@@ -207,6 +207,7 @@ fn a_folder_dropped_on_the_train_tab_trains_a_model_that_labels_a_dropped_photo_
     let dir = project();
     let images = dir.path().join("my fruit");
     colour_folder(&images, 12);
+    std::fs::write(images.join("apples/notes.txt"), "picked in June").unwrap();
     // A shipped model (trained on CIFAR-100) to start from, beside the project's fixture.
     let shipped = dir.path().join("trained_models/mobilenetv3_small_0.25.safetensors");
     std::fs::copy(root().join("trained_models/mobilenetv3_small_0.25.safetensors"), &shipped).unwrap();
@@ -219,6 +220,13 @@ fn a_folder_dropped_on_the_train_tab_trains_a_model_that_labels_a_dropped_photo_
     assert_eq!(h.state().train.form.images_dir, images.display().to_string());
     h.step();
     h.get_by_label("Image folder");
+    // Before anything trains, the preview: each class with its counts and first images, what is left out.
+    wait_for(&mut h, "the folder's preview", 30, |a| a.train.preview.headline().contains("classes"));
+    h.step();
+    h.get_by_label_contains("Data set: 2 classes, 20 training / 4 validation images");
+    h.get_by_label("apples");
+    assert_eq!(h.get_all_by_label("10 train · 2 val").count(), 2);
+    h.get_by_label_contains("1 file left out");
     // Start from the project's model (a new classifier for the two classes), a short recipe.
     {
         let f = &mut h.state_mut().train.form;
@@ -267,6 +275,14 @@ fn a_folder_dropped_on_the_train_tab_trains_a_model_that_labels_a_dropped_photo_
     let headline = format!("top-1 {:.2}%", report.result.top1 * 100.0);
     h.get_by_label_contains(&headline);
     h.get_by_label_contains("on the validation images of");
+    // A class's images are named by their files (hovering shows the whole path).
+    let first = report.test.paths[0].clone();
+    assert!(report.test.paths.iter().all(|p| p.starts_with(&images)), "{:?}", report.test.paths);
+    let ctx = h.ctx.clone();
+    h.state_mut().evaluate.open_cell(&ctx, 0, None);
+    h.step();
+    h.get_by_label_contains("True apples: 2 images");
+    h.get_by_label(&first.file_name().unwrap().to_string_lossy());
 }
 
 /// The fine-tuning mode is offered with a model to start from: all layers with the backbone's learning-rate

@@ -92,6 +92,13 @@ pub enum Command {
         model: PathBuf,
         out: PathBuf,
     },
+    /// Scan a folder of class folders for the Train tab's preview; answered with [`Event::PreviewProgress`]
+    /// and [`Event::Previewed`]. Setting `cancel` stops it (a newer folder was named).
+    PreviewFolder {
+        dir: PathBuf,
+        options: crate::data::SplitOptions,
+        cancel: Arc<AtomicBool>,
+    },
     /// Download the data set archive from `url` into `dir`; the UI has reset the cancel flag before sending this.
     DownloadData {
         url: String,
@@ -110,6 +117,7 @@ pub struct LatencyRequest {
 }
 
 /// An image prepared for display: RGBA pixels of a thumbnail.
+#[derive(Debug)]
 pub struct Thumbnail {
     pub size: [usize; 2],
     pub rgba: Vec<u8>,
@@ -159,6 +167,15 @@ pub enum Event {
     },
     Train(TrainEvent),
     TrainingEnded,
+    /// Files seen so far by the scan of a previewed folder.
+    PreviewProgress {
+        dir: PathBuf,
+        seen: usize,
+    },
+    Previewed {
+        dir: PathBuf,
+        outcome: Result<super::train_tab::preview::FolderPreview, String>,
+    },
     LatencyProgress {
         done: usize,
         total: usize,
@@ -403,6 +420,7 @@ impl WorkerState {
             Command::RunLatency(r) => self.start_latency(r),
             Command::DownloadData { url, md5, dir } => self.start_download(url, md5, dir),
             Command::Evaluate { model, data_dir } => self.start_evaluation(model, data_dir),
+            Command::PreviewFolder { dir, options, cancel } => self.start_preview(dir, options, cancel),
             Command::ExportOnnx { model, out } => {
                 let result = export_onnx(&model, &out);
                 if verbose() {
@@ -513,6 +531,20 @@ impl WorkerState {
         if let Err(e) = spawned {
             self.events.send(Event::Train(TrainEvent::Failed { message: format!("cannot start a thread: {e}") }));
             self.events.send(Event::TrainingEnded);
+        }
+    }
+
+    fn start_preview(&mut self, dir: PathBuf, options: crate::data::SplitOptions, cancel: Arc<AtomicBool>) {
+        let events = self.events.clone();
+        let spawned = std::thread::Builder::new().name("preview".into()).spawn(move || {
+            let progress = |seen| events.offer(Event::PreviewProgress { dir: dir.clone(), seen });
+            let outcome =
+                catch_unwind(AssertUnwindSafe(|| super::train_tab::preview::gather(&dir, &options, &cancel, progress)))
+                    .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
+            events.send(Event::Previewed { dir, outcome });
+        });
+        if let Err(e) = spawned {
+            self.events.send(Event::Error(format!("cannot start a thread: {e}")));
         }
     }
 

@@ -304,9 +304,23 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
             .zip(&loaded.meta.class_names)
             .map(|(acc, n)| serde_json::json!({"label": n, "top1": acc}))
             .collect();
+        let name = |i: usize| loaded.meta.class_names.get(i).cloned().unwrap_or_default();
+        let mistakes: Vec<serde_json::Value> = r
+            .mistakes
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::json!({
+                    "index": m.index, "truth": name(m.truth), "predicted": name(m.predicted), "confidence": m.confidence,
+                });
+                if let Some(p) = &m.path {
+                    v["path"] = serde_json::Value::from(p.display().to_string());
+                }
+                v
+            })
+            .collect();
         let v = serde_json::json!({
             "model": a.model.display().to_string(), "variant": loaded.meta.config.name(), "images": r.images,
-            "loss": r.loss, "top1": r.top1, "top5": r.top5, "per_class": per_class,
+            "loss": r.loss, "top1": r.top1, "top5": r.top5, "per_class": per_class, "mistakes": mistakes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -322,6 +336,21 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
         };
         println!("best classes:  {}", fmt(&classes[..5.min(classes.len())]));
         println!("worst classes: {}", fmt(&classes[classes.len().saturating_sub(5)..]));
+        // A folder's images have names worth showing: the files to look at (or to move to another class).
+        let named: Vec<_> = r.mistakes.iter().filter_map(|m| m.path.as_ref().map(|p| (m, p))).take(10).collect();
+        if !named.is_empty() {
+            println!("most confident mistakes:");
+            for (m, p) in named {
+                let name = |i: usize| loaded.meta.class_names.get(i).map(String::as_str).unwrap_or("?");
+                println!(
+                    "  {}: {} taken for {} ({:.1}%)",
+                    p.display(),
+                    name(m.truth),
+                    name(m.predicted),
+                    m.confidence * 100.0
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

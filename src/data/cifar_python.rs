@@ -118,7 +118,13 @@ pub fn parse_python_split(path: &Path, bytes: Vec<u8>, expected: Option<usize>) 
     }
     let labels = parse_labels(path, &fine, n, "fine", 99)?;
     let coarse = parse_labels(path, &coarse, n, "coarse", 19)?;
-    Ok(Split { images, labels: labels.into_iter().map(u16::from).collect(), coarse, side: CIFAR_SIDE })
+    Ok(Split {
+        images,
+        labels: labels.into_iter().map(u16::from).collect(),
+        coarse,
+        side: CIFAR_SIDE,
+        paths: Vec::new(),
+    })
 }
 
 /// Parses `meta` and returns the 100 fine class names.

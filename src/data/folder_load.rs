@@ -95,13 +95,14 @@ fn decode_split(
     if cancel.load(Ordering::Relaxed) {
         return Err(FolderError::Cancelled);
     }
-    let mut split = Split { images: Vec::new(), labels: Vec::new(), coarse: Vec::new(), side };
+    let mut split = Split { images: Vec::new(), labels: Vec::new(), coarse: Vec::new(), side, paths: Vec::new() };
     split.images.reserve(samples.len() * 3 * side * side);
     for (sample, result) in samples.iter().zip(decoded) {
         match result {
             Some(Ok(pixels)) => {
                 split.images.extend_from_slice(&pixels);
                 split.labels.push(sample.class as u16);
+                split.paths.push(sample.path.clone());
             }
             Some(Err(why)) => skipped.push(Skipped { path: sample.path.clone(), reason: SkipReason::Unreadable(why) }),
             None => return Err(FolderError::Cancelled),

@@ -58,6 +58,9 @@ pub struct Split {
     pub coarse: Vec<u8>,
     /// Height and width of every image.
     pub side: usize,
+    /// The file each image was decoded from, in split order (a folder of images; empty for CIFAR-100, whose
+    /// images come from one file): what names an image the model got wrong.
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Split {
@@ -87,6 +90,11 @@ impl Split {
         self.images.truncate(n * self.image_bytes());
         self.labels.truncate(n);
         self.coarse.truncate(n);
+        self.paths.truncate(n);
+    }
+    /// The file image `i` was decoded from, where the split knows it.
+    pub fn path(&self, i: usize) -> Option<&std::path::Path> {
+        self.paths.get(i).map(|p| p.as_path())
     }
 }
 
@@ -228,7 +236,7 @@ pub fn parse_split(path: &Path, bytes: &[u8], expected: Option<usize>) -> Result
         labels.push(rec[1] as u16);
         images.extend_from_slice(&rec[2..]);
     }
-    Ok(Split { images, labels, coarse, side: CIFAR_SIDE })
+    Ok(Split { images, labels, coarse, side: CIFAR_SIDE, paths: Vec::new() })
 }
 
 /// Per-channel mean and standard deviation of a split's pixels, scaled to [0, 1].

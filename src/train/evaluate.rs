@@ -34,6 +34,9 @@ pub struct Mistake {
     pub predicted: usize,
     /// Softmax probability of the wrong class.
     pub confidence: f32,
+    /// The image's file, where the split knows it (a folder of images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// How many of the most confident mistakes an evaluation keeps.
@@ -70,7 +73,11 @@ pub fn evaluate_with_progress(
         tally.add(&logits, &b.labels);
         progress(tally.seen, split.len());
     }
-    Ok(Some(tally.finish()))
+    let mut result = tally.finish();
+    for m in &mut result.mistakes {
+        m.path = split.path(m.index).map(|p| p.to_path_buf());
+    }
+    Ok(Some(result))
 }
 
 /// Refuses, before any work, labels an evaluation cannot tally: none, or one past the model's classes (or a
@@ -132,7 +139,13 @@ impl Tally {
             let confidence = 1.0 / row.iter().map(|&l| (l - max).exp()).sum::<f32>();
             self.predictions.push((idx[0] as u32, confidence));
             if idx[0] != label {
-                self.mistakes.push(Mistake { index: self.seen + i, truth: label, predicted: idx[0], confidence });
+                self.mistakes.push(Mistake {
+                    index: self.seen + i,
+                    truth: label,
+                    predicted: idx[0],
+                    confidence,
+                    path: None,
+                });
                 if self.mistakes.len() > 4 * MISTAKES_KEPT {
                     keep_most_confident(&mut self.mistakes);
                 }
@@ -211,7 +224,13 @@ mod tests {
     use candle_core::Device;
 
     fn split(n: usize) -> Arc<Split> {
-        Arc::new(Split { images: vec![0; n * data::IMAGE_BYTES], labels: vec![0; n], coarse: vec![0; n], side: 32 })
+        Arc::new(Split {
+            images: vec![0; n * data::IMAGE_BYTES],
+            labels: vec![0; n],
+            coarse: vec![0; n],
+            side: 32,
+            paths: Vec::new(),
+        })
     }
 
     #[test]
@@ -235,6 +254,31 @@ mod tests {
         let err = evaluate(&model, &split(0), 2, || false).unwrap_err().to_string();
         assert!(err.contains("no test images"), "{err}");
         assert!(evaluate(&model, &split(2), 2, || false).unwrap().is_some());
+    }
+
+    /// Every image labelled with a class the model never predicts is a mistake; each names its file.
+    #[test]
+    fn a_mistake_names_the_file_of_its_image_where_the_split_knows_it() {
+        let mut cfg = ModelConfig::new(Variant::Small, 0.25);
+        cfg.num_classes = 3;
+        let model = MobileNetV3::new(&cfg, &Device::Cpu, 0).unwrap();
+        let mut s = (*split(6)).clone();
+        let probe = evaluate(&model, &Arc::new(s.clone()), 6, || false).unwrap().unwrap();
+        let never = (0..3u16).find(|&c| probe.predictions.iter().all(|p| p.0 != c as u32)).unwrap_or(0);
+        s.labels = vec![never; 6];
+        s.paths = (0..6).map(|i| std::path::PathBuf::from(format!("photos/{i}.jpg"))).collect();
+        let r = evaluate(&model, &Arc::new(s.clone()), 4, || false).unwrap().unwrap();
+        assert!(!r.mistakes.is_empty(), "{r:?}");
+        for m in &r.mistakes {
+            assert_eq!(m.path.as_deref(), Some(s.paths[m.index].as_path()), "{m:?}");
+        }
+        let json = serde_json::to_string(&r.mistakes[0]).unwrap();
+        assert!(json.contains("\"path\":\"photos/"), "{json}");
+        // CIFAR-100's splits know no files: the mistakes say so by leaving the field out.
+        s.paths.clear();
+        let r = evaluate(&model, &Arc::new(s), 4, || false).unwrap().unwrap();
+        assert!(r.mistakes.iter().all(|m| m.path.is_none()));
+        assert!(!serde_json::to_string(&r.mistakes[0]).unwrap().contains("path"));
     }
 
     #[test]

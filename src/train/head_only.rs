@@ -128,7 +128,7 @@ mod tests {
 
     fn split(n: usize, side: usize) -> Split {
         let images = (0..n * 3 * side * side).map(|i| (i * 7919 % 251) as u8).collect();
-        Split { images, labels: (0..n).map(|i| (i % 3) as u16).collect(), coarse: Vec::new(), side }
+        Split { images, labels: (0..n).map(|i| (i % 3) as u16).collect(), coarse: Vec::new(), side, paths: Vec::new() }
     }
 
     /// The classifier on an embedding gives the network's logits for its image, and an evaluation on

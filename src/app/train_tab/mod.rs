@@ -1,11 +1,13 @@
 //! Train tab: the run's form (checked field by field), start / pause / resume / stop, live curves, progress.
 //!
-//! One job a file: the form ([`form`]), the data set panel ([`data_panel`]), past runs ([`runs`], read off
+//! One job a file: the form ([`form`]), the data set panel ([`data_panel`]), the preview of a folder of
+//! images ([`preview`]), past runs ([`runs`], read off
 //! the UI thread) and the plots ([`plots`]); this file holds the run's state and lays the tab out.
 
 mod data_panel;
 pub mod form;
 mod plots;
+pub mod preview;
 pub mod runs;
 
 use super::dialog::Pending;
@@ -66,6 +68,8 @@ pub struct TrainTab {
     /// Where curves and histories are exported, and what the last export said.
     pub export_dir: PathBuf,
     pub export_message: Option<String>,
+    /// The preview of the folder of images the form names (scanned by the worker).
+    pub preview: preview::PreviewState,
 }
 
 impl TrainTab {
@@ -85,6 +89,7 @@ impl TrainTab {
             folder_error: None,
             export_dir,
             export_message: None,
+            preview: preview::PreviewState::default(),
         };
         if t.form.data_dir.trim().is_empty() && crate::train::has_dataset(&t.data_home) {
             t.form.data_dir = t.data_home.display().to_string();
@@ -236,8 +241,30 @@ impl TrainTab {
                 self.past_runs_ui(ui, worker, ok);
             });
         });
+        if !cifar && self.images_check.1 {
+            self.preview.request(worker, &images, &self.form.val_split, &self.form.seed);
+        } else {
+            self.preview.clear();
+        }
         let overlays: Vec<_> = self.past.shown().collect();
-        egui::CentralPanel::no_frame().show(ui, |ui| plots::curves(ui, &self.run, &overlays));
+        egui::CentralPanel::no_frame().show(ui, |ui| {
+            if !cifar && self.images_check.1 {
+                // Open until a run starts: then the curves want the room (it can be opened again).
+                let collapse = std::mem::take(&mut self.preview.collapse).then_some(false);
+                let height = ui.available_height() * 0.45;
+                egui::CollapsingHeader::new(self.preview.headline())
+                    .id_salt("data-preview")
+                    .default_open(true)
+                    .open(collapse)
+                    .show(ui, |ui| {
+                        egui::ScrollArea::vertical().id_salt("preview-scroll").max_height(height).show(ui, |ui| {
+                            self.preview.ui(ui);
+                        });
+                    });
+                ui.separator();
+            }
+            plots::curves(ui, &self.run, &overlays)
+        });
     }
 
     fn controls(&mut self, ui: &mut egui::Ui, worker: &Worker, cfg: Option<TrainConfig>) {
@@ -247,6 +274,7 @@ impl TrainTab {
             if start.clicked() {
                 if let Some(cfg) = cfg {
                     self.run = RunView { message: "starting…".into(), ..Default::default() };
+                    self.preview.collapse = true;
                     self.state = RunState::Running;
                     // Reset the shared switches here, before the request: a Stop clicked while the request
                     // waits in the worker's queue is then honoured, not erased.
