@@ -66,6 +66,75 @@ pub struct LatencyRow {
     /// Every timing, in run order (for charts with spread); not part of the JSON output.
     #[serde(skip)]
     pub samples_ms: Vec<f64>,
+    /// Where the time went, per layer kind, when profiling is on (`latency --profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<LayerTime>>,
+}
+
+/// The time one kind of layer takes in an inference (`latency --profile`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LayerTime {
+    pub kind: String,
+    /// Layers of this kind run per inference.
+    pub layers: f64,
+    /// Milliseconds per inference, summed over the threads that ran these layers (at a batch of at least
+    /// twice the threads, each thread runs whole images, so the sum is the threads' time, not wall time).
+    pub ms: f64,
+    /// Share of all the layers' time.
+    pub share: f64,
+    /// Floating-point operations per inference (of the whole batch) in these layers: twice the
+    /// multiply-accumulates of their convolutions, counted as `mobilenetv3 info` counts MACs.
+    pub gflop: f64,
+    /// Floating-point operations per second in these layers (a multiply-add counts two), per thread-second.
+    pub gflop_per_s: f64,
+}
+
+/// Turns on the per-layer profile of [`time_inference`] for the rest of the process.
+pub fn enable_profile() {
+    crate::kernels::profile::enable();
+}
+
+/// Per-layer-kind times from `rows` of `runs` inferences, slowest first.
+fn layer_times(rows: Vec<crate::kernels::profile::Row>, runs: usize) -> Vec<LayerTime> {
+    let total: f64 = rows.iter().map(|r| r.seconds).sum::<f64>().max(1e-12);
+    let runs = runs.max(1) as f64;
+    let mut v: Vec<LayerTime> = rows
+        .into_iter()
+        .map(|r| LayerTime {
+            kind: r.name.to_string(),
+            layers: r.calls as f64 / runs,
+            ms: r.seconds * 1e3 / runs,
+            share: r.seconds / total,
+            gflop: r.flops as f64 / runs / 1e9,
+            gflop_per_s: if r.seconds > 0.0 { r.flops as f64 / r.seconds / 1e9 } else { 0.0 },
+        })
+        .collect();
+    v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    v
+}
+
+/// The profile as a text table, with a total line against the wall time of one inference.
+pub fn profile_table(layers: &[LayerTime], wall_ms: f64) -> String {
+    let mut s =
+        format!("  {:<34} {:>7} {:>9} {:>6} {:>8} {:>9}\n", "layer kind", "layers", "mean ms", "%", "GFLOP", "GFLOP/s");
+    for l in layers {
+        s.push_str(&format!(
+            "  {:<34} {:>7.0} {:>9.3} {:>6.1} {:>8.4} {:>9.1}\n",
+            l.kind,
+            l.layers,
+            l.ms,
+            100.0 * l.share,
+            l.gflop,
+            l.gflop_per_s
+        ));
+    }
+    let sum: f64 = layers.iter().map(|l| l.ms).sum();
+    let gflop: f64 = layers.iter().map(|l| l.gflop).sum();
+    s.push_str(&format!(
+        "  {:<34} {:>7} {:>9.3} {:>6} {gflop:>8.4}  (median wall time {wall_ms:.3} ms)\n",
+        "all layers", "", sum, ""
+    ));
+    s
 }
 
 /// Waits for queued device work, so that a timing covers the computation, not its launch.
@@ -95,6 +164,8 @@ pub fn time_inference(
         runner.forward(&x)?;
     }
     synchronize(device)?;
+    let profiling = crate::kernels::profile::enabled();
+    crate::kernels::profile::take();
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
         if should_stop(warmup + i) {
@@ -121,6 +192,7 @@ pub fn time_inference(
         p90_ms: s.p90_ms,
         min_ms: s.min_ms,
         samples_ms: samples,
+        profile: profiling.then(|| layer_times(crate::kernels::profile::take(), runs)),
     }))
 }
 

@@ -205,6 +205,45 @@ fn latency_and_bench_train_run_at_another_input_size() {
     assert!(r["img_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
 }
 
+/// `latency --profile`: each row says where an inference's time went, per layer kind, and the operations it
+/// counts per kind add up to the network's own count (`info`'s MACs, twice), at 32 pixels and at a photo size,
+/// one image and a batch that runs whole images per thread.
+#[test]
+fn latency_profile_splits_an_inference_by_layer_kind_and_counts_the_networks_operations() {
+    for (variant, si, size, batches) in [("large_0.25", "1", "32", "1,4"), ("small_0.5", "2", "96", "1")] {
+        let out = bin()
+            .args(["latency", "--variants", variant, "--si", si, "--size", size, "--batch", batches, "--threads", "2"])
+            .args(["--runs", "3", "--warmup", "1", "--profile", "--json", "-"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("depthwise 3x3 stride 2") && stderr.contains("GFLOP/s"), "{stderr}");
+        let (model, width) = variant.split_once('_').unwrap();
+        let mut info = bin();
+        let info = info.args(["info", "--model", model, "--width", width, "--si", si, "--size", size, "--json"]);
+        let info = info.output().unwrap();
+        assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let macs = info["macs"].as_f64().unwrap_or_else(|| panic!("{info}"));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for row in rows.as_array().unwrap() {
+            let layers = row["profile"].as_array().unwrap_or_else(|| panic!("{row}"));
+            let kinds: Vec<&str> = layers.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+            for kind in ["stem 3x3 conv", "expand 1x1 conv", "squeeze-excite", "project 1x1 conv (+ residual)"] {
+                assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+            }
+            let gflop: f64 = layers.iter().map(|l| l["gflop"].as_f64().unwrap()).sum();
+            let batch = row["batch"].as_f64().unwrap();
+            let expected = 2.0 * macs * batch / 1e9;
+            assert!((gflop - expected).abs() <= 1e-9 * expected.max(1.0), "{gflop} GFLOP against {expected}: {row}");
+            let share: f64 = layers.iter().map(|l| l["share"].as_f64().unwrap()).sum();
+            assert!((share - 1.0).abs() < 1e-9, "{share}");
+            assert!(layers.iter().all(|l| l["ms"].as_f64().unwrap() > 0.0), "{row}");
+        }
+    }
+}
+
 /// The README's table of trained models lists every file of `trained_models/` with its test accuracy; `evaluate`
 /// on the real test split must print exactly those figures (skipped with a message when ../shared/data is absent).
 #[test]

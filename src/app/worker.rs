@@ -541,6 +541,18 @@ impl WorkerState {
             let outcome =
                 catch_unwind(AssertUnwindSafe(|| super::train_tab::preview::gather(&dir, &options, &cancel, progress)))
                     .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
+            if verbose() {
+                match &outcome {
+                    Ok(p) => eprintln!(
+                        "previewed {}: {} classes, {} images shown, {} left out",
+                        dir.display(),
+                        p.classes.len(),
+                        p.classes.iter().map(|c| c.thumbs.len()).sum::<usize>(),
+                        p.skipped.len()
+                    ),
+                    Err(e) => eprintln!("could not preview {}: {e}", dir.display()),
+                }
+            }
             events.send(Event::Previewed { dir, outcome });
         });
         if let Err(e) = spawned {

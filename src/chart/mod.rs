@@ -130,6 +130,7 @@ fn test_row(variant: &str, device: &str, batch: usize, mean: f64) -> crate::benc
         p90_ms: mean,
         min_ms: mean,
         img_per_s: 1000.0 / mean,
+        profile: None,
         samples_ms: Vec::new(),
     }
 }

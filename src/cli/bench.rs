@@ -51,6 +51,10 @@ pub struct LatencyArgs {
     /// Side in pixels of the square input (32: CIFAR-100; 224: the paper's, with --si 2).
     #[arg(long, default_value_t = 32, value_parser = input_size())]
     size: usize,
+    /// Also time each layer of the CPU inference plan: per layer kind, its milliseconds per inference, share
+    /// and GFLOP/s (printed after each row, and in the JSON). The timers themselves add a little to each run.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +157,9 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
     if a.accuracy_plot.is_some() && !batches.contains(&1) {
         bail!("--accuracy-plot needs batch 1 among --batch");
     }
+    if a.profile {
+        bench::enable_profile();
+    }
     let mut rows: Vec<LatencyRow> = Vec::new();
     for dev in &devices {
         for cfg in &variants {
@@ -174,6 +181,11 @@ pub fn run_latency(a: LatencyArgs) -> Result<ExitCode> {
                     "median {:8.3} ms  p10 {:8.3}  p90 {:8.3}  {:9.1} img/s",
                     row.median_ms, row.p10_ms, row.p90_ms, row.img_per_s
                 );
+                match &row.profile {
+                    Some(layers) if !layers.is_empty() => eprint!("{}", bench::profile_table(layers, row.median_ms)),
+                    Some(_) => eprintln!("  (no layer profile: only the CPU inference plan is profiled)"),
+                    None => {}
+                }
                 rows.push(row);
             }
         }

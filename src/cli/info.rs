@@ -19,17 +19,22 @@ pub struct InfoArgs {
     /// Initial stride (1 for CIFAR, 2 for the paper's layout).
     #[arg(long, default_value_t = 1)]
     si: usize,
+    /// Side in pixels of the square input the MACs and layer sizes are given for (default: a model file's
+    /// own input size, else 32).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..=512))]
+    size: Option<usize>,
     /// Print as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: InfoArgs) -> Result<ExitCode> {
-    let (config, training, source) = match &a.file {
+    let (config, training, source, own_size) = match &a.file {
         Some(f) => {
             let opts = LoadOptions { initial_stride: Some(a.si), ..Default::default() };
             let loaded = weights::load_model(f, &candle_core::Device::Cpu, &opts)?;
-            (loaded.meta.config.clone(), loaded.meta.training.clone(), Some(f.display().to_string()))
+            let m = loaded.meta;
+            (m.config.clone(), m.training.clone(), Some(f.display().to_string()), Some(m.image_size))
         }
         None => {
             let Some(variant) = Variant::parse(&a.model) else {
@@ -39,17 +44,18 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
             if let Err(e) = c.validate() {
                 bail!(e);
             }
-            (c, None, None)
+            (c, None, None, None)
         }
     };
+    let size = a.size.or(own_size).unwrap_or(INPUT_SIZE);
     let spec = config.spec();
-    let layers = spec.layers(INPUT_SIZE);
+    let layers = spec.layers(size);
     let params = spec.parameter_count();
-    let macs = spec.macs(INPUT_SIZE);
+    let macs = spec.macs(size);
     if a.json {
         let v = json!({
             "file": source, "variant": config.variant, "width": config.width, "si": config.initial_stride,
-            "name": config.name(), "params": params, "macs": macs, "input": [3, INPUT_SIZE, INPUT_SIZE],
+            "name": config.name(), "params": params, "macs": macs, "input": [3, size, size],
             "layers": layers, "training": training,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -60,7 +66,7 @@ pub fn run(a: InfoArgs) -> Result<ExitCode> {
     }
     println!("model:       MobileNetV3-{} width {} (si {})", config.variant, config.width, config.initial_stride);
     println!("parameters:  {}", group(params));
-    println!("MACs:        {} per {INPUT_SIZE}x{INPUT_SIZE} image ({:.1} M)", group(macs), macs as f64 / 1e6);
+    println!("MACs:        {} per {size}x{size} image ({:.1} M)", group(macs), macs as f64 / 1e6);
     if let Some(t) = &training {
         println!("training:    {t}");
     }

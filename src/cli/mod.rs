@@ -68,7 +68,7 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Export a model file to ONNX (opset 17, BatchNorm folded, any batch size), for ONNX Runtime and others.
     Export(export::ExportArgs),
-    /// Describe an architecture or a model file: parameters, MACs per 32x32 image, layer table.
+    /// Describe an architecture or a model file: parameters, MACs per image (--size), layer table.
     Info(info::InfoArgs),
     /// Train a model on CIFAR-100; the best checkpoint goes to trained_models/.
     Train(Box<train::TrainArgs>),

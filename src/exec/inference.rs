@@ -5,6 +5,7 @@
 use crate::kernels::batchnorm::{self as bn, Dims};
 use crate::kernels::dense::{matmul, pointwise_forward, pointwise_forward_with};
 use crate::kernels::depthwise::{self as dw, dot, Geometry};
+use crate::kernels::profile::timed_flops;
 use crate::kernels::{add_assign, lane_sum, recycle, simd, Act};
 use crate::model::arch::{ArchSpec, BN_EPS};
 use crate::model::names::{self, ConvBnNames};
@@ -168,7 +169,7 @@ impl InferencePlan {
     /// (one group of a batch), so each product runs on this thread alone.
     fn features(&self, x: &[f32], n: usize, side: usize, nested: bool) -> Vec<f32> {
         let (f, hw) = self.feature_maps(x, n, side, nested);
-        let pooled = pool(&f, hw);
+        let pooled = timed_flops("average pool", 0, || pool(&f, hw));
         recycle(f);
         pooled
     }
@@ -189,36 +190,52 @@ impl InferencePlan {
         // Stem: 3x3 conv as im2col + matrix product, bias + hswish in place.
         let g = Geometry { n, c: 3, h: side, w: side, k: 3, stride: spec.initial_stride, pad: 1 };
         let (oh, ow) = (g.out_h(), g.out_w());
-        let cols = crate::kernels::dense::im2col(x, &g);
-        let mut a = pointwise(&cols, &self.stem.w, 27, spec.stem_out, oh * ow);
-        bn::bias_act_inplace(&Dims { n, c: spec.stem_out, hw: oh * ow }, &mut a, &self.stem.b, Act::HardSwish);
+        let mut a = timed_flops("stem 3x3 conv", macs(n * 27 * spec.stem_out * oh * ow), || {
+            let cols = crate::kernels::dense::im2col(x, &g);
+            let mut a = pointwise(&cols, &self.stem.w, 27, spec.stem_out, oh * ow);
+            bn::bias_act_inplace(&Dims { n, c: spec.stem_out, hw: oh * ow }, &mut a, &self.stem.b, Act::HardSwish);
+            a
+        });
         let mut side = oh;
         for b in &self.blocks {
             let hw = side * side;
             // The expand layer's bias and activation are applied by the depthwise kernel as it reads.
-            let e = pointwise(&a, &b.expand.w, b.in_c, b.exp, hw);
+            let e = timed_flops("expand 1x1 conv", macs(n * b.in_c * b.exp * hw), || {
+                pointwise(&a, &b.expand.w, b.in_c, b.exp, hw)
+            });
             let g = Geometry { n, c: b.exp, h: side, w: side, k: b.kernel, stride: b.stride, pad: (b.kernel - 1) / 2 };
             let mut d = crate::kernels::output_buffer(g.out_len());
             let expanded = Some((&b.expand.b[..], b.act));
-            dw::forward_with(&g, &e, expanded, &b.depthwise.w, Some(&b.depthwise.b), b.act, &mut d);
+            timed_flops(depthwise_kind(b.kernel, b.stride), macs(g.out_len() * b.kernel * b.kernel), || {
+                dw::forward_with(&g, &e, expanded, &b.depthwise.w, Some(&b.depthwise.b), b.act, &mut d)
+            });
             recycle(e);
             side = g.out_h();
             let hw = side * side;
             if let Some(se) = &b.se {
-                squeeze_excite(se, &mut d, b.exp, hw, nested);
+                // Counted as the reference counts MACs: its two small layers only, not the pooling and scaling.
+                timed_flops("squeeze-excite", macs(2 * n * b.exp * se.mid), || {
+                    squeeze_excite(se, &mut d, b.exp, hw, nested)
+                });
             }
-            let mut out = pointwise(&d, &b.project.w, b.exp, b.out_c, hw);
-            bn::bias_act_inplace(&Dims { n, c: b.out_c, hw }, &mut out, &b.project.b, Act::None);
-            if b.residual {
-                add_assign(&mut out, &a);
-            }
+            let out = timed_flops("project 1x1 conv (+ residual)", macs(n * b.exp * b.out_c * hw), || {
+                let mut out = pointwise(&d, &b.project.w, b.exp, b.out_c, hw);
+                bn::bias_act_inplace(&Dims { n, c: b.out_c, hw }, &mut out, &b.project.b, Act::None);
+                if b.residual {
+                    add_assign(&mut out, &a);
+                }
+                out
+            });
             recycle(std::mem::replace(&mut a, out));
             recycle(d);
         }
         let hw = side * side;
         let cl = spec.last_out;
-        let mut f = pointwise(&a, &self.last.w, spec.last_in, cl, hw);
-        bn::bias_act_inplace(&Dims { n, c: cl, hw }, &mut f, &self.last.b, Act::HardSwish);
+        let f = timed_flops("last 1x1 conv", macs(n * spec.last_in * cl * hw), || {
+            let mut f = pointwise(&a, &self.last.w, spec.last_in, cl, hw);
+            bn::bias_act_inplace(&Dims { n, c: cl, hw }, &mut f, &self.last.b, Act::HardSwish);
+            f
+        });
         recycle(a);
         (f, hw)
     }
@@ -260,7 +277,10 @@ impl InferencePlan {
 
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).
     fn head(&self, pooled: &[f32], n: usize) -> Vec<f32> {
-        self.classifier(&self.hidden(pooled, n), n)
+        let (cl, hid, classes) = (self.spec.last_out, self.spec.hidden, self.spec.num_classes);
+        timed_flops("classifier (hidden + last layer)", macs(n * hid * (cl + classes)), || {
+            self.classifier(&self.hidden(pooled, n), n)
+        })
     }
 
     /// The last layer on hidden features (n x hidden): W4 h + b4.
@@ -290,6 +310,23 @@ impl InferencePlan {
             row.iter_mut().zip(&self.b3).for_each(|(v, b)| *v += b);
         }
         z
+    }
+}
+
+/// Floating-point operations of `n` multiply-adds. The profile counts those of the convolutions and the
+/// classifier only (as [`crate::model::arch::ArchSpec::layers`] counts MACs), not BatchNorm, activations or pooling.
+fn macs(n: usize) -> u64 {
+    2 * n as u64
+}
+
+/// The profile's name for a depthwise layer of this kernel size and stride.
+fn depthwise_kind(kernel: usize, stride: usize) -> &'static str {
+    match (kernel, stride) {
+        (3, 1) => "depthwise 3x3 stride 1",
+        (3, _) => "depthwise 3x3 stride 2",
+        (5, 1) => "depthwise 5x5 stride 1",
+        (5, _) => "depthwise 5x5 stride 2",
+        _ => "depthwise (other)",
     }
 }
 
