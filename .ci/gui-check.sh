@@ -229,6 +229,10 @@ for _ in 1 2 3 4 5; do
   grep -q "^dropped on the Train tab: $own/my-fruit" "$out/own.log" && break
   echo "(the folder drop was not seen (xdnd_drop exit $rc, window $owid of: $(xdotool search --name 'MobileNetV3 Studio' | tr '\n' ' ')); sent again)"
 done
+# Before anything trains, the tab previews the dropped folder (classes, counts, a few images of each).
+for _ in $(seq 60); do grep -q "^previewed $own/my-fruit" "$out/own.log" && break; sleep 0.5; done
+grep -q "^previewed $own/my-fruit: 2 classes, 8 images shown, 0 left out" "$out/own.log" \
+  || { echo "the dropped folder was not previewed"; cat "$out/own.log"; exit 1; }
 sleep 1
 import -window root "$out/own-dropped.png"
 # Start, below the form's last field (Seed) on My images (no CIFAR-100 limits, one row for "Train: last layer

@@ -22,7 +22,7 @@ shoot() { # tab, file, seconds to wait
   import -window "$wid" "$out/$2"
   kill $app; wait $app 2>/dev/null || true
 }
-only="${ONLY:-classify train evaluate latency}"
+only="${ONLY:-classify train evaluate latency preview}"
 [[ $only == *classify* ]] && shoot classify classify.png 6
 [[ $only == *train* ]] && shoot train train.png 3
 # Evaluate: press "Run evaluation" (needs CIFAR-100 where the Train tab looks for it), hover the heatmap.
@@ -51,5 +51,21 @@ if [[ $only == *latency* ]]; then
   sleep 2
   import -window "$wid" "$out/latency_accuracy.png"
   kill $app; wait $app 2>/dev/null || true
+fi
+# Your own images: the Train tab previewing a folder of four classes made from the sample photos (last layer
+# only from large_1.0 at 96 pixels, as a user's last form would be in the settings file).
+if [[ $only == *preview* ]]; then
+  set_dir="$tmp/sample classes"
+  mkdir -p "$set_dir/animals" "$set_dir/fruit" "$set_dir/people" "$set_dir/places and things"
+  cp test_images/{butterfly,raccoon,squirrel}.jpg "$set_dir/animals/"
+  cp test_images/{apple,orange}.jpg "$set_dir/fruit/"
+  cp test_images/man_camera.png test_images/woman_{astronaut,grace_hopper}.jpg "$set_dir/people/"
+  cp test_images/{castle_palace,cup_coffee,rocket}.jpg test_images/rose.png "$set_dir/places and things/"
+  cp test_images/SOURCES.md "$set_dir/"
+  mkdir -p "$XDG_CONFIG_HOME/mobilenetv3-studio"
+  printf '{"tab":"Train","train":{"source":"Images","images_dir":"%s","image_size":"96","start_from":"%s","freeze_backbone":true,"epochs":"10","batch":"32","schedule":"Cosine"}}' \
+    "$set_dir" "$PWD/trained_models/mobilenetv3_large_1.0.safetensors" >"$XDG_CONFIG_HOME/mobilenetv3-studio/settings.json"
+  shoot train own_images_preview.png 3
+  rm "$XDG_CONFIG_HOME/mobilenetv3-studio/settings.json"
 fi
 echo "screenshots in $out"
