@@ -36,6 +36,11 @@ pub const PROBABILITIES: &str = "probabilities";
 pub struct ExportOptions {
     /// End the graph with a softmax, so that it outputs probabilities instead of logits.
     pub softmax: bool,
+    /// Declare this input side instead of the model's own (e.g. to time a 32-pixel model at 224 in another
+    /// runtime; its accuracy is the model's at its own size only).
+    pub image_size: Option<usize>,
+    /// Lay the network out with this initial stride (1: CIFAR's, 2: the paper's), as `info FILE --si` does.
+    pub initial_stride: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,8 @@ pub enum ExportError {
     Model(#[from] WeightsError),
     #[error("{0}: the export would replace the model it is made from; choose another file name")]
     SameFile(PathBuf),
+    #[error("cannot lay the network out that way: {0}")]
+    Layout(String),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("reading the weights: {0}")]
@@ -69,7 +76,16 @@ pub fn export_file(model: &Path, out: &Path, opts: ExportOptions) -> Result<Expo
             return Err(ExportError::SameFile(out.to_path_buf()));
         }
     }
-    let loaded = load_model(model, &candle_core::Device::Cpu, &LoadOptions::default())?;
+    let load = LoadOptions { initial_stride: opts.initial_stride, ..Default::default() };
+    let mut loaded = load_model(model, &candle_core::Device::Cpu, &load)?;
+    if let Some(size) = opts.image_size {
+        loaded.meta.image_size = size;
+    }
+    // A file's recorded stride is what loading keeps; the option relays the same weights.
+    if let Some(si) = opts.initial_stride {
+        loaded.meta.config = loaded.meta.config.clone().with_initial_stride(si);
+        loaded.meta.config.validate().map_err(|e| ExportError::Layout(e.to_string()))?;
+    }
     let onnx = onnx_model(&loaded, opts)?;
     let bytes = prost::Message::encode_to_vec(&onnx);
     crate::fsutil::write_atomic(out, &bytes)

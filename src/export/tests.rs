@@ -45,6 +45,17 @@ fn decode(loaded: &LoadedModel, opts: ExportOptions) -> ModelProto {
     ModelProto::decode(&bytes[..]).unwrap()
 }
 
+/// The dimensions of a graph input or output (float32 only).
+fn dims(v: &ValueInfoProto) -> Vec<Option<DimensionValue>> {
+    let t = v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+    assert_eq!(t.elem_type, Some(FLOAT));
+    t.shape.as_ref().unwrap().dim.iter().map(|d| d.value.clone()).collect()
+}
+
+fn fixed(v: i64) -> Option<DimensionValue> {
+    Some(DimensionValue::DimValue(v))
+}
+
 /// Deterministic inputs in the range normalised images take.
 fn inputs(n: usize, size: usize) -> Vec<f32> {
     (0..n * 3 * size * size).map(|i| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 2.0).collect()
@@ -262,13 +273,7 @@ fn the_file_is_a_standard_onnx_model_that_describes_itself() {
         }
         known.extend(node.output.iter().cloned());
     }
-    let dims = |v: &ValueInfoProto| -> Vec<Option<DimensionValue>> {
-        let t = v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
-        assert_eq!(t.elem_type, Some(FLOAT));
-        t.shape.as_ref().unwrap().dim.iter().map(|d| d.value.clone()).collect()
-    };
     let batch = Some(DimensionValue::DimParam("batch".into()));
-    let fixed = |v: i64| Some(DimensionValue::DimValue(v));
     assert_eq!(dims(&graph.input[0]), vec![batch.clone(), fixed(3), fixed(40), fixed(40)]);
     assert_eq!(graph.output[0].name.as_deref(), Some(LOGITS));
     assert_eq!(dims(&graph.output[0]), vec![batch, fixed(5)]);
@@ -280,7 +285,7 @@ fn the_file_is_a_standard_onnx_model_that_describes_itself() {
     assert_eq!(serde_json::from_str::<Vec<f32>>(&meta["mean"]).unwrap(), loaded.meta.mean);
     assert_eq!(serde_json::from_str::<Vec<f32>>(&meta["std"]).unwrap(), loaded.meta.std);
 
-    let with_softmax = decode(&loaded, ExportOptions { softmax: true });
+    let with_softmax = decode(&loaded, ExportOptions { softmax: true, ..Default::default() });
     let g = with_softmax.graph.as_ref().unwrap();
     assert_eq!(g.output[0].name.as_deref(), Some(PROBABILITIES));
     assert_eq!(g.node.last().unwrap().op_type.as_deref(), Some("Softmax"));
@@ -336,6 +341,30 @@ fn bad_input_is_refused_and_leaves_no_file() {
     assert_eq!((done.classes, done.image_size), (100, 32));
 }
 
+/// `export --size N --si S`: the same weights laid out with another stem stride, declaring another input size
+/// (to time the network at photo sizes in another runtime); the graph computes what the engine computes there.
+#[test]
+fn a_model_can_be_exported_at_another_input_size_and_stride() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("small_224.onnx");
+    let opts = ExportOptions { image_size: Some(56), initial_stride: Some(2), ..Default::default() };
+    let done = export_file(&shipped("small_0.25"), &out, opts).unwrap();
+    assert_eq!(done.image_size, 56);
+    let model = ModelProto::decode(&std::fs::read(&out).unwrap()[..]).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    assert_eq!(dims(&graph.input[0])[2..], [fixed(56), fixed(56)]);
+    let meta: HashMap<String, String> =
+        model.metadata_props.iter().map(|e| (e.key.clone().unwrap(), e.value.clone().unwrap())).collect();
+    assert_eq!((meta["input_size"].as_str(), meta["initial_stride"].as_str()), ("56", "2"));
+    let stem = graph.node.iter().find(|n| n.op_type.as_deref() == Some("Conv")).unwrap();
+    assert_eq!(attr(stem, "strides").unwrap().ints, vec![2, 2]);
+    // That layout, built in memory from the same weights, computes the engine's logits at that size.
+    let (d, max) = gap(&relaid("small_0.25", 2, 56), 2);
+    assert!(max > 0.1 && d <= 1e-4 * max, "{d:.2e} of {max:.2}");
+    let e = export_file(&shipped("small_0.25"), &out, ExportOptions { initial_stride: Some(3), ..Default::default() });
+    assert!(e.is_err(), "a stride the network cannot take is refused");
+}
+
 /// Writes `data` as a little-endian f32 `.npy` file of `shape` (NumPy's format, version 1.0).
 fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -378,7 +407,12 @@ fn onnx_runtime_runs_every_shipped_models_export_like_the_engine() {
         let case = dir.path().join(name);
         std::fs::create_dir(&case).unwrap();
         export_file(&shipped(name), &case.join("model.onnx"), ExportOptions::default()).unwrap();
-        export_file(&shipped(name), &case.join("model_softmax.onnx"), ExportOptions { softmax: true }).unwrap();
+        export_file(
+            &shipped(name),
+            &case.join("model_softmax.onnx"),
+            ExportOptions { softmax: true, ..Default::default() },
+        )
+        .unwrap();
         write_npy(&case.join("input.npy"), &[photos.len(), 3, size, size], &x);
         write_npy(&case.join("logits.npy"), &[photos.len(), loaded.meta.config.num_classes], &logits);
         std::fs::write(case.join("class_names.json"), serde_json::to_string(&loaded.meta.class_names).unwrap())
