@@ -2,7 +2,8 @@
 //!
 //! Fixtures come from `tools/reference/gen_fixtures.py` (PyTorch, computed in float64). Tolerances: logits
 //! max |Δ| < 1e-4 (logits are of order 1-3); train-mode gradients within 1e-4 of the largest gradient of the
-//! same tensor (plus 1e-6 absolute); running statistics after one train step max |Δ| < 1e-4.
+//! same tensor (plus 1e-6 absolute); running statistics after one train step max |Δ| < 1e-4. At photo sizes
+//! (64, 96, 224 pixels) the same, except eval-mode logits: 1e-4 + 1e-5 of the largest (see [`PHOTO_CASES`]).
 //!
 //! Every check runs on the CPU and, in a `cuda` build where a GPU opens, on CUDA too, with both op sets
 //! (on CUDA, `Fused` is our CUDA kernels): the same tolerances everywhere (cuBLAS with TF32 off).
@@ -156,8 +157,14 @@ fn train_small_025_si2() {
 
 /// The hand-written CPU training step (src/engine.rs) against the same PyTorch numbers.
 fn engine_parity(case: &str) {
+    engine_parity_with(case, case, true);
+}
+
+/// [`engine_parity`] for a case whose weights are `weights`'s; `gradients`: whether to compare them (see
+/// [`PHOTO_CASES`] for the case where float32 cannot).
+fn engine_parity_with(case: &str, weights: &str, gradients: bool) {
     let loaded =
-        load_model(&fixture(&format!("{case}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
+        load_model(&fixture(&format!("{weights}.weights.safetensors")), &Device::Cpu, &LoadOptions::default()).unwrap();
     let mut model = MobileNetV3::from_loaded(loaded);
     model.set_dropout(0.0);
     let model = &model;
@@ -173,7 +180,7 @@ fn engine_parity(case: &str) {
     let dl = (out.loss - io["loss_train"].to_vec1::<f32>().unwrap()[0]).abs();
     assert!(dl < 1e-5, "{case}: engine loss differs by {dl}");
     let mut checked = 0;
-    for (name, var) in model.params().trainable() {
+    for (name, var) in model.params().trainable().into_iter().filter(|_| gradients) {
         let expected = &io[&format!("grad.{name}")];
         let got =
             out.grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{case}: engine gave no gradient for {name}"));
@@ -182,7 +189,7 @@ fn engine_parity(case: &str) {
         assert!(d <= tol, "{case}: engine gradient of {name} differs by {d} (tolerance {tol})");
         checked += 1;
     }
-    assert!(checked > 50);
+    assert!(checked > 50 || !gradients);
     let mut after = 0;
     for (name, t) in model.params().snapshot().unwrap() {
         if let Some(expected) = io.get(&format!("after.{name}")) {
@@ -210,6 +217,57 @@ fn engine_large_025_si1() {
 #[test]
 fn engine_small_025_si2() {
     engine_parity("small_0.25_si2");
+}
+
+/// PyTorch fixtures at photo sizes (`gen_fixtures.py --only ...`): (case, the case whose weights it uses,
+/// whether its gradients can be compared). The weights' BatchNorm statistics were gathered at 32 or 64 pixels,
+/// so eval-mode logits at these sizes reach 10-53 and are held to 1e-5 of the largest (PyTorch's own float32
+/// lands 2e-6 of it off). `large_0.25_si1_64`'s gradients are not compared: it has 10.7 million activation
+/// inputs and no input in 30 tries kept all of them 1e-6 clear of a ReLU or hard-sigmoid kink; one lies
+/// 2.5e-6 below zero in float64 and above it in PyTorch's own float32, which then misses the float64 gradients
+/// by 88 times the tolerance. Its logits, loss and running statistics are compared; Large's gradients at
+/// photo sizes are also held to the float64 stock-op graph (`exec::tests`).
+const PHOTO_CASES: [(&str, &str, bool); 4] = [
+    ("small_0.25_si2_96", "small_0.25_si2", true),
+    ("small_0.25_si2_224", "small_0.25_si2", true),
+    ("large_0.35_si2_224", "large_0.35_si2", true),
+    ("large_0.25_si1_64", "large_0.25_si1", false),
+];
+
+/// The CPU training step at 64, 96 and 224 pixels gives PyTorch's float64 logits, loss, gradients and running
+/// statistics, with the tolerances of 32 pixels.
+#[test]
+fn engine_matches_pytorch_at_photo_sizes() {
+    for (case, weights, gradients) in PHOTO_CASES {
+        engine_parity_with(case, weights, gradients);
+    }
+}
+
+/// The inference plan and the graph (both op sets) give PyTorch's eval-mode logits at 64, 96 and 224 pixels.
+#[test]
+fn inference_matches_pytorch_at_photo_sizes() {
+    for (case, weights, _) in PHOTO_CASES {
+        let io = io(case);
+        let expected = &io["logits_eval"];
+        let tol = 1e-4 + 1e-5 * max_abs(expected);
+        let load = |dev: &Device| {
+            MobileNetV3::from_loaded(
+                load_model(&fixture(&format!("{weights}.weights.safetensors")), dev, &LoadOptions::default()).unwrap(),
+            )
+        };
+        let plan = mobilenetv3::exec::Inference::new(load(&Device::Cpu)).unwrap().forward(&io["input"]).unwrap();
+        let d = max_abs_diff(&plan, expected);
+        assert!(d <= tol, "{case}: the inference plan differs from PyTorch by {d} (tolerance {tol})");
+        for dev in devices() {
+            for ops in [Ops::Fused, Ops::Portable] {
+                let mut model = load(&dev);
+                model.set_ops(ops);
+                let logits = model.forward(&io["input"].to_device(&dev).unwrap(), Mode::Eval).unwrap();
+                let d = max_abs_diff(&logits, expected);
+                assert!(d <= tol, "{case} ({ops:?} ops on {dev:?}): eval logits differ by {d} (tolerance {tol})");
+            }
+        }
+    }
 }
 
 /// The folded, fused inference plan gives PyTorch's eval-mode logits too.
