@@ -181,7 +181,7 @@ fn the_command_line_trains_on_a_folder_evaluates_on_its_held_out_images_and_clas
     assert!(run.status.success(), "{stderr}");
     // What the user is told before training: the classes with their counts, the skipped files and why.
     let summary = stderr.lines().find(|l| l.contains("3 classes, ")).unwrap_or_else(|| panic!("{stderr}"));
-    assert!(summary.ends_with("validation images at 32x32"), "{summary}");
+    assert!(summary.ends_with("validation images at 96x96"), "a folder trains at 96 pixels by default: {summary}");
     // 4 of each class's 20 images held out (of sky's 21 files, the broken one may be among those held out).
     let held_out: u64 = summary.split(" / ").nth(1).and_then(|v| v.split(' ').next()?.parse().ok()).unwrap();
     assert!((11..=12).contains(&held_out), "{summary}");

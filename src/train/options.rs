@@ -112,9 +112,9 @@ pub struct TrainOptions {
     /// The share of each class held out for validation when --images has no val/ folder.
     #[arg(long, default_value_t = d().val_split)]
     pub val_split: f64,
-    /// Side in pixels of the square the images are resized to (CIFAR-100: 32).
-    #[arg(long, default_value_t = d().image_size)]
-    pub image_size: usize,
+    /// Side in pixels of the square the images are resized to [default: 32 for CIFAR-100, 96 for --images].
+    #[arg(long)]
+    pub image_size: Option<usize>,
     /// Start from this model file's weights (a shipped model or one you trained; a new classifier for your
     /// classes) instead of fresh ones. --model, --width and --si then come from the file.
     #[arg(long)]
@@ -194,7 +194,8 @@ impl TrainOptions {
             init: cfg.init,
             images: cfg.images.clone(),
             val_split: cfg.val_fraction,
-            image_size: cfg.image_size,
+            // Left unset where it is the data set's default, so that options round-trip through a config.
+            image_size: (cfg.image_size != default_side(cfg.images.is_some())).then_some(cfg.image_size),
             from: cfg.from.clone(),
             freeze_backbone: cfg.freeze_backbone,
             backbone_lr_factor: cfg.backbone_lr_factor,
@@ -233,11 +234,21 @@ impl TrainOptions {
             init: self.init,
             images: self.images.clone(),
             val_fraction: self.val_split,
-            image_size: self.image_size,
+            image_size: self.image_size.unwrap_or(default_side(self.images.is_some())),
             from: self.from.clone(),
             freeze_backbone: self.freeze_backbone,
             backbone_lr_factor: self.backbone_lr_factor,
         }
+    }
+}
+
+/// The input size of a run that does not name one: CIFAR-100's 32, or for a folder of photos
+/// [`crate::data::folder_load::DEFAULT_PHOTO_SIDE`].
+pub fn default_side(images: bool) -> usize {
+    if images {
+        crate::data::folder_load::DEFAULT_PHOTO_SIDE
+    } else {
+        crate::model::arch::INPUT_SIZE
     }
 }
 
@@ -278,6 +289,18 @@ mod tests {
         let o =
             parse(&["--model", "large", "--schedule", "cosine", "--warmup-epochs", "3", "--no-flip", "--seed", "7"]);
         assert_eq!(TrainOptions::from_config(&o.config(Path::new("x"))), o);
+    }
+
+    #[test]
+    fn a_folder_of_photos_trains_at_96_pixels_unless_told_otherwise_and_cifar_at_32() {
+        let x = Path::new("x");
+        assert_eq!(parse(&[]).config(x).image_size, 32);
+        assert_eq!(parse(&["--images", "photos"]).config(x).image_size, 96);
+        assert_eq!(parse(&["--images", "photos", "--image-size", "48"]).config(x).image_size, 48);
+        for args in [&["--images", "photos"][..], &["--images", "photos", "--image-size", "32"], &[]] {
+            let o = parse(args);
+            assert_eq!(TrainOptions::from_config(&o.config(x)), o, "{args:?}");
+        }
     }
 
     #[test]

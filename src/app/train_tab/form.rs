@@ -119,7 +119,8 @@ impl TrainForm {
             source: if o.images.is_some() { DataSource::Images } else { DataSource::Cifar100 },
             images_dir: o.images.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
             val_split: o.val_split.to_string(),
-            image_size: o.image_size.to_string(),
+            // Shown (and read) for a folder of images only: its default there.
+            image_size: o.image_size.unwrap_or(crate::data::folder_load::DEFAULT_PHOTO_SIDE).to_string(),
             start_from: o.from.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
             freeze_backbone: o.freeze_backbone,
             backbone_lr_factor: o.backbone_lr_factor.to_string(),
@@ -149,7 +150,11 @@ impl TrainForm {
         let label_smoothing = parse::<f64>(&mut errs, "label_smoothing", &self.label_smoothing);
         let seed = parse::<u64>(&mut errs, "seed", &self.seed);
         let val_split = parse::<f64>(&mut errs, "val_fraction", &self.val_split);
-        let image_size = parse::<usize>(&mut errs, "image_size", &self.image_size);
+        // Shown (and read) for a folder of images only; CIFAR-100 is 32 pixels.
+        let image_size = match self.source {
+            DataSource::Images => parse::<usize>(&mut errs, "image_size", &self.image_size).map(Some),
+            DataSource::Cifar100 => Some(None),
+        };
         // Shown (and read) only when all layers are fine-tuned from a model.
         let backbone_lr_factor = if !self.start_from.trim().is_empty() && !self.freeze_backbone {
             parse::<f64>(&mut errs, "backbone_lr_factor", &self.backbone_lr_factor)
