@@ -66,7 +66,7 @@ pub struct LatencyRow {
     /// Every timing, in run order (for charts with spread); not part of the JSON output.
     #[serde(skip)]
     pub samples_ms: Vec<f64>,
-    /// Where the time went, per layer kind, when profiling is on (`latency --profile`).
+    /// Where the time went, per layer kind, when profiling is on (`latency --profile`, or `MBV3_PROFILE=1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<LayerTime>>,
 }
@@ -75,17 +75,20 @@ pub struct LatencyRow {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LayerTime {
     pub kind: String,
-    /// Layers of this kind run per inference.
-    pub layers: f64,
-    /// Milliseconds per inference, summed over the threads that ran these layers (at a batch of at least
-    /// twice the threads, each thread runs whole images, so the sum is the threads' time, not wall time).
+    /// Calls per inference: one per layer of this kind where the threads share each layer (a small batch),
+    /// one per layer and image where each thread runs whole images (a batch of at least twice the threads).
+    pub calls: f64,
+    /// Mean milliseconds per inference: wall time where the threads share each layer; where each thread runs
+    /// whole images, the sum of the threads' times (about threads x wall), as `time` says.
     pub ms: f64,
+    /// "wall" or "thread" (see `ms`).
+    pub time: &'static str,
     /// Share of all the layers' time.
     pub share: f64,
     /// Floating-point operations per inference (of the whole batch) in these layers: twice the
     /// multiply-accumulates of their convolutions, counted as `mobilenetv3 info` counts MACs.
     pub gflop: f64,
-    /// Floating-point operations per second in these layers (a multiply-add counts two), per thread-second.
+    /// GFLOP per second of `ms`: the threads' joint rate for wall time, one thread's for thread time.
     pub gflop_per_s: f64,
 }
 
@@ -94,16 +97,19 @@ pub fn enable_profile() {
     crate::kernels::profile::enable();
 }
 
-/// Per-layer-kind times from `rows` of `runs` inferences, slowest first.
-fn layer_times(rows: Vec<crate::kernels::profile::Row>, runs: usize) -> Vec<LayerTime> {
+/// Per-layer-kind times from `rows` of `runs` inferences, slowest first; `per_thread`: each thread ran whole
+/// images (the plan's rule for a batch of at least twice the threads), so the times are the threads' own.
+fn layer_times(rows: Vec<crate::kernels::profile::Row>, runs: usize, per_thread: bool) -> Vec<LayerTime> {
     let total: f64 = rows.iter().map(|r| r.seconds).sum::<f64>().max(1e-12);
     let runs = runs.max(1) as f64;
     let mut v: Vec<LayerTime> = rows
         .into_iter()
         .map(|r| LayerTime {
             kind: r.name.to_string(),
-            layers: r.calls as f64 / runs,
+            calls: r.calls as f64 / runs,
             ms: r.seconds * 1e3 / runs,
+            // The classifier runs once for the whole batch on the calling thread: wall time either way.
+            time: if per_thread && !r.name.starts_with("classifier") { "thread" } else { "wall" },
             share: r.seconds / total,
             gflop: r.flops as f64 / runs / 1e9,
             gflop_per_s: if r.seconds > 0.0 { r.flops as f64 / r.seconds / 1e9 } else { 0.0 },
@@ -115,13 +121,21 @@ fn layer_times(rows: Vec<crate::kernels::profile::Row>, runs: usize) -> Vec<Laye
 
 /// The profile as a text table, with a total line against the wall time of one inference.
 pub fn profile_table(layers: &[LayerTime], wall_ms: f64) -> String {
-    let mut s =
-        format!("  {:<34} {:>7} {:>9} {:>6} {:>8} {:>9}\n", "layer kind", "layers", "mean ms", "%", "GFLOP", "GFLOP/s");
+    let per_thread = layers.iter().any(|l| l.time == "thread");
+    let mut s = String::from(if per_thread {
+        "  (each thread ran whole images: ms are the threads' summed time, GFLOP/s one thread's rate)\n"
+    } else {
+        "  (the threads shared each layer: ms are wall time, GFLOP/s the threads' joint rate)\n"
+    });
+    s.push_str(&format!(
+        "  {:<34} {:>7} {:>9} {:>6} {:>8} {:>9}\n",
+        "layer kind", "calls", "mean ms", "%", "GFLOP", "GFLOP/s"
+    ));
     for l in layers {
         s.push_str(&format!(
             "  {:<34} {:>7.0} {:>9.3} {:>6.1} {:>8.4} {:>9.1}\n",
             l.kind,
-            l.layers,
+            l.calls,
             l.ms,
             100.0 * l.share,
             l.gflop,
@@ -192,7 +206,10 @@ pub fn time_inference(
         p90_ms: s.p90_ms,
         min_ms: s.min_ms,
         samples_ms: samples,
-        profile: profiling.then(|| layer_times(crate::kernels::profile::take(), runs)),
+        profile: profiling.then(|| {
+            let per_thread = crate::exec::inference::images_per_thread(batch);
+            layer_times(crate::kernels::profile::take(), runs, per_thread)
+        }),
     }))
 }
 

@@ -219,6 +219,7 @@ fn latency_profile_splits_an_inference_by_layer_kind_and_counts_the_networks_ope
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains("depthwise 3x3 stride 2") && stderr.contains("GFLOP/s"), "{stderr}");
+        assert!(stderr.contains("ms are wall time"), "batch 1 shares each layer between the threads: {stderr}");
         let (model, width) = variant.split_once('_').unwrap();
         let mut info = bin();
         let info = info.args(["info", "--model", model, "--width", width, "--si", si, "--size", size, "--json"]);
@@ -240,6 +241,18 @@ fn latency_profile_splits_an_inference_by_layer_kind_and_counts_the_networks_ope
             let share: f64 = layers.iter().map(|l| l["share"].as_f64().unwrap()).sum();
             assert!((share - 1.0).abs() < 1e-9, "{share}");
             assert!(layers.iter().all(|l| l["ms"].as_f64().unwrap() > 0.0), "{row}");
+            // Batch 4 on 2 threads runs whole images per thread: one expand call per layer and image.
+            let expand = layers.iter().find(|l| l["kind"] == "expand 1x1 conv").unwrap();
+            let time = if batch >= 4.0 { "thread" } else { "wall" };
+            assert_eq!(expand["time"], time, "{row}");
+            let blocks = info["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["name"].as_str().unwrap().starts_with("bottlenecks"))
+                .count() as f64;
+            let per = if batch >= 4.0 { batch } else { 1.0 };
+            assert_eq!(expand["calls"].as_f64().unwrap(), blocks * per, "{row}");
         }
     }
 }

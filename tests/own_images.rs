@@ -181,7 +181,7 @@ fn the_command_line_trains_on_a_folder_evaluates_on_its_held_out_images_and_clas
     assert!(run.status.success(), "{stderr}");
     // What the user is told before training: the classes with their counts, the skipped files and why.
     let summary = stderr.lines().find(|l| l.contains("3 classes, ")).unwrap_or_else(|| panic!("{stderr}"));
-    assert!(summary.ends_with("validation images at 96x96"), "a folder trains at 96 pixels by default: {summary}");
+    assert!(summary.ends_with("validation images at 32x32"), "all layers train at 32 pixels by default: {summary}");
     // 4 of each class's 20 images held out (of sky's 21 files, the broken one may be among those held out).
     let held_out: u64 = summary.split(" / ").nth(1).and_then(|v| v.split(' ').next()?.parse().ok()).unwrap();
     assert!((11..=12).contains(&held_out), "{summary}");
@@ -196,6 +196,30 @@ fn the_command_line_trains_on_a_folder_evaluates_on_its_held_out_images_and_clas
     assert!(v["top1"].as_f64().unwrap() >= 0.8, "{v}");
     let labels: Vec<&str> = v["per_class"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(labels, vec!["leaves", "lemons", "sky"]);
+    assert!(v["mistakes"].is_array(), "{v}");
+    // On a folder whose classes hold each other's colours every image is a mistake, each named by its file (in
+    // the folder of its true class), in the JSON and in the text.
+    let swapped = dir.path().join("swapped");
+    for (k, (name, _)) in CLASSES.iter().enumerate() {
+        std::fs::create_dir_all(swapped.join(name)).unwrap();
+        for i in 0..5 {
+            image_of(CLASSES[(k + 1) % 3].1, 500 + i).save(swapped.join(format!("{name}/{i}.png"))).unwrap();
+        }
+    }
+    let eval =
+        bin().args(["evaluate", "--json", "--model"]).arg(&model).arg("--images").arg(&swapped).output().unwrap();
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let mistakes = v["mistakes"].as_array().unwrap();
+    assert!(!mistakes.is_empty(), "{v}");
+    for m in mistakes {
+        let path = Path::new(m["path"].as_str().unwrap_or_else(|| panic!("{m}")));
+        assert!(path.starts_with(&swapped) && path.parent().unwrap().ends_with(m["truth"].as_str().unwrap()), "{m}");
+    }
+    let eval = bin().args(["evaluate", "--model"]).arg(&model).arg("--images").arg(&swapped).output().unwrap();
+    let text = String::from_utf8_lossy(&eval.stdout);
+    let first = mistakes[0]["path"].as_str().unwrap();
+    assert!(text.contains("most confident mistakes:") && text.contains(first), "{text}");
 
     // On a folder of other classes: refused, naming both.
     let other = dir.path().join("other");

@@ -147,8 +147,8 @@ impl StudioApp {
                     self.train.on_event(e)
                 }
                 Event::TrainingEnded => self.train.on_ended(),
-                Event::PreviewProgress { dir, seen } => self.train.preview.on_progress(&dir, seen),
-                Event::Previewed { dir, outcome } => self.train.preview.on_done(&dir, outcome),
+                Event::PreviewProgress { id, seen } => self.train.preview.on_progress(id, seen),
+                Event::Previewed { id, outcome } => self.train.preview.on_done(id, outcome),
                 Event::Error(e) => self.error = Some(e),
                 Event::DownloadProgress { done, total } => self.train.on_download_progress(done, total),
                 Event::EvalProgress { done, total } => self.evaluate.on_progress(done, total),

@@ -95,6 +95,8 @@ pub enum Command {
     /// Scan a folder of class folders for the Train tab's preview; answered with [`Event::PreviewProgress`]
     /// and [`Event::Previewed`]. Setting `cancel` stops it (a newer folder was named).
     PreviewFolder {
+        /// Echoed in the answers, so that the tab can tell them from those of older requests.
+        id: u64,
         dir: PathBuf,
         options: crate::data::SplitOptions,
         cancel: Arc<AtomicBool>,
@@ -169,11 +171,11 @@ pub enum Event {
     TrainingEnded,
     /// Files seen so far by the scan of a previewed folder.
     PreviewProgress {
-        dir: PathBuf,
+        id: u64,
         seen: usize,
     },
     Previewed {
-        dir: PathBuf,
+        id: u64,
         outcome: Result<super::train_tab::preview::FolderPreview, String>,
     },
     LatencyProgress {
@@ -420,7 +422,7 @@ impl WorkerState {
             Command::RunLatency(r) => self.start_latency(r),
             Command::DownloadData { url, md5, dir } => self.start_download(url, md5, dir),
             Command::Evaluate { model, data_dir } => self.start_evaluation(model, data_dir),
-            Command::PreviewFolder { dir, options, cancel } => self.start_preview(dir, options, cancel),
+            Command::PreviewFolder { id, dir, options, cancel } => self.start_preview(id, dir, options, cancel),
             Command::ExportOnnx { model, out } => {
                 let result = export_onnx(&model, &out);
                 if verbose() {
@@ -534,10 +536,10 @@ impl WorkerState {
         }
     }
 
-    fn start_preview(&mut self, dir: PathBuf, options: crate::data::SplitOptions, cancel: Arc<AtomicBool>) {
+    fn start_preview(&mut self, id: u64, dir: PathBuf, options: crate::data::SplitOptions, cancel: Arc<AtomicBool>) {
         let events = self.events.clone();
         let spawned = std::thread::Builder::new().name("preview".into()).spawn(move || {
-            let progress = |seen| events.offer(Event::PreviewProgress { dir: dir.clone(), seen });
+            let progress = |seen| events.offer(Event::PreviewProgress { id, seen });
             let outcome =
                 catch_unwind(AssertUnwindSafe(|| super::train_tab::preview::gather(&dir, &options, &cancel, progress)))
                     .unwrap_or_else(|p| Err(format!("internal error: {}", panic_message(p))));
@@ -553,7 +555,7 @@ impl WorkerState {
                     Err(e) => eprintln!("could not preview {}: {e}", dir.display()),
                 }
             }
-            events.send(Event::Previewed { dir, outcome });
+            events.send(Event::Previewed { id, outcome });
         });
         if let Err(e) = spawned {
             self.events.send(Event::Error(format!("cannot start a thread: {e}")));

@@ -15,10 +15,10 @@ pub const MAX_DECODED_BYTES: u64 = 6 << 30;
 /// are small (a 32-pixel image has few pixels to lose).
 pub const MIN_CROP_AREA: f64 = 0.35;
 
-/// The input size a folder of photos trains at unless told otherwise. Measured on two sets of real photos
-/// (README, *Your own images*: flowers and ants/bees) with the CIFAR-trained backbones: 96 pixels beat 32 by
-/// 5-7 points of validation top-1 with the last layer only, and 224 (at the shipped models' stride 1, 49 times
-/// the work of 32) did no better than 96.
+/// The input size the last layer is trained at on a folder of photos unless told otherwise. Measured on two
+/// sets of real photos (README, *Your own images*: flowers and ants/bees) with the CIFAR-trained backbones: 96
+/// pixels beat 32 by 5-7 points of validation top-1, and 224 (at the shipped models' stride 1, 49 times the work
+/// of 32) did no better than 96.
 pub const DEFAULT_PHOTO_SIDE: usize = 96;
 
 /// Input sizes a folder's images can be decoded at.

@@ -122,7 +122,7 @@ impl InferencePlan {
     /// where the whole batch's (tens of MB) would stream through memory at every bias, activation and
     /// depthwise pass. A small batch runs layer by layer with the threads sharing each layer.
     pub fn forward(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
-        let group = if n >= 2 * rayon::current_num_threads() { IMAGE_GROUP } else { n };
+        let group = if images_per_thread(n) { IMAGE_GROUP } else { n };
         self.forward_in_groups(x, n, side, group)
     }
 
@@ -141,7 +141,7 @@ impl InferencePlan {
     /// The classifier's input (n x hidden, row-major): what the network makes of n images before its last
     /// layer. Last-layer-only training computes it once per image ([`crate::train`]).
     pub(crate) fn embeddings(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
-        let group = if n >= 2 * rayon::current_num_threads() { IMAGE_GROUP } else { n };
+        let group = if images_per_thread(n) { IMAGE_GROUP } else { n };
         crate::kernels::on_pool(|| {
             let pooled = self.pooled_on_pool(x, n, side, group);
             let h = self.hidden(&pooled, n);
@@ -366,6 +366,12 @@ fn argmax(v: &[f32]) -> usize {
 /// Images per group in a large batch (see [`InferencePlan::forward`]): one image's activations fit a core's
 /// L2 cache on every layer; measured best against 2, 4 and whole-batch layers (`latency --batch 128`).
 const IMAGE_GROUP: usize = 1;
+
+/// Whether a batch of `n` runs whole images on each thread (at least twice the threads), rather than each
+/// layer shared by the threads.
+pub fn images_per_thread(n: usize) -> bool {
+    n >= 2 * rayon::current_num_threads()
+}
 
 /// In place: x *= hsigmoid(W2 relu(W1 mean(x) + b1) + b2), per image and channel. The two layers are
 /// matrix-vector products of a few hundred channels: plain dot products, where a matrix-product call would

@@ -28,7 +28,7 @@ pub use error::{ResumeError, TrainError};
 pub use evaluate::{confusion_csv, csv_field, evaluate, evaluate_with_progress, EvalResult, Mistake, MISTAKES_KEPT};
 pub use events::{DataSummary, TrainControl, TrainEvent};
 pub use history::{EpochRecord, History, Status};
-pub use options::{Milestones, TrainOptions};
+pub use options::{default_side, Milestones, TrainOptions};
 pub use resume::{resume_path, run_folder};
 
 use crate::data;

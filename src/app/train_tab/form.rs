@@ -119,8 +119,8 @@ impl TrainForm {
             source: if o.images.is_some() { DataSource::Images } else { DataSource::Cifar100 },
             images_dir: o.images.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
             val_split: o.val_split.to_string(),
-            // Shown (and read) for a folder of images only: its default there.
-            image_size: o.image_size.unwrap_or(crate::data::folder_load::DEFAULT_PHOTO_SIDE).to_string(),
+            // Empty: the run's default (96 for the last layer only, else 32), shown as the field's hint.
+            image_size: o.image_size.map(|s| s.to_string()).unwrap_or_default(),
             start_from: o.from.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
             freeze_backbone: o.freeze_backbone,
             backbone_lr_factor: o.backbone_lr_factor.to_string(),
@@ -150,10 +150,12 @@ impl TrainForm {
         let label_smoothing = parse::<f64>(&mut errs, "label_smoothing", &self.label_smoothing);
         let seed = parse::<u64>(&mut errs, "seed", &self.seed);
         let val_split = parse::<f64>(&mut errs, "val_fraction", &self.val_split);
-        // Shown (and read) for a folder of images only; CIFAR-100 is 32 pixels.
+        // Shown (and read) for a folder of images only (empty: the run's default); CIFAR-100 is 32 pixels.
         let image_size = match self.source {
-            DataSource::Images => parse::<usize>(&mut errs, "image_size", &self.image_size).map(Some),
-            DataSource::Cifar100 => Some(None),
+            DataSource::Images if !self.image_size.trim().is_empty() => {
+                parse::<usize>(&mut errs, "image_size", &self.image_size).map(Some)
+            }
+            _ => Some(None),
         };
         // Shown (and read) only when all layers are fine-tuned from a model.
         let backbone_lr_factor = if !self.start_from.trim().is_empty() && !self.freeze_backbone {
@@ -374,7 +376,13 @@ pub(super) fn form_ui(
                 r
             });
             field(ui, "Validation share", errors, "val_fraction", |ui| text(ui, &mut f.val_split));
-            field(ui, "Image size", errors, "image_size", |ui| text(ui, &mut f.image_size));
+            let default = crate::train::default_side(true, f.freeze_backbone && !f.start_from.trim().is_empty());
+            field(ui, "Image size", errors, "image_size", |ui| {
+                ui.add(
+                    egui::TextEdit::singleline(&mut f.image_size).hint_text(default.to_string()).desired_width(140.0),
+                )
+                .on_hover_text("Empty: 96 pixels for the last layer only, else 32")
+            });
         }
     }
     field(ui, "Start from", errors, "from", |ui| {

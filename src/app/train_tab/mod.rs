@@ -258,7 +258,7 @@ impl TrainTab {
                     .open(collapse)
                     .show(ui, |ui| {
                         egui::ScrollArea::vertical().id_salt("preview-scroll").max_height(height).show(ui, |ui| {
-                            self.preview.ui(ui);
+                            self.preview.ui(ui, worker);
                         });
                     });
                 ui.separator();
@@ -274,7 +274,9 @@ impl TrainTab {
             if start.clicked() {
                 if let Some(cfg) = cfg {
                     self.run = RunView { message: "starting…".into(), ..Default::default() };
-                    self.preview.collapse = true;
+                    // The run reads the folder itself; the preview's panel makes room for the curves.
+                    self.preview.cancel();
+                    self.preview.collapse = self.form.source == DataSource::Images;
                     self.state = RunState::Running;
                     // Reset the shared switches here, before the request: a Stop clicked while the request
                     // waits in the worker's queue is then honoured, not erased.

@@ -26,7 +26,7 @@ pub struct ClassPreview {
     pub name: String,
     pub train: usize,
     pub val: usize,
-    /// The first few of its training images that decode (RGBA thumbnails).
+    /// Thumbnails (RGBA) of those of its first few training images that decode.
     pub thumbs: Vec<Thumbnail>,
 }
 
@@ -81,7 +81,7 @@ pub fn gather(
         })
         .collect();
     if cancel.load(Ordering::Relaxed) {
-        return Err("cancelled".into());
+        return Err(data::folder::FolderError::Cancelled.to_string());
     }
     for (class, t) in thumbs {
         if let Some(t) = t {
@@ -113,31 +113,34 @@ fn square_thumbnail(img: &image::DynamicImage) -> Thumbnail {
     Thumbnail { size: [t.width() as usize, t.height() as usize], rgba: t.into_raw() }
 }
 
+/// A preview asked of the worker: what was asked, the number that tells its answers from older ones', and
+/// the switch that cancels its scan.
+struct Asked {
+    dir: String,
+    options: SplitOptions,
+    id: u64,
+    cancel: Arc<AtomicBool>,
+}
+
 /// What the tab knows of the preview of the folder the form names.
 #[derive(Default)]
 pub struct PreviewState {
-    /// The folder and split share asked for, and the switch that cancels that scan.
-    asked: Option<(String, String, Arc<AtomicBool>)>,
+    asked: Option<Asked>,
+    /// The id the next request gets.
+    next_id: u64,
     /// Files seen so far by the running scan.
     seen: usize,
     outcome: Option<Result<FolderPreview, String>>,
     /// Per class, its images as textures (made on the first frame that shows them).
     textures: Vec<Vec<TextureHandle>>,
-    /// Set when a run starts: the panel closes once, leaving the room to the curves.
+    /// Set when a run starts on a folder: the panel closes once, leaving the room to the curves.
     pub collapse: bool,
 }
 
 impl PreviewState {
-    /// Asks the worker for a preview of `dir` when it (or the split share) is not what was last asked; a scan
-    /// still running for another folder is cancelled.
+    /// Asks the worker for a preview of `dir` split as `val_split` and `seed` say (the defaults where they do
+    /// not parse) when that is not what was last asked; a scan still running for the last request is cancelled.
     pub fn request(&mut self, worker: &Worker, dir: &str, val_split: &str, seed: &str) {
-        if self.asked.as_ref().is_some_and(|(d, v, _)| d == dir && v == val_split) {
-            return;
-        }
-        if let Some((_, _, cancel)) = &self.asked {
-            cancel.store(true, Ordering::SeqCst);
-        }
-        let cancel = Arc::new(AtomicBool::new(false));
         let defaults = SplitOptions::default();
         let options = SplitOptions {
             val_fraction: val_split
@@ -148,8 +151,20 @@ impl PreviewState {
                 .unwrap_or(defaults.val_fraction),
             seed: seed.trim().parse().unwrap_or(defaults.seed),
         };
-        worker.send(Command::PreviewFolder { dir: PathBuf::from(dir), options, cancel: cancel.clone() });
-        self.asked = Some((dir.to_string(), val_split.to_string(), cancel));
+        if self.asked.as_ref().is_some_and(|a| a.dir == dir && a.options == options) {
+            return;
+        }
+        self.send(worker, dir.to_string(), options);
+    }
+
+    fn send(&mut self, worker: &Worker, dir: String, options: SplitOptions) {
+        if let Some(a) = &self.asked {
+            a.cancel.store(true, Ordering::SeqCst);
+        }
+        let (id, cancel) = (self.next_id, Arc::new(AtomicBool::new(false)));
+        self.next_id += 1;
+        worker.send(Command::PreviewFolder { id, dir: PathBuf::from(&dir), options, cancel: cancel.clone() });
+        self.asked = Some(Asked { dir, options, id, cancel });
         self.seen = 0;
         self.outcome = None;
         self.textures.clear();
@@ -157,24 +172,34 @@ impl PreviewState {
 
     /// Forgets the preview (the form no longer names a folder), cancelling a scan still running.
     pub fn clear(&mut self) {
-        if let Some((_, _, cancel)) = self.asked.take() {
-            cancel.store(true, Ordering::SeqCst);
+        if let Some(a) = self.asked.take() {
+            a.cancel.store(true, Ordering::SeqCst);
         }
-        *self = PreviewState { collapse: self.collapse, ..PreviewState::default() };
+        self.seen = 0;
+        self.outcome = None;
+        self.textures.clear();
     }
 
-    fn is_current(&self, dir: &Path) -> bool {
-        self.asked.as_ref().is_some_and(|(d, _, _)| Path::new(d) == dir)
+    /// Cancels a scan still running (a run is starting and will read the folder itself).
+    pub fn cancel(&self) {
+        if let Some(a) = &self.asked {
+            a.cancel.store(true, Ordering::SeqCst);
+        }
     }
 
-    pub(crate) fn on_progress(&mut self, dir: &Path, seen: usize) {
-        if self.is_current(dir) {
+    fn is_current(&self, id: u64) -> bool {
+        self.asked.as_ref().is_some_and(|a| a.id == id)
+    }
+
+    pub(crate) fn on_progress(&mut self, id: u64, seen: usize) {
+        if self.is_current(id) {
             self.seen = seen;
         }
     }
 
-    pub(crate) fn on_done(&mut self, dir: &Path, outcome: Result<FolderPreview, String>) {
-        if self.is_current(dir) {
+    /// The answer to request `id`; answers to older requests (cancelled or not) are dropped.
+    pub(crate) fn on_done(&mut self, id: u64, outcome: Result<FolderPreview, String>) {
+        if self.is_current(id) {
             self.outcome = Some(outcome);
             self.textures.clear();
         }
@@ -202,22 +227,29 @@ impl PreviewState {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, worker: &Worker) {
         let preview = match &self.outcome {
             None => {
                 ui.horizontal(|ui| {
                     ui.spinner();
                     ui.label(format!("scanning the folder: {} files seen", self.seen));
                     if ui.button("Cancel").clicked() {
-                        if let Some((_, _, cancel)) = &self.asked {
-                            cancel.store(true, Ordering::SeqCst);
-                        }
+                        self.cancel();
                     }
                 });
                 return;
             }
             Some(Err(e)) => {
-                ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+                let again = ui
+                    .horizontal(|ui| {
+                        ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+                        ui.button("Scan again").clicked()
+                    })
+                    .inner;
+                if let (true, Some(a)) = (again, &self.asked) {
+                    let (dir, options) = (a.dir.clone(), a.options);
+                    self.send(worker, dir, options);
+                }
                 return;
             }
             Some(Ok(p)) => p,
