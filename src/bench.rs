@@ -109,7 +109,7 @@ fn layer_times(rows: Vec<crate::kernels::profile::Row>, runs: usize, per_thread:
             calls: r.calls as f64 / runs,
             ms: r.seconds * 1e3 / runs,
             // The classifier runs once for the whole batch on the calling thread: wall time either way.
-            time: if per_thread && !r.name.starts_with("classifier") { "thread" } else { "wall" },
+            time: if per_thread && r.name != crate::exec::inference::CLASSIFIER_KIND { "thread" } else { "wall" },
             share: r.seconds / total,
             gflop: r.flops as f64 / runs / 1e9,
             gflop_per_s: if r.seconds > 0.0 { r.flops as f64 / r.seconds / 1e9 } else { 0.0 },

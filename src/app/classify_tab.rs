@@ -149,8 +149,7 @@ impl ClassifyTab {
                 card.cam = cam.map(|c| (c.class, heat_texture(ctx, format!("cam-{id}"), &c)));
             }
             if let (None, Some(t)) = (&card.texture, thumb) {
-                let img = egui::ColorImage::from_rgba_unmultiplied(t.size, &t.rgba);
-                card.texture = Some(ctx.load_texture(format!("thumb-{id}"), img, egui::TextureOptions::LINEAR));
+                card.texture = Some(t.texture(ctx, format!("thumb-{id}")));
             }
         }
     }

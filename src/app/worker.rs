@@ -125,6 +125,14 @@ pub struct Thumbnail {
     pub rgba: Vec<u8>,
 }
 
+impl Thumbnail {
+    /// The thumbnail as a texture named `name`, drawn smoothly.
+    pub fn texture(&self, ctx: &egui::Context, name: String) -> egui::TextureHandle {
+        let img = egui::ColorImage::from_rgba_unmultiplied(self.size, &self.rgba);
+        ctx.load_texture(name, img, egui::TextureOptions::LINEAR)
+    }
+}
+
 /// What the worker reports.
 pub enum Event {
     /// The usable model files, and each file that cannot be used with the reason.

@@ -297,6 +297,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
         let s = train::confusion_csv(&r.confusion, &loaded.meta.class_names);
         mobilenetv3::fsutil::write_atomic(p, s.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
     }
+    let name = |i: usize| loaded.meta.class_names.get(i).map(String::as_str).unwrap_or("?");
     if a.json {
         let per_class: Vec<serde_json::Value> = r
             .per_class
@@ -304,7 +305,6 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
             .zip(&loaded.meta.class_names)
             .map(|(acc, n)| serde_json::json!({"label": n, "top1": acc}))
             .collect();
-        let name = |i: usize| loaded.meta.class_names.get(i).cloned().unwrap_or_default();
         let mistakes: Vec<serde_json::Value> = r
             .mistakes
             .iter()
@@ -341,7 +341,6 @@ pub fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
         if !named.is_empty() {
             println!("most confident mistakes:");
             for (m, p) in named {
-                let name = |i: usize| loaded.meta.class_names.get(i).map(String::as_str).unwrap_or("?");
                 println!(
                     "  {}: {} taken for {} ({:.1}%)",
                     p.display(),

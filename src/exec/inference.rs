@@ -278,9 +278,7 @@ impl InferencePlan {
     /// The classifier on pooled features: hswish(W3 f + b3), then W4 . + b4 (dropout is off in inference).
     fn head(&self, pooled: &[f32], n: usize) -> Vec<f32> {
         let (cl, hid, classes) = (self.spec.last_out, self.spec.hidden, self.spec.num_classes);
-        timed_flops("classifier (hidden + last layer)", macs(n * hid * (cl + classes)), || {
-            self.classifier(&self.hidden(pooled, n), n)
-        })
+        timed_flops(CLASSIFIER_KIND, macs(n * hid * (cl + classes)), || self.classifier(&self.hidden(pooled, n), n))
     }
 
     /// The last layer on hidden features (n x hidden): W4 h + b4.
@@ -318,6 +316,9 @@ impl InferencePlan {
 fn macs(n: usize) -> u64 {
     2 * n as u64
 }
+
+/// The profile's name for the classifier: it runs once for the whole batch, on the calling thread.
+pub(crate) const CLASSIFIER_KIND: &str = "classifier (hidden + last layer)";
 
 /// The profile's name for a depthwise layer of this kernel size and stride.
 fn depthwise_kind(kernel: usize, stride: usize) -> &'static str {

@@ -14,10 +14,8 @@ import statistics
 import time
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
-from mbv3_ref import MobileNetV3
+from mbv3_ref import load_model_file
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
@@ -28,12 +26,8 @@ p.add_argument("--steps", type=int, default=10)
 p.add_argument("--warmup", type=int, default=3)
 a = p.parse_args()
 
-with safe_open(a.model, "pt") as f:
-    meta = f.metadata()
-classes = int(meta.get("num_classes", 100))
-si = a.si if a.si is not None else int(meta["si"])
-model = MobileNetV3(meta["variant"], float(meta["width"]), si, classes)
-model.load_state_dict(load_file(a.model), strict=True)
+model, meta = load_model_file(a.model, a.si)
+classes, si = meta["classes"], meta["si"]
 model.train()
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 x = torch.randn(a.batch, 3, a.size, a.size)

@@ -15,10 +15,8 @@ import statistics
 import time
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
-from mbv3_ref import MobileNetV3
+from mbv3_ref import load_model_file
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
@@ -32,12 +30,8 @@ a = p.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
 
-with safe_open(a.model, "pt") as f:
-    meta = f.metadata()
-classes = int(meta.get("num_classes", 100))
-si = a.si if a.si is not None else int(meta["si"])
-model = MobileNetV3(meta["variant"], float(meta["width"]), si, classes)
-model.load_state_dict(load_file(a.model), strict=True)
+model, meta = load_model_file(a.model, a.si)
+si = meta["si"]
 model.eval()
 for batch in (int(b) for b in a.batch.split(",")):
     x = torch.randn(batch, 3, a.size, a.size)

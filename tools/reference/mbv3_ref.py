@@ -109,3 +109,21 @@ def used_param_count(model):
 if __name__ == "__main__":
     m = MobileNetV3("small", 0.25)
     print("small_0.25 used params:", used_param_count(m))
+
+
+def load_model_file(path, si=None):
+    """A model file written by the engine, loaded with strict=True: (model, its header's metadata, with "si"
+    and "classes" as the ints the model was built with).
+
+    The network is laid out as the header says (variant, width, classes), with initial stride `si` where given
+    (strides leave no trace in the weights), else the header's.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    stride = si if si is not None else int(meta["si"])
+    model = MobileNetV3(meta["variant"], float(meta["width"]), stride, int(meta.get("num_classes", 100)))
+    model.load_state_dict(load_file(path), strict=True)
+    return model, dict(meta, si=stride, classes=int(meta.get("num_classes", 100)))

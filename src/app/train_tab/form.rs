@@ -381,7 +381,11 @@ pub(super) fn form_ui(
                 ui.add(
                     egui::TextEdit::singleline(&mut f.image_size).hint_text(default.to_string()).desired_width(140.0),
                 )
-                .on_hover_text("Empty: 96 pixels for the last layer only, else 32")
+                .on_hover_text(format!(
+                    "Empty: {} pixels for the last layer only, else {}",
+                    crate::train::default_side(true, true),
+                    crate::train::default_side(true, false)
+                ))
             });
         }
     }

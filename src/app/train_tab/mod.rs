@@ -241,14 +241,16 @@ impl TrainTab {
                 self.past_runs_ui(ui, worker, ok);
             });
         });
-        if !cifar && self.images_check.1 {
+        // A folder of images the form names is previewed above the curves.
+        let previewing = !cifar && self.images_check.1;
+        if previewing {
             self.preview.request(worker, &images, &self.form.val_split, &self.form.seed);
         } else {
             self.preview.clear();
         }
         let overlays: Vec<_> = self.past.shown().collect();
         egui::CentralPanel::no_frame().show(ui, |ui| {
-            if !cifar && self.images_check.1 {
+            if previewing {
                 // Open until a run starts: then the curves want the room (it can be opened again).
                 let collapse = std::mem::take(&mut self.preview.collapse).then_some(false);
                 let height = ui.available_height() * 0.45;

@@ -54,14 +54,9 @@ pub fn gather(
     let mut classes: Vec<ClassPreview> = folder
         .classes
         .iter()
-        .map(|name| ClassPreview { name: name.clone(), train: 0, val: 0, thumbs: Vec::new() })
+        .zip(folder.counts())
+        .map(|(name, n)| ClassPreview { name: name.clone(), train: n.train, val: n.val, thumbs: Vec::new() })
         .collect();
-    for s in &folder.train {
-        classes[s.class].train += 1;
-    }
-    for s in &folder.val {
-        classes[s.class].val += 1;
-    }
     // Training samples are sorted by class: the first few of each of the first classes.
     let mut wanted: Vec<(usize, &Path)> = Vec::new();
     for s in &folder.train {
@@ -264,10 +259,7 @@ impl PreviewState {
                         .thumbs
                         .iter()
                         .enumerate()
-                        .map(|(k, t)| {
-                            let img = egui::ColorImage::from_rgba_unmultiplied(t.size, &t.rgba);
-                            ui.ctx().load_texture(format!("preview-{c}-{k}"), img, egui::TextureOptions::LINEAR)
-                        })
+                        .map(|(k, t)| t.texture(ui.ctx(), format!("preview-{c}-{k}")))
                         .collect()
                 })
                 .collect();
