@@ -187,10 +187,16 @@ impl InferencePlan {
             }
             z
         };
-        // Stem: 3x3 conv as im2col + matrix product, bias + hswish in place.
+        // Stem: 3x3 conv with bias + hswish, on the row kernel where it takes the shape, else as im2col + matrix
+        // product.
         let g = Geometry { n, c: 3, h: side, w: side, k: 3, stride: spec.initial_stride, pad: 1 };
         let (oh, ow) = (g.out_h(), g.out_w());
         let mut a = timed_flops("stem 3x3 conv", macs(n * 27 * spec.stem_out * oh * ow), || {
+            let mut a = crate::kernels::output_buffer(n * spec.stem_out * oh * ow);
+            if crate::kernels::stem::forward(&g, x, &self.stem.w, &self.stem.b, Act::HardSwish, &mut a) {
+                return a;
+            }
+            recycle(a);
             let cols = crate::kernels::dense::im2col(x, &g);
             let mut a = pointwise(&cols, &self.stem.w, 27, spec.stem_out, oh * ow);
             bn::bias_act_inplace(&Dims { n, c: spec.stem_out, hw: oh * ow }, &mut a, &self.stem.b, Act::HardSwish);

@@ -618,7 +618,8 @@ mod tests {
     fn naive_backward(g: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (oh, ow) = (g.out_h(), g.out_w());
         let mut dx = vec![0f32; x.len()];
-        let mut dw = vec![0f32; w.len()];
+        // f64 sums: a 224-pixel plane's weight gradient adds up 50,000 products per batch of four.
+        let mut dw = vec![0f64; w.len()];
         for p in 0..g.n * g.c {
             let ch = p % g.c;
             for oy in 0..oh {
@@ -629,14 +630,14 @@ mod tests {
                             if let Some(i) = tap(g, oy, ox, ky, kx) {
                                 let wi = ch * g.k * g.k + ky * g.k + kx;
                                 dx[p * g.h * g.w + i] += w[wi] * gv;
-                                dw[wi] += x[p * g.h * g.w + i] * gv;
+                                dw[wi] += (x[p * g.h * g.w + i] * gv) as f64;
                             }
                         }
                     }
                 }
             }
         }
-        (dx, dw)
+        (dx, dw.into_iter().map(|v| v as f32).collect())
     }
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
@@ -653,7 +654,7 @@ mod tests {
     }
 
     /// Odd shapes: stride 2, 5x5, channels not a multiple of the vector width, batch 1, odd sides, 1x1 input;
-    /// then every plane shape of the CIFAR layout, which the row kernel takes where the CPU has AVX2 or AVX-512.
+    /// then every plane shape of the CIFAR layout.
     const SHAPES: [(usize, usize, usize, usize, usize, usize); 17] = [
         (1, 3, 7, 5, 3, 1),
         (2, 5, 9, 9, 5, 2),
@@ -674,18 +675,26 @@ mod tests {
         (2, 3, 32, 32, 5, 2),
     ];
 
-    /// The CIFAR shapes above do run the row kernel on a CPU that has it (so the tests above check it).
+    /// The row kernel takes every 3x3 and 5x5 plane from 7 to 256 pixels wide at stride 1, and those of even
+    /// sides at stride 2, where the CPU has AVX2 or AVX-512 (so the tests here check it); the other shapes take
+    /// the general kernel (which `MBV3_SIMD=none` runs for all of them).
     #[test]
-    fn row_kernel_takes_the_cifar_planes() {
-        for &(n, c, h, w, k, s) in &SHAPES[7..] {
+    fn row_kernel_takes_every_plane_of_7_to_256_pixels_but_odd_sides_at_stride_2() {
+        use super::super::depthwise_rows::{MAX_WIDTH, MIN_WIDTH};
+        let row_kernel = |n, c, h, w, k, s| {
             let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
-            assert_eq!(RowPlan::new(&g).is_some(), crate::kernels::has_fma(), "{g:?}");
+            RowPlan::new(&g).is_some()
+        };
+        for &(n, c, h, w, k, s) in &SHAPES {
+            let takes = (s == 1 || (h % 2 == 0 && w % 2 == 0)) && w / s >= MIN_WIDTH;
+            assert_eq!(row_kernel(n, c, h, w, k, s), takes && crate::kernels::has_fma(), "{:?}", (h, w, k, s));
         }
-        // The odd shapes (except the 32x32 one) take the general kernel.
-        for &(n, c, h, w, k, s) in SHAPES[..7].iter().filter(|s| s.2 != 32) {
-            let g = Geometry { n, c, h, w, k, stride: s, pad: (k - 1) / 2 };
-            assert!(RowPlan::new(&g).is_none(), "{g:?}");
+        for side in [7, 14, 28, 56, 112, 224] {
+            assert_eq!(row_kernel(1, 1, side, side, 3, 1), crate::kernels::has_fma(), "{side}");
         }
+        assert!(!row_kernel(1, 1, 4, MAX_WIDTH + 2, 3, 2) && !row_kernel(1, 1, 4, MAX_WIDTH + 1, 5, 1));
+        assert!(!row_kernel(1, 1, 8, 8, 7, 1), "7x7 filters");
+        assert!(!row_kernel(1, 1, 4, 4, 3, 1) && !row_kernel(1, 1, 12, 12, 5, 2), "rows under 7 pixels");
     }
 
     #[test]
@@ -715,11 +724,11 @@ mod tests {
     }
 
     /// The planes of photo-sized inputs (a folder of images trains at 32 to 224 pixels): every side from 4 to
-    /// 56 and 112, both kernels, both strides, through whichever kernel (row or general) takes the plane.
+    /// 56, 112 and 224, both kernels, both strides, through whichever kernel (row or general) takes the plane.
     #[test]
     fn forward_and_backward_match_the_definition_at_photo_sizes() {
         let mut sides: Vec<usize> = (4..=56).collect();
-        sides.push(112);
+        sides.extend([112, 224]);
         for side in sides {
             for (k, s, n, c) in [(3, 1, 1, 2), (3, 2, 1, 2), (5, 1, 1, 2), (5, 2, 1, 2), (5, 2, 4, 72), (3, 2, 3, 17)] {
                 let g = Geometry { n, c, h: side, w: side, k, stride: s, pad: (k - 1) / 2 };

@@ -1,19 +1,29 @@
 //! Depthwise convolution one plane at a time with whole rows in vector registers (AVX-512, or AVX2 + FMA), for
-//! the planes of the CIFAR layout: output rows of 8, 16 or 32 pixels, 3x3 or 5x5 filters, stride 1 or 2.
+//! 3x3 and 5x5 filters at stride 1 or 2 on planes up to [`MAX_WIDTH`] pixels wide: every plane of the CIFAR
+//! layout and of photo-sized inputs up to 224 pixels (rows of 112, 56, 28, 14, 7 ... pixels).
 //!
 //! The general kernel ([`super::depthwise`]) reads every tap as an unaligned load from a zero-padded copy of
 //! the plane, one per output vector and tap, most of them split across two cache lines, and computes the
 //! padding columns too. Here each input row is loaded once and its k horizontally shifted copies are made in
-//! registers (`valignd` against zeros, which also supplies the padding; stride 2 first splits the row into its
-//! even and odd pixels with one permute each) and kept in a small aligned buffer of *shifted rows*. Every
-//! output row is then k*k multiply-adds of aligned rows of that buffer, eight output vectors at a time so that
-//! enough independent chains of multiply-adds are in flight; bias and activation are applied before the single
-//! store. The same buffer gives the weight gradient (per tap, the dot product of the output gradient with the
-//! shifted rows). The input gradient is, at stride 1, the forward of the output gradient with the filter rotated
-//! by 180 degrees; at stride 2, the same sums over gradient rows first spread onto the even pixels.
+//! registers (AVX-512: `valignd` of each vector with its neighbours, zeros past both ends of the row, which
+//! also supply the padding; stride 2 first splits the row into its even and odd pixels with one permute each)
+//! and kept in a small aligned buffer of *shifted rows*. Every output row is then k*k multiply-adds of aligned
+//! vectors of that buffer, eight output rows at a time so that enough independent chains of multiply-adds are
+//! in flight; bias and activation are applied before the single store (masked where a row ends inside a
+//! vector). The same buffer gives the weight gradient (per tap, the dot product of the output gradient with the
+//! shifted rows). The input gradient is, at stride 1, the forward of the output gradient with the filter
+//! rotated by 180 degrees; at stride 2, the same sums over gradient rows first spread onto the even pixels.
 
 use super::plane::{Geometry, Prologue};
 use super::Act;
+
+/// The widest plane the row kernel takes (a 224-pixel input's widest depthwise plane is 112 pixels).
+pub(crate) const MAX_WIDTH: usize = 256;
+
+/// The narrowest output row the row kernel takes: 7, the last planes of a 224-pixel input (measured faster
+/// here). Narrower planes (4 and 2 pixels at 32) fill too few lanes of a vector, and the general kernel, which
+/// runs each tap over the whole plane as one span, was 4% faster on them at batch 128.
+pub(crate) const MIN_WIDTH: usize = 7;
 
 /// Sixteen floats on a 64-byte boundary: one row vector of the shifted-row buffer.
 #[derive(Clone, Copy, Default)]
@@ -31,8 +41,10 @@ pub(crate) struct RowPlan {
     ow: usize,
     /// Floats per vector: 16 (AVX-512) or 8 (AVX2 + FMA).
     lanes: usize,
-    /// Vectors per output row: with AVX-512 1 (8 or 16 pixels) or 2 (32), with AVX2 ow / 8.
+    /// Vectors per output row (the last one partly used where ow is not a multiple of `lanes`).
     v: usize,
+    /// Vectors per input row (the stride-2 input gradient's upsampled rows).
+    vw: usize,
 }
 
 impl RowPlan {
@@ -44,25 +56,42 @@ impl RowPlan {
         } else {
             return None;
         };
-        if !matches!(g.k, 3 | 5) || g.pad != (g.k - 1) / 2 {
+        if !matches!(g.k, 3 | 5) || g.pad != (g.k - 1) / 2 || !matches!(g.stride, 1 | 2) || g.w > MAX_WIDTH {
             return None;
         }
         let (oh, ow) = (g.out_h(), g.out_w());
-        if !matches!((g.stride, ow, g.w), (1, 8, 8) | (1, 16, 16) | (1, 32, 32) | (2, 8, 16) | (2, 16, 32)) {
+        // Stride 2 takes even sides only: input row y then feeds output rows (y + pad - ky) / 2 of one parity.
+        if g.h != oh * g.stride || g.w != ow * g.stride || ow < MIN_WIDTH {
             return None;
         }
-        let v = ow.div_ceil(lanes);
-        // Output rows go in groups of 8 vectors.
-        if oh % (8 / v) != 0 || g.h != oh * g.stride {
-            return None;
+        Some(RowPlan {
+            k: g.k,
+            stride: g.stride,
+            h: g.h,
+            w: g.w,
+            oh,
+            ow,
+            lanes,
+            v: ow.div_ceil(lanes),
+            vw: g.w.div_ceil(lanes),
+        })
+    }
+
+    /// Vectors per output row: `VC` where the caller fixed it at compile time (1 or 2, the CIFAR planes, where
+    /// the tiles are so small that constant offsets matter), else the plan's.
+    #[inline(always)]
+    fn vectors<const VC: usize>(&self) -> usize {
+        if VC > 0 {
+            VC
+        } else {
+            self.v
         }
-        Some(RowPlan { k: g.k, stride: g.stride, h: g.h, w: g.w, oh, ow, lanes, v })
     }
 
     /// Length in [`Lane16`]s of the shifted-row buffer: k shifted copies of each padded input row (or, for the
     /// input gradient at stride 2, of each upsampled gradient row).
     pub(crate) fn buffer_len(&self) -> usize {
-        let upsampled = if self.stride == 2 { (self.oh + 2) * self.k * (self.w / self.lanes) } else { 0 };
+        let upsampled = if self.stride == 2 { (self.oh + 2) * self.k * self.vw } else { 0 };
         let vectors = ((self.h + self.k - 1) * self.k * self.v).max(upsampled);
         (vectors * self.lanes).div_ceil(16)
     }
@@ -80,24 +109,32 @@ impl RowPlan {
                 return match (self.k, self.stride, self.v) {
                     (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
                     (3, 1, 2) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
-                    (3, 1, _) => shift_rows::<3, 1, 4>(self, plane, pre, buf),
+                    (3, 1, _) => shift_rows::<3, 1, 0>(self, plane, pre, buf),
                     (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, pre, buf),
                     (5, 1, 2) => shift_rows::<5, 1, 2>(self, plane, pre, buf),
-                    (5, 1, _) => shift_rows::<5, 1, 4>(self, plane, pre, buf),
+                    (5, 1, _) => shift_rows::<5, 1, 0>(self, plane, pre, buf),
                     (3, _, 1) => shift_rows::<3, 2, 1>(self, plane, pre, buf),
-                    (3, _, _) => shift_rows::<3, 2, 2>(self, plane, pre, buf),
+                    (3, _, 2) => shift_rows::<3, 2, 2>(self, plane, pre, buf),
+                    (3, _, _) => shift_rows::<3, 2, 0>(self, plane, pre, buf),
                     (5, _, 1) => shift_rows::<5, 2, 1>(self, plane, pre, buf),
-                    _ => shift_rows::<5, 2, 2>(self, plane, pre, buf),
+                    (5, _, 2) => shift_rows::<5, 2, 2>(self, plane, pre, buf),
+                    _ => shift_rows::<5, 2, 0>(self, plane, pre, buf),
                 };
             }
             use avx512::*;
             match (self.k, self.stride, self.v) {
                 (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
-                (3, 1, _) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
+                (3, 1, 2) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
+                (3, 1, _) => shift_rows::<3, 1, 0>(self, plane, pre, buf),
                 (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, pre, buf),
-                (5, 1, _) => shift_rows::<5, 1, 2>(self, plane, pre, buf),
-                (3, _, _) => shift_rows::<3, 2, 1>(self, plane, pre, buf),
-                _ => shift_rows::<5, 2, 1>(self, plane, pre, buf),
+                (5, 1, 2) => shift_rows::<5, 1, 2>(self, plane, pre, buf),
+                (5, 1, _) => shift_rows::<5, 1, 0>(self, plane, pre, buf),
+                (3, _, 1) => shift_rows::<3, 2, 1>(self, plane, pre, buf),
+                (3, _, 2) => shift_rows::<3, 2, 2>(self, plane, pre, buf),
+                (3, _, _) => shift_rows::<3, 2, 0>(self, plane, pre, buf),
+                (5, _, 1) => shift_rows::<5, 2, 1>(self, plane, pre, buf),
+                (5, _, 2) => shift_rows::<5, 2, 2>(self, plane, pre, buf),
+                _ => shift_rows::<5, 2, 0>(self, plane, pre, buf),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -107,27 +144,45 @@ impl RowPlan {
     /// out (oh x ow) = act(bias + the correlation of the shifted plane with the k x k filter `wk`).
     #[inline]
     pub(crate) fn correlate(&self, buf: &[Lane16], wk: &[f32], bias: f32, act: Act, out: &mut [f32]) {
-        assert!(buf.len() >= self.buffer_len() && wk.len() >= self.k * self.k && out.len() >= self.oh * self.ow);
+        self.correlate_planes([buf], wk, bias, act, 0..self.oh, out)
+    }
+
+    /// Output rows `rows` (into `out`, from its start) of act(bias + the sum over C planes of each one's
+    /// correlation with its k x k filter): `bufs` their shifted rows, `wk` the C filters one after the other.
+    #[inline]
+    pub(crate) fn correlate_planes<const C: usize>(
+        &self,
+        bufs: [&[Lane16]; C],
+        wk: &[f32],
+        bias: f32,
+        act: Act,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        assert!(bufs.iter().all(|b| b.len() >= self.buffer_len()) && wk.len() >= C * self.k * self.k);
+        assert!(rows.start <= rows.end && rows.end <= self.oh && out.len() >= rows.len() * self.ow);
         // SAFETY: as in `shift`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             if self.lanes == 8 {
                 use avx2::*;
                 return match (self.k, self.v) {
-                    (3, 1) => correlate_rows::<3, 1, 8>(self, buf, wk, bias, act, out),
-                    (3, 2) => correlate_rows::<3, 2, 4>(self, buf, wk, bias, act, out),
-                    (3, _) => correlate_rows::<3, 4, 2>(self, buf, wk, bias, act, out),
-                    (5, 1) => correlate_rows::<5, 1, 8>(self, buf, wk, bias, act, out),
-                    (5, 2) => correlate_rows::<5, 2, 4>(self, buf, wk, bias, act, out),
-                    _ => correlate_rows::<5, 4, 2>(self, buf, wk, bias, act, out),
+                    (3, 1) => correlate_rows::<3, C, 1>(self, bufs, wk, bias, act, rows, out),
+                    (3, 2) => correlate_rows::<3, C, 2>(self, bufs, wk, bias, act, rows, out),
+                    (3, _) => correlate_rows::<3, C, 0>(self, bufs, wk, bias, act, rows, out),
+                    (_, 1) => correlate_rows::<5, C, 1>(self, bufs, wk, bias, act, rows, out),
+                    (_, 2) => correlate_rows::<5, C, 2>(self, bufs, wk, bias, act, rows, out),
+                    _ => correlate_rows::<5, C, 0>(self, bufs, wk, bias, act, rows, out),
                 };
             }
             use avx512::*;
             match (self.k, self.v) {
-                (3, 1) => correlate_rows::<3, 1, 8>(self, buf, wk, bias, act, out),
-                (3, _) => correlate_rows::<3, 2, 4>(self, buf, wk, bias, act, out),
-                (5, 1) => correlate_rows::<5, 1, 8>(self, buf, wk, bias, act, out),
-                _ => correlate_rows::<5, 2, 4>(self, buf, wk, bias, act, out),
+                (3, 1) => correlate_rows::<3, C, 1>(self, bufs, wk, bias, act, rows, out),
+                (3, 2) => correlate_rows::<3, C, 2>(self, bufs, wk, bias, act, rows, out),
+                (3, _) => correlate_rows::<3, C, 0>(self, bufs, wk, bias, act, rows, out),
+                (_, 1) => correlate_rows::<5, C, 1>(self, bufs, wk, bias, act, rows, out),
+                (_, 2) => correlate_rows::<5, C, 2>(self, bufs, wk, bias, act, rows, out),
+                _ => correlate_rows::<5, C, 0>(self, bufs, wk, bias, act, rows, out),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -146,18 +201,20 @@ impl RowPlan {
                 return match (self.k, self.v) {
                     (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
                     (3, 2) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
-                    (3, _) => weight_grad_rows::<3, 4>(self, buf, grad, dw_acc),
-                    (5, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
-                    (5, 2) => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
-                    _ => weight_grad_rows::<5, 4>(self, buf, grad, dw_acc),
+                    (3, _) => weight_grad_rows::<3, 0>(self, buf, grad, dw_acc),
+                    (_, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
+                    (_, 2) => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
+                    _ => weight_grad_rows::<5, 0>(self, buf, grad, dw_acc),
                 };
             }
             use avx512::*;
             match (self.k, self.v) {
                 (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
-                (3, _) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
-                (5, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
-                _ => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
+                (3, 2) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
+                (3, _) => weight_grad_rows::<3, 0>(self, buf, grad, dw_acc),
+                (_, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
+                (_, 2) => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
+                _ => weight_grad_rows::<5, 0>(self, buf, grad, dw_acc),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -186,19 +243,15 @@ impl RowPlan {
         unsafe {
             if self.lanes == 8 {
                 use avx2::*;
-                return match (self.k, self.w) {
-                    (3, 16) => transpose_s2::<3, 2, 4>(self, grad, wk, buf, dx),
-                    (3, _) => transpose_s2::<3, 4, 2>(self, grad, wk, buf, dx),
-                    (5, 16) => transpose_s2::<5, 2, 4>(self, grad, wk, buf, dx),
-                    _ => transpose_s2::<5, 4, 2>(self, grad, wk, buf, dx),
+                return match self.k {
+                    3 => transpose_s2::<3>(self, grad, wk, buf, dx),
+                    _ => transpose_s2::<5>(self, grad, wk, buf, dx),
                 };
             }
             use avx512::*;
-            match (self.k, self.w) {
-                (3, 16) => transpose_s2::<3, 1, 8>(self, grad, wk, buf, dx),
-                (3, _) => transpose_s2::<3, 2, 4>(self, grad, wk, buf, dx),
-                (5, 16) => transpose_s2::<5, 1, 8>(self, grad, wk, buf, dx),
-                _ => transpose_s2::<5, 2, 4>(self, grad, wk, buf, dx),
+            match self.k {
+                3 => transpose_s2::<3>(self, grad, wk, buf, dx),
+                _ => transpose_s2::<5>(self, grad, wk, buf, dx),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -214,7 +267,7 @@ impl RowPlan {
 /// of the safe `RowPlan` methods, the only callers).
 #[cfg(target_arch = "x86_64")]
 mod kernels {
-    use super::{Act, Lane16, Prologue, RowPlan};
+    use super::{Act, Prologue, RowPlan};
 
     pub(super) trait Lanes: Copy {
         /// Floats per vector.
@@ -249,6 +302,11 @@ mod kernels {
         /// # Safety
         /// The CPU has the implementing vector unit, and `p` is valid for writing the first `min(n, N)` floats.
         unsafe fn store(p: *mut f32, v: Self, n: usize);
+        /// `v` with the lanes from `n` on set to zero (none when n >= N).
+        ///
+        /// # Safety
+        /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
+        unsafe fn keep(v: Self, n: usize) -> Self;
         /// # Safety
         /// The CPU has the implementing vector unit (AVX-512F for `__m512`, AVX2 and FMA for `__m256`).
         unsafe fn sum(v: Self) -> f32;
@@ -282,143 +340,215 @@ mod kernels {
         }
     }
 
-    /// R output rows of V vectors at a time (R * V = 8 chains of multiply-adds).
+    /// The first `n` pixels at `p` through the prologue, zeros in the lanes from `n` on (the row's padding: the
+    /// prologue of a zero is not zero in general).
     ///
     /// # Safety
-    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
-    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
-    /// `RowPlan` methods assert before they dispatch here).
+    /// The CPU has `L`'s vector unit, and `p` is valid for reading the first `min(n, N)` floats.
     #[inline(always)]
-    pub(super) unsafe fn correlate_rows<L: Lanes, const K: usize, const V: usize, const R: usize>(
+    pub(super) unsafe fn load_row<L: Lanes>(p: *const f32, n: usize, pre: Option<Prologue>) -> L {
+        if n >= L::N {
+            prologue(L::load(p, L::N), pre)
+        } else {
+            L::keep(prologue(L::load(p, n), pre), n)
+        }
+    }
+
+    /// Output rows `rows` (into `out`, which starts at the first of them) in tiles of 8 (then 4, 2, 1 for what
+    /// is left), one vector of each row at a time: eight independent chains of multiply-adds whatever the width
+    /// of the plane. Each output sums C input planes' shifted rows (`planes`), each with its own k x k filter
+    /// (`wk`: C filters one after the other): C = 1 for a depthwise convolution, 3 for the stem's colour planes.
+    ///
+    /// # Safety
+    /// The CPU has `L`'s vector unit, and the pointers and `out` cover what the plan reads and writes: each
+    /// shifted-row buffer at least [`RowPlan::buffer_len`] long, `out` at least rows.len() x ow, rows within oh
+    /// (as the safe `RowPlan` methods assert before they dispatch here).
+    #[inline(always)]
+    pub(super) unsafe fn correlate_rows<L: Lanes, const K: usize, const C: usize, const VC: usize>(
         p: &RowPlan,
-        buf: &[Lane16],
+        planes: [*const L; C],
         wk: &[f32],
         bias: f32,
         act: Act,
+        rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        let rows = buf.as_ptr() as *const L;
-        let per_row = K * V;
-        let mut oy = 0;
-        while oy < p.oh {
-            let mut acc = [[L::splat(bias); V]; R];
-            for ky in 0..K {
-                for kx in 0..K {
-                    let w = L::splat(*wk.get_unchecked(ky * K + kx));
-                    for (r, acc_r) in acc.iter_mut().enumerate() {
-                        let src = rows.add(((oy + r) * p.stride + ky) * per_row + kx * V);
-                        for (j, a) in acc_r.iter_mut().enumerate() {
-                            *a = L::fmadd(w, *src.add(j), *a);
+        let tile = Tile { p, planes, wk, bias, act, first: rows.start, out: out.as_mut_ptr() };
+        let mut oy = rows.start;
+        while oy + 8 <= rows.end {
+            tile.rows::<K, 8, VC>(oy);
+            oy += 8;
+        }
+        if oy + 4 <= rows.end {
+            tile.rows::<K, 4, VC>(oy);
+            oy += 4;
+        }
+        if oy + 2 <= rows.end {
+            tile.rows::<K, 2, VC>(oy);
+            oy += 2;
+        }
+        if oy < rows.end {
+            tile.rows::<K, 1, VC>(oy);
+        }
+    }
+
+    /// What every tile of [`correlate_rows`] shares.
+    struct Tile<'a, L, const C: usize> {
+        p: &'a RowPlan,
+        planes: [*const L; C],
+        wk: &'a [f32],
+        bias: f32,
+        act: Act,
+        /// The output row `out` starts at.
+        first: usize,
+        out: *mut f32,
+    }
+
+    impl<L: Lanes, const C: usize> Tile<'_, L, C> {
+        /// Output rows oy..oy + R, vector by vector.
+        ///
+        /// # Safety
+        /// As [`correlate_rows`], with oy + R within its rows.
+        #[inline(always)]
+        unsafe fn rows<const K: usize, const R: usize, const VC: usize>(&self, oy: usize) {
+            let p = self.p;
+            let v = p.vectors::<VC>();
+            let per_row = K * v;
+            for j in 0..v {
+                let mut acc = [L::splat(self.bias); R];
+                for (c, plane) in self.planes.iter().enumerate() {
+                    for ky in 0..K {
+                        for kx in 0..K {
+                            let w = L::splat(*self.wk.get_unchecked((c * K + ky) * K + kx));
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                let src = plane.add(((oy + r) * p.stride + ky) * per_row + kx * v + j);
+                                *a = L::fmadd(w, *src, *a);
+                            }
                         }
                     }
                 }
-            }
-            for (r, acc_r) in acc.iter().enumerate() {
-                let dst = out.as_mut_ptr().add((oy + r) * p.ow);
-                for (j, a) in acc_r.iter().enumerate() {
-                    L::store(dst.add(L::N * j), activate(*a, act), p.ow - L::N * j);
+                for (r, a) in acc.iter().enumerate() {
+                    let dst = self.out.add((oy + r - self.first) * p.ow + L::N * j);
+                    L::store(dst, activate(*a, self.act), p.ow - L::N * j);
                 }
             }
-            oy += R;
         }
     }
 
     /// Two sets of K sums (even and odd output rows) per filter row, so that 2K chains are in flight.
     ///
     /// # Safety
-    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
-    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
-    /// `RowPlan` methods assert before they dispatch here).
+    /// As [`correlate_rows`], with `grad` at least oh x ow.
     #[inline(always)]
-    pub(super) unsafe fn weight_grad_rows<L: Lanes, const K: usize, const V: usize>(
+    pub(super) unsafe fn weight_grad_rows<L: Lanes, const K: usize, const VC: usize>(
         p: &RowPlan,
-        buf: &[Lane16],
+        rows: *const L,
         grad: &[f32],
         dw_acc: &mut [f64],
     ) {
-        let rows = buf.as_ptr() as *const L;
-        let per_row = K * V;
-        for ky in 0..K {
-            let mut acc = [[L::splat(0.0); K]; 2];
-            // Output rows in pairs (every plan has an even number of them), one set of sums each.
-            for pair in (0..p.oh).step_by(2) {
-                for (half, sums) in acc.iter_mut().enumerate() {
-                    let oy = pair + half;
-                    let src = rows.add((oy * p.stride + ky) * per_row);
-                    for j in 0..V {
-                        let g = L::load(grad.as_ptr().add(oy * p.ow + L::N * j), p.ow - L::N * j);
-                        for (kx, a) in sums.iter_mut().enumerate() {
-                            *a = L::fmadd(g, *src.add(kx * V + j), *a);
-                        }
-                    }
+        let v = p.vectors::<VC>();
+        let per_row = K * v;
+        // Output row oy's products with filter row ky, added into `sums`.
+        let row = |sums: &mut [L; K], oy: usize, ky: usize| {
+            let src = rows.add((oy * p.stride + ky) * per_row);
+            for j in 0..v {
+                // Lanes past the row load as zeros (the shifted rows there are zeros too).
+                let g = L::load(grad.as_ptr().add(oy * p.ow + L::N * j), p.ow - L::N * j);
+                for (kx, a) in sums.iter_mut().enumerate() {
+                    *a = L::fmadd(g, *src.add(kx * v + j), *a);
                 }
             }
+        };
+        for ky in 0..K {
+            let (mut even, mut odd) = ([L::splat(0.0); K], [L::splat(0.0); K]);
+            let mut oy = 0;
+            while oy + 2 <= p.oh {
+                row(&mut even, oy, ky);
+                row(&mut odd, oy + 1, ky);
+                oy += 2;
+            }
+            if oy < p.oh {
+                row(&mut even, oy, ky);
+            }
             for kx in 0..K {
-                dw_acc[ky * K + kx] += L::sum(L::add(acc[0][kx], acc[1][kx])) as f64;
+                dw_acc[ky * K + kx] += L::sum(L::add(even[kx], odd[kx])) as f64;
             }
         }
     }
 
     /// The stride-2 input gradient from the upsampled, shifted gradient rows (buffer row i holds gradient row
-    /// i - 1), R input rows of V vectors at a time (w = N V).
+    /// i - 1, in `p.vw` vectors), in tiles of 8 input rows (then 2: h is even), one vector at a time.
     ///
     /// # Safety
-    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
-    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
-    /// `RowPlan` methods assert before they dispatch here).
+    /// As [`correlate_rows`], with `dx` at least h x w.
     #[inline(always)]
-    pub(super) unsafe fn transpose_rows<L: Lanes, const K: usize, const V: usize, const R: usize>(
+    pub(super) unsafe fn transpose_rows<L: Lanes, const K: usize>(
         p: &RowPlan,
         rows: *const L,
         wk: &[f32],
         dx: &mut [f32],
     ) {
         let mut y = 0;
+        while y + 8 <= p.h {
+            transpose_tile::<L, K, 8>(p, rows, wk, dx, y);
+            y += 8;
+        }
         while y < p.h {
-            let mut acc = [[L::splat(0.0); V]; R];
-            // Row y + r takes filter row ky when y + r + pad - ky is even; y is even, so that depends on r and on
-            // the parity of ky only, which the two passes make a constant.
-            accumulate_s2::<L, K, V, R, 0>(rows, wk, y, &mut acc);
-            accumulate_s2::<L, K, V, R, 1>(rows, wk, y, &mut acc);
-            for (r, acc_r) in acc.iter().enumerate() {
-                let dst = dx.as_mut_ptr().add((y + r) * p.w);
-                for (j, a) in acc_r.iter().enumerate() {
-                    L::store(dst.add(L::N * j), *a, L::N);
-                }
-            }
-            y += R;
+            transpose_tile::<L, K, 2>(p, rows, wk, dx, y);
+            y += 2;
         }
     }
 
-    /// The filter rows ky of parity PAR, for input rows y..y + R (y even).
+    /// Input rows y..y + R (y and R even).
     ///
     /// # Safety
-    /// The CPU has `L`'s vector unit, and every slice and pointer covers the rows the plan reads and writes:
-    /// the shifted-row buffer at least [`RowPlan::buffer_len`] long, planes at least h x w (as the safe
-    /// `RowPlan` methods assert before they dispatch here).
+    /// As [`transpose_rows`], with y + R <= h.
     #[inline(always)]
-    unsafe fn accumulate_s2<L: Lanes, const K: usize, const V: usize, const R: usize, const PAR: usize>(
+    unsafe fn transpose_tile<L: Lanes, const K: usize, const R: usize>(
+        p: &RowPlan,
+        rows: *const L,
+        wk: &[f32],
+        dx: &mut [f32],
+        y: usize,
+    ) {
+        for j in 0..p.vw {
+            let mut acc = [L::splat(0.0); R];
+            // Row y + r takes filter row ky when y + r + pad - ky is even; y is even, so that depends on r and on
+            // the parity of ky only, which the two passes make a constant.
+            accumulate_s2::<L, K, R, 0>(p, rows.add(j), wk, y, &mut acc);
+            accumulate_s2::<L, K, R, 1>(p, rows.add(j), wk, y, &mut acc);
+            for (r, a) in acc.iter().enumerate() {
+                L::store(dx.as_mut_ptr().add((y + r) * p.w + L::N * j), *a, p.w - L::N * j);
+            }
+        }
+    }
+
+    /// The filter rows ky of parity PAR, for input rows y..y + R (y even), at the column of vectors `rows`
+    /// points to.
+    ///
+    /// # Safety
+    /// As [`transpose_tile`].
+    #[inline(always)]
+    unsafe fn accumulate_s2<L: Lanes, const K: usize, const R: usize, const PAR: usize>(
+        p: &RowPlan,
         rows: *const L,
         wk: &[f32],
         y: usize,
-        acc: &mut [[L; V]; R],
+        acc: &mut [L; R],
     ) {
         let pad = (K - 1) / 2;
-        let per_row = K * V;
+        let per_row = K * p.vw;
         let mut ky = PAR;
         while ky < K {
             for kx in 0..K {
                 let w = L::splat(*wk.get_unchecked(ky * K + kx));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
+                for (r, a) in acc.iter_mut().enumerate() {
                     if !(r + pad + PAR).is_multiple_of(2) {
                         continue;
                     }
                     // Gradient row (y + r + pad - ky) / 2, at buffer row one below.
                     let i = (y + r + pad + 2 - ky) / 2;
-                    let src = rows.add(i * per_row + kx * V);
-                    for (j, a) in acc_r.iter_mut().enumerate() {
-                        *a = L::fmadd(w, *src.add(j), *a);
-                    }
+                    *a = L::fmadd(w, *rows.add(i * per_row + kx * p.vw), *a);
                 }
             }
             ky += 2;
@@ -429,9 +559,13 @@ mod kernels {
 /// The AVX-512 kernels; [`RowPlan::new`] only returns a plan where they can run.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::kernels::{self, prologue, Lanes};
-    use super::{Act, Lane16, Prologue, RowPlan};
+    use super::kernels::{self, load_row, Lanes};
+    use super::{Act, Lane16, Prologue, RowPlan, MAX_WIDTH};
     use std::arch::x86_64::*;
+
+    /// A row's vectors with a zero vector on each side: at most [`MAX_WIDTH`] / 16, plus the two ends and one
+    /// spare for the stride-2 gradient's upsampling, which writes vectors in pairs.
+    const ROW_VECTORS: usize = MAX_WIDTH / 16 + 3;
 
     // Each method is one AVX-512F intrinsic (or a short sequence); the trait states what the caller must ensure.
     impl Lanes for __m512 {
@@ -462,11 +596,23 @@ mod avx512 {
         }
         #[inline(always)]
         unsafe fn load(p: *const f32, n: usize) -> Self {
-            _mm512_maskz_loadu_ps(lanes(n), p)
+            if n >= 16 {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(lanes(n), p)
+            }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: Self, n: usize) {
-            _mm512_mask_storeu_ps(p, lanes(n), v)
+            if n >= 16 {
+                _mm512_storeu_ps(p, v)
+            } else {
+                _mm512_mask_storeu_ps(p, lanes(n), v)
+            }
+        }
+        #[inline(always)]
+        unsafe fn keep(v: Self, n: usize) -> Self {
+            _mm512_maskz_mov_ps(lanes(n), v)
         }
         #[inline(always)]
         unsafe fn sum(v: Self) -> f32 {
@@ -484,54 +630,38 @@ mod avx512 {
         }
     }
 
-    /// out[i] = p[i + d], zero where i + d falls outside 0..16 (|d| <= 2).
+    /// The vector `cur` of a row shifted by d pixels (|d| <= 2): lane i holds pixel i + d, taken from the
+    /// neighbouring vector `prev` or `next` where it falls outside `cur`.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[inline(always)]
-    unsafe fn shift1(p: __m512, d: isize) -> __m512 {
-        let (z, pi) = (_mm512_setzero_si512(), _mm512_castps_si512(p));
+    unsafe fn shifted(prev: __m512, cur: __m512, next: __m512, d: isize) -> __m512 {
+        let (p, c, n) = (_mm512_castps_si512(prev), _mm512_castps_si512(cur), _mm512_castps_si512(next));
         _mm512_castsi512_ps(match d {
-            -2 => _mm512_alignr_epi32::<14>(pi, z),
-            -1 => _mm512_alignr_epi32::<15>(pi, z),
-            1 => _mm512_alignr_epi32::<1>(z, pi),
-            2 => _mm512_alignr_epi32::<2>(z, pi),
-            _ => pi,
+            -2 => _mm512_alignr_epi32::<14>(c, p),
+            -1 => _mm512_alignr_epi32::<15>(c, p),
+            1 => _mm512_alignr_epi32::<1>(n, c),
+            2 => _mm512_alignr_epi32::<2>(n, c),
+            _ => c,
         })
     }
 
-    /// The two halves of a 32-pixel row [lo, hi] shifted by d (|d| <= 2), zeros shifted in at both ends.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[inline(always)]
-    unsafe fn shift2(lo: __m512, hi: __m512, d: isize) -> (__m512, __m512) {
-        let (z, l, h) = (_mm512_setzero_si512(), _mm512_castps_si512(lo), _mm512_castps_si512(hi));
-        let (a, b) = match d {
-            -2 => (_mm512_alignr_epi32::<14>(l, z), _mm512_alignr_epi32::<14>(h, l)),
-            -1 => (_mm512_alignr_epi32::<15>(l, z), _mm512_alignr_epi32::<15>(h, l)),
-            1 => (_mm512_alignr_epi32::<1>(h, l), _mm512_alignr_epi32::<1>(z, h)),
-            2 => (_mm512_alignr_epi32::<2>(h, l), _mm512_alignr_epi32::<2>(z, h)),
-            _ => (l, h),
-        };
-        (_mm512_castsi512_ps(a), _mm512_castsi512_ps(b))
-    }
-
-    /// buf[(y + pad) * K * V + kx * V + j] = vector j of input row y (through `pre`) shifted for tap column kx;
-    /// the pad rows above and below are zeros.
+    /// buf[(y + pad) * K * v + kx * v + j] = vector j of input row y (through `pre`) shifted for tap column kx
+    /// (stride 2: of the row's even or odd pixels); the pad rows above and below are zeros.
     ///
     /// # Safety
     /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
+    pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const VC: usize>(
         p: &RowPlan,
         plane: &[f32],
         pre: Option<Prologue>,
         buf: &mut [Lane16],
     ) {
-        let pad = (K - 1) / 2;
-        let per_row = K * V;
+        let (pad, v) = ((K - 1) / 2, p.vectors::<VC>());
+        let per_row = K * v;
         let out = buf.as_mut_ptr() as *mut __m512;
         let zero = _mm512_setzero_ps();
         for r in (0..pad).chain(p.h + pad..p.h + 2 * pad) {
@@ -541,38 +671,31 @@ mod avx512 {
         }
         let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        // Vector j of the row (stride 2: of its even pixels) at 1 + j, of its odd pixels in `odd`; zeros at both
+        // ends, which the loads below never overwrite.
+        let (mut even, mut odd) = ([zero; ROW_VECTORS], [zero; ROW_VECTORS]);
         for y in 0..p.h {
             let src = plane.as_ptr().add(y * p.w);
-            let dst = out.add((y + pad) * per_row);
-            if S == 1 {
-                if V == 1 {
-                    // The lanes past the row stay zero: they are the right padding.
-                    let row = _mm512_maskz_mov_ps(lanes(p.w), prologue(_mm512_maskz_loadu_ps(lanes(p.w), src), pre));
-                    for kx in 0..K {
-                        _mm512_store_ps(dst.add(kx) as *mut f32, shift1(row, kx as isize - pad as isize));
-                    }
+            for j in 0..v {
+                if S == 1 {
+                    even[1 + j] = load_row(src.add(16 * j), p.w - 16 * j, pre);
                 } else {
-                    let (lo, hi) = (prologue(_mm512_loadu_ps(src), pre), prologue(_mm512_loadu_ps(src.add(16)), pre));
-                    for kx in 0..K {
-                        let (a, b) = shift2(lo, hi, kx as isize - pad as isize);
-                        _mm512_store_ps(dst.add(2 * kx) as *mut f32, a);
-                        _mm512_store_ps(dst.add(2 * kx + 1) as *mut f32, b);
-                    }
+                    // Output pixels 16j.. read input pixels 32j..; w = 2 ow, so 32j < w.
+                    let left = p.w - 32 * j;
+                    let lo: __m512 = load_row(src.add(32 * j), left, pre);
+                    let hi = if left > 16 { load_row(src.add(32 * j + 16), left - 16, pre) } else { zero };
+                    even[1 + j] = _mm512_permutex2var_ps(lo, evens, hi);
+                    odd[1 + j] = _mm512_permutex2var_ps(lo, odds, hi);
                 }
-            } else {
-                // Stride 2: output pixel x reads input column 2x + d, i.e. the even pixels shifted by d/2 for even d
-                // and the odd ones by (d-1)/2 for odd d. A 16-pixel row leaves lanes 8.. of both at zero.
-                let (even, odd) = if p.w == 32 {
-                    let (lo, hi) = (prologue(_mm512_loadu_ps(src), pre), prologue(_mm512_loadu_ps(src.add(16)), pre));
-                    (_mm512_permutex2var_ps(lo, evens, hi), _mm512_permutex2var_ps(lo, odds, hi))
-                } else {
-                    let row = prologue(_mm512_loadu_ps(src), pre);
-                    (_mm512_maskz_permutexvar_ps(0x00ff, evens, row), _mm512_maskz_permutexvar_ps(0x00ff, odds, row))
-                };
-                for kx in 0..K {
-                    let d = kx as isize - pad as isize;
-                    let phase = if d.rem_euclid(2) == 0 { even } else { odd };
-                    _mm512_store_ps(dst.add(kx) as *mut f32, shift1(phase, d.div_euclid(2)));
+            }
+            let dst = out.add((y + pad) * per_row);
+            for kx in 0..K {
+                // Stride 1: pixel x + d. Stride 2: input column 2x + d, i.e. even pixel x + d/2 or odd x + (d-1)/2.
+                let d = kx as isize - pad as isize;
+                let (row, e) =
+                    if S == 1 || d.rem_euclid(2) == 0 { (&even, d / S as isize) } else { (&odd, d.div_euclid(2)) };
+                for j in 0..v {
+                    _mm512_store_ps(dst.add(kx * v + j) as *mut f32, shifted(row[j], row[j + 1], row[j + 2], e));
                 }
             }
         }
@@ -582,51 +705,56 @@ mod avx512 {
     /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
+    pub(super) unsafe fn correlate_rows<const K: usize, const C: usize, const VC: usize>(
         p: &RowPlan,
-        buf: &[Lane16],
+        bufs: [&[Lane16]; C],
         wk: &[f32],
         bias: f32,
         act: Act,
+        rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        kernels::correlate_rows::<__m512, K, V, R>(p, buf, wk, bias, act, out)
+        let planes = bufs.map(|b| b.as_ptr() as *const __m512);
+        kernels::correlate_rows::<__m512, K, C, VC>(p, planes, wk, bias, act, rows, out)
     }
 
     /// # Safety
     /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
+    pub(super) unsafe fn weight_grad_rows<const K: usize, const VC: usize>(
         p: &RowPlan,
         buf: &[Lane16],
         grad: &[f32],
         dw_acc: &mut [f64],
     ) {
-        kernels::weight_grad_rows::<__m512, K, V>(p, buf, grad, dw_acc)
+        kernels::weight_grad_rows::<__m512, K, VC>(p, buf.as_ptr() as *const __m512, grad, dw_acc)
     }
 
-    /// Stride-2 input gradient, R input rows of V vectors at a time (w = 16 V). Buffer row i holds gradient row
-    /// i - 1 (rows -1 and oh are zeros), upsampled (pixel ox at 2 ox) and shifted for each tap column.
+    /// Stride-2 input gradient. Buffer row i holds gradient row i - 1 (rows -1 and oh are zeros), upsampled
+    /// (pixel ox at 2 ox) and shifted for each tap column, in `vw` vectors.
     ///
     /// # Safety
     /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose_s2<const K: usize, const V: usize, const R: usize>(
+    pub(super) unsafe fn transpose_s2<const K: usize>(
         p: &RowPlan,
         grad: &[f32],
         wk: &[f32],
         buf: &mut [Lane16],
         dx: &mut [f32],
     ) {
-        let pad = (K - 1) / 2;
-        let per_row = K * V;
+        let (pad, vw) = ((K - 1) / 2, p.vw);
+        let per_row = K * vw;
         let rows = buf.as_mut_ptr() as *mut __m512;
         let zero = _mm512_setzero_ps();
         // Lane x of the upsampled row is gradient pixel x / 2 for even x, zero (index 16 of the pair) for odd x.
         let spread_lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
         let spread_hi = _mm512_setr_epi32(8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
+        // Upsampled vector m at 1 + m, zeros at both ends. Gradient vector j gives upsampled vectors 2j and 2j + 1;
+        // the last of these may lie one past the row (vw <= 2v <= vw + 1), where its pixels are zeros.
+        let mut up = [zero; ROW_VECTORS];
         for i in 0..p.oh + 2 {
             let dst = rows.add(i * per_row);
             if i == 0 || i == p.oh + 1 {
@@ -635,21 +763,20 @@ mod avx512 {
                 }
                 continue;
             }
-            let g = _mm512_maskz_loadu_ps(lanes(p.ow), grad.as_ptr().add((i - 1) * p.ow));
-            let lo = _mm512_permutex2var_ps(g, spread_lo, zero);
+            for j in 0..p.v {
+                let g = <__m512 as Lanes>::load(grad.as_ptr().add((i - 1) * p.ow + 16 * j), p.ow - 16 * j);
+                up[1 + 2 * j] = _mm512_permutex2var_ps(g, spread_lo, zero);
+                up[2 + 2 * j] = _mm512_permutex2var_ps(g, spread_hi, zero);
+            }
             // Tap column kx reads upsampled pixel x + pad - kx.
             for kx in 0..K {
                 let d = pad as isize - kx as isize;
-                if V == 1 {
-                    _mm512_store_ps(dst.add(kx) as *mut f32, shift1(lo, d));
-                } else {
-                    let (a, b) = shift2(lo, _mm512_permutex2var_ps(g, spread_hi, zero), d);
-                    _mm512_store_ps(dst.add(2 * kx) as *mut f32, a);
-                    _mm512_store_ps(dst.add(2 * kx + 1) as *mut f32, b);
+                for m in 0..vw {
+                    _mm512_store_ps(dst.add(kx * vw + m) as *mut f32, shifted(up[m], up[m + 1], up[m + 2], d));
                 }
             }
         }
-        kernels::transpose_rows::<__m512, K, V, R>(p, rows as *const __m512, wk, dx)
+        kernels::transpose_rows::<__m512, K>(p, rows as *const __m512, wk, dx)
     }
 }
 
@@ -659,8 +786,8 @@ mod avx512 {
 /// permute per 16 pixels.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::kernels::{self, prologue, Lanes};
-    use super::{Act, Lane16, Prologue, RowPlan};
+    use super::kernels::{self, load_row, Lanes};
+    use super::{Act, Lane16, Prologue, RowPlan, MAX_WIDTH};
     use std::arch::x86_64::*;
 
     // Each method is one AVX2/FMA intrinsic (or a short sequence); the trait states what the caller must ensure.
@@ -690,9 +817,6 @@ mod avx2 {
         unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
             _mm256_fmadd_ps(a, b, c)
         }
-        // The row kernels' rows are whole vectors here (8, 16 or 32 pixels), so they always pass n >= 8 and take
-        // the plain unaligned load or store (the branch is predicted perfectly); the masked one keeps the trait's
-        // contract for a shorter n.
         #[inline(always)]
         unsafe fn load(p: *const f32, n: usize) -> Self {
             if n >= 8 {
@@ -707,6 +831,14 @@ mod avx2 {
                 _mm256_storeu_ps(p, v)
             } else {
                 _mm256_maskstore_ps(p, first_lanes(n), v)
+            }
+        }
+        #[inline(always)]
+        unsafe fn keep(v: Self, n: usize) -> Self {
+            if n >= 8 {
+                v
+            } else {
+                _mm256_and_ps(v, _mm256_castsi256_ps(first_lanes(n)))
             }
         }
         #[inline(always)]
@@ -729,13 +861,13 @@ mod avx2 {
 
     /// Zeros before (and after) a row in its temporary array: at least the largest shift.
     const MARGIN: usize = 8;
-    const ROW: usize = MARGIN + 32 + MARGIN;
+    /// A row's temporary array: the margins, the widest row, and the last vector's floats past it.
+    const ROW: usize = MARGIN + MAX_WIDTH + 16 + MARGIN;
 
     /// The even and the odd pixels of the 16 in [a, b].
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
-    /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
+    /// The CPU has AVX2.
     #[inline(always)]
     unsafe fn split(a: __m256, b: __m256) -> (__m256, __m256) {
         let even = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
@@ -743,20 +875,20 @@ mod avx2 {
         (_mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(even)), _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)))
     }
 
-    /// As the AVX-512 `shift_rows`, with V = ow / 8 vectors a row.
+    /// As the AVX-512 `shift_rows`, with 8 floats a vector.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const V: usize>(
+    pub(super) unsafe fn shift_rows<const K: usize, const S: usize, const VC: usize>(
         p: &RowPlan,
         plane: &[f32],
         pre: Option<Prologue>,
         buf: &mut [Lane16],
     ) {
-        let pad = (K - 1) / 2;
-        let per_row = K * V;
+        let (pad, v) = ((K - 1) / 2, p.vectors::<VC>());
+        let per_row = K * v;
         let out = buf.as_mut_ptr() as *mut __m256;
         let zero = _mm256_setzero_ps();
         for r in (0..pad).chain(p.h + pad..p.h + 2 * pad) {
@@ -764,23 +896,25 @@ mod avx2 {
                 _mm256_store_ps(out.add(r * per_row + i) as *mut f32, zero);
             }
         }
-        // The row (stride 2: its even pixels in `a`, its odd ones in `b`) between zero margins.
+        // The row (stride 2: its even pixels in `a`, its odd ones in `b`) between zero margins. Every row writes
+        // the same v vectors, zeros past its end included, so the margins stay zero.
         let (mut a, mut b) = ([0f32; ROW], [0f32; ROW]);
         let (ta, tb) = (a.as_mut_ptr().add(MARGIN), b.as_mut_ptr().add(MARGIN));
         for y in 0..p.h {
             let src = plane.as_ptr().add(y * p.w);
-            let dst = out.add((y + pad) * per_row);
-            for j in 0..V {
+            for j in 0..v {
                 if S == 1 {
-                    _mm256_storeu_ps(ta.add(8 * j), prologue(_mm256_loadu_ps(src.add(8 * j)), pre));
+                    _mm256_storeu_ps(ta.add(8 * j), load_row(src.add(8 * j), p.w - 8 * j, pre));
                 } else {
-                    let lo = prologue(_mm256_loadu_ps(src.add(16 * j)), pre);
-                    let hi = prologue(_mm256_loadu_ps(src.add(16 * j + 8)), pre);
+                    let left = p.w - 16 * j;
+                    let lo = load_row(src.add(16 * j), left, pre);
+                    let hi = if left > 8 { load_row(src.add(16 * j + 8), left - 8, pre) } else { zero };
                     let (even, odd) = split(lo, hi);
                     _mm256_storeu_ps(ta.add(8 * j), even);
                     _mm256_storeu_ps(tb.add(8 * j), odd);
                 }
             }
+            let dst = out.add((y + pad) * per_row);
             for kx in 0..K {
                 let d = kx as isize - pad as isize;
                 // Stride 1: pixel x + d. Stride 2: input column 2x + d, i.e. even pixel x + d/2 or odd x + (d-1)/2.
@@ -791,9 +925,9 @@ mod avx2 {
                 } else {
                     (tb as *const f32, d.div_euclid(2))
                 };
-                for j in 0..V {
-                    let v = _mm256_loadu_ps(row.offset(8 * j as isize + e));
-                    _mm256_store_ps(dst.add(kx * V + j) as *mut f32, v);
+                for j in 0..v {
+                    let x = _mm256_loadu_ps(row.offset(8 * j as isize + e));
+                    _mm256_store_ps(dst.add(kx * v + j) as *mut f32, x);
                 }
             }
         }
@@ -803,53 +937,50 @@ mod avx2 {
     /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn correlate_rows<const K: usize, const V: usize, const R: usize>(
+    pub(super) unsafe fn correlate_rows<const K: usize, const C: usize, const VC: usize>(
         p: &RowPlan,
-        buf: &[Lane16],
+        bufs: [&[Lane16]; C],
         wk: &[f32],
         bias: f32,
         act: Act,
+        rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        // Whole vectors (RowPlan::new: ow is 8, 16 or 32 and V = ow / 8): the compiler then knows every store is
-        // of 8 floats and drops the masked tail of `Lanes::store` from the loop.
-        assert_eq!(p.ow, 8 * V, "AVX2 rows are whole vectors");
-        kernels::correlate_rows::<__m256, K, V, R>(p, buf, wk, bias, act, out)
+        let planes = bufs.map(|b| b.as_ptr() as *const __m256);
+        kernels::correlate_rows::<__m256, K, C, VC>(p, planes, wk, bias, act, rows, out)
     }
 
     /// # Safety
     /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_grad_rows<const K: usize, const V: usize>(
+    pub(super) unsafe fn weight_grad_rows<const K: usize, const VC: usize>(
         p: &RowPlan,
         buf: &[Lane16],
         grad: &[f32],
         dw_acc: &mut [f64],
     ) {
-        // As in `correlate_rows`: every load is of 8 floats, without the masked tail of `Lanes::load`.
-        assert_eq!(p.ow, 8 * V, "AVX2 rows are whole vectors");
-        kernels::weight_grad_rows::<__m256, K, V>(p, buf, grad, dw_acc)
+        kernels::weight_grad_rows::<__m256, K, VC>(p, buf.as_ptr() as *const __m256, grad, dw_acc)
     }
 
-    /// Stride-2 input gradient, R input rows of V vectors at a time (w = 8 V), as the AVX-512 version.
+    /// Stride-2 input gradient, as the AVX-512 version.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn transpose_s2<const K: usize, const V: usize, const R: usize>(
+    pub(super) unsafe fn transpose_s2<const K: usize>(
         p: &RowPlan,
         grad: &[f32],
         wk: &[f32],
         buf: &mut [Lane16],
         dx: &mut [f32],
     ) {
-        let pad = (K - 1) / 2;
-        let per_row = K * V;
+        let (pad, vw) = ((K - 1) / 2, p.vw);
+        let per_row = K * vw;
         let rows = buf.as_mut_ptr() as *mut __m256;
         let zero = _mm256_setzero_ps();
-        // The upsampled row: gradient pixel x at 2x, zeros between and in the margins (never written).
+        // The upsampled row: gradient pixel x at 2x, zeros between, past the row and in the margins.
         let mut up = [0f32; ROW];
         let t = up.as_mut_ptr().add(MARGIN);
         for i in 0..p.oh + 2 {
@@ -860,18 +991,21 @@ mod avx2 {
                 }
                 continue;
             }
-            let g = grad.as_ptr().add((i - 1) * p.ow);
-            for x in 0..p.ow {
-                *t.add(2 * x) = *g.add(x);
+            for j in 0..p.v {
+                let g = <__m256 as Lanes>::load(grad.as_ptr().add((i - 1) * p.ow + 8 * j), p.ow - 8 * j);
+                // [g0 0 g1 0 | g4 0 g5 0] and [g2 0 g3 0 | g6 0 g7 0], then their low and their high halves.
+                let (l, h) = (_mm256_unpacklo_ps(g, zero), _mm256_unpackhi_ps(g, zero));
+                _mm256_storeu_ps(t.add(16 * j), _mm256_permute2f128_ps::<0x20>(l, h));
+                _mm256_storeu_ps(t.add(16 * j + 8), _mm256_permute2f128_ps::<0x31>(l, h));
             }
             for kx in 0..K {
                 let d = pad as isize - kx as isize;
-                for j in 0..V {
-                    _mm256_store_ps(dst.add(kx * V + j) as *mut f32, _mm256_loadu_ps(t.offset(8 * j as isize + d)));
+                for m in 0..vw {
+                    _mm256_store_ps(dst.add(kx * vw + m) as *mut f32, _mm256_loadu_ps(t.offset(8 * m as isize + d)));
                 }
             }
         }
-        kernels::transpose_rows::<__m256, K, V, R>(p, rows as *const __m256, wk, dx)
+        kernels::transpose_rows::<__m256, K>(p, rows as *const __m256, wk, dx)
     }
 }
 

@@ -24,6 +24,7 @@ pub(crate) mod depthwise_rows;
 pub mod loss;
 pub mod plane;
 pub mod profile;
+pub(crate) mod stem;
 
 /// The activation fused into a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
