@@ -144,45 +144,50 @@ impl RowPlan {
     /// out (oh x ow) = act(bias + the correlation of the shifted plane with the k x k filter `wk`).
     #[inline]
     pub(crate) fn correlate(&self, buf: &[Lane16], wk: &[f32], bias: f32, act: Act, out: &mut [f32]) {
-        self.correlate_planes([buf], wk, bias, act, 0..self.oh, out)
+        self.correlate_planes([buf], wk, &[bias], act, 0..self.oh, &mut [out])
     }
 
-    /// Output rows `rows` (into `out`, from its start) of act(bias + the sum over C planes of each one's
-    /// correlation with its k x k filter): `bufs` their shifted rows, `wk` the C filters one after the other.
+    /// For each output plane o (one per bias): rows `rows` of act(bias[o] + the sum over C input planes of each
+    /// one's correlation with its k x k filter), `bufs` the input planes' shifted rows, `w` each output's C
+    /// filters after the previous output's, into `outs[o]` (which starts at the first of `rows`). C = 1 is a depthwise convolution, C = 3 with 16 outputs the stem. Each column of vectors is done
+    /// for every output before the next, while the input rows it reads are in the L1 cache.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn correlate_planes<const C: usize>(
         &self,
         bufs: [&[Lane16]; C],
-        wk: &[f32],
-        bias: f32,
+        w: &[f32],
+        bias: &[f32],
         act: Act,
         rows: std::ops::Range<usize>,
-        out: &mut [f32],
+        outs: &mut [&mut [f32]],
     ) {
-        assert!(bufs.iter().all(|b| b.len() >= self.buffer_len()) && wk.len() >= C * self.k * self.k);
-        assert!(rows.start <= rows.end && rows.end <= self.oh && out.len() >= rows.len() * self.ow);
+        let outputs = bias.len();
+        assert!(bufs.iter().all(|b| b.len() >= self.buffer_len()) && w.len() >= outputs * C * self.k * self.k);
+        assert!(rows.start <= rows.end && rows.end <= self.oh && outputs > 0);
+        assert!(outs.len() == outputs && outs.iter().all(|o| o.len() >= rows.len() * self.ow));
         // SAFETY: as in `shift`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             if self.lanes == 8 {
                 use avx2::*;
                 return match (self.k, self.v) {
-                    (3, 1) => correlate_rows::<3, C, 1>(self, bufs, wk, bias, act, rows, out),
-                    (3, 2) => correlate_rows::<3, C, 2>(self, bufs, wk, bias, act, rows, out),
-                    (3, _) => correlate_rows::<3, C, 0>(self, bufs, wk, bias, act, rows, out),
-                    (_, 1) => correlate_rows::<5, C, 1>(self, bufs, wk, bias, act, rows, out),
-                    (_, 2) => correlate_rows::<5, C, 2>(self, bufs, wk, bias, act, rows, out),
-                    _ => correlate_rows::<5, C, 0>(self, bufs, wk, bias, act, rows, out),
+                    (3, 1) => correlate_rows::<3, C, 1>(self, bufs, w, bias, act, rows, outs),
+                    (3, 2) => correlate_rows::<3, C, 2>(self, bufs, w, bias, act, rows, outs),
+                    (3, _) => correlate_rows::<3, C, 0>(self, bufs, w, bias, act, rows, outs),
+                    (_, 1) => correlate_rows::<5, C, 1>(self, bufs, w, bias, act, rows, outs),
+                    (_, 2) => correlate_rows::<5, C, 2>(self, bufs, w, bias, act, rows, outs),
+                    _ => correlate_rows::<5, C, 0>(self, bufs, w, bias, act, rows, outs),
                 };
             }
             use avx512::*;
             match (self.k, self.v) {
-                (3, 1) => correlate_rows::<3, C, 1>(self, bufs, wk, bias, act, rows, out),
-                (3, 2) => correlate_rows::<3, C, 2>(self, bufs, wk, bias, act, rows, out),
-                (3, _) => correlate_rows::<3, C, 0>(self, bufs, wk, bias, act, rows, out),
-                (_, 1) => correlate_rows::<5, C, 1>(self, bufs, wk, bias, act, rows, out),
-                (_, 2) => correlate_rows::<5, C, 2>(self, bufs, wk, bias, act, rows, out),
-                _ => correlate_rows::<5, C, 0>(self, bufs, wk, bias, act, rows, out),
+                (3, 1) => correlate_rows::<3, C, 1>(self, bufs, w, bias, act, rows, outs),
+                (3, 2) => correlate_rows::<3, C, 2>(self, bufs, w, bias, act, rows, outs),
+                (3, _) => correlate_rows::<3, C, 0>(self, bufs, w, bias, act, rows, outs),
+                (_, 1) => correlate_rows::<5, C, 1>(self, bufs, w, bias, act, rows, outs),
+                (_, 2) => correlate_rows::<5, C, 2>(self, bufs, w, bias, act, rows, outs),
+                _ => correlate_rows::<5, C, 0>(self, bufs, w, bias, act, rows, outs),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -354,41 +359,54 @@ mod kernels {
         }
     }
 
-    /// Output rows `rows` (into `out`, which starts at the first of them) in tiles of 8 (then 4, 2, 1 for what
-    /// is left), one vector of each row at a time: eight independent chains of multiply-adds whatever the width
-    /// of the plane. Each output sums C input planes' shifted rows (`planes`), each with its own k x k filter
-    /// (`wk`: C filters one after the other): C = 1 for a depthwise convolution, 3 for the stem's colour planes.
+    /// Output rows `rows` in tiles of 8 (then 4, 2, 1 for what is left), one vector of each row at a time:
+    /// eight independent chains of multiply-adds whatever the width of the plane; each column of a tile for every
+    /// output plane (one per bias) in turn. Each output sums C input planes' shifted rows (`planes`), each with
+    /// its own k x k filter (`w`: C filters per output, output after output); output o's rows go to `outs[o]`,
+    /// from the first of `rows` on.
     ///
     /// # Safety
     /// The CPU has `L`'s vector unit, and the pointers and `out` cover what the plan reads and writes: each
-    /// shifted-row buffer at least [`RowPlan::buffer_len`] long, `out` at least rows.len() x ow, rows within oh
-    /// (as the safe `RowPlan` methods assert before they dispatch here).
+    /// shifted-row buffer at least [`RowPlan::buffer_len`] long, each of `outs` (one per bias) at least
+    /// rows.len() x ow, rows within oh (as the safe `RowPlan` methods assert before they dispatch here).
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) unsafe fn correlate_rows<L: Lanes, const K: usize, const C: usize, const VC: usize>(
         p: &RowPlan,
         planes: [*const L; C],
-        wk: &[f32],
-        bias: f32,
+        w: &[f32],
+        bias: &[f32],
         act: Act,
         rows: std::ops::Range<usize>,
-        out: &mut [f32],
+        outs: &mut [&mut [f32]],
     ) {
-        let tile = Tile { p, planes, wk, bias, act, first: rows.start, out: out.as_mut_ptr() };
+        let tile = Tile { p, planes, act, first: rows.start };
+        let (v, per_output) = (p.vectors::<VC>(), C * K * K);
         let mut oy = rows.start;
+        macro_rules! tiles {
+            ($r:literal) => {
+                for j in 0..v {
+                    for (o, (&b, out)) in bias.iter().zip(outs.iter_mut()).enumerate() {
+                        let wk = w.get_unchecked(o * per_output..(o + 1) * per_output);
+                        tile.column::<K, $r, VC>(oy, j, wk, b, out.as_mut_ptr());
+                    }
+                }
+            };
+        }
         while oy + 8 <= rows.end {
-            tile.rows::<K, 8, VC>(oy);
+            tiles!(8);
             oy += 8;
         }
         if oy + 4 <= rows.end {
-            tile.rows::<K, 4, VC>(oy);
+            tiles!(4);
             oy += 4;
         }
         if oy + 2 <= rows.end {
-            tile.rows::<K, 2, VC>(oy);
+            tiles!(2);
             oy += 2;
         }
         if oy < rows.end {
-            tile.rows::<K, 1, VC>(oy);
+            tiles!(1);
         }
     }
 
@@ -396,41 +414,43 @@ mod kernels {
     struct Tile<'a, L, const C: usize> {
         p: &'a RowPlan,
         planes: [*const L; C],
-        wk: &'a [f32],
-        bias: f32,
         act: Act,
-        /// The output row `out` starts at.
+        /// The output row the output planes' pointers start at.
         first: usize,
-        out: *mut f32,
     }
 
     impl<L: Lanes, const C: usize> Tile<'_, L, C> {
-        /// Output rows oy..oy + R, vector by vector.
+        /// Vector j of output rows oy..oy + R of one output plane (filters `wk`, rows from `out`).
         ///
         /// # Safety
-        /// As [`correlate_rows`], with oy + R within its rows.
+        /// As [`correlate_rows`], with oy + R within its rows and j < v.
         #[inline(always)]
-        unsafe fn rows<const K: usize, const R: usize, const VC: usize>(&self, oy: usize) {
+        unsafe fn column<const K: usize, const R: usize, const VC: usize>(
+            &self,
+            oy: usize,
+            j: usize,
+            wk: &[f32],
+            bias: f32,
+            out: *mut f32,
+        ) {
             let p = self.p;
             let v = p.vectors::<VC>();
             let per_row = K * v;
-            for j in 0..v {
-                let mut acc = [L::splat(self.bias); R];
-                for (c, plane) in self.planes.iter().enumerate() {
-                    for ky in 0..K {
-                        for kx in 0..K {
-                            let w = L::splat(*self.wk.get_unchecked((c * K + ky) * K + kx));
-                            for (r, a) in acc.iter_mut().enumerate() {
-                                let src = plane.add(((oy + r) * p.stride + ky) * per_row + kx * v + j);
-                                *a = L::fmadd(w, *src, *a);
-                            }
+            let mut acc = [L::splat(bias); R];
+            for (c, plane) in self.planes.iter().enumerate() {
+                for ky in 0..K {
+                    for kx in 0..K {
+                        let w = L::splat(*wk.get_unchecked((c * K + ky) * K + kx));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let src = plane.add(((oy + r) * p.stride + ky) * per_row + kx * v + j);
+                            *a = L::fmadd(w, *src, *a);
                         }
                     }
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    let dst = self.out.add((oy + r - self.first) * p.ow + L::N * j);
-                    L::store(dst, activate(*a, self.act), p.ow - L::N * j);
-                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let dst = out.add((oy + r - self.first) * p.ow + L::N * j);
+                L::store(dst, activate(*a, self.act), p.ow - L::N * j);
             }
         }
     }
@@ -705,17 +725,18 @@ mod avx512 {
     /// The CPU has AVX-512F (a [`RowPlan`] of 16 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn correlate_rows<const K: usize, const C: usize, const VC: usize>(
         p: &RowPlan,
         bufs: [&[Lane16]; C],
-        wk: &[f32],
-        bias: f32,
+        w: &[f32],
+        bias: &[f32],
         act: Act,
         rows: std::ops::Range<usize>,
-        out: &mut [f32],
+        outs: &mut [&mut [f32]],
     ) {
         let planes = bufs.map(|b| b.as_ptr() as *const __m512);
-        kernels::correlate_rows::<__m512, K, C, VC>(p, planes, wk, bias, act, rows, out)
+        kernels::correlate_rows::<__m512, K, C, VC>(p, planes, w, bias, act, rows, outs)
     }
 
     /// # Safety
@@ -937,17 +958,18 @@ mod avx2 {
     /// The CPU has AVX2 and FMA (a [`RowPlan`] of 8 lanes exists only then), and the slices are
     /// as long as the plan needs (the safe `RowPlan` methods assert it before they call this).
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn correlate_rows<const K: usize, const C: usize, const VC: usize>(
         p: &RowPlan,
         bufs: [&[Lane16]; C],
-        wk: &[f32],
-        bias: f32,
+        w: &[f32],
+        bias: &[f32],
         act: Act,
         rows: std::ops::Range<usize>,
-        out: &mut [f32],
+        outs: &mut [&mut [f32]],
     ) {
         let planes = bufs.map(|b| b.as_ptr() as *const __m256);
-        kernels::correlate_rows::<__m256, K, C, VC>(p, planes, wk, bias, act, rows, out)
+        kernels::correlate_rows::<__m256, K, C, VC>(p, planes, w, bias, act, rows, outs)
     }
 
     /// # Safety

@@ -46,11 +46,10 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Act
             let out = SharedMut::new(&mut y[..c_out * ohw]);
             (0..bands).into_par_iter().for_each(|band| {
                 let rows = band_rows(band);
-                for o in 0..c_out {
-                    // SAFETY: each band writes its own rows of each output plane, and no one else writes `y`.
-                    let dst = unsafe { out.slice(o * ohw + rows.start * ow, rows.len() * ow) };
-                    plan.correlate_planes(planes, &w[o * 27..(o + 1) * 27], bias[o], act, rows.clone(), dst);
-                }
+                // SAFETY: each band writes its own rows of each output plane, and no one else writes `y`.
+                let mut outs: Vec<&mut [f32]> =
+                    (0..c_out).map(|o| unsafe { out.slice(o * ohw + rows.start * ow, rows.len() * ow) }).collect();
+                plan.correlate_planes(planes, w, bias, act, rows, &mut outs);
             });
         });
         return true;
@@ -64,10 +63,9 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Act
             let planes = planes(bufs, len);
             for band in 0..bands {
                 let rows = band_rows(band);
-                for o in 0..c_out {
-                    let dst = &mut y[o * ohw + rows.start * ow..][..rows.len() * ow];
-                    plan.correlate_planes(planes, &w[o * 27..(o + 1) * 27], bias[o], act, rows.clone(), dst);
-                }
+                let mut outs: Vec<&mut [f32]> =
+                    y.chunks_mut(ohw).map(|plane| &mut plane[rows.start * ow..rows.end * ow]).collect();
+                plan.correlate_planes(planes, w, bias, act, rows, &mut outs);
             }
         })
     });
