@@ -25,6 +25,21 @@ pub(crate) const MAX_WIDTH: usize = 256;
 /// runs each tap over the whole plane as one span, was 4% faster on them at batch 128.
 pub(crate) const MIN_WIDTH: usize = 7;
 
+/// Runs `$call` with the kernels of the plan's vector unit in scope: those of `avx2` for 8 lanes, else of
+/// `avx512` (the two modules name their kernels alike), so that each dispatch table is written once.
+#[cfg(target_arch = "x86_64")]
+macro_rules! per_unit {
+    ($lanes:expr, $call:expr) => {
+        if $lanes == 8 {
+            use avx2::*;
+            $call
+        } else {
+            use avx512::*;
+            $call
+        }
+    };
+}
+
 /// Sixteen floats on a 64-byte boundary: one row vector of the shifted-row buffer.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
@@ -104,9 +119,9 @@ impl RowPlan {
         // SAFETY: the CPU has the kernels' vector unit (checked in `new`); the asserts bound every access.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            if self.lanes == 8 {
-                use avx2::*;
-                return match (self.k, self.stride, self.v) {
+            per_unit!(
+                self.lanes,
+                match (self.k, self.stride, self.v) {
                     (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
                     (3, 1, 2) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
                     (3, 1, _) => shift_rows::<3, 1, 0>(self, plane, pre, buf),
@@ -119,23 +134,8 @@ impl RowPlan {
                     (5, _, 1) => shift_rows::<5, 2, 1>(self, plane, pre, buf),
                     (5, _, 2) => shift_rows::<5, 2, 2>(self, plane, pre, buf),
                     _ => shift_rows::<5, 2, 0>(self, plane, pre, buf),
-                };
-            }
-            use avx512::*;
-            match (self.k, self.stride, self.v) {
-                (3, 1, 1) => shift_rows::<3, 1, 1>(self, plane, pre, buf),
-                (3, 1, 2) => shift_rows::<3, 1, 2>(self, plane, pre, buf),
-                (3, 1, _) => shift_rows::<3, 1, 0>(self, plane, pre, buf),
-                (5, 1, 1) => shift_rows::<5, 1, 1>(self, plane, pre, buf),
-                (5, 1, 2) => shift_rows::<5, 1, 2>(self, plane, pre, buf),
-                (5, 1, _) => shift_rows::<5, 1, 0>(self, plane, pre, buf),
-                (3, _, 1) => shift_rows::<3, 2, 1>(self, plane, pre, buf),
-                (3, _, 2) => shift_rows::<3, 2, 2>(self, plane, pre, buf),
-                (3, _, _) => shift_rows::<3, 2, 0>(self, plane, pre, buf),
-                (5, _, 1) => shift_rows::<5, 2, 1>(self, plane, pre, buf),
-                (5, _, 2) => shift_rows::<5, 2, 2>(self, plane, pre, buf),
-                _ => shift_rows::<5, 2, 0>(self, plane, pre, buf),
-            }
+                }
+            )
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
@@ -169,26 +169,17 @@ impl RowPlan {
         // SAFETY: as in `shift`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            if self.lanes == 8 {
-                use avx2::*;
-                return match (self.k, self.v) {
+            per_unit!(
+                self.lanes,
+                match (self.k, self.v) {
                     (3, 1) => correlate_rows::<3, C, 1>(self, bufs, w, bias, act, rows, outs),
                     (3, 2) => correlate_rows::<3, C, 2>(self, bufs, w, bias, act, rows, outs),
                     (3, _) => correlate_rows::<3, C, 0>(self, bufs, w, bias, act, rows, outs),
                     (_, 1) => correlate_rows::<5, C, 1>(self, bufs, w, bias, act, rows, outs),
                     (_, 2) => correlate_rows::<5, C, 2>(self, bufs, w, bias, act, rows, outs),
                     _ => correlate_rows::<5, C, 0>(self, bufs, w, bias, act, rows, outs),
-                };
-            }
-            use avx512::*;
-            match (self.k, self.v) {
-                (3, 1) => correlate_rows::<3, C, 1>(self, bufs, w, bias, act, rows, outs),
-                (3, 2) => correlate_rows::<3, C, 2>(self, bufs, w, bias, act, rows, outs),
-                (3, _) => correlate_rows::<3, C, 0>(self, bufs, w, bias, act, rows, outs),
-                (_, 1) => correlate_rows::<5, C, 1>(self, bufs, w, bias, act, rows, outs),
-                (_, 2) => correlate_rows::<5, C, 2>(self, bufs, w, bias, act, rows, outs),
-                _ => correlate_rows::<5, C, 0>(self, bufs, w, bias, act, rows, outs),
-            }
+                }
+            )
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
@@ -201,26 +192,17 @@ impl RowPlan {
         // SAFETY: as in `shift`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            if self.lanes == 8 {
-                use avx2::*;
-                return match (self.k, self.v) {
+            per_unit!(
+                self.lanes,
+                match (self.k, self.v) {
                     (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
                     (3, 2) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
                     (3, _) => weight_grad_rows::<3, 0>(self, buf, grad, dw_acc),
                     (_, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
                     (_, 2) => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
                     _ => weight_grad_rows::<5, 0>(self, buf, grad, dw_acc),
-                };
-            }
-            use avx512::*;
-            match (self.k, self.v) {
-                (3, 1) => weight_grad_rows::<3, 1>(self, buf, grad, dw_acc),
-                (3, 2) => weight_grad_rows::<3, 2>(self, buf, grad, dw_acc),
-                (3, _) => weight_grad_rows::<3, 0>(self, buf, grad, dw_acc),
-                (_, 1) => weight_grad_rows::<5, 1>(self, buf, grad, dw_acc),
-                (_, 2) => weight_grad_rows::<5, 2>(self, buf, grad, dw_acc),
-                _ => weight_grad_rows::<5, 0>(self, buf, grad, dw_acc),
-            }
+                }
+            )
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
@@ -246,18 +228,13 @@ impl RowPlan {
         // SAFETY: as in `shift`; the asserts above bound every access.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            if self.lanes == 8 {
-                use avx2::*;
-                return match self.k {
+            per_unit!(
+                self.lanes,
+                match self.k {
                     3 => transpose_s2::<3>(self, grad, wk, buf, dx),
                     _ => transpose_s2::<5>(self, grad, wk, buf, dx),
-                };
-            }
-            use avx512::*;
-            match self.k {
-                3 => transpose_s2::<3>(self, grad, wk, buf, dx),
-                _ => transpose_s2::<5>(self, grad, wk, buf, dx),
-            }
+                }
+            )
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("a RowPlan exists only on x86-64 with AVX2 or AVX-512")
