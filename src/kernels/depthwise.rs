@@ -583,7 +583,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct definitions, no layout tricks: the oracles for the fast kernels.
@@ -640,7 +640,8 @@ mod tests {
         (dx, dw.into_iter().map(|v| v as f32).collect())
     }
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
+    /// n values in [-1, 1), a fixed pseudo-random pattern per seed (the kernels' tests' inputs).
+    pub(crate) fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
             .collect()

@@ -20,9 +20,10 @@ use super::Act;
 /// The widest plane the row kernel takes (a 224-pixel input's widest depthwise plane is 112 pixels).
 pub(crate) const MAX_WIDTH: usize = 256;
 
-/// The narrowest output row the row kernel takes: 7, the last planes of a 224-pixel input (measured faster
-/// here). Narrower planes (4 and 2 pixels at 32) fill too few lanes of a vector, and the general kernel, which
-/// runs each tap over the whole plane as one span, was 4% faster on them at batch 128.
+/// The narrowest output row the row kernel takes: 7, the last planes of a 224-pixel input (there the row kernel
+/// was the faster, `latency --si 2 --size 224 --batch 32`). Narrower planes (4 and 2 pixels at 32) fill too few
+/// lanes of a vector, and the general kernel, which runs each tap over the whole plane as one span, was 1-4%
+/// faster on them (`latency --batch 128`, large_0.25 and small_1.0, two passes).
 pub(crate) const MIN_WIDTH: usize = 7;
 
 /// Runs `$call` with the kernels of the plan's vector unit in scope: those of `avx2` for 8 lanes, else of
@@ -149,8 +150,9 @@ impl RowPlan {
 
     /// For each output plane o (one per bias): rows `rows` of act(bias[o] + the sum over C input planes of each
     /// one's correlation with its k x k filter), `bufs` the input planes' shifted rows, `w` each output's C
-    /// filters after the previous output's, into `outs[o]` (which starts at the first of `rows`). C = 1 is a depthwise convolution, C = 3 with 16 outputs the stem. Each column of vectors is done
-    /// for every output before the next, while the input rows it reads are in the L1 cache.
+    /// filters after the previous output's, into `outs[o]` (which starts at the first of `rows`). C = 1 is a
+    /// depthwise convolution, C = 3 with 16 outputs the stem. Each column of vectors is done for every output
+    /// before the next, while the input rows it reads are in the L1 cache.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn correlate_planes<const C: usize>(
@@ -343,7 +345,7 @@ mod kernels {
     /// from the first of `rows` on.
     ///
     /// # Safety
-    /// The CPU has `L`'s vector unit, and the pointers and `out` cover what the plan reads and writes: each
+    /// The CPU has `L`'s vector unit, and the pointers and `outs` cover what the plan reads and writes: each
     /// shifted-row buffer at least [`RowPlan::buffer_len`] long, each of `outs` (one per bias) at least
     /// rows.len() x ow, rows within oh (as the safe `RowPlan` methods assert before they dispatch here).
     #[allow(clippy::too_many_arguments)]

@@ -91,6 +91,7 @@ fn with_buffer<R>(len: usize, f: impl FnOnce(&mut [Lane16]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::depthwise::tests::data;
 
     /// The definition: every output pixel the sum of its 27 taps inside the image, plus the bias.
     fn naive(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Act) -> Vec<f32> {
@@ -120,12 +121,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
     }
 
     /// Every side the app trains or classifies at (odd ones at stride 1), both strides, one image and a
